@@ -1,0 +1,57 @@
+/*
+ * Process configuration from the environment (DESIGN.md §5); command-line
+ * flags override fields after tq_config_from_env(). Strings are owned by the
+ * struct and released by tq_config_cleanup().
+ */
+#ifndef TQ_CONFIG_H
+#define TQ_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tq/err.h"
+#include "tq/log.h"
+
+#define TQ_MAX_REGIONS 16
+
+struct tq_redis_addr {
+    char host[256];
+    int port;
+    char password[256];   /* empty: no AUTH */
+    int db;
+};
+
+struct tq_config {
+    char *redis_url;        /* TQ_REDIS_URL, default redis://127.0.0.1:6379/0 */
+    char *database_url;     /* TQ_DATABASE_URL, libpq conninfo or URI */
+    char *queue;            /* TQ_QUEUE, default "provision" */
+    char *prefix;           /* TQ_PREFIX, default "tq" */
+    char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
+    char *pipeline_path;    /* TQ_PIPELINE */
+    char *secrets_dir;      /* TQ_SECRETS_DIR; NULL = credentials not delivered */
+    int concurrency;        /* TQ_CONCURRENCY, default 4, 1..256 */
+    uint32_t lease_ms;      /* TQ_LEASE_MS, default 30000 */
+    int64_t approval_threshold_inr;   /* TQ_APPROVAL_THRESHOLD, default 1000000 */
+    enum tq_log_format log_format;    /* TQ_LOG_FORMAT */
+    char *regions[TQ_MAX_REGIONS];    /* TQ_REGIONS, comma separated */
+    size_t nregions;
+};
+
+/*
+ * Fill c from the environment. On TQ_EINVALID, errbuf names the variable and
+ * the rule; c is still safe to clean up.
+ */
+enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
+                               size_t errlen);
+void tq_config_cleanup(struct tq_config *c);
+/* Replace *field with a copy of value. */
+void tq_config_set(char **field, const char *value);
+
+/* Parse redis://[:password@]host[:port][/db]. errbuf says what is wrong. */
+enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
+                               char *errbuf, size_t errlen);
+
+/* Redis key of the queue: "<prefix>:{<queue>}:<suffix>"; caller frees. */
+char *tq_key(const struct tq_config *c, const char *suffix);
+
+#endif

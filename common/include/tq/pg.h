@@ -1,0 +1,112 @@
+/*
+ * The PostgreSQL store: the truth about tenants, jobs, steps and audit
+ * (DESIGN.md §3-4). One struct tq_pg is one blocking libpq connection owned
+ * by one thread; a broken connection is reset by the next call.
+ *
+ * Fencing: every write for a running job names the lease epoch its claim
+ * returned; when another worker has claimed the job since, the write changes
+ * nothing and returns TQ_ESTALE, and the caller must drop the job.
+ */
+#ifndef TQ_PG_H
+#define TQ_PG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "tq/err.h"
+#include "tq/pipeline.h"
+#include "tq/request.h"
+
+struct tq_pg;
+
+/* *out is owned by the caller (tq_pg_close) even on error. */
+enum tq_err tq_pg_open(const char *conninfo, struct tq_pg **out);
+void tq_pg_close(struct tq_pg *pg);
+/* Detail of the last error; valid until the next call on pg. */
+const char *tq_pg_errstr(const struct tq_pg *pg);
+/* The live connection (reconnecting first if needed), or NULL. Borrowed. */
+PGconn *tq_pg_conn(struct tq_pg *pg);
+/* Run SQL text with no parameters and no result; for steps and tests. */
+enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql);
+
+/* Apply pending migrations; safe to run from several processes at once. */
+enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version);
+
+/* ---- submit ---- */
+struct tq_submit_item {
+    const struct tq_request *req;
+    const char *idempotency_key;   /* NULL: the tenant id */
+    /* filled by tq_pg_submit: */
+    int64_t job_id;
+    bool existed;                  /* the same request was already there */
+    bool queued;                   /* false: waits in pending_approval */
+    char status[32];               /* the tenant's status now */
+};
+
+/*
+ * Write tenants, jobs and audit events for all items in one transaction:
+ * all or nothing. TQ_ECONFLICT (errbuf names the item and the reason) when an
+ * item's tenant id, name or idempotency key belongs to a different request.
+ */
+enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items,
+                         size_t n, const char *batch,
+                         const struct tq_pipeline *pl,
+                         const struct tq_rules *rules, const char *actor,
+                         char *errbuf, size_t errlen);
+
+/* ---- worker side ---- */
+struct tq_claim {
+    int64_t job_id;
+    int64_t epoch;
+    int attempt;
+    char kind[16];               /* provision | deprovision */
+    char pipeline_hash[65];
+    char tenant_id[TQ_TENANT_ID_MAX + 1];
+    char name[TQ_NAME_MAX * 4 + 1];
+    char tier[16];
+    char region[64];
+    char owner[TQ_OWNER_MAX + 1];
+};
+
+/* TQ_ENOTFOUND: not claimable (finished, leased by a live worker, unknown). */
+enum tq_err tq_pg_claim(struct tq_pg *pg, int64_t job_id, const char *worker,
+                        uint32_t lease_ms, struct tq_claim *out);
+
+/* Pipeline text stored at submit; *text owned by the caller. */
+enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text);
+
+/* Status of each step recorded for a job: json object step -> status. */
+enum tq_err tq_pg_step_states(struct tq_pg *pg, int64_t job_id, json_t **out);
+
+enum tq_err tq_pg_step_begin(struct tq_pg *pg, const struct tq_claim *c,
+                             const char *step, uint32_t lease_ms);
+/* status: succeeded | failed | skipped; error and output may be NULL. */
+enum tq_err tq_pg_step_end(struct tq_pg *pg, const struct tq_claim *c,
+                           const char *step, const char *status,
+                           const char *error, const json_t *output);
+/* Record a failed attempt that will be retried (status back to pending). */
+enum tq_err tq_pg_step_retry(struct tq_pg *pg, const struct tq_claim *c,
+                             const char *step, const char *error);
+
+/* Final state of the job and its tenant, with an audit event. */
+enum tq_err tq_pg_job_finish(struct tq_pg *pg, const struct tq_claim *c,
+                             bool ok, const char *failure_reason);
+/* Give the job back (SIGTERM): lease cleared, runnable again. */
+enum tq_err tq_pg_job_release(struct tq_pg *pg, const struct tq_claim *c);
+/* Heartbeat: extend the leases of every job this worker holds. */
+enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
+                                uint32_t lease_ms, int *extended);
+
+/* ---- reading ---- */
+/*
+ * Tenants with their latest job and steps as a JSON array (see
+ * enqueue/README.md for the shape). Select by ids, or by batch, or all.
+ */
+enum tq_err tq_pg_status(struct tq_pg *pg, const char *const *ids, size_t nids,
+                         const char *batch, json_t **out);
+
+#endif

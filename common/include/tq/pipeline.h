@@ -1,0 +1,89 @@
+/*
+ * The pipeline model (DESIGN.md §4): a JSON document of steps forming a DAG.
+ * Loading validates every rule and reports the file, the step and the rule;
+ * a loaded pipeline is immutable and safe to share between threads.
+ *
+ * Document:
+ *   {"name": "tenant-provision", "version": 1,
+ *    "steps": [{"name": "pg", "kind": "pg_tenant", "needs": [],
+ *               "params": {...}, "retry": {"max_attempts": 3,
+ *               "base_ms": 500, "max_ms": 10000}, "timeout_ms": 60000,
+ *               "class": "none", "undo": {...}}]}
+ */
+#ifndef TQ_PIPELINE_H
+#define TQ_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "tq/err.h"
+#include "tq/retry.h"
+
+#define TQ_PIPELINE_MAX_BYTES (1024 * 1024)
+#define TQ_PIPELINE_MAX_STEPS 64
+#define TQ_STEP_NAME_MAX 63
+
+enum tq_step_class {
+    TQ_CLASS_NONE,
+    TQ_CLASS_SECURITY,
+    TQ_CLASS_INTEGRATION,
+    TQ_CLASS_PERFORMANCE,
+    TQ_CLASS_COMPLIANCE,
+};
+
+struct tq_pipeline_step {
+    const char *name;        /* borrowed from the pipeline's JSON */
+    const char *kind;
+    const json_t *params;    /* object, never NULL */
+    const json_t *undo;      /* object or NULL */
+    size_t needs[TQ_PIPELINE_MAX_STEPS];   /* indexes of earlier-run steps */
+    size_t nneeds;
+    struct tq_retry_policy retry;
+    uint32_t timeout_ms;
+    enum tq_step_class cls;
+};
+
+struct tq_pipeline {
+    char hash[65];           /* SHA-256 of the file's bytes */
+    char *text;              /* the file's bytes, NUL-terminated */
+    const char *name;
+    json_t *doc;
+    struct tq_pipeline_step *steps;
+    size_t nsteps;
+    size_t *order;           /* a topological order of step indexes */
+};
+
+/* Step kinds a pipeline may name; NULL-terminated. */
+extern const char *const tq_step_kinds[];
+
+/*
+ * Parse and validate. source names the file in messages. On error returns
+ * TQ_EINVALID (or TQ_EBADJOB for malformed JSON) and errbuf reads like
+ * `pipeline.json: step "pg": needs "x", which is not a step`.
+ * On success *out is owned by the caller (tq_pipeline_free).
+ */
+enum tq_err tq_pipeline_parse(const char *text, size_t len,
+                              const char *source, struct tq_pipeline **out,
+                              char *errbuf, size_t errlen);
+enum tq_err tq_pipeline_load(const char *path, struct tq_pipeline **out,
+                             char *errbuf, size_t errlen);
+void tq_pipeline_free(struct tq_pipeline *p);
+
+const char *tq_step_class_name(enum tq_step_class c);
+
+/*
+ * Template variables: ${tenant.id}, ${tenant.ident}, ${tenant.name},
+ * ${tenant.tier}, ${tenant.region}, ${tenant.owner}, ${job.id}, ${env.NAME}.
+ * lookup returns the value (borrowed) or NULL for an unknown variable.
+ */
+typedef const char *tq_template_lookup_cb(const char *var, void *arg);
+
+/* True when every ${...} in s is well formed and names a known variable. */
+enum tq_err tq_template_check(const char *s, char *errbuf, size_t errlen);
+/* Render s; caller frees. NULL when a variable is unknown (errbuf says which). */
+char *tq_template_render(const char *s, tq_template_lookup_cb *lookup,
+                         void *arg, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * The Redis side of the queue protocol (DESIGN.md §3): ready list, per-worker
+ * processing list, heartbeats. Redis only dispatches ids; PostgreSQL decides
+ * who runs a job (the claim), so every call here is safe to repeat.
+ *
+ * A struct tq_queue is one blocking hiredis connection. It is not shared:
+ * each thread (each worker slot, the heartbeat thread, the CLI) owns its own.
+ * A broken connection is re-opened by the next call.
+ */
+#ifndef TQ_QUEUE_H
+#define TQ_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tq/config.h"
+#include "tq/err.h"
+
+struct tq_queue;
+
+/*
+ * Connect to c->redis_url. worker_id names this process's processing list
+ * and heartbeat; NULL for a client that only pushes (the CLI). *out is
+ * owned by the caller (tq_queue_close) even on error, so errstr is readable.
+ */
+enum tq_err tq_queue_open(const struct tq_config *c, const char *worker_id,
+                          struct tq_queue **out);
+void tq_queue_close(struct tq_queue *q);
+/* Detail of the last error; valid until the next call on q. */
+const char *tq_queue_errstr(const struct tq_queue *q);
+
+/* LPUSH ids onto ready (FIFO with reserve's RIGHT pop). */
+enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids,
+                          size_t n);
+
+/*
+ * BLMOVE ready -> proc:<worker> RIGHT LEFT, waiting up to timeout_ms.
+ * TQ_OK: *id is a heap string owned by the caller. TQ_ETIMEOUT: nothing came.
+ */
+enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms,
+                             char **id);
+
+/* Remove id from our processing list: the job's outcome is durable. */
+enum tq_err tq_queue_ack(struct tq_queue *q, const char *id);
+
+/* Hand id back: atomically remove it from proc and put it first in ready. */
+enum tq_err tq_queue_release(struct tq_queue *q, const char *id);
+
+/* Refresh hb:<worker> (TTL ttl_ms) and membership of the workers set. */
+enum tq_err tq_queue_heartbeat(struct tq_queue *q, uint32_t ttl_ms);
+/* Forget this worker (drop hb key and set membership) at clean exit. */
+enum tq_err tq_queue_unregister(struct tq_queue *q);
+
+/* LLEN of "<prefix>:{<queue>}:<suffix>", e.g. "ready". */
+enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix,
+                          long long *len);
+
+#endif

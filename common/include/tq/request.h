@@ -1,0 +1,92 @@
+/*
+ * A tenant request and the domain rules of DESIGN.md §1: id format, tier
+ * budget bands, region allow-list, approval threshold, and the per-tier
+ * facts later steps carry into the tenant's config. Pure functions: no I/O.
+ */
+#ifndef TQ_REQUEST_H
+#define TQ_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "tq/err.h"
+
+#define TQ_TENANT_ID_MAX 40
+#define TQ_NAME_MAX 100
+#define TQ_OWNER_MAX 254
+#define TQ_JUSTIFICATION_MAX 2000
+#define TQ_LAKH 100000LL
+
+struct tq_tier_info {
+    const char *name;              /* "Gold" */
+    int64_t budget_min_inr;        /* inclusive */
+    int64_t budget_max_inr;        /* inclusive */
+    int documents_per_month;
+    int queries_per_minute;
+    bool advanced_search, custom_models, real_time_indexing;
+    const char *model;
+    int archive_after_days;
+    int vector_replicas;
+    int p95_sla_ms;
+};
+
+/* NULL when tier is not one of Gold, Silver, Bronze (exact spelling). */
+const struct tq_tier_info *tq_tier_lookup(const char *tier);
+
+/* Fields are owned by the struct; tq_request_cleanup() frees them. */
+struct tq_request {
+    char *tenant_id;
+    char *name;
+    char *tier;
+    char *region;
+    int64_t budget_inr;
+    bool budget_set;
+    char *owner;
+    char *justification;   /* may be NULL */
+};
+
+/* Which field broke which rule, for the user: "budget", "must be ...". */
+struct tq_field_error {
+    char field[32];
+    char rule[256];
+};
+
+struct tq_rules {
+    const char *const *regions;   /* allow-list */
+    size_t nregions;
+    int64_t approval_threshold_inr;
+};
+
+void tq_request_cleanup(struct tq_request *r);
+
+/*
+ * Set one field by its CSV/JSON name (tenant_id, name, tier, region, budget,
+ * owner, justification) from text. TQ_EINVALID with fe filled when the name
+ * is unknown or the budget is not a whole number.
+ */
+enum tq_err tq_request_set(struct tq_request *r, const char *field,
+                           const char *value, size_t len,
+                           struct tq_field_error *fe);
+
+/* Check every rule; TQ_EINVALID with the first broken rule in fe. */
+enum tq_err tq_request_validate(const struct tq_request *r,
+                                const struct tq_rules *rules,
+                                struct tq_field_error *fe);
+
+bool tq_request_needs_approval(const struct tq_request *r,
+                               const struct tq_rules *rules);
+
+/* Build from a JSON object with the field names above (budget: integer). */
+enum tq_err tq_request_from_json(const json_t *obj, struct tq_request *r,
+                                 struct tq_field_error *fe);
+
+/* Tenant id → SQL-friendly stem: "acme-corp" → "acme_corp". out >= 41 bytes. */
+void tq_tenant_ident(const char *tenant_id, char *out, size_t outlen);
+
+/* True when s is valid UTF-8 of exactly len bytes with no NUL. */
+bool tq_utf8_valid(const char *s, size_t len);
+
+#endif

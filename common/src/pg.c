@@ -1,0 +1,648 @@
+/*
+ * The PostgreSQL store over blocking libpq connections (one per thread).
+ * Statement text lives next to the function that runs it; the schema is in
+ * migrate.c. Fencing (lease epochs) is explained in common/README.md.
+ */
+#include "pg_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq/util.h"
+
+struct tq_pg {
+    PGconn *conn;
+    char *conninfo;
+    char errstr[512];
+};
+
+static void quiet_notices(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+static enum tq_err set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static enum tq_err set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pg->errstr, sizeof(pg->errstr), fmt, ap);
+    va_end(ap);
+    /* libpq messages end in a newline; our messages do not */
+    size_t n = strlen(pg->errstr);
+    while (n && (pg->errstr[n - 1] == '\n' || pg->errstr[n - 1] == ' '))
+        pg->errstr[--n] = '\0';
+    return err;
+}
+
+static enum tq_err connect_now(struct tq_pg *pg)
+{
+    if (pg->conn && PQstatus(pg->conn) == CONNECTION_OK)
+        return TQ_OK;
+    if (pg->conn) {
+        PQreset(pg->conn);
+        if (PQstatus(pg->conn) == CONNECTION_OK)
+            return TQ_OK;
+        PQfinish(pg->conn);
+    }
+    pg->conn = PQconnectdb(pg->conninfo);
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        /* PQerrorMessage never holds the password of the conninfo */
+        enum tq_err e = set_err(pg, TQ_ECONNECT, "could not connect to postgresql: %s",
+                                PQerrorMessage(pg->conn));
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+        return e;
+    }
+    PQsetNoticeProcessor(pg->conn, quiet_notices, NULL);
+    return TQ_OK;
+}
+
+enum tq_err tq_pg_open(const char *conninfo, struct tq_pg **out)
+{
+    struct tq_pg *pg = tq_xcalloc(1, sizeof(*pg));
+    pg->conninfo = tq_xstrdup(conninfo);
+    *out = pg;
+    return connect_now(pg);
+}
+
+void tq_pg_close(struct tq_pg *pg)
+{
+    if (!pg)
+        return;
+    if (pg->conn)
+        PQfinish(pg->conn);
+    free(pg->conninfo);
+    free(pg);
+}
+
+const char *tq_pg_errstr(const struct tq_pg *pg)
+{
+    return pg->errstr;
+}
+
+PGconn *tq_pg_conn(struct tq_pg *pg)
+{
+    return connect_now(pg) == TQ_OK ? pg->conn : NULL;
+}
+
+enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res)
+{
+    if (!res && !pg->conn)
+        return set_err(pg, TQ_ECONNECT, "could not %s: not connected", what);
+    if (!res)
+        return set_err(pg, TQ_EPG, "%s", what);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg)
+        msg = PQerrorMessage(pg->conn);
+    enum tq_err err = TQ_EPG;
+    if (PQstatus(pg->conn) != CONNECTION_OK || (state && strncmp(state, "08", 2) == 0) ||
+        (state && strncmp(state, "57P", 3) == 0))
+        err = TQ_ECONNECT;
+    return set_err(pg, err, "could not %s: %s%s%s%s", what, msg, state ? " (SQLSTATE " : "",
+                   state ? state : "", state ? ")" : "");
+}
+
+PGresult *tq__pg_query(struct tq_pg *pg, enum tq_err *err, const char *what,
+                       const char *sql, int nparams, const char *const *params)
+{
+    *err = connect_now(pg);
+    if (*err)
+        return NULL;
+    /* PQexec for parameterless text: it may hold several statements (migrations) */
+    PGresult *r = nparams ? PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                          : PQexec(pg->conn, sql);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return r;
+    *err = tq__pg_fail(pg, what, r);
+    PQclear(r);
+    return NULL;
+}
+
+enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql)
+{
+    enum tq_err err;
+    PQclear(tq__pg_query(pg, &err, "run a statement", sql, 0, NULL));
+    return err;
+}
+
+static enum tq_err simple(struct tq_pg *pg, const char *what, const char *sql,
+                          int n, const char *const *params)
+{
+    enum tq_err err;
+    PQclear(tq__pg_query(pg, &err, what, sql, n, params));
+    return err;
+}
+
+static void rollback(struct tq_pg *pg)
+{
+    if (pg->conn && PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(pg->conn, "ROLLBACK"));
+}
+
+/* ------------------------------------------------------------------ submit */
+
+static const char sql_insert_tenant[] =
+    "INSERT INTO tq.tenants (tenant_id, name, tier, region, budget, owner,"
+    "  justification, status, approver, approved_at, batch_id)"
+    " VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8,"
+    "  CASE WHEN $8 = 'queued' THEN 'auto' END,"
+    "  CASE WHEN $8 = 'queued' THEN now() END, $9)"
+    " ON CONFLICT DO NOTHING RETURNING tenant_id";
+
+static const char sql_find_tenant[] =
+    "SELECT tenant_id, name, tier, region, budget::text, owner, justification,"
+    "  status FROM tq.tenants WHERE tenant_id = $1 OR name = $2"
+    " ORDER BY (tenant_id = $1) DESC LIMIT 1";
+
+static const char sql_insert_job[] =
+    "INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key,"
+    "  batch_id, status) VALUES ($1, 'provision', $2, $3, $4, $5)"
+    " RETURNING id";
+
+static const char sql_find_job[] =
+    "SELECT id, tenant_id FROM tq.jobs WHERE idempotency_key = $1";
+
+static const char sql_audit[] =
+    "INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    " VALUES ($1, $2::bigint, $3, $4, coalesce($5::jsonb, '{}'))";
+
+/* Same request again? Compare what the caller sent with what is stored. */
+static bool same_request(PGresult *r, const struct tq_request *q)
+{
+    char budget[32];
+    snprintf(budget, sizeof(budget), "%" PRId64, q->budget_inr);
+    return strcmp(PQgetvalue(r, 0, 0), q->tenant_id) == 0 &&
+           strcmp(PQgetvalue(r, 0, 1), q->name) == 0 &&
+           strcmp(PQgetvalue(r, 0, 2), q->tier) == 0 &&
+           strcmp(PQgetvalue(r, 0, 3), q->region) == 0 &&
+           strcmp(PQgetvalue(r, 0, 4), budget) == 0 &&
+           strcmp(PQgetvalue(r, 0, 5), q->owner) == 0 &&
+           strcmp(PQgetvalue(r, 0, 6), q->justification ? q->justification : "") == 0;
+}
+
+static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
+                              const char *batch, const struct tq_pipeline *pl,
+                              const struct tq_rules *rules, const char *actor,
+                              char *errbuf, size_t errlen)
+{
+    const struct tq_request *q = it->req;
+    const char *key = it->idempotency_key ? it->idempotency_key : q->tenant_id;
+    enum tq_err err;
+    PGresult *r = NULL;
+
+    /* An idempotency key seen before answers with its job, whatever else. */
+    const char *pk[] = {key};
+    r = tq__pg_query(pg, &err, "look up the idempotency key", sql_find_job, 1, pk);
+    if (!r)
+        return err;
+    if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), q->tenant_id) != 0) {
+        snprintf(errbuf, errlen,
+                 "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
+                 PQgetvalue(r, 0, 1));
+        PQclear(r);
+        return TQ_ECONFLICT;
+    }
+    PQclear(r);
+
+    bool approve = tq_request_needs_approval(q, rules);
+    const char *status = approve ? "pending_approval" : "queued";
+    char budget[32];
+    snprintf(budget, sizeof(budget), "%" PRId64, q->budget_inr);
+    const char *pt[] = {q->tenant_id, q->name, q->tier, q->region, budget,
+                        q->owner, q->justification ? q->justification : "",
+                        status, batch};
+    r = tq__pg_query(pg, &err, "insert the tenant", sql_insert_tenant, 9, pt);
+    if (!r)
+        return err;
+    bool inserted = PQntuples(r) == 1;
+    PQclear(r);
+
+    if (!inserted) {
+        const char *pf[] = {q->tenant_id, q->name};
+        r = tq__pg_query(pg, &err, "read the existing tenant", sql_find_tenant, 2, pf);
+        if (!r)
+            return err;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            snprintf(errbuf, errlen, "tenant_id: \"%s\" conflicts with a concurrent request",
+                     q->tenant_id);
+            return TQ_ECONFLICT;
+        }
+        if (strcmp(PQgetvalue(r, 0, 0), q->tenant_id) != 0) {
+            snprintf(errbuf, errlen, "name: \"%s\" is already taken by tenant \"%s\"",
+                     q->name, PQgetvalue(r, 0, 0));
+            PQclear(r);
+            return TQ_ECONFLICT;
+        }
+        if (!same_request(r, q)) {
+            snprintf(errbuf, errlen,
+                     "tenant_id: \"%s\" already exists with different details "
+                     "(a tenant is requested once; change it through the portal)",
+                     q->tenant_id);
+            PQclear(r);
+            return TQ_ECONFLICT;
+        }
+        snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, 0, 7));
+        PQclear(r);
+        const char *pj[] = {key};
+        r = tq__pg_query(pg, &err, "find the existing job", sql_find_job, 1, pj);
+        if (!r)
+            return err;
+        if (PQntuples(r) != 1) {
+            PQclear(r);
+            snprintf(errbuf, errlen,
+                     "tenant_id: \"%s\" exists under another idempotency key",
+                     q->tenant_id);
+            return TQ_ECONFLICT;
+        }
+        it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        it->existed = true;
+        it->queued = false;   /* already dispatched once; the reconciler owns it */
+        PQclear(r);
+        return TQ_OK;
+    }
+
+    const char *pj[] = {q->tenant_id, pl->hash, key, batch, approve ? "held" : "queued"};
+    r = tq__pg_query(pg, &err, "insert the job", sql_insert_job, 5, pj);
+    if (!r)
+        return err;
+    it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    it->existed = false;
+    it->queued = !approve;
+    snprintf(it->status, sizeof(it->status), "%s", status);
+
+    char jid[32];
+    snprintf(jid, sizeof(jid), "%" PRId64, it->job_id);
+    json_t *d = json_pack("{s:s, s:s, s:s, s:I, s:s*}", "tier", q->tier, "region",
+                          q->region, "owner", q->owner, "budget",
+                          (json_int_t)q->budget_inr, "batch", batch);
+    char *detail = json_dumps(d, JSON_COMPACT);
+    json_decref(d);
+    const char *pa[] = {q->tenant_id, jid, actor, "submitted", detail};
+    err = simple(pg, "write the audit event", sql_audit, 5, pa);
+    free(detail);
+    if (!err && !approve) {
+        const char *pb[] = {q->tenant_id, jid, "auto", "approved",
+                            "{\"reason\":\"budget within auto-approval threshold\"}"};
+        err = simple(pg, "write the audit event", sql_audit, 5, pb);
+    }
+    return err;
+}
+
+enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                         const char *batch, const struct tq_pipeline *pl,
+                         const struct tq_rules *rules, const char *actor,
+                         char *errbuf, size_t errlen)
+{
+    enum tq_err err = simple(pg, "begin the submit transaction", "BEGIN", 0, NULL);
+    if (err) {
+        snprintf(errbuf, errlen, "%s", pg->errstr);
+        return err;
+    }
+    const char *pp[] = {pl->hash, pl->name, pl->text};
+    err = simple(pg, "store the pipeline",
+                 "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
+                 " ON CONFLICT (hash) DO NOTHING",
+                 3, pp);
+    if (!err && batch) {
+        const char *pb[] = {batch, actor};
+        err = simple(pg, "create the batch",
+                     "INSERT INTO tq.batches (id, created_by) VALUES ($1, $2)"
+                     " ON CONFLICT (id) DO NOTHING",
+                     2, pb);
+    }
+    for (size_t i = 0; i < n && !err; i++) {
+        err = submit_one(pg, &items[i], batch, pl, rules, actor, errbuf, errlen);
+        if (err && err != TQ_ECONFLICT)
+            snprintf(errbuf, errlen, "%s", pg->errstr);
+        else if (err && n > 1) {
+            char tmp[512];
+            snprintf(tmp, sizeof(tmp), "%s", errbuf);
+            snprintf(errbuf, errlen, "request %zu (tenant \"%s\"): %s", i + 1,
+                     items[i].req->tenant_id, tmp);
+        }
+    }
+    if (!err) {
+        err = simple(pg, "commit the submit transaction", "COMMIT", 0, NULL);
+        if (err)
+            snprintf(errbuf, errlen, "%s", pg->errstr);
+    }
+    if (err)
+        rollback(pg);
+    return err;
+}
+
+/* ------------------------------------------------------------------ worker */
+
+static const char sql_claim[] =
+    "WITH j AS ("
+    "  UPDATE tq.jobs SET status = 'running', lease_owner = $2,"
+    "    lease_epoch = lease_epoch + 1,"
+    "    lease_until = now() + make_interval(secs => $3::int / 1000.0),"
+    "    attempt = attempt + 1, started_at = coalesce(started_at, now()),"
+    "    updated_at = now()"
+    "  WHERE id = $1::bigint AND status IN ('queued', 'running')"
+    "    AND (lease_until IS NULL OR lease_until < now())"
+    "  RETURNING id, tenant_id, kind, pipeline_hash, lease_epoch, attempt)"
+    " UPDATE tq.tenants t SET status = CASE j.kind WHEN 'provision'"
+    "   THEN 'provisioning' ELSE 'deprovisioning' END, updated_at = now()"
+    " FROM j WHERE t.tenant_id = j.tenant_id"
+    " RETURNING j.id, j.lease_epoch, j.attempt, j.kind, j.pipeline_hash,"
+    "   t.tenant_id, t.name, t.tier, t.region, t.owner";
+
+static void copy(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src);
+}
+
+enum tq_err tq_pg_claim(struct tq_pg *pg, int64_t job_id, const char *worker,
+                        uint32_t lease_ms, struct tq_claim *out)
+{
+    char id[32], lease[16];
+    snprintf(id, sizeof(id), "%" PRId64, job_id);
+    snprintf(lease, sizeof(lease), "%u", lease_ms);
+    const char *p[] = {id, worker, lease};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "claim the job", sql_claim, 3, p);
+    if (!r)
+        return err;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return set_err(pg, TQ_ENOTFOUND, "job %s is not claimable", id);
+    }
+    memset(out, 0, sizeof(*out));
+    out->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    out->epoch = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    out->attempt = atoi(PQgetvalue(r, 0, 2));
+    copy(out->kind, sizeof(out->kind), PQgetvalue(r, 0, 3));
+    copy(out->pipeline_hash, sizeof(out->pipeline_hash), PQgetvalue(r, 0, 4));
+    copy(out->tenant_id, sizeof(out->tenant_id), PQgetvalue(r, 0, 5));
+    copy(out->name, sizeof(out->name), PQgetvalue(r, 0, 6));
+    copy(out->tier, sizeof(out->tier), PQgetvalue(r, 0, 7));
+    copy(out->region, sizeof(out->region), PQgetvalue(r, 0, 8));
+    copy(out->owner, sizeof(out->owner), PQgetvalue(r, 0, 9));
+    PQclear(r);
+    return TQ_OK;
+}
+
+enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text)
+{
+    *text = NULL;
+    const char *p[] = {hash};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "read the pipeline",
+                               "SELECT body FROM tq.pipelines WHERE hash = $1", 1, p);
+    if (!r)
+        return err;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return set_err(pg, TQ_ENOTFOUND, "pipeline %.12s is not stored", hash);
+    }
+    *text = tq_xstrdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return TQ_OK;
+}
+
+enum tq_err tq_pg_step_states(struct tq_pg *pg, int64_t job_id, json_t **out)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "%" PRId64, job_id);
+    const char *p[] = {id};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "read the job's steps",
+                               "SELECT step, status FROM tq.job_steps WHERE job_id = $1::bigint",
+                               1, p);
+    *out = NULL;
+    if (!r)
+        return err;
+    json_t *o = json_object();
+    for (int i = 0; i < PQntuples(r); i++)
+        json_object_set_new(o, PQgetvalue(r, i, 0), json_string(PQgetvalue(r, i, 1)));
+    PQclear(r);
+    *out = o;
+    return TQ_OK;
+}
+
+/*
+ * The fence: a CTE that touches the job row only while our epoch holds (and
+ * extends the lease as it does). Statements join it, so a stale worker's
+ * write matches no row and changes nothing.
+ */
+#define FENCE                                                                  \
+    "WITH f AS (UPDATE tq.jobs SET updated_at = now(),"                       \
+    "  lease_until = greatest(lease_until, now() + make_interval(secs => $3::int / 1000.0))" \
+    "  WHERE id = $1::bigint AND lease_epoch = $2::bigint AND status = 'running'" \
+    "  RETURNING id, tenant_id) "
+
+static enum tq_err fenced(struct tq_pg *pg, const char *what, const char *sql,
+                          int n, const char *const *params)
+{
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, what, sql, n, params);
+    if (!r)
+        return err;
+    int rows = PQntuples(r);
+    PQclear(r);
+    if (rows == 0)
+        return set_err(pg, TQ_ESTALE, "could not %s: lease lost to another worker", what);
+    return TQ_OK;
+}
+
+static const char sql_step_begin[] = FENCE
+    "INSERT INTO tq.job_steps (job_id, step, status, attempts, started_at)"
+    " SELECT f.id, $4, 'running', 1, now() FROM f"
+    " ON CONFLICT (job_id, step) DO UPDATE SET status = 'running',"
+    "   attempts = tq.job_steps.attempts + 1, started_at = now(), finished_at = NULL"
+    " RETURNING job_id";
+
+enum tq_err tq_pg_step_begin(struct tq_pg *pg, const struct tq_claim *c,
+                             const char *step, uint32_t lease_ms)
+{
+    char id[32], ep[32], lease[16];
+    snprintf(id, sizeof(id), "%" PRId64, c->job_id);
+    snprintf(ep, sizeof(ep), "%" PRId64, c->epoch);
+    snprintf(lease, sizeof(lease), "%u", lease_ms);
+    const char *p[] = {id, ep, lease, step};
+    return fenced(pg, "record the step start", sql_step_begin, 4, p);
+}
+
+static const char sql_step_end[] = FENCE
+    ", s AS (UPDATE tq.job_steps st SET status = $5, finished_at = now(),"
+    "   last_error = coalesce($6, st.last_error), output = $7::jsonb"
+    "   FROM f WHERE st.job_id = f.id AND st.step = $4 RETURNING st.job_id, f.tenant_id)"
+    " INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    " SELECT s.tenant_id, s.job_id, 'worker', 'step_' || $5,"
+    "   jsonb_build_object('step', $4::text, 'error', $6::text) FROM s"
+    " RETURNING job_id";
+
+enum tq_err tq_pg_step_end(struct tq_pg *pg, const struct tq_claim *c,
+                           const char *step, const char *status,
+                           const char *error, const json_t *output)
+{
+    char id[32], ep[32];
+    snprintf(id, sizeof(id), "%" PRId64, c->job_id);
+    snprintf(ep, sizeof(ep), "%" PRId64, c->epoch);
+    char *out = output ? json_dumps(output, JSON_COMPACT) : NULL;
+    const char *p[] = {id, ep, "0", step, status, error, out};
+    enum tq_err err = fenced(pg, "record the step result", sql_step_end, 7, p);
+    free(out);
+    return err;
+}
+
+static const char sql_step_retry[] = FENCE
+    "UPDATE tq.job_steps st SET status = 'pending', last_error = $5"
+    " FROM f WHERE st.job_id = f.id AND st.step = $4 RETURNING st.job_id";
+
+enum tq_err tq_pg_step_retry(struct tq_pg *pg, const struct tq_claim *c,
+                             const char *step, const char *error)
+{
+    char id[32], ep[32];
+    snprintf(id, sizeof(id), "%" PRId64, c->job_id);
+    snprintf(ep, sizeof(ep), "%" PRId64, c->epoch);
+    const char *p[] = {id, ep, "0", step, error};
+    return fenced(pg, "record the failed attempt", sql_step_retry, 5, p);
+}
+
+/* One statement: job, tenant and audit change together or not at all. */
+static const char sql_finish[] =
+    "WITH j AS (UPDATE tq.jobs SET status = $3, lease_owner = NULL,"
+    "   lease_until = NULL, finished_at = now(), updated_at = now(), error = $4"
+    "   WHERE id = $1::bigint AND lease_epoch = $2::bigint AND status = 'running'"
+    "   RETURNING id, tenant_id, kind),"
+    " t AS (UPDATE tq.tenants tn SET updated_at = now(),"
+    "   status = CASE WHEN $3 = 'succeeded' AND j.kind = 'provision' THEN 'active'"
+    "                 WHEN $3 = 'succeeded' THEN 'deprovisioned' ELSE 'failed' END,"
+    "   activated_at = CASE WHEN $3 = 'succeeded' AND j.kind = 'provision'"
+    "                  THEN now() ELSE tn.activated_at END,"
+    "   failure_reason = $4"
+    "   FROM j WHERE tn.tenant_id = j.tenant_id RETURNING tn.tenant_id, tn.status)"
+    " INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    " SELECT t.tenant_id, j.id, 'worker', t.status,"
+    "   jsonb_strip_nulls(jsonb_build_object('reason', $4::text))"
+    " FROM t, j RETURNING job_id";
+
+enum tq_err tq_pg_job_finish(struct tq_pg *pg, const struct tq_claim *c, bool ok,
+                             const char *failure_reason)
+{
+    char id[32], ep[32];
+    snprintf(id, sizeof(id), "%" PRId64, c->job_id);
+    snprintf(ep, sizeof(ep), "%" PRId64, c->epoch);
+    const char *p[] = {id, ep, ok ? "succeeded" : "failed", ok ? NULL : failure_reason};
+    return fenced(pg, "record the job's outcome", sql_finish, 4, p);
+}
+
+static const char sql_release[] =
+    "WITH j AS (UPDATE tq.jobs SET status = 'queued', lease_owner = NULL,"
+    "   lease_until = NULL, updated_at = now()"
+    "   WHERE id = $1::bigint AND lease_epoch = $2::bigint AND status = 'running'"
+    "   RETURNING id, tenant_id)"
+    " UPDATE tq.tenants t SET status = 'queued', updated_at = now()"
+    " FROM j WHERE t.tenant_id = j.tenant_id AND t.status = 'provisioning'"
+    " RETURNING j.id";
+
+enum tq_err tq_pg_job_release(struct tq_pg *pg, const struct tq_claim *c)
+{
+    char id[32], ep[32];
+    snprintf(id, sizeof(id), "%" PRId64, c->job_id);
+    snprintf(ep, sizeof(ep), "%" PRId64, c->epoch);
+    const char *p[] = {id, ep};
+    enum tq_err err;
+    PQclear(tq__pg_query(pg, &err, "release the job", sql_release, 2, p));
+    return err;
+}
+
+enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
+                                uint32_t lease_ms, int *extended)
+{
+    char lease[16];
+    snprintf(lease, sizeof(lease), "%u", lease_ms);
+    const char *p[] = {worker, lease};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "extend leases",
+                               "UPDATE tq.jobs SET lease_until = now() +"
+                               " make_interval(secs => $2::int / 1000.0)"
+                               " WHERE lease_owner = $1 AND status = 'running'"
+                               "   AND lease_until > now()",
+                               2, p);
+    *extended = r ? atoi(PQcmdTuples(r)) : 0;
+    PQclear(r);
+    return err;
+}
+
+/* ------------------------------------------------------------------ status */
+
+/*
+ * The whole view is built by PostgreSQL as one JSON document: one round trip,
+ * and the shape documented in enqueue/README.md is fixed here.
+ */
+static const char sql_status[] =
+    "SELECT coalesce(json_agg(x ORDER BY x.created_at, x.tenant_id), '[]')::text FROM ("
+    " SELECT t.tenant_id, t.name, t.tier, t.region, t.budget, t.owner, t.status,"
+    "  t.batch_id AS batch, t.approver, t.failure_reason, t.created_at,"
+    "  t.updated_at, t.activated_at,"
+    "  j.id AS job_id, j.kind AS job_kind, j.status AS job_status,"
+    "  j.attempt AS job_attempt, j.lease_owner AS worker, j.error AS job_error,"
+    "  coalesce((SELECT count(*) FROM tq.job_steps s WHERE s.job_id = j.id"
+    "    AND s.status IN ('succeeded','skipped')), 0) AS steps_done,"
+    "  coalesce(jsonb_array_length(p.body::jsonb -> 'steps'), 0) AS steps_total,"
+    "  (SELECT s.step FROM tq.job_steps s WHERE s.job_id = j.id"
+    "    AND s.status = 'running' ORDER BY s.started_at DESC LIMIT 1) AS current_step,"
+    "  coalesce((SELECT json_agg(json_build_object('step', s.step, 'status', s.status,"
+    "    'attempts', s.attempts, 'started_at', s.started_at,"
+    "    'finished_at', s.finished_at, 'last_error', s.last_error)"
+    "    ORDER BY s.started_at NULLS LAST, s.step)"
+    "    FROM tq.job_steps s WHERE s.job_id = j.id), '[]') AS steps"
+    " FROM tq.tenants t"
+    " LEFT JOIN LATERAL (SELECT * FROM tq.jobs jj WHERE jj.tenant_id = t.tenant_id"
+    "   ORDER BY jj.id DESC LIMIT 1) j ON true"
+    " LEFT JOIN tq.pipelines p ON p.hash = j.pipeline_hash"
+    " WHERE ($1::text[] IS NULL OR t.tenant_id = ANY($1::text[]))"
+    "   AND ($2::text IS NULL OR t.batch_id = $2)) x";
+
+/* Encode ids as a PostgreSQL array literal: {"a","b"} with quotes escaped. */
+static char *text_array(const char *const *ids, size_t n)
+{
+    struct tq_buf b;
+    tq_buf_init(&b);
+    tq_buf_puts(&b, "{");
+    for (size_t i = 0; i < n; i++) {
+        tq_buf_puts(&b, i ? ",\"" : "\"");
+        for (const char *p = ids[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                tq_buf_append(&b, "\\", 1);
+            tq_buf_append(&b, p, 1);
+        }
+        tq_buf_puts(&b, "\"");
+    }
+    tq_buf_puts(&b, "}");
+    return tq_buf_take(&b, NULL);
+}
+
+enum tq_err tq_pg_status(struct tq_pg *pg, const char *const *ids, size_t nids,
+                         const char *batch, json_t **out)
+{
+    *out = NULL;
+    char *arr = nids ? text_array(ids, nids) : NULL;
+    const char *p[] = {arr, batch};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "read tenant status", sql_status, 2, p);
+    free(arr);
+    if (!r)
+        return err;
+    json_error_t jerr;
+    *out = json_loads(PQgetvalue(r, 0, 0), 0, &jerr);
+    PQclear(r);
+    if (!*out)
+        return set_err(pg, TQ_EPG, "status query returned invalid JSON: %s", jerr.text);
+    return TQ_OK;
+}

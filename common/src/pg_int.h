@@ -1,0 +1,13 @@
+/* Internals shared by pg.c and migrate.c; not part of libtq's contract. */
+#ifndef TQ_PG_INT_H
+#define TQ_PG_INT_H
+
+#include "tq/pg.h"
+
+/* Record a libpq failure in pg->errstr and map it to a tq error. */
+enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res);
+/* Run a parameterised statement; NULL with pg->errstr set on failure. */
+PGresult *tq__pg_query(struct tq_pg *pg, enum tq_err *err, const char *what,
+                       const char *sql, int nparams, const char *const *params);
+
+#endif

@@ -1,0 +1,253 @@
+/*
+ * Redis queue protocol over blocking hiredis connections (one per thread).
+ * The protocol itself is described in common/README.md, section Queue.
+ */
+#include "tq/queue.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "tq/util.h"
+
+struct tq_queue {
+    redisContext *rc;
+    struct tq_redis_addr addr;
+    char *worker_id;
+    char *k_ready;
+    char *k_proc;
+    char *k_hb;
+    char *k_workers;
+    const struct tq_config *cfg;
+    char errstr[256];
+};
+
+static const struct timeval io_timeout = {5, 0};
+
+static enum tq_err set_err(struct tq_queue *q, enum tq_err err, const char *fmt,
+                           ...) __attribute__((format(printf, 3, 4)));
+
+static enum tq_err set_err(struct tq_queue *q, enum tq_err err, const char *fmt,
+                           ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q->errstr, sizeof(q->errstr), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+static void drop(struct tq_queue *q)
+{
+    if (q->rc)
+        redisFree(q->rc);
+    q->rc = NULL;
+}
+
+/* Run one command that must not fail, for AUTH/SELECT at connect. */
+static enum tq_err simple(struct tq_queue *q, const char *what, redisReply *r)
+{
+    if (!r)
+        return set_err(q, TQ_ECONNECT, "could not %s on %s:%d: %s", what,
+                       q->addr.host, q->addr.port,
+                       q->rc->errstr[0] ? q->rc->errstr : "connection lost");
+    enum tq_err err = TQ_OK;
+    if (r->type == REDIS_REPLY_ERROR)
+        err = set_err(q, TQ_EREDIS, "could not %s: %s", what, r->str);
+    freeReplyObject(r);
+    return err;
+}
+
+static enum tq_err ensure(struct tq_queue *q)
+{
+    if (q->rc && !q->rc->err)
+        return TQ_OK;
+    drop(q);
+    struct timeval ct = {2, 0};
+    q->rc = redisConnectWithTimeout(q->addr.host, q->addr.port, ct);
+    if (!q->rc || q->rc->err) {
+        enum tq_err e = set_err(q, TQ_ECONNECT, "could not connect to redis at %s:%d: %s",
+                                q->addr.host, q->addr.port,
+                                q->rc ? q->rc->errstr : "out of memory");
+        drop(q);
+        return e;
+    }
+    redisSetTimeout(q->rc, io_timeout);
+    enum tq_err err = TQ_OK;
+    if (q->addr.password[0])
+        err = simple(q, "authenticate", redisCommand(q->rc, "AUTH %s", q->addr.password));
+    if (!err && q->addr.db)
+        err = simple(q, "select database", redisCommand(q->rc, "SELECT %d", q->addr.db));
+    if (err)
+        drop(q);
+    return err;
+}
+
+static redisReply *cmd(struct tq_queue *q, enum tq_err *err, const char *what,
+                       int argc, const char **argv)
+{
+    *err = ensure(q);
+    if (*err)
+        return NULL;
+    redisReply *r = redisCommandArgv(q->rc, argc, argv, NULL);
+    if (!r) {
+        *err = set_err(q, TQ_ECONNECT, "could not %s: %s", what,
+                       q->rc->errstr[0] ? q->rc->errstr : "connection lost");
+        drop(q);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        *err = set_err(q, TQ_EREDIS, "could not %s: %s", what, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+enum tq_err tq_queue_open(const struct tq_config *c, const char *worker_id,
+                          struct tq_queue **out)
+{
+    struct tq_queue *q = tq_xcalloc(1, sizeof(*q));
+    *out = q;
+    q->cfg = c;
+    char why[200];
+    if (tq_redis_url_parse(c->redis_url, &q->addr, why, sizeof(why)))
+        return set_err(q, TQ_EINVALID, "TQ_REDIS_URL: %s", why);
+    q->k_ready = tq_key(c, "ready");
+    q->k_workers = tq_key(c, "workers");
+    if (worker_id) {
+        q->worker_id = tq_xstrdup(worker_id);
+        char *s = tq_xasprintf("proc:%s", worker_id);
+        q->k_proc = tq_key(c, s);
+        free(s);
+        s = tq_xasprintf("hb:%s", worker_id);
+        q->k_hb = tq_key(c, s);
+        free(s);
+    }
+    return ensure(q);
+}
+
+void tq_queue_close(struct tq_queue *q)
+{
+    if (!q)
+        return;
+    drop(q);
+    free(q->worker_id);
+    free(q->k_ready);
+    free(q->k_proc);
+    free(q->k_hb);
+    free(q->k_workers);
+    free(q);
+}
+
+const char *tq_queue_errstr(const struct tq_queue *q)
+{
+    return q->errstr;
+}
+
+enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids, size_t n)
+{
+    if (n == 0)
+        return TQ_OK;
+    const char **argv = tq_xcalloc(n + 2, sizeof(char *));
+    argv[0] = "LPUSH";
+    argv[1] = q->k_ready;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 2] = ids[i];
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "push to the ready list", (int)(n + 2), argv);
+    free(argv);
+    freeReplyObject(r);
+    return err;
+}
+
+enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms, char **id)
+{
+    *id = NULL;
+    TQ_ASSERT(q->k_proc);
+    enum tq_err err = ensure(q);
+    if (err)
+        return err;
+    /* The socket timeout must outlast the BLMOVE, or the context dies with EAGAIN. */
+    struct timeval tv = {(long)(timeout_ms / 1000) + 5, 0};
+    redisSetTimeout(q->rc, tv);
+    char secs[32];
+    snprintf(secs, sizeof(secs), "%.3f", timeout_ms / 1000.0);
+    const char *argv[] = {"BLMOVE", q->k_ready, q->k_proc, "RIGHT", "LEFT", secs};
+    redisReply *r = cmd(q, &err, "reserve a job (BLMOVE)", 6, argv);
+    if (q->rc)
+        redisSetTimeout(q->rc, io_timeout);
+    if (err)
+        return err;
+    if (r->type == REDIS_REPLY_STRING) {
+        *id = tq_xstrdup(r->str);
+    } else if (r->type == REDIS_REPLY_NIL) {
+        err = TQ_ETIMEOUT;
+    } else {
+        err = set_err(q, TQ_EREDIS, "unexpected reply type %d to BLMOVE", r->type);
+    }
+    freeReplyObject(r);
+    return err;
+}
+
+enum tq_err tq_queue_ack(struct tq_queue *q, const char *id)
+{
+    const char *argv[] = {"LREM", q->k_proc, "1", id};
+    enum tq_err err;
+    freeReplyObject(cmd(q, &err, "ack (LREM)", 4, argv));
+    return err;
+}
+
+static const char release_lua[] =
+    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then "
+    "  redis.call('RPUSH', KEYS[2], ARGV[1]) return 1 end return 0";
+
+enum tq_err tq_queue_release(struct tq_queue *q, const char *id)
+{
+    const char *argv[] = {"EVAL", release_lua, "2", q->k_proc, q->k_ready, id};
+    enum tq_err err;
+    freeReplyObject(cmd(q, &err, "release a job", 6, argv));
+    return err;
+}
+
+enum tq_err tq_queue_heartbeat(struct tq_queue *q, uint32_t ttl_ms)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+    char now[24];
+    snprintf(now, sizeof(now), "%llu", (unsigned long long)tq_now_ms());
+    const char *set[] = {"SET", q->k_hb, now, "PX", ttl};
+    enum tq_err err;
+    freeReplyObject(cmd(q, &err, "write heartbeat", 5, set));
+    if (err)
+        return err;
+    const char *add[] = {"SADD", q->k_workers, q->worker_id};
+    freeReplyObject(cmd(q, &err, "register worker", 3, add));
+    return err;
+}
+
+enum tq_err tq_queue_unregister(struct tq_queue *q)
+{
+    const char *del[] = {"DEL", q->k_hb};
+    enum tq_err err;
+    freeReplyObject(cmd(q, &err, "drop heartbeat", 2, del));
+    if (err)
+        return err;
+    const char *rem[] = {"SREM", q->k_workers, q->worker_id};
+    freeReplyObject(cmd(q, &err, "unregister worker", 3, rem));
+    return err;
+}
+
+enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix, long long *len)
+{
+    char *k = tq_key(q->cfg, suffix);
+    const char *argv[] = {"LLEN", k};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "read a list length", 2, argv);
+    free(k);
+    *len = r ? r->integer : 0;
+    freeReplyObject(r);
+    return err;
+}

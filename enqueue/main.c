@@ -1,0 +1,151 @@
+/*
+ * tq-enqueue: the CLI portal backends and operators use to submit tenant
+ * requests and read their progress. Subcommands live in their own files;
+ * this one dispatches and owns the shared error reporting.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tq/log.h"
+
+static const char usage[] =
+    "usage: tq-enqueue [--json] COMMAND [ARGS]\n"
+    "\n"
+    "Submit tenant onboarding requests and follow their progress.\n"
+    "\n"
+    "commands:\n"
+    "  migrate                 create or upgrade the tq schema in PostgreSQL\n"
+    "  submit                  submit one request (flags) or a batch (--file)\n"
+    "  status [ID...|--batch B|--all]\n"
+    "                          show tenants, their status and steps\n"
+    "\n"
+    "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
+    "\n"
+    "global options:\n"
+    "  --json      machine-readable output; errors as JSON on stdout too\n"
+    "  --help      this text\n"
+    "  --version   print the version\n"
+    "\n"
+    "environment: TQ_DATABASE_URL (libpq conninfo or URI), TQ_REDIS_URL\n"
+    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PIPELINE, TQ_REGIONS,\n"
+    "TQ_APPROVAL_THRESHOLD. `eval \"$(deploy/local/env)\"` sets them locally.\n"
+    "\n"
+    "exit codes: 0 done, 1 a service is unreachable (safe to retry), 2 usage,\n"
+    "3 request rejected (not worth retrying), 4 not found.\n";
+
+int cli_exit_for(enum tq_err err)
+{
+    switch (err) {
+    case TQ_OK:
+        return EXIT_DONE;
+    case TQ_ECONNECT:
+    case TQ_ETIMEOUT:
+    case TQ_EREDIS:
+    case TQ_EPG:
+    case TQ_EIO:
+        return EXIT_UNREACHABLE;
+    case TQ_ENOTFOUND:
+        return EXIT_NOTFOUND;
+    case TQ_EINVALID:
+    case TQ_ECONFLICT:
+    case TQ_EBADJOB:
+        return EXIT_REJECTED;
+    default:
+        return EXIT_UNREACHABLE;
+    }
+}
+
+static const char *code_name(int exit_code)
+{
+    switch (exit_code) {
+    case EXIT_UNREACHABLE:
+        return "unreachable";
+    case EXIT_USAGE:
+        return "usage";
+    case EXIT_REJECTED:
+        return "rejected";
+    case EXIT_NOTFOUND:
+        return "not_found";
+    default:
+        return "error";
+    }
+}
+
+int cli_fail(struct cli *c, int exit_code, json_t *details, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s\n", c->prog, msg);
+    if (c->json) {
+        json_t *e = json_pack("{s:s, s:s, s:i}", "code", code_name(exit_code), "message", msg,
+                              "exit_code", exit_code);
+        if (details)
+            json_object_set_new(e, "errors", details);
+        json_t *o = json_pack("{s:o}", "error", e);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    } else {
+        json_decref(details);
+    }
+    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c;
+    memset(&c, 0, sizeof(c));
+    c.prog = "tq-enqueue";
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            c.json = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return EXIT_DONE;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("tq-enqueue %s\n", TQ_VERSION);
+            return EXIT_DONE;
+        } else {
+            fprintf(stderr, "tq-enqueue: unknown option \"%s\"\n\n%s", argv[i], usage);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        fputs(usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[i];
+    static const struct {
+        const char *name;
+        int (*fn)(struct cli *, int, char **);
+    } cmds[] = {{"migrate", cmd_migrate}, {"submit", cmd_submit}, {"status", cmd_status}};
+    int (*fn)(struct cli *, int, char **) = NULL;
+    for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
+        if (strcmp(cmds[k].name, cmd) == 0)
+            fn = cmds[k].fn;
+    if (!fn) {
+        fprintf(stderr, "tq-enqueue: unknown command \"%s\"\n\n%s", cmd, usage);
+        return EXIT_USAGE;
+    }
+    char prog[64];
+    snprintf(prog, sizeof(prog), "tq-enqueue %s", cmd);
+    c.prog = prog;
+    char why[256];
+    if (tq_config_from_env(&c.cfg, why, sizeof(why))) {
+        int rc = cli_fail(&c, EXIT_USAGE, NULL, "%s", why);
+        tq_config_cleanup(&c.cfg);
+        return rc;
+    }
+    tq_log_init("enqueue", c.cfg.log_format, TQ_LOG_WARN);
+    /* getopt_long in the subcommand sees argv starting at its name. */
+    int rc = fn(&c, argc - i, argv + i);
+    tq_config_cleanup(&c.cfg);
+    return rc;
+}

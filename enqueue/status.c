@@ -1,0 +1,138 @@
+/*
+ * tq-enqueue status: tenants with their status and steps, as a table or as
+ * the JSON documented in enqueue/README.md (built by tq_pg_status).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tq/pg.h"
+
+static const char usage[] =
+    "usage: tq-enqueue status [ID... | --batch NAME | --all] [--json]\n"
+    "\n"
+    "Show each tenant's status, steps done of total, current step and last error.\n"
+    "With one ID, also list its steps. Exit 4 when an ID or batch is unknown.\n"
+    "\n"
+    "options:\n"
+    "  --batch NAME   the tenants submitted together under NAME\n"
+    "  --all          every tenant\n"
+    "  --json         {\"tenants\": [...]} (shape in enqueue/README.md)\n"
+    "\n"
+    "examples:\n"
+    "  tq-enqueue status acme-corp\n"
+    "  tq-enqueue status --batch onboarding-2026-11 --json\n";
+
+static const char *str(const json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
+static void print_table(const json_t *tenants, bool with_steps)
+{
+    printf("%-24s %-7s %-10s %-16s %-6s %s\n", "TENANT", "TIER", "REGION", "STATUS", "STEPS",
+           "DETAIL");
+    size_t i;
+    json_t *t;
+    json_array_foreach(tenants, i, t) {
+        char steps[24];
+        snprintf(steps, sizeof(steps), "%lld/%lld",
+                 (long long)json_integer_value(json_object_get(t, "steps_done")),
+                 (long long)json_integer_value(json_object_get(t, "steps_total")));
+        const char *detail = str(t, "failure_reason");
+        if (!*detail && *str(t, "current_step"))
+            detail = str(t, "current_step");
+        printf("%-24s %-7s %-10s %-16s %-6s %s\n", str(t, "tenant_id"), str(t, "tier"),
+               str(t, "region"), str(t, "status"), steps, detail);
+        if (!with_steps)
+            continue;
+        size_t k;
+        json_t *s;
+        json_array_foreach(json_object_get(t, "steps"), k, s) {
+            printf("    %-22s %-20s attempts %lld  %s\n", str(s, "step"), str(s, "status"),
+                   (long long)json_integer_value(json_object_get(s, "attempts")),
+                   str(s, "last_error"));
+        }
+    }
+}
+
+int cmd_status(struct cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
+                                         {"all", no_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *batch = NULL;
+    bool all = false;
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'b':
+            batch = optarg;
+            break;
+        case 'a':
+            all = true;
+            break;
+        case 'j':
+            c->json = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return EXIT_DONE;
+        default:
+            fputs(usage, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    size_t nids = (size_t)(argc - optind);
+    if ((nids > 0) + (batch != NULL) + all != 1)
+        return cli_fail(c, EXIT_USAGE, NULL,
+                        "give tenant IDs, or --batch NAME, or --all (exactly one of them)");
+    struct tq_pg *pg = NULL;
+    json_t *tenants = NULL;
+    enum tq_err err = tq_pg_open(c->cfg.database_url, &pg);
+    if (!err)
+        err = tq_pg_status(pg, (const char *const *)argv + optind, nids, batch, &tenants);
+    int rc = EXIT_DONE;
+    if (err) {
+        rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
+        goto out;
+    }
+    if (nids > 0 && json_array_size(tenants) < nids) {
+        json_t *missing = json_array();
+        for (size_t i = 0; i < nids; i++) {
+            bool found = false;
+            size_t k;
+            json_t *t;
+            json_array_foreach(tenants, k, t) if (strcmp(str(t, "tenant_id"), argv[optind + i]) == 0)
+                found = true;
+            if (!found)
+                json_array_append_new(missing, json_string(argv[optind + i]));
+        }
+        char *m = json_dumps(missing, JSON_COMPACT);
+        rc = cli_fail(c, EXIT_NOTFOUND, missing, "no such tenant: %s", m);
+        free(m);
+        goto out;
+    }
+    if (batch && json_array_size(tenants) == 0) {
+        rc = cli_fail(c, EXIT_NOTFOUND, NULL, "no such batch: \"%s\"", batch);
+        goto out;
+    }
+    if (c->json) {
+        json_t *doc = json_pack("{s:O}", "tenants", tenants);
+        json_dumpf(doc, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(doc);
+    } else {
+        print_table(tenants, nids == 1);
+    }
+out:
+    json_decref(tenants);
+    tq_pg_close(pg);
+    return rc;
+}

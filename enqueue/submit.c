@@ -1,0 +1,537 @@
+/*
+ * tq-enqueue submit: one request from flags, or a batch from a CSV (RFC 4180,
+ * parsed by libcsv) or JSON-lines file. The batch is validated whole before
+ * anything is written; then one PostgreSQL transaction records it, and only
+ * after the commit are the queued job ids pushed to Redis.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <csv.h>
+
+#include "cli.h"
+#include "tq/pg.h"
+#include "tq/pipeline.h"
+#include "tq/queue.h"
+#include "tq/request.h"
+#include "tq/util.h"
+
+#define FILE_MAX_BYTES (16 * 1024 * 1024)
+#define BATCH_MAX 10000
+#define FIELDS_MAX 16
+
+static const char usage[] =
+    "usage: tq-enqueue submit --tenant-id ID --name NAME --tier TIER --region REGION\n"
+    "                         --budget INR --owner EMAIL [--justification TEXT]\n"
+    "       tq-enqueue submit --file FILE [--batch NAME]\n"
+    "\n"
+    "Validate tenant requests and queue their provisioning. A batch file is\n"
+    "validated whole: if any row is bad, nothing is written and every bad row is\n"
+    "reported with its line, field and rule. Submitting the same request again\n"
+    "returns the existing one (exit 0); the same tenant id with other details is\n"
+    "rejected (exit 3). Budgets above TQ_APPROVAL_THRESHOLD (default 1000000 INR)\n"
+    "wait in pending_approval.\n"
+    "\n"
+    "options:\n"
+    "  --tenant-id ID          ^[a-z][a-z0-9-]{2,39}$\n"
+    "  --name NAME             display name, unique, at most 100 bytes\n"
+    "  --tier TIER             Gold (5-15 lakh INR), Silver (2-5 lakh), Bronze (< 2 lakh)\n"
+    "  --region REGION         one of TQ_REGIONS (default us-east-1,us-west-2,eu-west-1)\n"
+    "  --budget INR            annual budget, whole rupees\n"
+    "  --owner EMAIL           owner's e-mail address\n"
+    "  --justification TEXT    business justification (optional)\n"
+    "  --idempotency-key KEY   default: the tenant id (single request only)\n"
+    "  --file FILE             CSV with header tenant_id,name,tier,region,budget,owner\n"
+    "                          [,justification], or JSON lines (.jsonl/.ndjson, or a\n"
+    "                          file starting with '{') with the same keys\n"
+    "  --batch NAME            group the requests under NAME (status --batch NAME)\n"
+    "  --json                  print {\"batch\":..., \"requests\":[...]} on stdout\n"
+    "\n"
+    "examples:\n"
+    "  tq-enqueue submit --tenant-id acme-corp --name \"Acme Corp\" --tier Gold \\\n"
+    "      --region us-east-1 --budget 800000 --owner ops@acme.example\n"
+    "  tq-enqueue submit --file tenants.csv --batch onboarding-2026-11 --json\n";
+
+struct loaded {
+    struct tq_request *reqs;
+    int *lines;
+    size_t n;
+    json_t *errors;   /* [{line, field, rule}] */
+};
+
+static void add_error(struct loaded *l, int line, const char *field, const char *rule)
+{
+    json_array_append_new(l->errors, json_pack("{s:i, s:s, s:s}", "line", line, "field", field,
+                                               "rule", rule));
+}
+
+static struct tq_request *new_req(struct loaded *l, int line)
+{
+    l->reqs = tq_xrealloc(l->reqs, (l->n + 1) * sizeof(*l->reqs));
+    l->lines = tq_xrealloc(l->lines, (l->n + 1) * sizeof(*l->lines));
+    memset(&l->reqs[l->n], 0, sizeof(*l->reqs));
+    l->lines[l->n] = line;
+    return &l->reqs[l->n++];
+}
+
+/* ---- CSV ---- */
+struct csvctx {
+    struct loaded *l;
+    int line;                 /* line being fed */
+    char *header[FIELDS_MAX];
+    size_t nheader;
+    bool have_header;
+    bool header_bad;
+    struct tq_request *cur;
+    size_t col;
+    bool row_bad;
+};
+
+static void csv_field(void *field, size_t len, void *data)
+{
+    struct csvctx *x = data;
+    if (!x->have_header) {
+        if (x->nheader < FIELDS_MAX) {
+            char *h = tq_xmalloc(len + 1);
+            memcpy(h, field, len);
+            h[len] = '\0';
+            x->header[x->nheader] = h;
+        }
+        x->nheader++;
+        return;
+    }
+    if (!x->cur) {
+        x->cur = new_req(x->l, x->line);
+        x->col = 0;
+        x->row_bad = false;
+    }
+    if (x->col < x->nheader && x->col < FIELDS_MAX && !x->header_bad) {
+        struct tq_field_error fe;
+        if (tq_request_set(x->cur, x->header[x->col], field, len, &fe) && !x->row_bad) {
+            add_error(x->l, x->line, fe.field, fe.rule);
+            x->row_bad = true;
+        }
+    }
+    x->col++;
+}
+
+static void csv_row(int term, void *data)
+{
+    struct csvctx *x = data;
+    (void)term;
+    if (!x->have_header) {
+        x->have_header = true;
+        static const char *const required[] = {"tenant_id", "name", "tier", "region",
+                                               "budget", "owner"};
+        static const char *const known[] = {"tenant_id", "name", "tier", "region",
+                                            "budget", "owner", "justification"};
+        if (x->nheader > FIELDS_MAX) {
+            add_error(x->l, x->line, "header", "has too many columns");
+            x->header_bad = true;
+            return;
+        }
+        for (size_t i = 0; i < x->nheader; i++) {
+            bool ok = false;
+            for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+                ok |= strcmp(known[k], x->header[i]) == 0;
+            for (size_t k = 0; k < i; k++)
+                if (strcmp(x->header[k], x->header[i]) == 0) {
+                    add_error(x->l, x->line, "header", "names a column twice");
+                    x->header_bad = true;
+                }
+            if (!ok) {
+                char rule[200];
+                snprintf(rule, sizeof(rule),
+                         "unknown column \"%.40s\" (expected tenant_id, name, tier, region, "
+                         "budget, owner[, justification])",
+                         x->header[i]);
+                add_error(x->l, x->line, "header", rule);
+                x->header_bad = true;
+            }
+        }
+        for (size_t k = 0; k < sizeof(required) / sizeof(required[0]); k++) {
+            bool found = false;
+            for (size_t i = 0; i < x->nheader; i++)
+                found |= strcmp(required[k], x->header[i]) == 0;
+            if (!found) {
+                char rule[80];
+                snprintf(rule, sizeof(rule), "column \"%s\" is missing", required[k]);
+                add_error(x->l, x->line, "header", rule);
+                x->header_bad = true;
+            }
+        }
+        return;
+    }
+    if (!x->cur)
+        return;
+    if (x->col != x->nheader && !x->row_bad) {
+        char rule[96];
+        snprintf(rule, sizeof(rule), "has %zu fields; the header has %zu", x->col, x->nheader);
+        add_error(x->l, x->line, "row", rule);
+        x->row_bad = true;
+    }
+    x->cur = NULL;
+}
+
+static int load_csv(FILE *f, struct loaded *l, char *why, size_t whylen)
+{
+    struct csv_parser p;
+    struct csvctx x;
+    memset(&x, 0, sizeof(x));
+    x.l = l;
+    x.line = 1;
+    if (csv_init(&p, CSV_STRICT | CSV_STRICT_FINI) != 0) {
+        snprintf(why, whylen, "could not start the CSV parser");
+        return -1;
+    }
+    static char chunk[65536];
+    int rc = 0;
+    while (fgets(chunk, sizeof(chunk), f)) {
+        size_t n = strlen(chunk);
+        if (csv_parse(&p, chunk, n, csv_field, csv_row, &x) != n) {
+            snprintf(why, whylen, "line %d: malformed CSV: %s", x.line,
+                     csv_strerror(csv_error(&p)));
+            rc = -1;
+            break;
+        }
+        if (l->n > BATCH_MAX) {
+            snprintf(why, whylen, "line %d: more than %d requests in one batch", x.line,
+                     BATCH_MAX);
+            rc = -1;
+            break;
+        }
+        if (n && chunk[n - 1] == '\n')
+            x.line++;
+    }
+    if (rc == 0 && csv_fini(&p, csv_field, csv_row, &x) != 0) {
+        snprintf(why, whylen, "line %d: malformed CSV: %s", x.line, csv_strerror(csv_error(&p)));
+        rc = -1;
+    }
+    if (rc == 0 && !x.have_header) {
+        snprintf(why, whylen, "the file is empty (expected a header row)");
+        rc = -1;
+    }
+    csv_free(&p);
+    for (size_t i = 0; i < x.nheader && i < FIELDS_MAX; i++)
+        free(x.header[i]);
+    return rc;
+}
+
+/* ---- JSON lines ---- */
+static int load_jsonl(FILE *f, struct loaded *l, char *why, size_t whylen)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int lineno = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t k = 0;
+        while (k < (size_t)n && strchr(" \t\r\n", line[k]))
+            k++;
+        if (k == (size_t)n)
+            continue;
+        if (l->n >= BATCH_MAX) {
+            snprintf(why, whylen, "line %d: more than %d requests in one batch", lineno,
+                     BATCH_MAX);
+            free(line);
+            return -1;
+        }
+        json_error_t jerr;
+        json_t *o = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+        struct tq_request *r = new_req(l, lineno);
+        if (!o) {
+            char rule[200];
+            snprintf(rule, sizeof(rule), "invalid JSON at column %d: %s", jerr.column, jerr.text);
+            add_error(l, lineno, "line", rule);
+            continue;
+        }
+        struct tq_field_error fe;
+        if (tq_request_from_json(o, r, &fe))
+            add_error(l, lineno, fe.field, fe.rule);
+        json_decref(o);
+    }
+    free(line);
+    return 0;
+}
+
+static bool has_error_on(const struct loaded *l, int line)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(l->errors, i, e) if (json_integer_value(json_object_get(e, "line")) == line)
+        return true;
+    return false;
+}
+
+static int load_file(struct cli *c, const char *path, struct loaded *l)
+{
+    struct stat st;
+    FILE *f = fopen(path, "rb");
+    if (!f || fstat(fileno(f), &st) != 0) {
+        if (f)
+            fclose(f);
+        return cli_fail(c, EXIT_USAGE, NULL, "--file: cannot open \"%s\"", path);
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX_BYTES) {
+        fclose(f);
+        return cli_fail(c, EXIT_REJECTED, NULL,
+                        "--file: \"%s\" must be a regular file of at most %d bytes", path,
+                        FILE_MAX_BYTES);
+    }
+    size_t plen = strlen(path);
+    bool jsonl = (plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0) ||
+                 (plen > 7 && strcmp(path + plen - 7, ".ndjson") == 0);
+    if (!jsonl) {
+        int ch;
+        while ((ch = fgetc(f)) == ' ' || ch == '\n' || ch == '\r' || ch == '\t')
+            ;
+        jsonl = ch == '{';
+        rewind(f);
+    }
+    char why[512] = "";
+    int rc = jsonl ? load_jsonl(f, l, why, sizeof(why)) : load_csv(f, l, why, sizeof(why));
+    fclose(f);
+    if (rc != 0)
+        return cli_fail(c, EXIT_REJECTED, NULL, "--file \"%s\": %s", path, why);
+    return EXIT_DONE;
+}
+
+static void print_result(struct cli *c, const char *batch, struct tq_submit_item *items,
+                         size_t n, bool deferred)
+{
+    if (c->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, json_pack("{s:s, s:I, s:s, s:b}", "tenant_id",
+                                               items[i].req->tenant_id, "job_id",
+                                               (json_int_t)items[i].job_id, "status",
+                                               items[i].status, "existed", items[i].existed));
+        json_t *o = json_pack("{s:s?, s:o, s:b}", "batch", batch, "requests", a,
+                              "dispatch_deferred", deferred);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        printf("%s: %s (job %" PRId64 ")%s\n", items[i].req->tenant_id, items[i].status,
+               items[i].job_id, items[i].existed ? ", already submitted" : "");
+    if (batch)
+        printf("batch %s: %zu request%s\n", batch, n, n == 1 ? "" : "s");
+}
+
+int cmd_submit(struct cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tenant-id", required_argument, NULL, 't'},
+        {"name", required_argument, NULL, 'n'},
+        {"tier", required_argument, NULL, 'T'},
+        {"region", required_argument, NULL, 'r'},
+        {"budget", required_argument, NULL, 'b'},
+        {"owner", required_argument, NULL, 'o'},
+        {"justification", required_argument, NULL, 'J'},
+        {"idempotency-key", required_argument, NULL, 'k'},
+        {"file", required_argument, NULL, 'f'},
+        {"batch", required_argument, NULL, 'B'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct loaded l = {NULL, NULL, 0, json_array()};
+    struct tq_request one;
+    memset(&one, 0, sizeof(one));
+    bool by_flags = false;
+    const char *file = NULL, *batch = NULL, *key = NULL;
+    struct tq_pipeline *pl = NULL;
+    struct tq_pg *pg = NULL;
+    struct tq_queue *q = NULL;
+    struct tq_submit_item *items = NULL;
+    int rc = EXIT_DONE, o;
+    struct tq_field_error fe;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        const char *field = NULL;
+        switch (o) {
+        case 't': field = "tenant_id"; break;
+        case 'n': field = "name"; break;
+        case 'T': field = "tier"; break;
+        case 'r': field = "region"; break;
+        case 'b': field = "budget"; break;
+        case 'o': field = "owner"; break;
+        case 'J': field = "justification"; break;
+        case 'k': key = optarg; break;
+        case 'f': file = optarg; break;
+        case 'B': batch = optarg; break;
+        case 'j': c->json = true; break;
+        case 'h':
+            fputs(usage, stdout);
+            goto out;
+        default:
+            fputs(usage, stderr);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        if (field) {
+            by_flags = true;
+            if (tq_request_set(&one, field, optarg, strlen(optarg), &fe)) {
+                json_array_append_new(l.errors, json_pack("{s:s, s:s}", "field", fe.field,
+                                                          "rule", fe.rule));
+                rc = cli_fail(c, EXIT_REJECTED, json_incref(l.errors), "%s: %s", fe.field,
+                              fe.rule);
+                goto out;
+            }
+        }
+    }
+    if (optind < argc) {
+        rc = cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", argv[optind]);
+        goto out;
+    }
+    if (by_flags == (file != NULL)) {
+        rc = cli_fail(c, EXIT_USAGE, NULL,
+                      "give either the request's flags (--tenant-id ...) or --file, not %s",
+                      file ? "both" : "neither");
+        goto out;
+    }
+    if (key && file) {
+        rc = cli_fail(c, EXIT_USAGE, NULL, "--idempotency-key applies to a single request only");
+        goto out;
+    }
+    if (batch) {
+        size_t bl = strlen(batch);
+        bool ok = bl >= 1 && bl <= 64;
+        for (size_t i = 0; ok && i < bl; i++)
+            ok = (batch[i] >= 'a' && batch[i] <= 'z') || (batch[i] >= 'A' && batch[i] <= 'Z') ||
+                 (batch[i] >= '0' && batch[i] <= '9') || strchr("-_.:", batch[i]);
+        if (!ok) {
+            rc = cli_fail(c, EXIT_REJECTED, NULL,
+                          "batch: must be 1-64 characters of letters, digits, '-', '_', '.', ':'");
+            goto out;
+        }
+    }
+    if (key && (strlen(key) == 0 || strlen(key) > 200 || !tq_utf8_valid(key, strlen(key)))) {
+        rc = cli_fail(c, EXIT_REJECTED, NULL, "idempotency_key: must be 1-200 bytes of UTF-8");
+        goto out;
+    }
+
+    if (file) {
+        if ((rc = load_file(c, file, &l)) != EXIT_DONE)
+            goto out;
+        if (l.n == 0 && json_array_size(l.errors) == 0) {
+            rc = cli_fail(c, EXIT_REJECTED, NULL, "--file \"%s\": holds no requests", file);
+            goto out;
+        }
+    } else {
+        struct tq_request *r = new_req(&l, 0);
+        *r = one;
+        memset(&one, 0, sizeof(one));
+    }
+
+    /* Validate everything before writing anything. */
+    const struct tq_rules rules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
+                                   c->cfg.approval_threshold_inr};
+    for (size_t i = 0; i < l.n; i++) {
+        if (has_error_on(&l, l.lines[i]))
+            continue;
+        if (tq_request_validate(&l.reqs[i], &rules, &fe)) {
+            add_error(&l, l.lines[i], fe.field, fe.rule);
+            continue;
+        }
+        for (size_t k = 0; k < i; k++) {
+            char rule[96];
+            if (l.reqs[k].tenant_id && strcmp(l.reqs[k].tenant_id, l.reqs[i].tenant_id) == 0) {
+                snprintf(rule, sizeof(rule), "duplicates the tenant id of line %d", l.lines[k]);
+                add_error(&l, l.lines[i], "tenant_id", rule);
+                break;
+            }
+            if (l.reqs[k].name && strcmp(l.reqs[k].name, l.reqs[i].name) == 0) {
+                snprintf(rule, sizeof(rule), "duplicates the name of line %d", l.lines[k]);
+                add_error(&l, l.lines[i], "name", rule);
+                break;
+            }
+        }
+    }
+    if (json_array_size(l.errors) > 0) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(l.errors, i, e) {
+            int line = (int)json_integer_value(json_object_get(e, "line"));
+            const char *field = json_string_value(json_object_get(e, "field"));
+            const char *rule = json_string_value(json_object_get(e, "rule"));
+            if (line > 0)
+                fprintf(stderr, "%s: line %d: %s: %s\n", c->prog, line, field, rule);
+            else
+                fprintf(stderr, "%s: %s: %s\n", c->prog, field, rule);
+        }
+        rc = cli_fail(c, EXIT_REJECTED, json_incref(l.errors),
+                      "rejected: %zu problem%s; nothing was submitted",
+                      json_array_size(l.errors), json_array_size(l.errors) == 1 ? "" : "s");
+        goto out;
+    }
+
+    char why[1024];
+    enum tq_err err = tq_pipeline_load(c->cfg.pipeline_path, &pl, why, sizeof(why));
+    if (err) {
+        rc = cli_fail(c, EXIT_USAGE, NULL, "TQ_PIPELINE: %s", why);
+        goto out;
+    }
+    items = tq_xcalloc(l.n, sizeof(*items));
+    for (size_t i = 0; i < l.n; i++) {
+        items[i].req = &l.reqs[i];
+        items[i].idempotency_key = key;
+    }
+    if ((err = tq_pg_open(c->cfg.database_url, &pg))) {
+        rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
+        goto out;
+    }
+    err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue", why, sizeof(why));
+    if (err) {
+        rc = cli_fail(c, cli_exit_for(err), NULL, "%s%s", why,
+                      err == TQ_ECONFLICT ? "; nothing was submitted" : "");
+        goto out;
+    }
+
+    /* Committed. Now dispatch; if Redis is away the reconciler dispatches later. */
+    const char **ids = tq_xcalloc(l.n, sizeof(char *));
+    char (*idbuf)[24] = tq_xcalloc(l.n, sizeof(*idbuf));
+    size_t nq = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (!items[i].queued)
+            continue;
+        snprintf(idbuf[nq], sizeof(idbuf[nq]), "%" PRId64, items[i].job_id);
+        ids[nq] = idbuf[nq];
+        nq++;
+    }
+    bool deferred = false;
+    if (nq > 0) {
+        err = tq_queue_open(&c->cfg, NULL, &q);
+        if (!err)
+            err = tq_queue_push(q, ids, nq);
+        if (err) {
+            deferred = true;
+            fprintf(stderr,
+                    "%s: warning: requests are recorded but dispatch is deferred (%s); "
+                    "a worker's reconciler will dispatch them\n",
+                    c->prog, tq_queue_errstr(q));
+        }
+    }
+    free(ids);
+    free(idbuf);
+    print_result(c, batch, items, l.n, deferred);
+out:
+    tq_queue_close(q);
+    tq_pg_close(pg);
+    tq_pipeline_free(pl);
+    free(items);
+    for (size_t i = 0; i < l.n; i++)
+        tq_request_cleanup(&l.reqs[i]);
+    free(l.reqs);
+    free(l.lines);
+    json_decref(l.errors);
+    tq_request_cleanup(&one);
+    return rc;
+}

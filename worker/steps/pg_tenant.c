@@ -1,0 +1,287 @@
+/*
+ * Step "pg_tenant": the tenant's PostgreSQL footprint in the platform
+ * database: a login role with a generated password, a schema it owns, and a
+ * documents table with row-level security enabled and forced. The whole
+ * effect is one transaction, so it is all there or not at all; running it
+ * again re-asserts the same objects and rotates the password (one effect).
+ * The password leaves this process only as a SCRAM verifier (to PostgreSQL)
+ * and as a 0600 file in TQ_SECRETS_DIR; it is never logged.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../worker.h"
+#include "tq/log.h"
+#include "tq/util.h"
+
+#define PASSWORD_LEN 32
+
+struct names {
+    char schema[64];
+    char role[64];
+    char *q_schema;   /* quoted identifiers and literal, from libpq */
+    char *q_role;
+    char *q_table;
+    char *l_tenant;
+};
+
+static void names_free(struct names *n)
+{
+    PQfreemem(n->q_schema);
+    PQfreemem(n->q_role);
+    free(n->q_table);
+    PQfreemem(n->l_tenant);
+}
+
+static enum tq_err names_make(PGconn *c, const char *tenant_id, struct names *n,
+                              char *errstr, size_t errlen)
+{
+    char ident[TQ_TENANT_ID_MAX + 1];
+    tq_tenant_ident(tenant_id, ident, sizeof(ident));
+    snprintf(n->schema, sizeof(n->schema), "t_%s", ident);
+    snprintf(n->role, sizeof(n->role), "tq_t_%s", ident);
+    n->q_schema = PQescapeIdentifier(c, n->schema, strlen(n->schema));
+    n->q_role = PQescapeIdentifier(c, n->role, strlen(n->role));
+    n->l_tenant = PQescapeLiteral(c, tenant_id, strlen(tenant_id));
+    n->q_table = NULL;
+    if (!n->q_schema || !n->q_role || !n->l_tenant) {
+        snprintf(errstr, errlen, "could not quote names: %s", PQerrorMessage(c));
+        return TQ_EPG;
+    }
+    n->q_table = tq_xasprintf("%s.documents", n->q_schema);
+    return TQ_OK;
+}
+
+static enum tq_err run_sql(PGconn *c, const char *sql, const char *what,
+                           char *errstr, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    enum tq_err err = TQ_OK;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        snprintf(errstr, errlen, "could not %s: %s", what,
+                 msg ? msg : PQerrorMessage(c));
+        err = PQstatus(c) == CONNECTION_OK ? TQ_EPG : TQ_ECONNECT;
+    }
+    PQclear(r);
+    return err;
+}
+
+/* Write the credentials file atomically (temp file + rename), mode 0600. */
+static enum tq_err deliver_secret(const struct wk_step_ctx *ctx, PGconn *c,
+                                  const char *role, const char *password,
+                                  char *errstr, size_t errlen)
+{
+    const char *dir = ctx->cfg->secrets_dir;
+    char *tdir = tq_xasprintf("%s/%s", dir, ctx->claim->tenant_id);
+    char *path = tq_xasprintf("%s/postgres.json", tdir);
+    char *tmp = tq_xasprintf("%s/.postgres.json.tmp", tdir);
+    enum tq_err err = TQ_OK;
+    int fd = -1;
+    char *text = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(errstr, errlen, "could not create secrets directory \"%s\": %s", dir,
+                 strerror(errno));
+        err = TQ_EIO;
+        goto out;
+    }
+    if (mkdir(tdir, 0700) != 0 && errno != EEXIST) {
+        snprintf(errstr, errlen, "could not create \"%s\": %s", tdir, strerror(errno));
+        err = TQ_EIO;
+        goto out;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "host", PQhost(c), "port",
+                          PQport(c), "dbname", PQdb(c), "user", role, "password",
+                          password, "schema", "");
+    json_object_set_new(o, "schema", json_string(role + 3)); /* "tq_t_x" -> "t_x" */
+    text = json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || fchmod(fd, 0600) != 0) {
+        snprintf(errstr, errlen, "could not write \"%s\": %s", tmp, strerror(errno));
+        err = TQ_EIO;
+        goto out;
+    }
+    size_t len = strlen(text);
+    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0 || close(fd) != 0) {
+        fd = -1;
+        snprintf(errstr, errlen, "could not write \"%s\": %s", tmp, strerror(errno));
+        err = TQ_EIO;
+        goto out;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0) {
+        snprintf(errstr, errlen, "could not rename \"%s\": %s", tmp, strerror(errno));
+        err = TQ_EIO;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    if (text) {
+        memset(text, 0, strlen(text));
+        free(text);
+    }
+    free(tdir);
+    free(path);
+    free(tmp);
+    return err;
+}
+
+static enum tq_err pg_tenant_run(struct wk_step_ctx *ctx)
+{
+    PGconn *c = tq_pg_conn(ctx->pg);
+    if (!c) {
+        snprintf(ctx->errstr, sizeof(ctx->errstr), "%s", tq_pg_errstr(ctx->pg));
+        return TQ_ECONNECT;
+    }
+    struct names n;
+    char password[PASSWORD_LEN + 1];
+    char *verifier = NULL, *l_verifier = NULL;
+    struct tq_buf sql;
+    tq_buf_init(&sql);
+    enum tq_err err = names_make(c, ctx->claim->tenant_id, &n, ctx->errstr,
+                                 sizeof(ctx->errstr));
+    if (err)
+        goto out;
+    if ((err = tq_random_password(password, PASSWORD_LEN))) {
+        snprintf(ctx->errstr, sizeof(ctx->errstr), "could not read the OS random source");
+        goto out;
+    }
+    /* Hash on our side: the plaintext never reaches the server or its logs. */
+    verifier = PQencryptPasswordConn(c, password, n.role, "scram-sha-256");
+    if (!verifier) {
+        snprintf(ctx->errstr, sizeof(ctx->errstr), "could not hash the password: %s",
+                 PQerrorMessage(c));
+        err = TQ_EPG;
+        goto out;
+    }
+    l_verifier = PQescapeLiteral(c, verifier, strlen(verifier));
+    if (!l_verifier) {
+        err = TQ_EPG;
+        snprintf(ctx->errstr, sizeof(ctx->errstr), "could not quote the verifier");
+        goto out;
+    }
+
+    PGresult *r;
+    char *l_role = PQescapeLiteral(c, n.role, strlen(n.role));
+    char *q = tq_xasprintf("SELECT 1 FROM pg_roles WHERE rolname = %s", l_role);
+    PQfreemem(l_role);
+    if ((err = run_sql(c, "BEGIN", "begin", ctx->errstr, sizeof(ctx->errstr)))) {
+        free(q);
+        goto out;
+    }
+    /* Serialise concurrent runs for one tenant (a redelivered job). */
+    char *lock = tq_xasprintf("SELECT pg_advisory_xact_lock(hashtext('tq_tenant:' || %s))",
+                              n.l_tenant);
+    err = run_sql(c, lock, "lock the tenant", ctx->errstr, sizeof(ctx->errstr));
+    free(lock);
+    if (err) {
+        free(q);
+        goto rollback;
+    }
+    r = PQexec(c, q);
+    free(q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(ctx->errstr, sizeof(ctx->errstr), "could not look up role: %s",
+                 PQerrorMessage(c));
+        PQclear(r);
+        err = TQ_EPG;
+        goto rollback;
+    }
+    bool exists = PQntuples(r) == 1;
+    PQclear(r);
+
+    tq_buf_printf(&sql, "%s ROLE %s LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD %s;",
+                  exists ? "ALTER" : "CREATE", n.q_role, l_verifier);
+    tq_buf_printf(&sql, "CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s;", n.q_schema,
+                  n.q_role);
+    tq_buf_printf(&sql, "ALTER SCHEMA %s OWNER TO %s;", n.q_schema, n.q_role);
+    tq_buf_printf(&sql, "REVOKE ALL ON SCHEMA %s FROM PUBLIC;", n.q_schema);
+    tq_buf_printf(&sql,
+                  "CREATE TABLE IF NOT EXISTS %s ("
+                  " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                  " tenant_id text NOT NULL DEFAULT %s,"
+                  " title text NOT NULL DEFAULT '',"
+                  " body text NOT NULL DEFAULT '',"
+                  " created_at timestamptz NOT NULL DEFAULT now());",
+                  n.q_table, n.l_tenant);
+    tq_buf_printf(&sql, "ALTER TABLE %s OWNER TO %s;", n.q_table, n.q_role);
+    tq_buf_printf(&sql, "ALTER TABLE %s ENABLE ROW LEVEL SECURITY;", n.q_table);
+    tq_buf_printf(&sql, "ALTER TABLE %s FORCE ROW LEVEL SECURITY;", n.q_table);
+    tq_buf_printf(&sql, "DROP POLICY IF EXISTS tenant_isolation ON %s;", n.q_table);
+    tq_buf_printf(&sql,
+                  "CREATE POLICY tenant_isolation ON %s USING (tenant_id = %s)"
+                  " WITH CHECK (tenant_id = %s);",
+                  n.q_table, n.l_tenant, n.l_tenant);
+    if ((err = run_sql(c, sql.data, "create the tenant's role, schema and table",
+                       ctx->errstr, sizeof(ctx->errstr))))
+        goto rollback;
+    /* Deliver before commit: if delivery fails the role keeps its old password. */
+    if (ctx->cfg->secrets_dir) {
+        if ((err = deliver_secret(ctx, c, n.role, password, ctx->errstr,
+                                  sizeof(ctx->errstr))))
+            goto rollback;
+    }
+    if ((err = run_sql(c, "COMMIT", "commit", ctx->errstr, sizeof(ctx->errstr))))
+        goto out;
+    json_object_set_new(ctx->output, "schema", json_string(n.schema));
+    json_object_set_new(ctx->output, "role", json_string(n.role));
+    json_object_set_new(ctx->output, "table", json_string("documents"));
+    json_object_set_new(ctx->output, "row_level_security", json_true());
+    json_object_set_new(ctx->output, "role_existed", json_boolean(exists));
+    json_object_set_new(ctx->output, "credentials",
+                        json_string(ctx->cfg->secrets_dir ? "delivered" : "not_delivered"));
+    if (!ctx->cfg->secrets_dir)
+        tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its database password was not delivered",
+                ctx->claim->tenant_id);
+    goto out;
+rollback:
+    PQclear(PQexec(c, "ROLLBACK"));
+out:
+    memset(password, 0, sizeof(password));
+    if (verifier)
+        PQfreemem(verifier);
+    if (l_verifier)
+        PQfreemem(l_verifier);
+    tq_buf_cleanup(&sql);
+    names_free(&n);
+    return err;
+}
+
+static enum tq_err pg_tenant_undo(struct wk_step_ctx *ctx)
+{
+    PGconn *c = tq_pg_conn(ctx->pg);
+    if (!c) {
+        snprintf(ctx->errstr, sizeof(ctx->errstr), "%s", tq_pg_errstr(ctx->pg));
+        return TQ_ECONNECT;
+    }
+    struct names n;
+    enum tq_err err = names_make(c, ctx->claim->tenant_id, &n, ctx->errstr,
+                                 sizeof(ctx->errstr));
+    if (!err) {
+        char *sql = tq_xasprintf("BEGIN; DROP SCHEMA IF EXISTS %s CASCADE;"
+                                 " DROP ROLE IF EXISTS %s; COMMIT;",
+                                 n.q_schema, n.q_role);
+        err = run_sql(c, sql, "drop the tenant's schema and role", ctx->errstr,
+                      sizeof(ctx->errstr));
+        free(sql);
+        if (err)
+            PQclear(PQexec(c, "ROLLBACK"));
+    }
+    if (!err && ctx->cfg->secrets_dir) {
+        char *p = tq_xasprintf("%s/%s/postgres.json", ctx->cfg->secrets_dir,
+                               ctx->claim->tenant_id);
+        unlink(p);
+        free(p);
+    }
+    names_free(&n);
+    return err;
+}
+
+const struct wk_step_ops wk_step_pg_tenant = {"pg_tenant", pg_tenant_run, pg_tenant_undo};
