@@ -63,10 +63,13 @@ struct loaded {
     json_t *errors;   /* [{line, field, rule}] */
 };
 
+/* line 0: the request came from flags and has no line. */
 static void add_error(struct loaded *l, int line, const char *field, const char *rule)
 {
-    json_array_append_new(l->errors, json_pack("{s:i, s:s, s:s}", "line", line, "field", field,
-                                               "rule", rule));
+    json_t *e = json_pack("{s:s, s:s}", "field", field, "rule", rule);
+    if (line > 0)
+        json_object_set_new(e, "line", json_integer(line));
+    json_array_append_new(l->errors, e);
 }
 
 static struct tq_request *new_req(struct loaded *l, int line)

@@ -1,0 +1,333 @@
+/* The integration-test harness (see harness.h). */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "tq/util.h"
+
+struct h_env H;
+static redisContext *rc;
+extern char **environ;
+
+static void quiet(void *a, const char *m)
+{
+    (void)a;
+    (void)m;
+}
+
+static PGconn *connect_or_die(const char *dsn)
+{
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK)
+        cr_assert_fail("cannot connect to %s: %s", dsn, PQerrorMessage(c));
+    PQsetNoticeProcessor(c, quiet, NULL);
+    return c;
+}
+
+static void admin_exec(const char *sql)
+{
+    PGconn *a = connect_or_die(H.admin_dsn);
+    PGresult *r = PQexec(a, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fprintf(stderr, "harness: %s: %s", sql, PQerrorMessage(a));
+    PQclear(r);
+    PQfinish(a);
+}
+
+void h_setup(void)
+{
+    const char *port = getenv("TQ_TEST_REDIS_PORT");
+    const char *dsn = getenv("TQ_TEST_PG_DSN");
+    if (!port || !dsn) {
+        if (getenv("TQ_TEST_REQUIRE_SERVICES"))
+            cr_assert_fail("TQ_TEST_REDIS_PORT and TQ_TEST_PG_DSN must be set "
+                           "(deploy/local/test sets them)");
+        cr_skip_test("no test services (run deploy/local/test)");
+    }
+    memset(&H, 0, sizeof(H));
+    unsigned r = 0;
+    tq_random_bytes(&r, sizeof(r));
+    snprintf(H.tag, sizeof(H.tag), "p%ld%03u", (long)getpid(), r % 1000);
+    snprintf(H.dbname, sizeof(H.dbname), "tqt_%s", H.tag);
+    snprintf(H.admin_dsn, sizeof(H.admin_dsn), "%s", dsn);
+    PGconn *a = connect_or_die(dsn);
+    snprintf(H.dsn, sizeof(H.dsn), "host=%s port=%s user=%s dbname=%s", PQhost(a), PQport(a),
+             PQuser(a), H.dbname);
+    PQfinish(a);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", H.dbname);
+    admin_exec(sql);
+    H.db = connect_or_die(H.dsn);
+    H.redis_port = atoi(port);
+    snprintf(H.redis_url, sizeof(H.redis_url), "redis://127.0.0.1:%d/0", H.redis_port);
+    snprintf(H.queue, sizeof(H.queue), "t%s", H.tag);
+    snprintf(H.tmpdir, sizeof(H.tmpdir), "/tmp/tqtest-%s", H.tag);
+    mkdir(H.tmpdir, 0700);
+    snprintf(H.secrets_dir, sizeof(H.secrets_dir), "%s/secrets", H.tmpdir);
+    rc = redisConnect("127.0.0.1", H.redis_port);
+    cr_assert(rc && !rc->err, "cannot connect to redis on %d", H.redis_port);
+
+    setenv("TQ_DATABASE_URL", H.dsn, 1);
+    setenv("TQ_REDIS_URL", H.redis_url, 1);
+    setenv("TQ_QUEUE", H.queue, 1);
+    setenv("TQ_SECRETS_DIR", H.secrets_dir, 1);
+    setenv("TQ_HTTP_ADDR", "", 1);
+    setenv("TQ_LOG_FORMAT", "text", 1);
+    setenv("TQ_PIPELINE", TQ_SOURCE_DIR "/deploy/pipelines/tenant-provision.json", 1);
+    unsetenv("TQ_PREFIX");
+    int rc_m = h_enqueue(NULL, NULL, "migrate", NULL);
+    cr_assert_eq(rc_m, 0, "migrate failed");
+}
+
+void h_teardown(void)
+{
+    if (!H.db)
+        return;
+    PQfinish(H.db);
+    H.db = NULL;
+    char sql[512];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", H.dbname);
+    admin_exec(sql);
+    /* Tenant roles are cluster-wide; ours all end in the test's tag. */
+    PGconn *a = connect_or_die(H.admin_dsn);
+    snprintf(sql, sizeof(sql), "SELECT quote_ident(rolname) FROM pg_roles WHERE rolname LIKE '%%\\_%s'",
+             H.tag);
+    PGresult *r = PQexec(a, sql);
+    for (int i = 0; i < PQntuples(r); i++) {
+        char drop[256];
+        snprintf(drop, sizeof(drop), "DROP ROLE IF EXISTS %s", PQgetvalue(r, i, 0));
+        PQclear(PQexec(a, drop));
+    }
+    PQclear(r);
+    PQfinish(a);
+    if (rc) {
+        redisReply *k = redisCommand(rc, "KEYS tq:{%s}:*", H.queue);
+        for (size_t i = 0; k && i < k->elements; i++)
+            freeReplyObject(redisCommand(rc, "DEL %s", k->element[i]->str));
+        freeReplyObject(k);
+        redisFree(rc);
+        rc = NULL;
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", H.tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "harness: could not remove %s\n", H.tmpdir);
+}
+
+const char *h_tenant(const char *stem)
+{
+    static char bufs[8][64];
+    static int next;
+    char *b = bufs[next++ % 8];
+    /* tag uses '-' here (tenant ids), '_' in the role name LIKE above */
+    snprintf(b, 64, "%s-%s", stem, H.tag);
+    return b;
+}
+
+static char *slurp(const char *path)
+{
+    char *s = NULL;
+    size_t n;
+    if (tq_read_file(path, 64 * 1024 * 1024, &s, &n) != TQ_OK)
+        return tq_xstrdup("");
+    return s;
+}
+
+int h_run(const char *const *argv, char **out, char **err)
+{
+    char op[300], ep[300];
+    static int seq;
+    snprintf(op, sizeof(op), "%s/out.%d", H.tmpdir, seq);
+    snprintf(ep, sizeof(ep), "%s/err.%d", H.tmpdir, seq++);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int o = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int e = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        dup2(o, 1);
+        dup2(e, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    char *o = slurp(op), *e = slurp(ep);
+    /* Sanitizer reports of the child must reach the test log. */
+    if (strstr(e, "Sanitizer") || strstr(e, "runtime error"))
+        fputs(e, stderr);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (err)
+        *err = e;
+    else
+        free(e);
+    unlink(op);
+    unlink(ep);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int h_enqueue(char **out, char **err, ...)
+{
+    const char *argv[64] = {TQ_ENQUEUE_BIN};
+    int n = 1;
+    va_list ap;
+    va_start(ap, err);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 63)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    return h_run(argv, out, err);
+}
+
+pid_t h_worker_start(const char *const *extra_env)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        setpgid(0, 0);
+        for (size_t i = 0; extra_env && extra_env[i]; i++) {
+            char kv[512];
+            snprintf(kv, sizeof(kv), "%s", extra_env[i]);
+            char *eq = strchr(kv, '=');
+            if (eq) {
+                *eq = '\0';
+                setenv(kv, eq + 1, 1);
+            }
+        }
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        execl(TQ_WORKER_BIN, "tq-worker", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+int h_worker_stop(pid_t pid, int timeout_ms)
+{
+    kill(pid, SIGTERM);
+    int st;
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        tq_sleep_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+static char *vsql(const char *fmt, va_list ap)
+{
+    char sql[4096];
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    PGresult *r = PQexec(H.db, sql);
+    char *v = NULL;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        v = tq_xstrdup(PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+    else if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        v = tq_xstrdup(PQcmdTuples(r));
+    else
+        fprintf(stderr, "harness: %s: %s", sql, PQerrorMessage(H.db));
+    PQclear(r);
+    return v;
+}
+
+char *h_sql(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *v = vsql(fmt, ap);
+    va_end(ap);
+    return v;
+}
+
+long h_sql_long(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *v = vsql(fmt, ap);
+    va_end(ap);
+    long n = v ? atol(v) : -1;
+    free(v);
+    return n;
+}
+
+bool h_wait_sql(const char *want, int timeout_ms, const char *fmt, ...)
+{
+    char sql[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    for (int waited = 0; waited <= timeout_ms; waited += 100) {
+        char *v = h_sql("%s", sql);
+        bool ok = v && strcmp(v, want) == 0;
+        free(v);
+        if (ok)
+            return true;
+        tq_sleep_ms(100);
+    }
+    return false;
+}
+
+char *h_redis(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    char *v;
+    if (!r)
+        v = tq_xstrdup("");
+    else if (r->type == REDIS_REPLY_INTEGER)
+        v = tq_xasprintf("%lld", r->integer);
+    else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS ||
+             r->type == REDIS_REPLY_ERROR)
+        v = tq_xstrdup(r->str);
+    else
+        v = tq_xstrdup("");
+    freeReplyObject(r);
+    return v;
+}
+
+long h_redis_long(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    long n = r && r->type == REDIS_REPLY_INTEGER ? (long)r->integer : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+const char *h_write_file(const char *name, const char *text)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s", H.tmpdir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}

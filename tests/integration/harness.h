@@ -1,0 +1,61 @@
+/*
+ * Integration-test harness: each test gets its own PostgreSQL database and
+ * Redis queue name on the servers deploy/local/test started, runs the real
+ * binaries, and cleans up in .fini. Services come from TQ_TEST_REDIS_PORT
+ * and TQ_TEST_PG_DSN; without them a test skips, or fails when
+ * TQ_TEST_REQUIRE_SERVICES=1 (CI).
+ */
+#ifndef TQ_TEST_HARNESS_H
+#define TQ_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+
+struct h_env {
+    char tag[32];          /* unique per test: "p12345" */
+    char dbname[64];
+    char dsn[512];         /* for the binaries and for h_sql */
+    char admin_dsn[512];
+    char redis_url[128];
+    int redis_port;
+    char queue[64];
+    char secrets_dir[256];
+    char tmpdir[256];
+    PGconn *db;
+};
+
+extern struct h_env H;
+
+void h_setup(void);      /* .init */
+void h_teardown(void);   /* .fini */
+
+/* A tenant id unique to this test: "<stem>-<tag>". Static buffer per call slot. */
+const char *h_tenant(const char *stem);
+
+/* Run argv (argv[0] a path), capture output. Returns the exit code (-1: signal). */
+int h_run(const char *const *argv, char **out, char **err);
+/* tq-enqueue with args; out/err may be NULL. */
+int h_enqueue(char **out, char **err, ...) __attribute__((sentinel));
+
+/* Start a worker (its own process group); extra_env "K=V" pairs, NULL-ended. */
+pid_t h_worker_start(const char *const *extra_env);
+/* SIGTERM, wait up to timeout_ms; returns exit code, or -1 if killed/timed out. */
+int h_worker_stop(pid_t pid, int timeout_ms);
+
+/* First column of first row as a heap string ("" for NULL), or NULL on error. */
+char *h_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+long h_sql_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Poll until h_sql(query) equals want or timeout; returns true on match. */
+bool h_wait_sql(const char *want, int timeout_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Redis command on the test server; integer or string reply as text. */
+char *h_redis(const char *fmt, ...);
+long h_redis_long(const char *fmt, ...);
+
+/* Write text to a file under the test's tmpdir; returns its path (static). */
+const char *h_write_file(const char *name, const char *text);
+
+#endif
