@@ -57,6 +57,41 @@ static void slot_after(uv_work_t *w, int status)
     maybe_stop(wk);
 }
 
+/*
+ * Fleet chores, run by whichever worker takes the lock this period: return
+ * the processing lists of dead workers to ready (reaper), and re-dispatch
+ * jobs PostgreSQL calls runnable that no Redis list holds (reconciler:
+ * enqueue died after commit, Redis lost data). Duplicates are harmless.
+ */
+static void chores(struct worker *wk)
+{
+    bool got = false;
+    uint32_t period = wk->cfg->lease_ms / 3;
+    if (tq_queue_try_lock(wk->hb_q, "chores", period ? period : 1000, &got) || !got)
+        return;
+    int dead = 0, moved = 0;
+    if (tq_queue_reap(wk->hb_q, &dead, &moved) == TQ_OK && dead > 0)
+        tq_warn("reaper: %d worker(s) stopped heartbeating; %d job(s) returned to ready", dead,
+                moved);
+    int64_t *ids = NULL;
+    size_t n = 0;
+    if (tq_pg_orphans(wk->hb_pg, wk->cfg->lease_ms, 500, &ids, &n) == TQ_OK && n > 0) {
+        char (*buf)[24] = tq_xcalloc(n, sizeof(*buf));
+        const char **argv = tq_xcalloc(n, sizeof(char *));
+        for (size_t i = 0; i < n; i++) {
+            snprintf(buf[i], sizeof(buf[i]), "%" PRId64, ids[i]);
+            argv[i] = buf[i];
+        }
+        int pushed = 0;
+        if (tq_queue_push_missing(wk->hb_q, argv, n, &pushed) == TQ_OK && pushed > 0)
+            tq_warn("reconciler: %d runnable job(s) were in no Redis list; dispatched again",
+                    pushed);
+        free(argv);
+        free(buf);
+    }
+    free(ids);
+}
+
 /* Heartbeat: tell Redis we live, extend PostgreSQL leases of jobs in hand. */
 static void hb_work(uv_work_t *w)
 {
@@ -71,6 +106,8 @@ static void hb_work(uv_work_t *w)
     atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
+    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok))
+        chores(wk);
 }
 
 static void hb_after(uv_work_t *w, int status)

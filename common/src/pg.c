@@ -579,6 +579,35 @@ enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
     return err;
 }
 
+static const char sql_orphans[] =
+    "UPDATE tq.jobs SET updated_at = now() WHERE id IN ("
+    "  SELECT id FROM tq.jobs WHERE status IN ('queued', 'running')"
+    "    AND (lease_until IS NULL OR lease_until < now())"
+    "    AND updated_at < now() - make_interval(secs => $1::int / 1000.0)"
+    "  ORDER BY id LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+    " RETURNING id";
+
+enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, int64_t **ids,
+                          size_t *n)
+{
+    char age[16], lim[16];
+    snprintf(age, sizeof(age), "%u", older_than_ms);
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *p[] = {age, lim};
+    enum tq_err err;
+    *ids = NULL;
+    *n = 0;
+    PGresult *r = tq__pg_query(pg, &err, "find runnable jobs", sql_orphans, 2, p);
+    if (!r)
+        return err;
+    *n = (size_t)PQntuples(r);
+    *ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
+    for (size_t i = 0; i < *n; i++)
+        (*ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+    return TQ_OK;
+}
+
 /* ------------------------------------------------------------------ status */
 
 /*

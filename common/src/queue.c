@@ -251,3 +251,72 @@ enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix, long long *len
     freeReplyObject(r);
     return err;
 }
+
+enum tq_err tq_queue_try_lock(struct tq_queue *q, const char *name, uint32_t ttl_ms, bool *got)
+{
+    char *k = tq_key(q->cfg, name);
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+    const char *argv[] = {"SET", k, q->worker_id ? q->worker_id : "client", "NX", "PX", ttl};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "take a fleet lock", 6, argv);
+    free(k);
+    *got = r && r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    return err;
+}
+
+static const char push_missing_lua[] =
+    "local n = 0 "
+    "for i, id in ipairs(ARGV) do "
+    "  if not redis.call('LPOS', KEYS[1], id) then redis.call('LPUSH', KEYS[1], id) n = n + 1 end "
+    "end return n";
+
+enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, size_t n,
+                                  int *pushed)
+{
+    *pushed = 0;
+    if (n == 0)
+        return TQ_OK;
+    const char **argv = tq_xcalloc(n + 4, sizeof(char *));
+    argv[0] = "EVAL";
+    argv[1] = push_missing_lua;
+    argv[2] = "1";
+    argv[3] = q->k_ready;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 4] = ids[i];
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "re-dispatch jobs", (int)(n + 4), argv);
+    free(argv);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        *pushed = (int)r->integer;
+    freeReplyObject(r);
+    return err;
+}
+
+/* KEYS: workers set, ready. ARGV: key prefix "<p>:{q}:". Returns {workers, moved}. */
+static const char reap_lua[] =
+    "local dead, moved = 0, 0 "
+    "for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+    "  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. w) == 0 then "
+    "    local proc = ARGV[1] .. 'proc:' .. w "
+    "    while redis.call('LMOVE', proc, KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end "
+    "    redis.call('SREM', KEYS[1], w) dead = dead + 1 "
+    "  end "
+    "end return {dead, moved}";
+
+enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved)
+{
+    *workers = *moved = 0;
+    char *prefix = tq_key(q->cfg, "");
+    const char *argv[] = {"EVAL", reap_lua, "2", q->k_workers, q->k_ready, prefix};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "reap dead workers", 6, argv);
+    free(prefix);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        *workers = (int)r->element[0]->integer;
+        *moved = (int)r->element[1]->integer;
+    }
+    freeReplyObject(r);
+    return err;
+}

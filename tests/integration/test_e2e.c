@@ -281,3 +281,35 @@ Test(e2e, audit_log_is_append_only)
     cr_assert_null(v, "TRUNCATE must be refused");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events"), 2);
 }
+
+Test(e2e, reconciler_dispatches_jobs_redis_lost)
+{
+    const char *a = h_tenant("lost");
+    submit_ok(a, "Lost", "Bronze", "50000");
+    /* Redis forgets the dispatch (restart without persistence, failover) */
+    cr_assert_eq(h_redis_long("DEL tq:{%s}:ready", H.queue), 1);
+    const char *env[] = {"TQ_LEASE_MS=1500", NULL};
+    pid_t w = h_worker_start(env);
+    cr_assert(h_wait_sql("active", 30000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", a),
+              "the reconciler must dispatch a job PostgreSQL calls runnable");
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps WHERE status = 'succeeded'"), 1);
+}
+
+Test(e2e, reaper_returns_a_dead_workers_jobs)
+{
+    const char *a = h_tenant("orphan");
+    submit_ok(a, "Orphan", "Bronze", "50000");
+    /* a worker that took the job and died: its id sits in its processing list, no heartbeat */
+    char *id = h_redis("RPOP tq:{%s}:ready", H.queue);
+    cr_assert_str_neq(id, "");
+    cr_assert_eq(h_redis_long("LPUSH tq:{%s}:proc:ghost-1 %s", H.queue, id), 1);
+    cr_assert_eq(h_redis_long("SADD tq:{%s}:workers ghost-1", H.queue), 1);
+    free(id);
+    const char *env[] = {"TQ_LEASE_MS=60000", NULL};   /* long: only the reaper can bring it back */
+    pid_t w = h_worker_start(env);
+    cr_assert(h_wait_sql("active", 30000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", a));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(h_redis_long("EXISTS tq:{%s}:proc:ghost-1", H.queue), 0);
+    cr_assert_eq(h_redis_long("SISMEMBER tq:{%s}:workers ghost-1", H.queue), 0);
+}

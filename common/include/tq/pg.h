@@ -101,6 +101,14 @@ enum tq_err tq_pg_job_release(struct tq_pg *pg, const struct tq_claim *c);
 enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
                                 uint32_t lease_ms, int *extended);
 
+/*
+ * Reconciler input: ids of jobs that are runnable (queued, or running with an
+ * expired lease) and untouched for older_than_ms; marks them touched so the
+ * next pass skips them for a while. *ids is owned by the caller (free).
+ */
+enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, int64_t **ids,
+                          size_t *n);
+
 /* ---- reading ---- */
 /*
  * Tenants with their latest job and steps as a JSON array (see

@@ -10,6 +10,7 @@
 #ifndef TQ_QUEUE_H
 #define TQ_QUEUE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,24 @@ enum tq_err tq_queue_release(struct tq_queue *q, const char *id);
 enum tq_err tq_queue_heartbeat(struct tq_queue *q, uint32_t ttl_ms);
 /* Forget this worker (drop hb key and set membership) at clean exit. */
 enum tq_err tq_queue_unregister(struct tq_queue *q);
+
+/*
+ * Fleet-wide mutual exclusion for periodic chores (reconcile): SET key NX PX.
+ * *got tells whether this worker holds it for ttl_ms.
+ */
+enum tq_err tq_queue_try_lock(struct tq_queue *q, const char *name, uint32_t ttl_ms,
+                              bool *got);
+
+/* LPUSH those of ids that are not in ready already (one Lua call). */
+enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, size_t n,
+                                  int *pushed);
+
+/*
+ * Reaper: for every registered worker whose heartbeat key expired, move its
+ * processing list back to the consuming end of ready and forget it. Atomic
+ * per worker (Lua), so several reapers at once are harmless.
+ */
+enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved);
 
 /* LLEN of "<prefix>:{<queue>}:<suffix>", e.g. "ready". */
 enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix,
