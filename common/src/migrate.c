@@ -99,6 +99,34 @@ static const char *const migrations[] = {
     "  FOR EACH STATEMENT EXECUTE FUNCTION tq.audit_append_only();"
     "REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM PUBLIC;"
     "REVOKE ALL ON SCHEMA tq FROM PUBLIC;",
+
+    /* 2: what the engine, reliable delivery and the operator CLI need */
+    "ALTER TABLE tq.jobs DROP CONSTRAINT jobs_status_check;"
+    "ALTER TABLE tq.jobs ADD CONSTRAINT jobs_status_check CHECK (status IN ('held','queued',"
+    "  'running','succeeded','failed','cancelled','dead','blocked','rollback_failed'));"
+    "ALTER TABLE tq.jobs"
+    "  ADD COLUMN phase text NOT NULL DEFAULT 'forward' CHECK (phase IN ('forward','rollback')),"
+    "  ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false,"
+    "  ADD COLUMN deliveries integer NOT NULL DEFAULT 0,"
+    "  ADD COLUMN dead_reason text,"
+    "  ADD COLUMN not_before timestamptz,"
+    "  ADD COLUMN failed_step text;"
+    "ALTER TABLE tq.job_steps"
+    "  ADD COLUMN undo_attempts integer NOT NULL DEFAULT 0,"
+    "  ADD COLUMN next_attempt_at timestamptz;"
+    "CREATE TABLE tq.step_attempts ("
+    "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    "  job_id bigint NOT NULL REFERENCES tq.jobs(id),"
+    "  step text NOT NULL,"
+    "  phase text NOT NULL CHECK (phase IN ('run','undo')),"
+    "  attempt integer NOT NULL,"
+    "  status text NOT NULL CHECK (status IN ('succeeded','failed')),"
+    "  worker text,"
+    "  started_at timestamptz NOT NULL,"
+    "  finished_at timestamptz NOT NULL DEFAULT now(),"
+    "  error text);"
+    "CREATE INDEX step_attempts_job ON tq.step_attempts(job_id, step);"
+    "CREATE INDEX jobs_dead ON tq.jobs(id) WHERE status = 'dead';",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -2,7 +2,7 @@
  * Redis queue protocol over blocking hiredis connections (one per thread).
  * The protocol itself is described in common/README.md, section Queue.
  */
-#include "tq/queue.h"
+#include "queue_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +104,17 @@ static redisReply *cmd(struct tq_queue *q, enum tq_err *err, const char *what,
         return NULL;
     }
     return r;
+}
+
+redisReply *tq__queue_cmd(struct tq_queue *q, enum tq_err *err, const char *what, int argc,
+                          const char **argv)
+{
+    return cmd(q, err, what, argc, argv);
+}
+
+char *tq__queue_key(const struct tq_queue *q, const char *suffix)
+{
+    return tq_key(q->cfg, suffix);
 }
 
 enum tq_err tq_queue_open(const struct tq_config *c, const char *worker_id,

@@ -1,0 +1,2 @@
+/* Operator actions (see tq/admin.h). */
+#include "tq/admin.h"
