@@ -1,16 +1,15 @@
 /*
- * The worker's event loop: N job slots, each a uv_work_t cycling on the
- * libuv thread pool with its own Redis and PostgreSQL connections; a
- * heartbeat timer; SIGTERM/SIGINT start draining. Nothing here blocks the
- * loop thread: every blocking call runs in a work item.
+ * The worker process: one libuv loop that owns the engine (job state
+ * machines, step timers), signals, the heartbeat timer and the HTTP
+ * listener; a fetcher thread and a writer thread that do the blocking Redis
+ * and PostgreSQL round trips for it. SIGTERM/SIGINT drain: no new jobs,
+ * jobs in hand finish their step or are handed back, then exit 0.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <uv.h>
 
 #include "loop.h"
 #include "tq/log.h"
@@ -19,43 +18,22 @@
 struct worker {
     uv_loop_t *loop;
     const struct tq_config *cfg;
+    struct wk_settings set;
     char id[160];
     atomic_bool draining;
-    int nslots;
-    int live_slots;
-    struct wk_slot *slots;
-    uv_work_t *works;
+    atomic_int free_slots;
+    struct wk_engine *engine;
+    struct wk_writer *writer;
+    struct wk_fetcher *fetcher;
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
     uv_work_t hb_work;
     bool hb_busy;
+    bool stopping;
     struct tq_queue *hb_q;
     struct tq_pg *hb_pg;
     struct wk_http *http;
-    uint64_t hb_last_ok_ms;
 };
-
-static void slot_work(uv_work_t *w)
-{
-    struct wk_slot *s = w->data;
-    wk_runner_cycle(s, 1000);
-}
-
-static void maybe_stop(struct worker *wk);
-
-static void slot_after(uv_work_t *w, int status)
-{
-    struct wk_slot *s = w->data;
-    struct worker *wk = w->loop->data;
-    (void)status;
-    if (!atomic_load(&wk->draining)) {
-        uv_queue_work(w->loop, w, slot_work, slot_after);
-        return;
-    }
-    tq_debug("slot %d stopped", s->index);
-    wk->live_slots--;
-    maybe_stop(wk);
-}
 
 /*
  * Fleet chores, run by whichever worker takes the lock this period: return
@@ -92,12 +70,11 @@ static void chores(struct worker *wk)
     free(ids);
 }
 
-/* Heartbeat: tell Redis we live, extend PostgreSQL leases of jobs in hand. */
+/* Heartbeat: tell Redis we live, extend the leases of jobs in hand, do chores. */
 static void hb_work(uv_work_t *w)
 {
     struct worker *wk = w->data;
-    uint32_t ttl = wk->cfg->lease_ms;
-    enum tq_err err = tq_queue_heartbeat(wk->hb_q, ttl);
+    enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
     atomic_store(&wk_metrics.redis_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
@@ -106,53 +83,88 @@ static void hb_work(uv_work_t *w)
     atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
-    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok))
+    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok) &&
+        !atomic_load(&wk->draining))
         chores(wk);
 }
+
+static void maybe_close(struct worker *wk);
 
 static void hb_after(uv_work_t *w, int status)
 {
     struct worker *wk = w->data;
     (void)status;
     wk->hb_busy = false;
-    maybe_stop(wk);
+    maybe_close(wk);
 }
 
 static void hb_tick(uv_timer_t *t)
 {
     struct worker *wk = t->data;
-    if (wk->hb_busy || atomic_load(&wk->draining))
+    if (wk->hb_busy || wk->stopping)
         return;
     wk->hb_busy = true;
     wk->hb_work.data = wk;
     uv_queue_work(wk->loop, &wk->hb_work, hb_work, hb_after);
 }
 
+static void deliver_claimed(void *arg, struct wk_claimed *c)
+{
+    struct worker *wk = arg;
+    wk_engine_run(wk->engine, c);
+}
+
+static void deliver_report(void *arg, struct wk_report *r)
+{
+    struct worker *wk = arg;
+    wk_engine_report(wk->engine, r);
+}
+
+static void slot_free(void *arg)
+{
+    struct worker *wk = arg;
+    if (wk->fetcher)
+        wk_fetcher_poke(wk->fetcher);
+}
+
+static void maybe_close(struct worker *wk)
+{
+    if (!wk->stopping || wk->hb_busy)
+        return;
+    if (!uv_is_closing((uv_handle_t *)&wk->hb_timer)) {
+        uv_close((uv_handle_t *)&wk->sig_term, NULL);
+        uv_close((uv_handle_t *)&wk->sig_int, NULL);
+        uv_close((uv_handle_t *)&wk->hb_timer, NULL);
+        if (wk->http)
+            wk_http_close(wk->http);
+        wk_engine_free(wk->engine);
+        wk_fetcher_free(wk->fetcher);
+        wk->fetcher = NULL;
+    }
+}
+
+/* Every job has ended and its last row is written: stop the threads. */
+static void drained(void *arg)
+{
+    struct worker *wk = arg;
+    wk_writer_stop(wk->writer);   /* flushes what is left */
+    wk->stopping = true;
+    maybe_close(wk);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct worker *wk = h->data;
+    const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
     if (atomic_exchange(&wk->draining, true)) {
-        tq_warn("second %s: still draining %d slot(s)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
-                wk->live_slots);
+        tq_warn("%s again: still draining %d job(s)", name, wk_engine_jobs(wk->engine));
         return;
     }
-    tq_info("%s: draining (no new jobs; jobs in hand finish their step or are handed back)",
-            signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    tq_info("%s: draining (no new jobs; jobs in hand finish their step or are handed back)", name);
     uv_timer_stop(&wk->hb_timer);
-    if (wk->http)
-        wk_http_draining(wk->http);
-    maybe_stop(wk);
-}
-
-static void maybe_stop(struct worker *wk)
-{
-    if (!atomic_load(&wk->draining) || wk->live_slots > 0 || wk->hb_busy)
-        return;
-    uv_close((uv_handle_t *)&wk->sig_term, NULL);
-    uv_close((uv_handle_t *)&wk->sig_int, NULL);
-    uv_close((uv_handle_t *)&wk->hb_timer, NULL);
-    if (wk->http)
-        wk_http_close(wk->http);
+    /* the fetcher's last batch reaches the engine, which hands it back */
+    wk_fetcher_stop(wk->fetcher);
+    wk_engine_drain(wk->engine, drained, wk);
 }
 
 static void make_worker_id(char *out, size_t len)
@@ -166,6 +178,16 @@ static void make_worker_id(char *out, size_t len)
     snprintf(out, len, "%s-%ld-%02x%02x%02x%02x", host, (long)getpid(), r[0], r[1], r[2], r[3]);
 }
 
+static uint32_t env_u32(const char *name, uint32_t dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    return *end ? dflt : (uint32_t)n;
+}
+
 int wk_run(const struct tq_config *cfg)
 {
     struct worker wk;
@@ -173,21 +195,46 @@ int wk_run(const struct tq_config *cfg)
     wk.cfg = cfg;
     make_worker_id(wk.id, sizeof(wk.id));
     atomic_store(&wk.draining, false);
+    atomic_store(&wk.free_slots, cfg->concurrency);
+    wk.set = (struct wk_settings){
+        .cfg = cfg,
+        .worker_id = wk.id,
+        .grace_ms = env_u32("TQ_GRACE_MS", 20000),
+        .long_wait_ms = env_u32("TQ_LONG_WAIT_MS", 15000),
+        .max_deliveries = (int)env_u32("TQ_MAX_DELIVERIES", 10),
+        .batch = (int)env_u32("TQ_BATCH", 128),
+    };
+    if (wk.set.batch < 1)
+        wk.set.batch = 1;
 
-    /* Slots + heartbeat each hold a pool thread; size the pool before its first use. */
+    /* Blocking step work and the heartbeat share the pool: size it first. */
     char pool[16];
-    snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 2);
+    snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
+    wk_blocking_init(cfg);
 
     int rc = 1;
     wk.loop = tq_xmalloc(sizeof(uv_loop_t));
     uv_loop_init(wk.loop);
-    wk.loop->data = &wk;
 
     enum tq_err err = tq_queue_open(cfg, wk.id, &wk.hb_q);
     if (err) {
         tq_error("cannot start: %s", tq_queue_errstr(wk.hb_q));
         goto out;
+    }
+    char policy[64];
+    err = tq_queue_eviction_policy(wk.hb_q, policy, sizeof(policy));
+    if (!err && strcmp(policy, "noeviction") != 0) {
+        if (!getenv("TQ_ALLOW_EVICTION")) {
+            tq_error("cannot start: redis maxmemory-policy is \"%s\"; anything but noeviction "
+                     "silently drops queue keys (set it to noeviction, or TQ_ALLOW_EVICTION=1 "
+                     "to run anyway)", policy);
+            goto out;
+        }
+        tq_warn("redis maxmemory-policy is \"%s\" (allowed by TQ_ALLOW_EVICTION)", policy);
+    } else if (err) {
+        tq_warn("could not check redis maxmemory-policy (%s); make sure it is noeviction",
+                tq_queue_errstr(wk.hb_q));
     }
     err = tq_pg_open(cfg->database_url, &wk.hb_pg);
     if (err) {
@@ -197,24 +244,12 @@ int wk_run(const struct tq_config *cfg)
     atomic_store(&wk_metrics.redis_ok, true);
     atomic_store(&wk_metrics.pg_ok, true);
 
-    wk.nslots = cfg->concurrency;
-    wk.slots = tq_xcalloc((size_t)wk.nslots, sizeof(*wk.slots));
-    wk.works = tq_xcalloc((size_t)wk.nslots, sizeof(*wk.works));
-    for (int i = 0; i < wk.nslots; i++) {
-        struct wk_slot *s = &wk.slots[i];
-        s->index = i;
-        s->cfg = cfg;
-        s->worker_id = wk.id;
-        s->draining = &wk.draining;
-        tq_queue_open(cfg, wk.id, &s->q);   /* errors: reconnected by the next call */
-        tq_pg_open(cfg->database_url, &s->pg);
-    }
+    if (cfg->http_addr && *cfg->http_addr &&
+        wk_http_start(wk.loop, cfg->http_addr, &wk.draining, &wk.http) != 0)
+        goto out;
 
-    if (cfg->http_addr && *cfg->http_addr) {
-        if (wk_http_start(wk.loop, cfg->http_addr, &wk.draining, &wk.http) != 0)
-            goto out;
-    }
-
+    wk.writer = wk_writer_start(wk.loop, &wk.set, deliver_report, &wk);
+    wk.engine = wk_engine_new(wk.loop, &wk.set, wk.writer, &wk.free_slots, slot_free, &wk);
     uv_signal_init(wk.loop, &wk.sig_term);
     uv_signal_init(wk.loop, &wk.sig_int);
     wk.sig_term.data = wk.sig_int.data = &wk;
@@ -224,35 +259,26 @@ int wk_run(const struct tq_config *cfg)
     wk.hb_timer.data = &wk;
     uint64_t every = cfg->lease_ms / 3;
     uv_timer_start(&wk.hb_timer, hb_tick, 0, every ? every : 1000);
+    wk.fetcher = wk_fetcher_start(wk.loop, &wk.set, &wk.free_slots, deliver_claimed, &wk);
 
     tq_info("worker %s started: queue %s, %d slot(s), lease %u ms%s%s", wk.id, cfg->queue,
-            wk.nslots, cfg->lease_ms, wk.http ? ", http " : "", wk.http ? cfg->http_addr : "");
-    wk.live_slots = wk.nslots;
-    for (int i = 0; i < wk.nslots; i++) {
-        wk.works[i].data = &wk.slots[i];
-        uv_queue_work(wk.loop, &wk.works[i], slot_work, slot_after);
-    }
+            cfg->concurrency, cfg->lease_ms, wk.http ? ", http " : "",
+            wk.http ? cfg->http_addr : "");
     uv_run(wk.loop, UV_RUN_DEFAULT);
     tq_queue_unregister(wk.hb_q);
-    tq_info("worker %s stopped: %" PRIuFAST64 " succeeded, %" PRIuFAST64
-            " failed, %" PRIuFAST64 " handed back",
+    tq_info("worker %s stopped: %" PRIuFAST64 " succeeded, %" PRIuFAST64 " failed, %" PRIuFAST64
+            " handed back, %" PRIuFAST64 " lost to other workers",
             wk.id, atomic_load(&wk_metrics.jobs_succeeded), atomic_load(&wk_metrics.jobs_failed),
-            atomic_load(&wk_metrics.jobs_released));
+            atomic_load(&wk_metrics.jobs_released), atomic_load(&wk_metrics.jobs_stale));
     rc = 0;
 out:
     if (rc != 0 && wk.http) {
         wk_http_close(wk.http);
         uv_run(wk.loop, UV_RUN_DEFAULT);
     }
-    for (int i = 0; wk.slots && i < wk.nslots; i++) {
-        tq_queue_close(wk.slots[i].q);
-        tq_pg_close(wk.slots[i].pg);
-        tq_pipeline_free(wk.slots[i].pipeline);
-    }
-    free(wk.slots);
-    free(wk.works);
     tq_queue_close(wk.hb_q);
     tq_pg_close(wk.hb_pg);
+    wk_blocking_shutdown();
     uv_loop_close(wk.loop);
     free(wk.loop);
     return rc;

@@ -1,78 +1,191 @@
 /*
- * Worker-internal interfaces: the step-kind table, the job runner and the
- * HTTP endpoints. Only main.c and loop.c touch process-wide state.
+ * Worker-internal interfaces: the step API every step kind implements, the
+ * engine that runs jobs on the loop thread, and the threads that talk to
+ * Redis and PostgreSQL for it (fetcher, writer). Only main.c and loop.c
+ * touch process-wide state. The design is described in worker/README.md.
  */
 #ifndef WK_WORKER_H
 #define WK_WORKER_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
+#include <uv.h>
 
 #include "tq/config.h"
 #include "tq/err.h"
 #include "tq/pg.h"
 #include "tq/pipeline.h"
 #include "tq/queue.h"
+#include "tq/store.h"
 
-/* What a step sees while it runs; filled by the runner. */
-struct wk_step_ctx {
+struct wk_job;
+struct wk_engine;
+struct wk_writer;
+
+/* ------------------------------------------------------------ step API */
+
+/*
+ * One attempt of one step (its run, or its undo). The engine fills the
+ * public fields, calls ops->start() on the loop thread, and frees the struct
+ * after wk_step_done(). A kind keeps its own state in kind_data.
+ */
+struct wk_step {
+    uv_loop_t *loop;
     const struct tq_config *cfg;
-    struct tq_pg *pg;                    /* the slot's own connection */
-    const struct tq_claim *claim;        /* tenant fields, job id */
-    const struct tq_pipeline_step *step;
-    json_t *params;                      /* rendered params (borrowed) */
-    json_t *output;                      /* the step adds its results (owned by runner) */
-    const atomic_bool *draining;         /* long steps poll it to stop early */
-    char errstr[256];                    /* why it failed; never a secret */
+    const struct tq_claim *claim;          /* tenant and job fields */
+    const struct tq_pipeline_step *def;
+    bool undo;                             /* run the undo of the step */
+    int attempt;                           /* 1-based, of this phase */
+    json_t *params;                        /* rendered params (borrowed) */
+    json_t *output;                        /* results the step reports (borrowed) */
+    char errstr[256];                      /* why it failed; never a secret */
+    void *kind_data;
+
+    /* engine-private */
+    struct wk_job *job;
+    size_t index;
+    uint64_t started_ms;
+    bool done;
+    bool cancelled;
+    int refs;                              /* engine 1, + an in-flight cancel */
+    /* blocking helper state (blocking.c) */
+    uv_work_t work;
+    uv_work_t cancel_work;
+    pthread_mutex_t cancel_mu;
+    PGcancel *pgcancel;
+    enum tq_err (*blocking_fn)(struct wk_step *s, PGconn *db);
+    enum tq_err blocking_err;
 };
 
 /*
- * One step kind. run() and undo() block on the calling slot thread; both
- * must leave one effect however often they run (DESIGN.md §4), and undo()
- * must succeed when there is nothing to undo.
+ * A step kind. start() begins the effect and returns TQ_OK, after which
+ * wk_step_done() is called exactly once on the loop thread; any other return
+ * means it did not start (no done call). cancel() (timeout, shutdown) must
+ * make the step end soon; done is still called once. Both run on the loop
+ * thread. Every kind must leave one effect however often it runs, and its
+ * undo must succeed when there is nothing to undo (DESIGN.md §4).
  */
 struct wk_step_ops {
     const char *kind;
-    enum tq_err (*run)(struct wk_step_ctx *ctx);
-    enum tq_err (*undo)(struct wk_step_ctx *ctx);
+    enum tq_err (*start)(struct wk_step *s);
+    void (*cancel)(struct wk_step *s);
 };
+
+/* Report the end of a started step. Loop thread only. */
+void wk_step_done(struct wk_step *s, enum tq_err err);
+/* Drop a reference; the step is freed with the last one. Loop thread only. */
+void wk_step_unref(struct wk_step *s);
+
+/* NULL when no step kind has that name. */
+const struct wk_step_ops *wk_step_lookup(const char *kind);
+
+/*
+ * For kinds whose effect is blocking libpq work: run fn on the libuv thread
+ * pool with a connection to the platform database (TQ_DATABASE_URL) from the
+ * worker's pool, then report its result through wk_step_done. A matching
+ * cancel sends PQcancel to the statement in progress.
+ */
+typedef enum tq_err wk_blocking_fn(struct wk_step *s, PGconn *db);
+enum tq_err wk_step_blocking(struct wk_step *s, wk_blocking_fn *fn);
+void wk_step_blocking_cancel(struct wk_step *s);
+/* Register the statement in progress so it can be cancelled (worker thread). */
+void wk_step_set_cancel(struct wk_step *s, PGconn *db);
+void wk_blocking_init(const struct tq_config *cfg);
+void wk_blocking_shutdown(void);
 
 extern const struct wk_step_ops wk_step_pg_tenant;
 extern const struct wk_step_ops wk_step_noop;
 extern const struct wk_step_ops wk_step_sleep;
 
-/* NULL when no step kind has that name. */
-const struct wk_step_ops *wk_step_lookup(const char *kind);
+/* ------------------------------------------------------------ engine */
 
-/* Per-slot state the runner keeps across jobs (connections, pipeline cache). */
-struct wk_slot {
-    int index;
+struct wk_settings {
     const struct tq_config *cfg;
     const char *worker_id;
-    struct tq_queue *q;
-    struct tq_pg *pg;
-    struct tq_pipeline *pipeline;        /* last one used, by hash */
-    const atomic_bool *draining;
-    atomic_bool busy;                    /* holds a claimed job */
+    uint32_t grace_ms;           /* drain: cancel steps still running after this */
+    uint32_t long_wait_ms;       /* retry waits longer than this park the job in delayed */
+    int max_deliveries;          /* dead-letter after this many deliveries without progress */
+    int batch;                   /* ids reserved and claimed per round trip */
 };
 
-/*
- * One fetch-and-run cycle on the slot's thread: wait up to wait_ms for a job,
- * run it to its end (or hand it back when draining), ack it. Never blocks the
- * loop thread. Returns after at most one job.
- */
-void wk_runner_cycle(struct wk_slot *slot, uint32_t wait_ms);
+/* A job the fetcher claimed, handed to the loop. */
+struct wk_claimed {
+    struct tq_claimed cl;
+    const struct tq_pipeline *pl;   /* owned by the fetcher's cache */
+    char id[24];
+    struct wk_claimed *next;
+};
 
-/* Metrics the runner counts and /metrics prints. */
+/* What the writer reports back for a job. */
+struct wk_report {
+    struct wk_job *job;
+    enum { WK_R_STALE, WK_R_CANCEL, WK_R_ENDED } what;
+    struct wk_report *next;
+};
+
+struct wk_engine *wk_engine_new(uv_loop_t *loop, const struct wk_settings *set,
+                                struct wk_writer *w, atomic_int *free_slots,
+                                void (*on_slot_free)(void *arg), void *arg);
+/* Take over a claimed job (loop thread); frees c. */
+void wk_engine_run(struct wk_engine *e, struct wk_claimed *c);
+void wk_engine_report(struct wk_engine *e, struct wk_report *r);
+/* Stop starting steps; hand back jobs; cb runs once no job is left. */
+void wk_engine_drain(struct wk_engine *e, void (*cb)(void *arg), void *arg);
+int wk_engine_jobs(const struct wk_engine *e);
+void wk_engine_free(struct wk_engine *e);
+
+/* ------------------------------------------------------------ writer */
+
+struct wk_writer;
+
+/* Redis action after the job row commits. */
+enum wk_redis_act { WK_ACK, WK_RELEASE, WK_PARK, WK_BURY, WK_NONE };
+
+struct wk_writer *wk_writer_start(uv_loop_t *loop, const struct wk_settings *set,
+                                  void (*deliver)(void *arg, struct wk_report *r), void *arg);
+/* Queue a step transition (merged with a pending one of the same step). */
+void wk_writer_step(struct wk_writer *w, struct wk_job *job, const struct tq_step_row *row);
+void wk_writer_attempt(struct wk_writer *w, struct wk_job *job, const struct tq_attempt_row *row);
+/*
+ * Queue a job row. With act != WK_NONE it is the job's last word: after it
+ * commits, the Redis action runs and an WK_R_ENDED report follows.
+ */
+void wk_writer_job(struct wk_writer *w, struct wk_job *job, const struct tq_job_row *row,
+                   enum wk_redis_act act, const char *redis_id, uint64_t due_ms);
+/* Only a Redis action (a stale job's id leaves our processing list), then WK_R_ENDED. */
+void wk_writer_drop(struct wk_writer *w, struct wk_job *job, const char *redis_id);
+/* Flush what is queued, then stop the thread. Blocks the caller until done. */
+void wk_writer_stop(struct wk_writer *w);
+
+/* ------------------------------------------------------------ fetcher */
+
+struct wk_fetcher;
+struct wk_fetcher *wk_fetcher_start(uv_loop_t *loop, const struct wk_settings *set,
+                                    atomic_int *free_slots,
+                                    void (*deliver)(void *arg, struct wk_claimed *c), void *arg);
+/* Wake the fetcher: a slot is free. Any thread. */
+void wk_fetcher_poke(struct wk_fetcher *f);
+/* Stop reserving; joins the thread (at most one reserve timeout, 1 s). */
+void wk_fetcher_stop(struct wk_fetcher *f);
+/* Release the pipelines and handles once no job uses them. */
+void wk_fetcher_free(struct wk_fetcher *f);
+
+/* ------------------------------------------------------------ metrics */
+
 struct wk_metrics {
     atomic_uint_fast64_t jobs_succeeded;
     atomic_uint_fast64_t jobs_failed;
     atomic_uint_fast64_t jobs_released;
     atomic_uint_fast64_t jobs_stale;
+    atomic_uint_fast64_t jobs_dead;
     atomic_uint_fast64_t step_retries;
+    atomic_uint_fast64_t rollbacks;
+    atomic_uint_fast64_t flushes;
+    atomic_uint_fast64_t flushed_rows;
     atomic_int in_flight;
     atomic_bool redis_ok;
     atomic_bool pg_ok;

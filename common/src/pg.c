@@ -583,6 +583,7 @@ static const char sql_orphans[] =
     "UPDATE tq.jobs SET updated_at = now() WHERE id IN ("
     "  SELECT id FROM tq.jobs WHERE status IN ('queued', 'running')"
     "    AND (lease_until IS NULL OR lease_until < now())"
+    "    AND (not_before IS NULL OR not_before <= now())"
     "    AND updated_at < now() - make_interval(secs => $1::int / 1000.0)"
     "  ORDER BY id LIMIT $2::int FOR UPDATE SKIP LOCKED)"
     " RETURNING id";

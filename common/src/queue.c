@@ -331,3 +331,155 @@ enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved)
     freeReplyObject(r);
     return err;
 }
+
+static const char reserve_lua[] =
+    "local out = {} "
+    "for i = 1, tonumber(ARGV[1]) do "
+    "  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') "
+    "  if not id then break end "
+    "  out[#out + 1] = id "
+    "end return out";
+
+enum tq_err tq_queue_reserve_batch(struct tq_queue *q, size_t max, uint32_t wait_ms,
+                                   char ***ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    TQ_ASSERT(q->k_proc);
+    char smax[24];
+    snprintf(smax, sizeof(smax), "%zu", max ? max : 1);
+    const char *argv[] = {"EVAL", reserve_lua, "2", q->k_ready, q->k_proc, smax};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "reserve jobs", 6, argv);
+    if (err)
+        return err;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        *ids = tq_xcalloc(r->elements, sizeof(char *));
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                (*ids)[(*n)++] = tq_xstrdup(r->element[i]->str);
+        freeReplyObject(r);
+        return TQ_OK;
+    }
+    freeReplyObject(r);
+    if (wait_ms == 0)
+        return TQ_OK;
+    char *one = NULL;
+    err = tq_queue_reserve(q, wait_ms, &one);
+    if (err == TQ_ETIMEOUT)
+        return TQ_OK;
+    if (err)
+        return err;
+    *ids = tq_xcalloc(1, sizeof(char *));
+    (*ids)[0] = one;
+    *n = 1;
+    return TQ_OK;
+}
+
+/* EVAL script with KEYS and then ids as ARGV; integer reply discarded. */
+static enum tq_err eval_ids(struct tq_queue *q, const char *what, const char *script,
+                            const char **keys, int nkeys, const char *const *ids, size_t n)
+{
+    if (n == 0)
+        return TQ_OK;
+    const char **argv = tq_xcalloc(n + 3 + (size_t)nkeys, sizeof(char *));
+    char nk[8];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[3 + i] = keys[i];
+    for (size_t i = 0; i < n; i++)
+        argv[3 + (size_t)nkeys + i] = ids[i];
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, what, (int)(n + 3 + (size_t)nkeys), argv);
+    free(argv);
+    freeReplyObject(r);
+    return err;
+}
+
+static const char ack_lua[] =
+    "for _, id in ipairs(ARGV) do redis.call('LREM', KEYS[1], 1, id) end return 1";
+
+enum tq_err tq_queue_ack_batch(struct tq_queue *q, const char *const *ids, size_t n)
+{
+    const char *keys[] = {q->k_proc};
+    return eval_ids(q, "ack jobs", ack_lua, keys, 1, ids, n);
+}
+
+static const char release_many_lua[] =
+    "for _, id in ipairs(ARGV) do "
+    "  if redis.call('LREM', KEYS[1], 1, id) > 0 then redis.call('RPUSH', KEYS[2], id) end "
+    "end return 1";
+
+enum tq_err tq_queue_release_batch(struct tq_queue *q, const char *const *ids, size_t n)
+{
+    const char *keys[] = {q->k_proc, q->k_ready};
+    return eval_ids(q, "hand jobs back", release_many_lua, keys, 2, ids, n);
+}
+
+static const char park_lua[] =
+    "redis.call('LREM', KEYS[1], 1, ARGV[1]) "
+    "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) return 1";
+
+enum tq_err tq_queue_park(struct tq_queue *q, const char *id, uint64_t due_ms)
+{
+    char *k = tq_key(q->cfg, "delayed");
+    char due[24];
+    snprintf(due, sizeof(due), "%llu", (unsigned long long)due_ms);
+    const char *argv[] = {"EVAL", park_lua, "2", q->k_proc, k, id, due};
+    enum tq_err err;
+    freeReplyObject(cmd(q, &err, "park a job in delayed", 7, argv));
+    free(k);
+    return err;
+}
+
+static const char bury_lua[] =
+    "redis.call('LREM', KEYS[1], 1, ARGV[1]) redis.call('RPUSH', KEYS[2], ARGV[1]) return 1";
+
+enum tq_err tq_queue_bury(struct tq_queue *q, const char *id)
+{
+    char *k = tq_key(q->cfg, "dead");
+    const char *argv[] = {"EVAL", bury_lua, "2", q->k_proc ? q->k_proc : k, k, id};
+    enum tq_err err;
+    freeReplyObject(cmd(q, &err, "move a job to the dead list", 6, argv));
+    free(k);
+    return err;
+}
+
+static const char promote_lua[] =
+    "local t = redis.call('TIME') "
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1])) "
+    "for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) redis.call('LPUSH', KEYS[2], id) end "
+    "return #ids";
+
+enum tq_err tq_queue_promote(struct tq_queue *q, int limit, int *moved)
+{
+    char *k = tq_key(q->cfg, "delayed");
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *argv[] = {"EVAL", promote_lua, "2", k, q->k_ready, lim};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "promote due jobs", 6, argv);
+    free(k);
+    *moved = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : 0;
+    freeReplyObject(r);
+    return err;
+}
+
+enum tq_err tq_queue_eviction_policy(struct tq_queue *q, char *buf, size_t len)
+{
+    const char *argv[] = {"CONFIG", "GET", "maxmemory-policy"};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "read maxmemory-policy", 3, argv);
+    buf[0] = '\0';
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(buf, len, "%s", r->element[1]->str);
+    else if (!err)
+        err = set_err(q, TQ_EREDIS, "could not read maxmemory-policy: unexpected reply");
+    freeReplyObject(r);
+    return err;
+}

@@ -74,7 +74,7 @@ static enum tq_err run_sql(PGconn *c, const char *sql, const char *what,
 }
 
 /* Write the credentials file atomically (temp file + rename), mode 0600. */
-static enum tq_err deliver_secret(const struct wk_step_ctx *ctx, PGconn *c,
+static enum tq_err deliver_secret(const struct wk_step *ctx, PGconn *c,
                                   const char *role, const char *password,
                                   char *errstr, size_t errlen)
 {
@@ -133,13 +133,8 @@ out:
     return err;
 }
 
-static enum tq_err pg_tenant_run(struct wk_step_ctx *ctx)
+static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
 {
-    PGconn *c = tq_pg_conn(ctx->pg);
-    if (!c) {
-        snprintf(ctx->errstr, sizeof(ctx->errstr), "%s", tq_pg_errstr(ctx->pg));
-        return TQ_ECONNECT;
-    }
     struct names n;
     char password[PASSWORD_LEN + 1];
     char *verifier = NULL, *l_verifier = NULL;
@@ -254,13 +249,8 @@ out:
     return err;
 }
 
-static enum tq_err pg_tenant_undo(struct wk_step_ctx *ctx)
+static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
 {
-    PGconn *c = tq_pg_conn(ctx->pg);
-    if (!c) {
-        snprintf(ctx->errstr, sizeof(ctx->errstr), "%s", tq_pg_errstr(ctx->pg));
-        return TQ_ECONNECT;
-    }
     struct names n;
     enum tq_err err = names_make(c, ctx->claim->tenant_id, &n, ctx->errstr,
                                  sizeof(ctx->errstr));
@@ -284,4 +274,10 @@ static enum tq_err pg_tenant_undo(struct wk_step_ctx *ctx)
     return err;
 }
 
-const struct wk_step_ops wk_step_pg_tenant = {"pg_tenant", pg_tenant_run, pg_tenant_undo};
+static enum tq_err pg_tenant_start(struct wk_step *s)
+{
+    return wk_step_blocking(s, s->undo ? pg_tenant_undo : pg_tenant_run);
+}
+
+const struct wk_step_ops wk_step_pg_tenant = {"pg_tenant", pg_tenant_start,
+                                              wk_step_blocking_cancel};

@@ -1,41 +1,93 @@
 /*
- * Two trivial step kinds: "noop" succeeds at once; "sleep" waits
- * params.ms milliseconds (default 200), waking early when the worker drains.
- * They exist for pipelines that test the engine and for benchmarks.
+ * Synthetic step kinds for pipelines that exercise the engine, and for
+ * benchmarks: "noop" succeeds at once; "sleep" waits params.ms (default 200)
+ * on a loop timer and can be told to fail:
+ *   fail_attempts N        the first N attempts of this delivery fail (retryable)
+ *   fail_if_exists PATH    fail while PATH exists (an operator "fixes" it by removing it)
+ *   undo_fail_if_exists P  the undo fails while P exists
+ *   error TEXT             the message of those failures
+ * Both are idempotent by construction (no effect).
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "../worker.h"
 #include "tq/util.h"
 
-static enum tq_err noop_run(struct wk_step_ctx *ctx)
+static enum tq_err noop_start(struct wk_step *s)
 {
-    (void)ctx;
+    wk_step_done(s, TQ_OK);
     return TQ_OK;
 }
 
-static enum tq_err sleep_run(struct wk_step_ctx *ctx)
+static void timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void fire(uv_timer_t *t)
+{
+    struct wk_step *s = t->data;
+    s->kind_data = NULL;
+    uv_close((uv_handle_t *)t, timer_closed);
+    const json_t *p = s->params;
+    const char *msg = json_string_value(json_object_get(p, s->undo ? "undo_error" : "error"));
+    const char *path =
+        json_string_value(json_object_get(p, s->undo ? "undo_fail_if_exists" : "fail_if_exists"));
+    json_int_t fail_n = json_integer_value(json_object_get(p, "fail_attempts"));
+    if (path && access(path, F_OK) == 0) {
+        snprintf(s->errstr, sizeof(s->errstr), "%s", msg ? msg : "condition file present");
+        wk_step_done(s, TQ_ESTEP);
+        return;
+    }
+    if (!s->undo && s->attempt <= fail_n) {
+        snprintf(s->errstr, sizeof(s->errstr), "%s (attempt %d of %lld failing)",
+                 msg ? msg : "injected failure", s->attempt, (long long)fail_n);
+        wk_step_done(s, TQ_ESTEP);
+        return;
+    }
+    json_object_set_new(s->output, "slept_ms", json_object_get(p, "ms")
+                                                   ? json_incref(json_object_get(p, "ms"))
+                                                   : json_integer(200));
+    wk_step_done(s, TQ_OK);
+}
+
+static enum tq_err sleep_start(struct wk_step *s)
 {
     json_int_t ms = 200;
-    const json_t *v = json_object_get(ctx->params, "ms");
-    if (json_is_integer(v))
-        ms = json_integer_value(v);
-    if (ms < 0 || ms > 3600000) {
-        snprintf(ctx->errstr, sizeof(ctx->errstr), "params.ms must be 0..3600000");
+    const json_t *v = json_object_get(s->params, "ms");
+    if (v && !json_is_integer(v)) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.ms must be an integer");
         return TQ_EINVALID;
     }
-    uint64_t end = tq_mono_ms() + (uint64_t)ms;
-    while (tq_mono_ms() < end) {
-        if (atomic_load(ctx->draining)) {
-            snprintf(ctx->errstr, sizeof(ctx->errstr), "interrupted: worker is draining");
-            return TQ_ECANCELED;
-        }
-        uint64_t left = end - tq_mono_ms();
-        tq_sleep_ms(left < 50 ? left : 50);
+    if (v)
+        ms = json_integer_value(v);
+    if (ms < 0 || ms > 86400000) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.ms must be 0..86400000");
+        return TQ_EINVALID;
     }
-    json_object_set_new(ctx->output, "slept_ms", json_integer(ms));
+    if (s->undo)
+        ms = ms > 50 ? 50 : ms;   /* undoing nothing is quick */
+    uv_timer_t *t = tq_xmalloc(sizeof(*t));
+    uv_timer_init(s->loop, t);
+    t->data = s;
+    s->kind_data = t;
+    uv_timer_start(t, fire, (uint64_t)ms, 0);
     return TQ_OK;
 }
 
-const struct wk_step_ops wk_step_noop = {"noop", noop_run, noop_run};
-const struct wk_step_ops wk_step_sleep = {"sleep", sleep_run, noop_run};
+static void sleep_cancel(struct wk_step *s)
+{
+    uv_timer_t *t = s->kind_data;
+    if (!t)
+        return;
+    s->kind_data = NULL;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, timer_closed);
+    snprintf(s->errstr, sizeof(s->errstr), "cancelled");
+    wk_step_done(s, TQ_ECANCELED);
+}
+
+const struct wk_step_ops wk_step_noop = {"noop", noop_start, NULL};
+const struct wk_step_ops wk_step_sleep = {"sleep", sleep_start, sleep_cancel};

@@ -41,6 +41,29 @@ enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids,
 enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms,
                              char **id);
 
+/*
+ * Move up to max ids from ready to our processing list in one round trip
+ * (Lua); when none is there, wait up to wait_ms for one (BLMOVE).
+ * *ids (caller frees each and the array) may be empty: TQ_OK with *n = 0.
+ */
+enum tq_err tq_queue_reserve_batch(struct tq_queue *q, size_t max, uint32_t wait_ms,
+                                   char ***ids, size_t *n);
+/* LREM each id from our processing list, one round trip. */
+enum tq_err tq_queue_ack_batch(struct tq_queue *q, const char *const *ids, size_t n);
+/* Hand ids back to the consuming end of ready, atomically per id. */
+enum tq_err tq_queue_release_batch(struct tq_queue *q, const char *const *ids, size_t n);
+/* Move id from our processing list to delayed, due at due_ms (epoch ms). */
+enum tq_err tq_queue_park(struct tq_queue *q, const char *id, uint64_t due_ms);
+/* Move id from our processing list (if there) to the dead list. */
+enum tq_err tq_queue_bury(struct tq_queue *q, const char *id);
+/* Promote up to limit due ids from delayed to ready (Lua, Redis's clock). */
+enum tq_err tq_queue_promote(struct tq_queue *q, int limit, int *moved);
+/*
+ * Redis's maxmemory-policy into buf. TQ_EREDIS when CONFIG is refused
+ * (managed Redis): the caller decides.
+ */
+enum tq_err tq_queue_eviction_policy(struct tq_queue *q, char *buf, size_t len);
+
 /* Remove id from our processing list: the job's outcome is durable. */
 enum tq_err tq_queue_ack(struct tq_queue *q, const char *id);
 

@@ -1,0 +1,467 @@
+/*
+ * Batched, fenced job-state writes (see tq/store.h). Rows travel as
+ * PostgreSQL array literals and are expanded with unnest(), so a batch of a
+ * thousand transitions is one statement per table, not a thousand.
+ */
+#include "tq/store.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_int.h"
+#include "tq/util.h"
+
+/* ---- array literals ---- */
+struct arr {
+    struct tq_buf b;
+    size_t n;
+};
+
+static void arr_init(struct arr *a)
+{
+    tq_buf_init(&a->b);
+    tq_buf_puts(&a->b, "{");
+    a->n = 0;
+}
+
+static void arr_sep(struct arr *a)
+{
+    if (a->n++)
+        tq_buf_puts(&a->b, ",");
+}
+
+static void arr_text(struct arr *a, const char *s)
+{
+    arr_sep(a);
+    if (!s) {
+        tq_buf_puts(&a->b, "NULL");
+        return;
+    }
+    tq_buf_puts(&a->b, "\"");
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            tq_buf_append(&a->b, "\\", 1);
+        tq_buf_append(&a->b, p, 1);
+    }
+    tq_buf_puts(&a->b, "\"");
+}
+
+static void arr_i64(struct arr *a, int64_t v)
+{
+    arr_sep(a);
+    tq_buf_printf(&a->b, "%" PRId64, v);
+}
+
+static void arr_bool(struct arr *a, bool v)
+{
+    arr_sep(a);
+    tq_buf_puts(&a->b, v ? "t" : "f");
+}
+
+static const char *arr_done(struct arr *a)
+{
+    tq_buf_puts(&a->b, "}");
+    return a->b.data;
+}
+
+static void arr_free(struct arr *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        tq_buf_cleanup(&a[i].b);
+}
+
+/* ---- claim ---- */
+
+static const char sql_dead_on_claim[] =
+    "WITH d AS (UPDATE tq.jobs SET status = 'dead', lease_owner = NULL, lease_until = NULL,"
+    "   dead_reason = 'delivered ' || deliveries || ' times without progress',"
+    "   updated_at = now(), finished_at = now()"
+    "   WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'running')"
+    "     AND (lease_until IS NULL OR lease_until < now()) AND deliveries >= $2::int"
+    "   RETURNING id, tenant_id, dead_reason),"
+    " t AS (UPDATE tq.tenants tn SET failure_reason = 'dead-lettered: ' || d.dead_reason,"
+    "   updated_at = now() FROM d WHERE tn.tenant_id = d.tenant_id RETURNING 1),"
+    " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    "   SELECT d.tenant_id, d.id, 'worker:' || $3, 'dead_lettered',"
+    "     jsonb_build_object('reason', d.dead_reason) FROM d RETURNING 1)"
+    " SELECT id FROM d";
+
+static const char sql_claim[] =
+    "WITH c AS ("
+    "  UPDATE tq.jobs j SET status = 'running', lease_owner = $2,"
+    "    lease_epoch = j.lease_epoch + 1,"
+    "    lease_until = now() + make_interval(secs => $3::int / 1000.0),"
+    "    attempt = j.attempt + 1, deliveries = j.deliveries + 1,"
+    "    started_at = coalesce(j.started_at, now()), updated_at = now()"
+    "  WHERE j.id = ANY($1::bigint[]) AND j.status IN ('queued', 'running')"
+    "    AND (j.lease_until IS NULL OR j.lease_until < now())"
+    "    AND (j.not_before IS NULL OR j.not_before <= now())"
+    "  RETURNING j.id, j.tenant_id, j.kind, j.pipeline_hash, j.lease_epoch, j.attempt,"
+    "    j.phase, j.cancel_requested),"
+    " t AS (UPDATE tq.tenants tn SET updated_at = now(),"
+    "    status = CASE WHEN c.kind = 'deprovision' THEN 'deprovisioning'"
+    "                  WHEN c.phase = 'rollback' THEN 'rolling_back' ELSE 'provisioning' END"
+    "  FROM c WHERE tn.tenant_id = c.tenant_id"
+    "  RETURNING tn.tenant_id, tn.name, tn.tier, tn.region, tn.owner)"
+    " SELECT c.id, c.lease_epoch, c.attempt, c.kind, c.pipeline_hash, c.phase,"
+    "   c.cancel_requested, t.tenant_id, t.name, t.tier, t.region, t.owner,"
+    "   coalesce((SELECT json_object_agg(s.step, s.status) FROM tq.job_steps s"
+    "     WHERE s.job_id = c.id), '{}')::text"
+    " FROM c JOIN t ON t.tenant_id = c.tenant_id";
+
+static void copy(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src);
+}
+
+enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const char *worker,
+                           uint32_t lease_ms, int max_deliveries, struct tq_claimed **out,
+                           size_t *nout, int64_t **dead, size_t *ndead)
+{
+    *out = NULL;
+    *nout = 0;
+    *dead = NULL;
+    *ndead = 0;
+    if (n == 0)
+        return TQ_OK;
+    struct arr a;
+    arr_init(&a);
+    for (size_t i = 0; i < n; i++)
+        arr_i64(&a, ids[i]);
+    arr_done(&a);
+    char lease[16], maxd[16];
+    snprintf(lease, sizeof(lease), "%u", lease_ms);
+    snprintf(maxd, sizeof(maxd), "%d", max_deliveries);
+    enum tq_err err;
+    const char *pd[] = {a.b.data, maxd, worker};
+    PGresult *r = tq__pg_query(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
+    if (!r)
+        goto out;
+    *ndead = (size_t)PQntuples(r);
+    *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
+    for (size_t i = 0; i < *ndead; i++)
+        (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+
+    const char *pc[] = {a.b.data, worker, lease};
+    r = tq__pg_query(pg, &err, "claim jobs", sql_claim, 3, pc);
+    if (!r)
+        goto out;
+    size_t m = (size_t)PQntuples(r);
+    *out = tq_xcalloc(m ? m : 1, sizeof(**out));
+    for (size_t i = 0; i < m; i++) {
+        struct tq_claimed *x = &(*out)[i];
+        int row = (int)i;
+        x->c.job_id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+        x->c.epoch = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+        x->c.attempt = atoi(PQgetvalue(r, row, 2));
+        copy(x->c.kind, sizeof(x->c.kind), PQgetvalue(r, row, 3));
+        copy(x->c.pipeline_hash, sizeof(x->c.pipeline_hash), PQgetvalue(r, row, 4));
+        x->rollback = strcmp(PQgetvalue(r, row, 5), "rollback") == 0;
+        x->cancel_requested = PQgetvalue(r, row, 6)[0] == 't';
+        copy(x->c.tenant_id, sizeof(x->c.tenant_id), PQgetvalue(r, row, 7));
+        copy(x->c.name, sizeof(x->c.name), PQgetvalue(r, row, 8));
+        copy(x->c.tier, sizeof(x->c.tier), PQgetvalue(r, row, 9));
+        copy(x->c.region, sizeof(x->c.region), PQgetvalue(r, row, 10));
+        copy(x->c.owner, sizeof(x->c.owner), PQgetvalue(r, row, 11));
+        json_error_t je;
+        x->steps = json_loads(PQgetvalue(r, row, 12), 0, &je);
+        if (!x->steps)
+            x->steps = json_object();
+    }
+    *nout = m;
+    PQclear(r);
+out:
+    arr_free(&a, 1);
+    return err;
+}
+
+/* ---- flush ---- */
+
+static const char sql_steps[] =
+    "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
+    "    $5::int[], $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[])"
+    "  AS v(job_id, epoch, step, status, ad, ud, st_ms, fin_ms, error, output, progress)),"
+    " d AS (SELECT job_id, max(epoch) AS epoch, bool_or(progress) AS progress FROM v GROUP BY job_id),"
+    " f AS (UPDATE tq.jobs j SET updated_at = now(),"
+    "    lease_until = greatest(j.lease_until, now() + make_interval(secs => $12::int / 1000.0)),"
+    "    deliveries = CASE WHEN d.progress THEN 0 ELSE j.deliveries END"
+    "  FROM d WHERE j.id = d.job_id AND j.lease_epoch = d.epoch AND j.status = 'running'"
+    "    AND j.lease_owner = $13"
+    "  RETURNING j.id, j.cancel_requested),"
+    " u AS (INSERT INTO tq.job_steps AS s (job_id, step, status, attempts, undo_attempts,"
+    "    started_at, finished_at, last_error, output)"
+    "  SELECT v.job_id, v.step, v.status, v.ad, v.ud,"
+    "    CASE WHEN v.st_ms > 0 THEN to_timestamp(v.st_ms / 1000.0) END,"
+    "    CASE WHEN v.fin_ms > 0 THEN to_timestamp(v.fin_ms / 1000.0) END,"
+    "    v.error, v.output::jsonb"
+    "  FROM v JOIN f ON f.id = v.job_id"
+    "  ON CONFLICT (job_id, step) DO UPDATE SET status = excluded.status,"
+    "    attempts = s.attempts + excluded.attempts,"
+    "    undo_attempts = s.undo_attempts + excluded.undo_attempts,"
+    "    started_at = coalesce(excluded.started_at, s.started_at),"
+    "    finished_at = excluded.finished_at,"
+    "    last_error = coalesce(excluded.last_error, s.last_error),"
+    "    output = coalesce(excluded.output, s.output)"
+    "  RETURNING s.job_id)"
+    " SELECT f.id, f.cancel_requested FROM f";
+
+static const char sql_attempts[] =
+    "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
+    "    $5::int[], $6::text[], $7::bigint[], $8::bigint[], $9::text[])"
+    "  AS v(job_id, epoch, step, phase, attempt, status, st_ms, fin_ms, error)),"
+    " ok AS (SELECT v.*, j.tenant_id FROM v JOIN tq.jobs j ON j.id = v.job_id"
+    "   AND j.lease_epoch = v.epoch AND j.lease_owner = $10),"
+    " a AS (INSERT INTO tq.step_attempts (job_id, step, phase, attempt, status, worker,"
+    "    started_at, finished_at, error)"
+    "  SELECT job_id, step, phase, attempt, status, $10, to_timestamp(st_ms / 1000.0),"
+    "    to_timestamp(fin_ms / 1000.0), error FROM ok RETURNING 1)"
+    " INSERT INTO tq.audit_events (at, tenant_id, job_id, actor, event, detail)"
+    " SELECT to_timestamp(fin_ms / 1000.0), tenant_id, job_id, 'worker:' || $10,"
+    "   CASE WHEN phase = 'run' THEN 'step_' ELSE 'undo_' END || status,"
+    "   jsonb_strip_nulls(jsonb_build_object('step', step, 'attempt', attempt, 'error', error))"
+    " FROM ok";
+
+static const char sql_jobs[] =
+    "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
+    "    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bool[])"
+    "  AS v(job_id, epoch, jstatus, tstatus, phase, event, reason, failed_step, nb_ms, rel)),"
+    " j AS (UPDATE tq.jobs j SET status = v.jstatus, phase = v.phase, updated_at = now(),"
+    "    error = coalesce(v.reason, j.error),"
+    "    failed_step = coalesce(v.failed_step, j.failed_step),"
+    "    not_before = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
+    "    next_attempt_at = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
+    "    lease_owner = CASE WHEN v.rel THEN NULL ELSE j.lease_owner END,"
+    "    lease_until = CASE WHEN v.rel THEN NULL ELSE j.lease_until END,"
+    "    finished_at = CASE WHEN v.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
+    "      'blocked', 'rollback_failed') THEN now() ELSE j.finished_at END"
+    "  FROM v WHERE j.id = v.job_id AND j.lease_epoch = v.epoch AND j.status = 'running'"
+    "    AND j.lease_owner = $11"
+    "  RETURNING j.id, j.tenant_id, v.tstatus, v.event, v.reason, v.failed_step),"
+    " t AS (UPDATE tq.tenants tn SET status = j.tstatus, updated_at = now(),"
+    "    failure_reason = CASE WHEN j.tstatus IN ('active', 'deprovisioned', 'queued',"
+    "      'provisioning') THEN NULL ELSE coalesce(j.reason, tn.failure_reason) END,"
+    "    activated_at = CASE WHEN j.tstatus = 'active' THEN now() ELSE tn.activated_at END"
+    "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.tstatus IS NOT NULL RETURNING 1),"
+    " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    "  SELECT j.tenant_id, j.id, 'worker:' || $11, j.event,"
+    "    jsonb_strip_nulls(jsonb_build_object('reason', j.reason, 'step', j.failed_step))"
+    "  FROM j WHERE j.event IS NOT NULL RETURNING 1)"
+    " SELECT id FROM j";
+
+static void result_for(struct tq_flush_result **res, size_t *nres, size_t *cap, int64_t id)
+{
+    for (size_t i = 0; i < *nres; i++)
+        if ((*res)[i].job_id == id)
+            return;
+    if (*nres == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *res = tq_xrealloc(*res, *cap * sizeof(**res));
+    }
+    (*res)[*nres].job_id = id;
+    (*res)[*nres].stale = true;   /* until PostgreSQL says otherwise */
+    (*res)[*nres].cancel_requested = false;
+    (*nres)++;
+}
+
+static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (res[i].job_id == id)
+            return &res[i];
+    return NULL;
+}
+
+static enum tq_err flush_steps(struct tq_pg *pg, const struct tq_flush *f,
+                               struct tq_flush_result *res, size_t nres, bool *seen)
+{
+    struct arr a[11];
+    for (int i = 0; i < 11; i++)
+        arr_init(&a[i]);
+    for (size_t i = 0; i < f->nsteps; i++) {
+        const struct tq_step_row *s = &f->steps[i];
+        arr_i64(&a[0], s->job_id);
+        arr_i64(&a[1], s->epoch);
+        arr_text(&a[2], s->step);
+        arr_text(&a[3], s->status);
+        arr_i64(&a[4], s->attempts_delta);
+        arr_i64(&a[5], s->undo_attempts_delta);
+        arr_i64(&a[6], s->started_ms);
+        arr_i64(&a[7], s->finished_ms);
+        arr_text(&a[8], s->error);
+        arr_text(&a[9], s->output);
+        arr_bool(&a[10], s->progress);
+    }
+    char lease[16];
+    snprintf(lease, sizeof(lease), "%u", f->lease_ms);
+    const char *p[13];
+    for (int i = 0; i < 11; i++)
+        p[i] = arr_done(&a[i]);
+    p[11] = lease;
+    p[12] = f->worker;
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "record step transitions", sql_steps, 13, p);
+    arr_free(a, 11);
+    if (!r)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct tq_flush_result *x = find(res, nres, strtoll(PQgetvalue(r, i, 0), NULL, 10));
+        if (x) {
+            x->stale = false;
+            x->cancel_requested = PQgetvalue(r, i, 1)[0] == 't';
+        }
+    }
+    PQclear(r);
+    /* Jobs that had step rows and did not pass the fence stay stale. */
+    for (size_t i = 0; i < f->nsteps; i++) {
+        struct tq_flush_result *x = find(res, nres, f->steps[i].job_id);
+        if (x)
+            seen[x - res] = true;
+    }
+    return TQ_OK;
+}
+
+static enum tq_err flush_attempts(struct tq_pg *pg, const struct tq_flush *f)
+{
+    struct arr a[9];
+    for (int i = 0; i < 9; i++)
+        arr_init(&a[i]);
+    for (size_t i = 0; i < f->nattempts; i++) {
+        const struct tq_attempt_row *s = &f->attempts[i];
+        arr_i64(&a[0], s->job_id);
+        arr_i64(&a[1], s->epoch);
+        arr_text(&a[2], s->step);
+        arr_text(&a[3], s->phase);
+        arr_i64(&a[4], s->attempt);
+        arr_text(&a[5], s->status);
+        arr_i64(&a[6], s->started_ms);
+        arr_i64(&a[7], s->finished_ms);
+        arr_text(&a[8], s->error);
+    }
+    const char *p[10];
+    for (int i = 0; i < 9; i++)
+        p[i] = arr_done(&a[i]);
+    p[9] = f->worker;
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "record step attempts", sql_attempts, 10, p);
+    arr_free(a, 9);
+    PQclear(r);
+    return err;
+}
+
+static enum tq_err flush_jobs(struct tq_pg *pg, const struct tq_flush *f,
+                              struct tq_flush_result *res, size_t nres, bool *seen)
+{
+    struct arr a[10];
+    for (int i = 0; i < 10; i++)
+        arr_init(&a[i]);
+    for (size_t i = 0; i < f->njobs; i++) {
+        const struct tq_job_row *s = &f->jobs[i];
+        arr_i64(&a[0], s->job_id);
+        arr_i64(&a[1], s->epoch);
+        arr_text(&a[2], s->job_status);
+        arr_text(&a[3], s->tenant_status);
+        arr_text(&a[4], s->phase);
+        arr_text(&a[5], s->event);
+        arr_text(&a[6], s->reason);
+        arr_text(&a[7], s->failed_step);
+        arr_i64(&a[8], s->not_before_ms);
+        arr_bool(&a[9], s->release_lease);
+    }
+    const char *p[11];
+    for (int i = 0; i < 10; i++)
+        p[i] = arr_done(&a[i]);
+    p[10] = f->worker;
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "record job outcomes", sql_jobs, 11, p);
+    arr_free(a, 10);
+    if (!r)
+        return err;
+    /* A job row decides for its job: absent from RETURNING means stale. */
+    for (size_t i = 0; i < f->njobs; i++) {
+        struct tq_flush_result *x = find(res, nres, f->jobs[i].job_id);
+        if (x) {
+            bool ok = false;
+            for (int k = 0; k < PQntuples(r) && !ok; k++)
+                ok = strtoll(PQgetvalue(r, k, 0), NULL, 10) == f->jobs[i].job_id;
+            x->stale = !ok;   /* same fence as the step rows, later in the transaction */
+            seen[x - res] = true;
+        }
+    }
+    PQclear(r);
+    return TQ_OK;
+}
+
+enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
+                           struct tq_flush_result **res, size_t *nres)
+{
+    size_t cap = 0;
+    *res = NULL;
+    *nres = 0;
+    for (size_t i = 0; i < f->nsteps; i++)
+        result_for(res, nres, &cap, f->steps[i].job_id);
+    for (size_t i = 0; i < f->nattempts; i++)
+        result_for(res, nres, &cap, f->attempts[i].job_id);
+    for (size_t i = 0; i < f->njobs; i++)
+        result_for(res, nres, &cap, f->jobs[i].job_id);
+    if (*nres == 0)
+        return TQ_OK;
+    bool *seen = tq_xcalloc(*nres, sizeof(bool));
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "begin a flush", "BEGIN", 0, NULL);
+    PQclear(r);
+    if (err)
+        goto out;
+    if (f->nsteps && (err = flush_steps(pg, f, *res, *nres, seen)))
+        goto fail;
+    if (f->nattempts && (err = flush_attempts(pg, f)))
+        goto fail;
+    if (f->njobs && (err = flush_jobs(pg, f, *res, *nres, seen)))
+        goto fail;
+    r = tq__pg_query(pg, &err, "commit a flush", "COMMIT", 0, NULL);
+    PQclear(r);
+    if (err)
+        goto out;
+    /* Jobs with only attempt rows: fenced inside the statement; not stale by themselves. */
+    for (size_t i = 0; i < *nres; i++)
+        if (!seen[i])
+            (*res)[i].stale = false;
+    goto out;
+fail : {
+    PGconn *c = tq_pg_conn(pg);
+    if (c && PQtransactionStatus(c) != PQTRANS_IDLE)
+        PQclear(PQexec(c, "ROLLBACK"));
+}
+out:
+    free(seen);
+    if (err) {
+        free(*res);
+        *res = NULL;
+        *nres = 0;
+    }
+    return err;
+}
+
+enum tq_err tq_store_dead(struct tq_pg *pg, int64_t job_id, int64_t epoch, const char *reason)
+{
+    char id[24], ep[24];
+    snprintf(id, sizeof(id), "%" PRId64, job_id);
+    snprintf(ep, sizeof(ep), "%" PRId64, epoch);
+    const char *p[] = {id, ep, reason};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(
+        pg, &err, "dead-letter a job",
+        "WITH d AS (UPDATE tq.jobs SET status = 'dead', dead_reason = $3, lease_owner = NULL,"
+        "   lease_until = NULL, updated_at = now(), finished_at = now()"
+        "   WHERE id = $1::bigint AND lease_epoch = $2::bigint RETURNING id, tenant_id),"
+        " t AS (UPDATE tq.tenants tn SET failure_reason = 'dead-lettered: ' || $3,"
+        "   updated_at = now() FROM d WHERE tn.tenant_id = d.tenant_id RETURNING 1)"
+        " INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+        " SELECT d.tenant_id, d.id, 'worker', 'dead_lettered', jsonb_build_object('reason', $3::text)"
+        " FROM d",
+        3, p);
+    PQclear(r);
+    return err;
+}

@@ -1,0 +1,295 @@
+/*
+ * The fetcher thread: while the worker has free job slots, move a batch of
+ * ids from ready to our processing list (one Lua call), claim them in
+ * PostgreSQL (one statement), and hand the claimed jobs to the loop. Ids
+ * that are not claimable are acked (a duplicate delivery); jobs delivered
+ * too often without progress, or whose pipeline is gone, go to the dead
+ * list. It also promotes due ids from the delayed set.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq/log.h"
+#include "tq/util.h"
+#include "worker.h"
+
+#define PIPELINES_MAX 32
+
+struct wk_fetcher {
+    struct wk_settings set;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    atomic_bool stop;
+    atomic_int *free_slots;
+    struct tq_queue *q;
+    struct tq_pg *pg;
+    struct tq_pipeline *pipelines[PIPELINES_MAX];
+    size_t npipelines;
+    uv_async_t async;
+    pthread_mutex_t omu;
+    struct wk_claimed *out, *out_tail;
+    void (*deliver)(void *, struct wk_claimed *);
+    void *arg;
+};
+
+static const struct tq_pipeline *pipeline(struct wk_fetcher *f, const char *hash, char *why,
+                                          size_t whylen, bool *gone)
+{
+    *gone = false;
+    for (size_t i = 0; i < f->npipelines; i++)
+        if (strcmp(f->pipelines[i]->hash, hash) == 0)
+            return f->pipelines[i];
+    char *text = NULL;
+    enum tq_err err = tq_pg_pipeline_get(f->pg, hash, &text);
+    if (err) {
+        snprintf(why, whylen, "%s", tq_pg_errstr(f->pg));
+        *gone = err == TQ_ENOTFOUND;
+        return NULL;
+    }
+    struct tq_pipeline *p = NULL;
+    err = tq_pipeline_parse(text, strlen(text), "stored pipeline", &p, why, whylen);
+    free(text);
+    if (err) {
+        *gone = true;   /* it will not parse next time either */
+        return NULL;
+    }
+    if (f->npipelines == PIPELINES_MAX) {
+        /* Jobs may still point at cached pipelines: keep them, refuse to grow. */
+        tq_error("fetcher: more than %d distinct pipelines in flight", PIPELINES_MAX);
+        tq_pipeline_free(p);
+        snprintf(why, whylen, "too many distinct pipelines in flight");
+        return NULL;
+    }
+    f->pipelines[f->npipelines++] = p;
+    return p;
+}
+
+static void hand_over(struct wk_fetcher *f, struct wk_claimed *c)
+{
+    pthread_mutex_lock(&f->omu);
+    if (f->out_tail)
+        f->out_tail->next = c;
+    else
+        f->out = c;
+    f->out_tail = c;
+    pthread_mutex_unlock(&f->omu);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct wk_fetcher *f = a->data;
+    pthread_mutex_lock(&f->omu);
+    struct wk_claimed *c = f->out;
+    f->out = f->out_tail = NULL;
+    pthread_mutex_unlock(&f->omu);
+    while (c) {
+        struct wk_claimed *next = c->next;
+        c->next = NULL;
+        f->deliver(f->arg, c);
+        c = next;
+    }
+}
+
+static void backoff(struct wk_fetcher *f, uint32_t *ms)
+{
+    uint64_t until = tq_mono_ms() + *ms;
+    while (!atomic_load(&f->stop) && tq_mono_ms() < until)
+        tq_sleep_ms(50);
+    *ms = *ms * 2 > 5000 ? 5000 : *ms * 2;
+}
+
+static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_backoff)
+{
+    int free_slots = atomic_load(f->free_slots);
+    size_t want = (size_t)(free_slots < f->set.batch ? free_slots : f->set.batch);
+    char **ids = NULL;
+    size_t n = 0;
+    enum tq_err err = tq_queue_reserve_batch(f->q, want, 1000, &ids, &n);
+    if (err) {
+        atomic_store(&wk_metrics.redis_ok, false);
+        tq_error("fetcher: %s", tq_queue_errstr(f->q));
+        backoff(f, redis_backoff);
+        return;
+    }
+    atomic_store(&wk_metrics.redis_ok, true);
+    *redis_backoff = 100;
+    if (n == 0)
+        return;
+
+    int64_t *jid = tq_xcalloc(n, sizeof(int64_t));
+    size_t nj = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        long long v = strtoll(ids[i], &end, 10);
+        if (*end || v <= 0 || strlen(ids[i]) > 20) {
+            /* Not a job id: poison. Keep it for a person, with the reason in the log. */
+            tq_error("fetcher: \"%.40s\" is not a job id; moving it to the dead list", ids[i]);
+            tq_queue_bury(f->q, ids[i]);
+            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+            continue;
+        }
+        jid[nj++] = v;
+    }
+    struct tq_claimed *cl = NULL;
+    int64_t *dead = NULL;
+    size_t ncl = 0, ndead = 0;
+    err = tq_store_claim(f->pg, jid, nj, f->set.worker_id, f->set.cfg->lease_ms,
+                         f->set.max_deliveries, &cl, &ncl, &dead, &ndead);
+    if (err) {
+        atomic_store(&wk_metrics.pg_ok, false);
+        tq_error("fetcher: %s; handing %zu job(s) back", tq_pg_errstr(f->pg), nj);
+        tq_queue_release_batch(f->q, (const char *const *)ids, n);
+        backoff(f, pg_backoff);
+        goto out;
+    }
+    atomic_store(&wk_metrics.pg_ok, true);
+    *pg_backoff = 100;
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        long long v = strtoll(ids[i], &end, 10);
+        bool claimed = false, is_dead = false;
+        for (size_t k = 0; k < ncl && !claimed; k++)
+            claimed = cl[k].c.job_id == v;
+        for (size_t k = 0; k < ndead && !is_dead; k++)
+            is_dead = dead[k] == v;
+        if (is_dead) {
+            tq_error("fetcher: job %s delivered %d times without progress; dead-lettered", ids[i],
+                     f->set.max_deliveries);
+            tq_queue_bury(f->q, ids[i]);
+            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+        } else if (!claimed && !*end && v > 0) {
+            const char *one[] = {ids[i]};
+            tq_queue_ack_batch(f->q, one, 1);   /* duplicate delivery: the claim decided */
+        }
+    }
+    for (size_t k = 0; k < ncl; k++) {
+        char why[512] = "";
+        bool gone = false;
+        const struct tq_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
+        char id[24];
+        snprintf(id, sizeof(id), "%" PRId64, cl[k].c.job_id);
+        if (!p) {
+            if (gone) {
+                char reason[600];
+                snprintf(reason, sizeof(reason), "pipeline %.12s cannot be used: %s",
+                         cl[k].c.pipeline_hash, why);
+                tq_error("fetcher: job %s: %s; dead-lettered", id, reason);
+                tq_store_dead(f->pg, cl[k].c.job_id, cl[k].c.epoch, reason);
+                tq_queue_bury(f->q, id);
+                atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+            } else {
+                tq_error("fetcher: job %s: %s; handing it back", id, why);
+                const char *one[] = {id};
+                tq_queue_release_batch(f->q, one, 1);
+            }
+            json_decref(cl[k].steps);
+            continue;
+        }
+        struct wk_claimed *c = tq_xcalloc(1, sizeof(*c));
+        c->cl = cl[k];
+        c->pl = p;
+        memcpy(c->id, id, sizeof(id));
+        atomic_fetch_sub(f->free_slots, 1);
+        hand_over(f, c);
+    }
+    uv_async_send(&f->async);
+out:
+    free(cl);
+    free(dead);
+    free(jid);
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+static void *fetcher_main(void *arg)
+{
+    struct wk_fetcher *f = arg;
+    uint32_t rb = 100, pb = 100;
+    uint64_t next_promote = 0;
+    while (!atomic_load(&f->stop)) {
+        if (tq_mono_ms() >= next_promote) {
+            int moved = 0;
+            tq_queue_promote(f->q, 1000, &moved);
+            next_promote = tq_mono_ms() + 250;
+        }
+        pthread_mutex_lock(&f->mu);
+        while (!atomic_load(&f->stop) && atomic_load(f->free_slots) <= 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 250 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&f->cond, &f->mu, &ts);
+            if (tq_mono_ms() >= next_promote)
+                break;
+        }
+        pthread_mutex_unlock(&f->mu);
+        if (atomic_load(&f->stop))
+            break;
+        if (atomic_load(f->free_slots) > 0)
+            cycle(f, &rb, &pb);
+    }
+    return NULL;
+}
+
+struct wk_fetcher *wk_fetcher_start(uv_loop_t *loop, const struct wk_settings *set,
+                                    atomic_int *free_slots,
+                                    void (*deliver)(void *, struct wk_claimed *), void *arg)
+{
+    struct wk_fetcher *f = tq_xcalloc(1, sizeof(*f));
+    f->set = *set;
+    f->free_slots = free_slots;
+    f->deliver = deliver;
+    f->arg = arg;
+    atomic_store(&f->stop, false);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->omu, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    tq_queue_open(set->cfg, set->worker_id, &f->q);
+    tq_pg_open(set->cfg->database_url, &f->pg);
+    uv_async_init(loop, &f->async, on_async);
+    f->async.data = f;
+    if (pthread_create(&f->th, NULL, fetcher_main, f) != 0)
+        tq_panic(__FILE__, __LINE__, "cannot start the fetcher thread");
+    return f;
+}
+
+void wk_fetcher_poke(struct wk_fetcher *f)
+{
+    pthread_mutex_lock(&f->mu);
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void async_closed(uv_handle_t *h)
+{
+    struct wk_fetcher *f = h->data;
+    for (size_t i = 0; i < f->npipelines; i++)
+        tq_pipeline_free(f->pipelines[i]);
+    pthread_mutex_destroy(&f->mu);
+    pthread_mutex_destroy(&f->omu);
+    pthread_cond_destroy(&f->cond);
+    free(f);
+}
+
+void wk_fetcher_stop(struct wk_fetcher *f)
+{
+    atomic_store(&f->stop, true);
+    wk_fetcher_poke(f);
+    pthread_join(f->th, NULL);
+    tq_queue_close(f->q);
+    tq_pg_close(f->pg);
+    on_async(&f->async);   /* jobs claimed at the last moment still reach the engine */
+}
+
+/* Free after the engine has let go of every job (pipelines are shared with them). */
+void wk_fetcher_free(struct wk_fetcher *f)
+{
+    uv_close((uv_handle_t *)&f->async, async_closed);
+}
