@@ -13,28 +13,43 @@
 
 static const char usage[] =
     "usage: tq-enqueue [--json] COMMAND [ARGS]\n"
+    "       tq-enqueue --help | --version\n"
     "\n"
-    "Submit tenant onboarding requests and follow their progress.\n"
+    "Submit tenant onboarding requests, decide on them, and follow their progress.\n"
     "\n"
     "commands:\n"
     "  migrate                 create or upgrade the tq schema in PostgreSQL\n"
     "  submit                  submit one request (flags) or a batch (--file)\n"
-    "  status [ID...|--batch B|--all]\n"
-    "                          show tenants, their status and steps\n"
+    "  status [ID...|--batch B|--all] [--watch]\n"
+    "                          show tenants, their status and steps; --watch follows\n"
+    "                          them live until they finish\n"
+    "  approve ID --by WHO     let a pending_approval tenant go ahead\n"
+    "  reject ID --by WHO --reason TEXT\n"
+    "                          turn a pending_approval tenant down\n"
+    "  cancel ID               stop a tenant's provisioning (waiting or running)\n"
+    "  retry ID                run a blocked, failed or rollback_failed tenant again\n"
+    "  deprovision ID          remove an active tenant's resources\n"
+    "  dead [--requeue X]      list dead jobs, or put one back in the queue\n"
+    "  stats                   queue depths, workers, tenants by status\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
     "global options:\n"
     "  --json      machine-readable output; errors as JSON on stdout too\n"
+    "              (also accepted after the command)\n"
     "  --help      this text\n"
     "  --version   print the version\n"
     "\n"
     "environment: TQ_DATABASE_URL (libpq conninfo or URI), TQ_REDIS_URL\n"
-    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PIPELINE, TQ_REGIONS,\n"
-    "TQ_APPROVAL_THRESHOLD. `eval \"$(deploy/local/env)\"` sets them locally.\n"
+    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PREFIX, TQ_PIPELINE,\n"
+    "TQ_REGIONS, TQ_APPROVAL_THRESHOLD. `eval \"$(deploy/local/env)\"` sets them\n"
+    "locally.\n"
     "\n"
-    "exit codes: 0 done, 1 a service is unreachable (safe to retry), 2 usage,\n"
-    "3 request rejected (not worth retrying), 4 not found.\n";
+    "examples:\n"
+    "  tq-enqueue submit --file tenants.csv --batch onboarding-2026-11\n"
+    "  tq-enqueue status --watch --batch onboarding-2026-11\n"
+    "  tq-enqueue approve acme-corp --by alice@example.com\n"
+    "\n" CLI_EXIT_CODES;
 
 int cli_exit_for(enum tq_err err)
 {
@@ -76,25 +91,38 @@ static const char *code_name(int exit_code)
 
 int cli_fail(struct cli *c, int exit_code, json_t *details, const char *fmt, ...)
 {
-    char msg[2048];
+    char raw[2048], msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    /* Messages echo user input: keep terminals and JSON parsers safe. */
+    cli_sanitize(raw, msg, sizeof(msg));
     fprintf(stderr, "%s: %s\n", c->prog, msg);
     if (c->json) {
         json_t *e = json_pack("{s:s, s:s, s:i}", "code", code_name(exit_code), "message", msg,
                               "exit_code", exit_code);
         if (details)
             json_object_set_new(e, "errors", details);
-        json_t *o = json_pack("{s:o}", "error", e);
-        json_dumpf(o, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
-        json_decref(o);
+        cli_print_json(json_pack("{s:o}", "error", e));
     } else {
         json_decref(details);
     }
     return exit_code;
+}
+
+void cli_print_json(json_t *o)
+{
+    if (!o) {
+        /* only invalid UTF-8 gets here, and every input is checked before */
+        fputs("{\"error\":{\"code\":\"error\",\"message\":\"output is not valid UTF-8\"}}\n",
+              stdout);
+        return;
+    }
+    json_dumpf(o, stdout, JSON_COMPACT);
+    fputc('\n', stdout);
+    fflush(stdout);
+    json_decref(o);
 }
 
 int main(int argc, char **argv)
@@ -113,26 +141,30 @@ int main(int argc, char **argv)
             printf("tq-enqueue %s\n", TQ_VERSION);
             return EXIT_DONE;
         } else {
-            fprintf(stderr, "tq-enqueue: unknown option \"%s\"\n\n%s", argv[i], usage);
-            return EXIT_USAGE;
+            return cli_fail(&c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
+                            cli_shown(argv[i]));
         }
     }
     if (i >= argc) {
         fputs(usage, stderr);
-        return EXIT_USAGE;
+        return c.json ? cli_fail(&c, EXIT_USAGE, NULL, "a command is required") : EXIT_USAGE;
     }
     const char *cmd = argv[i];
     static const struct {
         const char *name;
         int (*fn)(struct cli *, int, char **);
-    } cmds[] = {{"migrate", cmd_migrate}, {"submit", cmd_submit}, {"status", cmd_status}};
+    } cmds[] = {{"migrate", cmd_migrate}, {"submit", cmd_submit},
+                {"status", cmd_status},   {"approve", cmd_approve},
+                {"reject", cmd_reject},   {"cancel", cmd_cancel},
+                {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
+                {"dead", cmd_dead},       {"stats", cmd_stats}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)
             fn = cmds[k].fn;
     if (!fn) {
-        fprintf(stderr, "tq-enqueue: unknown command \"%s\"\n\n%s", cmd, usage);
-        return EXIT_USAGE;
+        return cli_fail(&c, EXIT_USAGE, NULL, "unknown command \"%s\" (see --help)",
+                        cli_shown(cmd));
     }
     char prog[64];
     snprintf(prog, sizeof(prog), "tq-enqueue %s", cmd);

@@ -9,21 +9,35 @@
 
 #include "cli.h"
 #include "tq/pg.h"
+#include "tq/request.h"
 
 static const char usage[] =
     "usage: tq-enqueue status [ID... | --batch NAME | --all] [--json]\n"
+    "       tq-enqueue status [ID... | --batch NAME | --all] --watch [--timeout SECONDS]\n"
     "\n"
     "Show each tenant's status, steps done of total, current step and last error.\n"
     "With one ID, also list its steps. Exit 4 when an ID or batch is unknown.\n"
     "\n"
+    "--watch follows the tenants until every one has finished (active, failed,\n"
+    "rollback_failed, rejected, blocked, cancelled or deprovisioned), polling\n"
+    "about once a second. In a terminal it redraws a progress bar per tenant and\n"
+    "one for the batch in place; otherwise (a pipe, a log, or --json) it prints\n"
+    "one line per change: text, or with --json one tenant object per line and a\n"
+    "final {\"finished\": true, ...}. Exit 0 when all have finished, 1 on timeout.\n"
+    "\n"
     "options:\n"
-    "  --batch NAME   the tenants submitted together under NAME\n"
-    "  --all          every tenant\n"
-    "  --json         {\"tenants\": [...]} (shape in enqueue/README.md)\n"
+    "  --batch NAME        the tenants submitted together under NAME\n"
+    "  --all               every tenant\n"
+    "  --json              {\"tenants\": [...]} (shape in enqueue/README.md)\n"
+    "  --watch             follow until finished (see above)\n"
+    "  --timeout SECONDS   with --watch: give up after SECONDS (exit 1); default none\n"
+    "  --interval SECONDS  with --watch: time between polls, 0.1-60 (default 1)\n"
     "\n"
     "examples:\n"
     "  tq-enqueue status acme-corp\n"
-    "  tq-enqueue status --batch onboarding-2026-11 --json\n";
+    "  tq-enqueue status --batch onboarding-2026-11 --json\n"
+    "  tq-enqueue status --watch --batch onboarding-2026-11 --timeout 1800\n"
+    "\n" CLI_EXIT_CODES;
 
 static const char *str(const json_t *o, const char *k)
 {
@@ -46,7 +60,7 @@ static void print_table(const json_t *tenants, bool with_steps)
         if (!*detail && *str(t, "current_step"))
             detail = str(t, "current_step");
         printf("%-24s %-7s %-10s %-16s %-6s %s\n", str(t, "tenant_id"), str(t, "tier"),
-               str(t, "region"), str(t, "status"), steps, detail);
+               str(t, "region"), str(t, "status"), steps, cli_shown(detail));
         if (!with_steps)
             continue;
         size_t k;
@@ -54,7 +68,7 @@ static void print_table(const json_t *tenants, bool with_steps)
         json_array_foreach(json_object_get(t, "steps"), k, s) {
             printf("    %-22s %-20s attempts %lld  %s\n", str(s, "step"), str(s, "status"),
                    (long long)json_integer_value(json_object_get(s, "attempts")),
-                   str(s, "last_error"));
+                   cli_shown(str(s, "last_error")));
         }
     }
 }
@@ -64,13 +78,20 @@ int cmd_status(struct cli *c, int argc, char **argv)
     static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
                                          {"all", no_argument, NULL, 'a'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"watch", no_argument, NULL, 'w'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"interval", required_argument, NULL, 'i'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *batch = NULL;
-    bool all = false;
+    bool all = false, watch = false;
+    double timeout_s = 0, interval_s = 1;
+    const char *timeout_arg = NULL;
+    char *end;
     int o;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (o) {
         case 'b':
             batch = optarg;
@@ -81,18 +102,48 @@ int cmd_status(struct cli *c, int argc, char **argv)
         case 'j':
             c->json = true;
             break;
+        case 'w':
+            watch = true;
+            break;
+        case 't':
+            timeout_arg = optarg;
+            timeout_s = strtod(optarg, &end);
+            if (end == optarg || *end || !(timeout_s >= 1 && timeout_s <= 7 * 86400))
+                return cli_fail(c, EXIT_USAGE, NULL,
+                                "timeout: \"%s\" must be a number of seconds from 1 to 604800",
+                                cli_shown(optarg));
+            break;
+        case 'i':
+            interval_s = strtod(optarg, &end);
+            if (end == optarg || *end || !(interval_s >= 0.1 && interval_s <= 60))
+                return cli_fail(c, EXIT_USAGE, NULL,
+                                "interval: \"%s\" must be a number of seconds from 0.1 to 60",
+                                cli_shown(optarg));
+            break;
         case 'h':
             fputs(usage, stdout);
             return EXIT_DONE;
+        case ':':
+            return cli_fail(c, EXIT_USAGE, NULL, "option \"%s\" needs a value",
+                            cli_shown(argv[optind - 1]));
         default:
-            fputs(usage, stderr);
-            return EXIT_USAGE;
+            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
+                            cli_shown(argv[optind - 1]));
         }
     }
+    if (timeout_arg && !watch)
+        return cli_fail(c, EXIT_USAGE, NULL, "--timeout applies to --watch only");
     size_t nids = (size_t)(argc - optind);
     if ((nids > 0) + (batch != NULL) + all != 1)
         return cli_fail(c, EXIT_USAGE, NULL,
                         "give tenant IDs, or --batch NAME, or --all (exactly one of them)");
+    for (size_t i = 0; i < nids; i++) {
+        int rc = cli_check_tenant(c, argv[optind + (int)i]);
+        if (rc != EXIT_DONE)
+            return rc;
+    }
+    if (batch && (strlen(batch) > 64 || !tq_utf8_valid(batch, strlen(batch))))
+        return cli_fail(c, EXIT_NOTFOUND, NULL, "batch: no such batch \"%s\"", cli_shown(batch));
     struct tq_pg *pg = NULL;
     json_t *tenants = NULL;
     enum tq_err err = tq_pg_open(c->cfg.database_url, &pg);
@@ -103,8 +154,8 @@ int cmd_status(struct cli *c, int argc, char **argv)
         rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
         goto out;
     }
+    json_t *missing = json_array();
     if (nids > 0 && json_array_size(tenants) < nids) {
-        json_t *missing = json_array();
         for (size_t i = 0; i < nids; i++) {
             bool found = false;
             size_t k;
@@ -114,13 +165,22 @@ int cmd_status(struct cli *c, int argc, char **argv)
             if (!found)
                 json_array_append_new(missing, json_string(argv[optind + i]));
         }
+    }
+    if (json_array_size(missing) > 0) {
         char *m = json_dumps(missing, JSON_COMPACT);
-        rc = cli_fail(c, EXIT_NOTFOUND, missing, "no such tenant: %s", m);
+        rc = cli_fail(c, EXIT_NOTFOUND, missing, "tenant_id: no such tenant: %s", m);
         free(m);
         goto out;
     }
+    json_decref(missing);
     if (batch && json_array_size(tenants) == 0) {
-        rc = cli_fail(c, EXIT_NOTFOUND, NULL, "no such batch: \"%s\"", batch);
+        rc = cli_fail(c, EXIT_NOTFOUND, NULL, "batch: no such batch \"%s\"", cli_shown(batch));
+        goto out;
+    }
+    if (watch) {
+        struct watch_opts wo = {(const char *const *)argv + optind, nids, batch,
+                                (int64_t)(timeout_s * 1000), (int64_t)(interval_s * 1000)};
+        rc = status_watch(c, pg, &wo);
         goto out;
     }
     if (c->json) {

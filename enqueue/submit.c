@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <csv.h>
 
 #include "cli.h"
+#include "tq/admin.h"
 #include "tq/pg.h"
 #include "tq/pipeline.h"
 #include "tq/queue.h"
@@ -28,6 +30,7 @@ static const char usage[] =
     "usage: tq-enqueue submit --tenant-id ID --name NAME --tier TIER --region REGION\n"
     "                         --budget INR --owner EMAIL [--justification TEXT]\n"
     "       tq-enqueue submit --file FILE [--batch NAME]\n"
+    "       (either form also takes [--not-before TIME] [--json])\n"
     "\n"
     "Validate tenant requests and queue their provisioning. A batch file is\n"
     "validated whole: if any row is bad, nothing is written and every bad row is\n"
@@ -48,13 +51,22 @@ static const char usage[] =
     "  --file FILE             CSV with header tenant_id,name,tier,region,budget,owner\n"
     "                          [,justification], or JSON lines (.jsonl/.ndjson, or a\n"
     "                          file starting with '{') with the same keys\n"
-    "  --batch NAME            group the requests under NAME (status --batch NAME)\n"
+    "  --batch NAME            group the requests under NAME (status --batch NAME);\n"
+    "                          1-64 of letters, digits, '-', '_', '.', ':'\n"
+    "  --not-before TIME       start no earlier than TIME: RFC 3339\n"
+    "                          (2026-11-27T18:00:00Z, 2026-11-27T23:30:00+05:30) or\n"
+    "                          relative +30s, +5m, +2h, +1d; at most 366 days ahead\n"
     "  --json                  print {\"batch\":..., \"requests\":[...]} on stdout\n"
     "\n"
     "examples:\n"
     "  tq-enqueue submit --tenant-id acme-corp --name \"Acme Corp\" --tier Gold \\\n"
     "      --region us-east-1 --budget 800000 --owner ops@acme.example\n"
-    "  tq-enqueue submit --file tenants.csv --batch onboarding-2026-11 --json\n";
+    "  tq-enqueue submit --file tenants.csv --batch onboarding-2026-11 --json\n"
+    "  tq-enqueue submit --file tenants.jsonl --batch night-run --not-before +2h\n"
+    "\n"
+    "A file is at most 16 MiB and 10,000 requests; NUL bytes, unknown columns,\n"
+    "ragged rows and invalid UTF-8 are reported per line and nothing is written.\n"
+    "\n" CLI_EXIT_CODES;
 
 struct loaded {
     struct tq_request *reqs;
@@ -66,7 +78,11 @@ struct loaded {
 /* line 0: the request came from flags and has no line. */
 static void add_error(struct loaded *l, int line, const char *field, const char *rule)
 {
-    json_t *e = json_pack("{s:s, s:s}", "field", field, "rule", rule);
+    /* Rules may quote the file (a column name): keep them printable UTF-8. */
+    char safe_rule[512], safe_field[64];
+    cli_sanitize(rule, safe_rule, sizeof(safe_rule));
+    cli_sanitize(field, safe_field, sizeof(safe_field));
+    json_t *e = json_pack("{s:s, s:s}", "field", safe_field, "rule", safe_rule);
     if (line > 0)
         json_object_set_new(e, "line", json_integer(line));
     json_array_append_new(l->errors, e);
@@ -180,7 +196,7 @@ static void csv_row(int term, void *data)
     x->cur = NULL;
 }
 
-static int load_csv(FILE *f, struct loaded *l, char *why, size_t whylen)
+static int load_csv(const char *data, size_t len, struct loaded *l, char *why, size_t whylen)
 {
     struct csv_parser p;
     struct csvctx x;
@@ -191,11 +207,12 @@ static int load_csv(FILE *f, struct loaded *l, char *why, size_t whylen)
         snprintf(why, whylen, "could not start the CSV parser");
         return -1;
     }
-    static char chunk[65536];
     int rc = 0;
-    while (fgets(chunk, sizeof(chunk), f)) {
-        size_t n = strlen(chunk);
-        if (csv_parse(&p, chunk, n, csv_field, csv_row, &x) != n) {
+    /* Feed line by line so that errors and requests carry their line number. */
+    for (size_t off = 0; off < len;) {
+        const char *nl = memchr(data + off, '\n', len - off);
+        size_t n = nl ? (size_t)(nl - (data + off)) + 1 : len - off;
+        if (csv_parse(&p, data + off, n, csv_field, csv_row, &x) != n) {
             snprintf(why, whylen, "line %d: malformed CSV: %s", x.line,
                      csv_strerror(csv_error(&p)));
             rc = -1;
@@ -207,8 +224,9 @@ static int load_csv(FILE *f, struct loaded *l, char *why, size_t whylen)
             rc = -1;
             break;
         }
-        if (n && chunk[n - 1] == '\n')
+        if (nl)
             x.line++;
+        off += n;
     }
     if (rc == 0 && csv_fini(&p, csv_field, csv_row, &x) != 0) {
         snprintf(why, whylen, "line %d: malformed CSV: %s", x.line, csv_strerror(csv_error(&p)));
@@ -225,27 +243,27 @@ static int load_csv(FILE *f, struct loaded *l, char *why, size_t whylen)
 }
 
 /* ---- JSON lines ---- */
-static int load_jsonl(FILE *f, struct loaded *l, char *why, size_t whylen)
+static int load_jsonl(const char *data, size_t len, struct loaded *l, char *why, size_t whylen)
 {
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
     int lineno = 0;
-    while ((n = getline(&line, &cap, f)) >= 0) {
+    for (size_t off = 0; off < len;) {
+        const char *line = data + off;
+        const char *nl = memchr(line, '\n', len - off);
+        size_t n = nl ? (size_t)(nl - line) + 1 : len - off;
+        off += n;
         lineno++;
         size_t k = 0;
-        while (k < (size_t)n && strchr(" \t\r\n", line[k]))
+        while (k < n && strchr(" \t\r\n", line[k]))
             k++;
-        if (k == (size_t)n)
+        if (k == n)
             continue;
         if (l->n >= BATCH_MAX) {
             snprintf(why, whylen, "line %d: more than %d requests in one batch", lineno,
                      BATCH_MAX);
-            free(line);
             return -1;
         }
         json_error_t jerr;
-        json_t *o = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *o = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
         struct tq_request *r = new_req(l, lineno);
         if (!o) {
             char rule[200];
@@ -258,7 +276,6 @@ static int load_jsonl(FILE *f, struct loaded *l, char *why, size_t whylen)
             add_error(l, lineno, fe.field, fe.rule);
         json_decref(o);
     }
-    free(line);
     return 0;
 }
 
@@ -283,29 +300,55 @@ static int load_file(struct cli *c, const char *path, struct loaded *l)
     if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX_BYTES) {
         fclose(f);
         return cli_fail(c, EXIT_REJECTED, NULL,
-                        "--file: \"%s\" must be a regular file of at most %d bytes", path,
-                        FILE_MAX_BYTES);
+                        "--file: \"%s\" must be a regular file of at most %d bytes (16 MiB)",
+                        path, FILE_MAX_BYTES);
     }
-    size_t plen = strlen(path);
+    /* Read it whole (the cap was checked; a file growing meanwhile is cut off). */
+    size_t want = (size_t)st.st_size;
+    char *data = tq_xmalloc(want + 2);
+    size_t len = fread(data, 1, want + 1, f);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad || len > want) {
+        free(data);
+        return cli_fail(c, EXIT_REJECTED, NULL, "--file: \"%s\": %s", path,
+                        bad ? "read error" : "grew past 16 MiB while being read");
+    }
+    /* A NUL byte would silently cut a C string short: refuse the file. */
+    const char *nul = memchr(data, '\0', len);
+    if (nul) {
+        int line = 1;
+        for (const char *p = data; p < nul; p++)
+            line += *p == '\n';
+        free(data);
+        json_t *e = json_pack("[{s:i, s:s, s:s}]", "line", line, "field", "line", "rule",
+                              "must not contain NUL bytes");
+        return cli_fail(c, EXIT_REJECTED, e,
+                        "--file \"%s\": line %d: contains a NUL byte; nothing was submitted",
+                        path, line);
+    }
+    const char *body = data;
+    if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) {   /* UTF-8 BOM (spreadsheets) */
+        body += 3;
+        len -= 3;
+    }
+    size_t plen = strlen(path), k = 0;
     bool jsonl = (plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0) ||
                  (plen > 7 && strcmp(path + plen - 7, ".ndjson") == 0);
-    if (!jsonl) {
-        int ch;
-        while ((ch = fgetc(f)) == ' ' || ch == '\n' || ch == '\r' || ch == '\t')
-            ;
-        jsonl = ch == '{';
-        rewind(f);
-    }
+    while (k < len && strchr(" \n\r\t", body[k]))
+        k++;
+    jsonl = jsonl || (k < len && body[k] == '{');
     char why[512] = "";
-    int rc = jsonl ? load_jsonl(f, l, why, sizeof(why)) : load_csv(f, l, why, sizeof(why));
-    fclose(f);
+    int rc = jsonl ? load_jsonl(body, len, l, why, sizeof(why))
+                   : load_csv(body, len, l, why, sizeof(why));
+    free(data);
     if (rc != 0)
         return cli_fail(c, EXIT_REJECTED, NULL, "--file \"%s\": %s", path, why);
     return EXIT_DONE;
 }
 
 static void print_result(struct cli *c, const char *batch, struct tq_submit_item *items,
-                         size_t n, bool deferred)
+                         size_t n, bool deferred, int64_t not_before_ms)
 {
     if (c->json) {
         json_t *a = json_array();
@@ -316,9 +359,9 @@ static void print_result(struct cli *c, const char *batch, struct tq_submit_item
                                                items[i].status, "existed", items[i].existed));
         json_t *o = json_pack("{s:s?, s:o, s:b}", "batch", batch, "requests", a,
                               "dispatch_deferred", deferred);
-        json_dumpf(o, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
-        json_decref(o);
+        json_object_set_new(o, "not_before_ms",
+                            not_before_ms ? json_integer(not_before_ms) : json_null());
+        cli_print_json(o);
         return;
     }
     for (size_t i = 0; i < n; i++)
@@ -326,6 +369,14 @@ static void print_result(struct cli *c, const char *batch, struct tq_submit_item
                items[i].job_id, items[i].existed ? ", already submitted" : "");
     if (batch)
         printf("batch %s: %zu request%s\n", batch, n, n == 1 ? "" : "s");
+    if (not_before_ms) {
+        time_t t = (time_t)(not_before_ms / 1000);
+        struct tm tm;
+        char when[32];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("not before %s\n", when);
+    }
 }
 
 int cmd_submit(struct cli *c, int argc, char **argv)
@@ -341,6 +392,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         {"idempotency-key", required_argument, NULL, 'k'},
         {"file", required_argument, NULL, 'f'},
         {"batch", required_argument, NULL, 'B'},
+        {"not-before", required_argument, NULL, 'N'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -349,7 +401,8 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     struct tq_request one;
     memset(&one, 0, sizeof(one));
     bool by_flags = false;
-    const char *file = NULL, *batch = NULL, *key = NULL;
+    const char *file = NULL, *batch = NULL, *key = NULL, *not_before = NULL;
+    int64_t due_ms = 0;
     struct tq_pipeline *pl = NULL;
     struct tq_pg *pg = NULL;
     struct tq_queue *q = NULL;
@@ -370,6 +423,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         case 'k': key = optarg; break;
         case 'f': file = optarg; break;
         case 'B': batch = optarg; break;
+        case 'N': not_before = optarg; break;
         case 'j': c->json = true; break;
         case 'h':
             fputs(usage, stdout);
@@ -413,6 +467,14 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         if (!ok) {
             rc = cli_fail(c, EXIT_REJECTED, NULL,
                           "batch: must be 1-64 characters of letters, digits, '-', '_', '.', ':'");
+            goto out;
+        }
+    }
+    if (not_before) {
+        char why[200];
+        if (cli_parse_time(not_before, (int64_t)tq_now_ms(), &due_ms, why, sizeof(why)) != 0) {
+            json_t *e = json_pack("[{s:s, s:s}]", "field", "not_before", "rule", why);
+            rc = cli_fail(c, EXIT_USAGE, e, "not_before: \"%s\" %s", cli_shown(not_before), why);
             goto out;
         }
     }
@@ -498,8 +560,26 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         goto out;
     }
 
-    /* Committed. Now dispatch; if Redis is away the reconciler dispatches later. */
+    /* Committed. --not-before: record the time before anything is dispatched. */
+    if (not_before) {
+        int64_t *fresh = tq_xcalloc(l.n, sizeof(*fresh));
+        size_t nf = 0;
+        for (size_t i = 0; i < l.n; i++)
+            if (!items[i].existed)
+                fresh[nf++] = items[i].job_id;
+        err = tq_admin_schedule(pg, fresh, nf, due_ms, "tq-enqueue", why, sizeof(why));
+        free(fresh);
+        if (err) {
+            rc = cli_fail(c, EXIT_UNREACHABLE, NULL,
+                          "the requests are recorded but their start time is not (%s); "
+                          "cancel them if they must not start now",
+                          why);
+            goto out;
+        }
+    }
+    /* Now dispatch; if Redis is away the reconciler dispatches later. */
     const char **ids = tq_xcalloc(l.n, sizeof(char *));
+    int64_t *nids = tq_xcalloc(l.n, sizeof(*nids));
     char (*idbuf)[24] = tq_xcalloc(l.n, sizeof(*idbuf));
     size_t nq = 0;
     for (size_t i = 0; i < l.n; i++) {
@@ -507,13 +587,15 @@ int cmd_submit(struct cli *c, int argc, char **argv)
             continue;
         snprintf(idbuf[nq], sizeof(idbuf[nq]), "%" PRId64, items[i].job_id);
         ids[nq] = idbuf[nq];
+        nids[nq] = items[i].job_id;
         nq++;
     }
     bool deferred = false;
     if (nq > 0) {
         err = tq_queue_open(&c->cfg, NULL, &q);
         if (!err)
-            err = tq_queue_push(q, ids, nq);
+            err = due_ms > (int64_t)tq_now_ms() ? tq_admin_dispatch(q, nids, nq, due_ms)
+                                                 : tq_queue_push(q, ids, nq);
         if (err) {
             deferred = true;
             fprintf(stderr,
@@ -522,9 +604,10 @@ int cmd_submit(struct cli *c, int argc, char **argv)
                     c->prog, tq_queue_errstr(q));
         }
     }
+    free(nids);
     free(ids);
     free(idbuf);
-    print_result(c, batch, items, l.n, deferred);
+    print_result(c, batch, items, l.n, deferred, not_before ? due_ms : 0);
 out:
     tq_queue_close(q);
     tq_pg_close(pg);

@@ -1,2 +1,875 @@
-/* Operator actions (see tq/admin.h). */
+/*
+ * Operator actions (see tq/admin.h): each PostgreSQL action is one
+ * transaction that locks the tenant row first, so two operators acting on
+ * one tenant at once serialise and the second sees the first's outcome.
+ * Redis helpers only move ids; PostgreSQL has already decided.
+ */
 #include "tq/admin.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_int.h"
+#include "queue_int.h"
+#include "tq/util.h"
+
+/* ms since epoch of not_before when it is still in the future, else 0 */
+#define DUE_MS                                                                   \
+    "CASE WHEN j.not_before > now() THEN (extract(epoch FROM j.not_before) * 1000)::bigint" \
+    " ELSE 0 END"
+
+static enum tq_err fail(char *errbuf, size_t errlen, enum tq_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static enum tq_err fail(char *errbuf, size_t errlen, enum tq_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+static void copy(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* Run a statement; on failure errbuf gets the store's detail. */
+static PGresult *run(struct tq_pg *pg, enum tq_err *err, const char *what, const char *sql,
+                     int n, const char *const *p, char *errbuf, size_t errlen)
+{
+    PGresult *r = tq__pg_query(pg, err, what, sql, n, p);
+    if (!r)
+        copy(errbuf, errlen, tq_pg_errstr(pg));
+    return r;
+}
+
+static enum tq_err exec(struct tq_pg *pg, const char *what, const char *sql, int n,
+                        const char *const *p, char *errbuf, size_t errlen)
+{
+    enum tq_err err;
+    PQclear(run(pg, &err, what, sql, n, p, errbuf, errlen));
+    return err;
+}
+
+static void rollback(struct tq_pg *pg)
+{
+    PGconn *c = tq_pg_conn(pg);
+    if (c && PQtransactionStatus(c) != PQTRANS_IDLE)
+        PQclear(PQexec(c, "ROLLBACK"));
+}
+
+static const char sql_audit[] =
+    "INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    " VALUES ($1, nullif($2, '0')::bigint, $3, $4, jsonb_strip_nulls($5::jsonb))";
+
+/* detail is stolen. */
+static enum tq_err audit(struct tq_pg *pg, const char *tenant, int64_t job_id, const char *actor,
+                         const char *event, json_t *detail, char *errbuf, size_t errlen)
+{
+    char *d = detail ? json_dumps(detail, JSON_COMPACT) : NULL;
+    json_decref(detail);
+    if (!d)
+        return fail(errbuf, errlen, TQ_EINVALID,
+                    "cannot write the audit event: its detail is not valid UTF-8");
+    char jid[32];
+    snprintf(jid, sizeof(jid), "%" PRId64, job_id);
+    const char *p[] = {tenant, jid, actor, event, d};
+    enum tq_err err = exec(pg, "write the audit event", sql_audit, 5, p, errbuf, errlen);
+    free(d);
+    return err;
+}
+
+/* The locked state of one tenant and its latest job. */
+struct state {
+    char status[32];
+    char batch[128];
+    char reason[512];
+    bool has_job;
+    int64_t job_id;
+    char job_status[32];
+    char kind[16];
+    char phase[16];
+    bool cancel_requested;
+    char hash[65];
+    int64_t due_ms;
+};
+
+static const char sql_lock_tenant[] =
+    "SELECT status, coalesce(batch_id, ''), coalesce(failure_reason, '')"
+    " FROM tq.tenants WHERE tenant_id = $1 FOR UPDATE";
+
+static const char sql_lock_job[] =
+    "SELECT j.id, j.status, j.kind, j.phase, j.cancel_requested, j.pipeline_hash, " DUE_MS
+    " FROM tq.jobs j WHERE j.tenant_id = $1 ORDER BY j.id DESC LIMIT 1 FOR UPDATE";
+
+/* BEGIN, lock the tenant and its latest job. The caller rolls back on error. */
+static enum tq_err begin_locked(struct tq_pg *pg, const char *tenant, struct state *s,
+                                struct tq_admin_result *out, char *errbuf, size_t errlen)
+{
+    memset(s, 0, sizeof(*s));
+    memset(out, 0, sizeof(*out));
+    copy(out->tenant_id, sizeof(out->tenant_id), tenant);
+    enum tq_err err = exec(pg, "begin the transaction", "BEGIN", 0, NULL, errbuf, errlen);
+    if (err)
+        return err;
+    const char *p[] = {tenant};
+    PGresult *r = run(pg, &err, "lock the tenant", sql_lock_tenant, 1, p, errbuf, errlen);
+    if (!r)
+        return err;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return fail(errbuf, errlen, TQ_ENOTFOUND, "no such tenant");
+    }
+    copy(s->status, sizeof(s->status), PQgetvalue(r, 0, 0));
+    copy(s->batch, sizeof(s->batch), PQgetvalue(r, 0, 1));
+    copy(s->reason, sizeof(s->reason), PQgetvalue(r, 0, 2));
+    PQclear(r);
+    copy(out->from_status, sizeof(out->from_status), s->status);
+    copy(out->tenant_status, sizeof(out->tenant_status), s->status);
+    r = run(pg, &err, "lock the tenant's job", sql_lock_job, 1, p, errbuf, errlen);
+    if (!r)
+        return err;
+    if (PQntuples(r) == 1) {
+        s->has_job = true;
+        s->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        copy(s->job_status, sizeof(s->job_status), PQgetvalue(r, 0, 1));
+        copy(s->kind, sizeof(s->kind), PQgetvalue(r, 0, 2));
+        copy(s->phase, sizeof(s->phase), PQgetvalue(r, 0, 3));
+        s->cancel_requested = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+        copy(s->hash, sizeof(s->hash), PQgetvalue(r, 0, 5));
+        s->due_ms = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+        out->job_id = s->job_id;
+        copy(out->job_status, sizeof(out->job_status), s->job_status);
+    }
+    PQclear(r);
+    return TQ_OK;
+}
+
+static enum tq_err commit(struct tq_pg *pg, char *errbuf, size_t errlen)
+{
+    return exec(pg, "commit the transaction", "COMMIT", 0, NULL, errbuf, errlen);
+}
+
+static enum tq_err set_tenant(struct tq_pg *pg, const char *tenant, const char *status,
+                              struct tq_admin_result *out, char *errbuf, size_t errlen)
+{
+    const char *p[] = {tenant, status};
+    enum tq_err err = exec(pg, "update the tenant",
+                           "UPDATE tq.tenants SET status = $2, updated_at = now()"
+                           " WHERE tenant_id = $1",
+                           2, p, errbuf, errlen);
+    if (!err)
+        copy(out->tenant_status, sizeof(out->tenant_status), status);
+    return err;
+}
+
+/* ------------------------------------------------------------ approval */
+
+static enum tq_err decide(struct tq_pg *pg, const char *tenant, const char *by,
+                          const char *text, bool approve, struct tq_admin_result *out,
+                          char *errbuf, size_t errlen)
+{
+    struct state s;
+    const char *verb = approve ? "approve" : "reject";
+    enum tq_err err = begin_locked(pg, tenant, &s, out, errbuf, errlen);
+    if (err)
+        goto out;
+    if (strcmp(s.status, "pending_approval") != 0) {
+        err = fail(errbuf, errlen, TQ_ECONFLICT,
+                   "cannot %s: tenant is %s (only a pending_approval tenant can be %s)", verb,
+                   s.status, approve ? "approved" : "rejected");
+        goto out;
+    }
+    if (!s.has_job || strcmp(s.job_status, "held") != 0) {
+        err = fail(errbuf, errlen, TQ_ECONFLICT,
+                   "cannot %s: tenant is pending_approval but has no held job", verb);
+        goto out;
+    }
+    char jid[32];
+    snprintf(jid, sizeof(jid), "%" PRId64, s.job_id);
+    if (approve) {
+        const char *pt[] = {tenant, by};
+        err = exec(pg, "update the tenant",
+                   "UPDATE tq.tenants SET status = 'queued', approver = $2,"
+                   " approved_at = now(), updated_at = now() WHERE tenant_id = $1",
+                   2, pt, errbuf, errlen);
+    } else {
+        /* approver stays NULL: nobody approved; the audit event names who rejected */
+        const char *pt[] = {tenant, text};
+        err = exec(pg, "update the tenant",
+                   "UPDATE tq.tenants SET status = 'rejected', failure_reason = $2,"
+                   " updated_at = now() WHERE tenant_id = $1",
+                   2, pt, errbuf, errlen);
+    }
+    if (err)
+        goto out;
+    const char *pj[] = {jid};
+    err = exec(pg, "update the job",
+               approve ? "UPDATE tq.jobs SET status = 'queued', updated_at = now()"
+                         " WHERE id = $1::bigint"
+                       : "UPDATE tq.jobs SET status = 'cancelled', finished_at = now(),"
+                         " updated_at = now(), error = 'rejected' WHERE id = $1::bigint",
+               1, pj, errbuf, errlen);
+    if (err)
+        goto out;
+    err = audit(pg, tenant, s.job_id, by, approve ? "approved" : "rejected",
+                json_pack("{s:s?}", approve ? "note" : "reason", text), errbuf, errlen);
+    if (err)
+        goto out;
+    err = commit(pg, errbuf, errlen);
+    if (err)
+        goto out;
+    copy(out->tenant_status, sizeof(out->tenant_status), approve ? "queued" : "rejected");
+    copy(out->job_status, sizeof(out->job_status), approve ? "queued" : "cancelled");
+    copy(out->action, sizeof(out->action), approve ? "approved" : "rejected");
+    out->dispatch = approve;
+    out->due_ms = s.due_ms;
+out:
+    if (err)
+        rollback(pg);
+    return err;
+}
+
+enum tq_err tq_admin_approve(struct tq_pg *pg, const char *tenant_id, const char *by,
+                             const char *note, struct tq_admin_result *out, char *errbuf,
+                             size_t errlen)
+{
+    return decide(pg, tenant_id, by, note, true, out, errbuf, errlen);
+}
+
+enum tq_err tq_admin_reject(struct tq_pg *pg, const char *tenant_id, const char *by,
+                            const char *reason, struct tq_admin_result *out, char *errbuf,
+                            size_t errlen)
+{
+    return decide(pg, tenant_id, by, reason, false, out, errbuf, errlen);
+}
+
+/* -------------------------------------------------------------- cancel */
+
+enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char *actor,
+                            struct tq_admin_result *out, char *errbuf, size_t errlen)
+{
+    struct state s;
+    enum tq_err err = begin_locked(pg, tenant_id, &s, out, errbuf, errlen);
+    if (err)
+        goto out;
+    char jid[32];
+    snprintf(jid, sizeof(jid), "%" PRId64, s.job_id);
+    const char *pj[] = {jid};
+    bool waiting = s.has_job && (strcmp(s.job_status, "held") == 0 ||
+                                 strcmp(s.job_status, "queued") == 0);
+    if (waiting && strcmp(s.phase, "rollback") == 0) {
+        err = fail(errbuf, errlen, TQ_ECONFLICT,
+                   "nothing to cancel: tenant is %s (its job is queued to finish a rollback, "
+                   "which must not be interrupted)",
+                   s.status);
+        goto out;
+    }
+    if (waiting) {
+        err = exec(pg, "cancel the job",
+                   "UPDATE tq.jobs SET status = 'cancelled', lease_owner = NULL,"
+                   " lease_until = NULL, finished_at = now(), updated_at = now()"
+                   " WHERE id = $1::bigint",
+                   1, pj, errbuf, errlen);
+        if (err)
+            goto out;
+        /* A cancelled deprovision leaves the tenant as it was before. */
+        char back[32] = "cancelled";
+        if (strcmp(s.kind, "deprovision") == 0) {
+            PGresult *r = run(pg, &err, "read the status before deprovisioning",
+                              "SELECT coalesce((SELECT detail->>'from' FROM tq.audit_events"
+                              " WHERE job_id = $1::bigint AND event = 'deprovision_requested'"
+                              " ORDER BY id DESC LIMIT 1), 'active')",
+                              1, pj, errbuf, errlen);
+            if (!r)
+                goto out;
+            copy(back, sizeof(back), PQgetvalue(r, 0, 0));
+            PQclear(r);
+        }
+        if ((err = set_tenant(pg, tenant_id, back, out, errbuf, errlen)))
+            goto out;
+        err = audit(pg, tenant_id, s.job_id, actor, "cancelled",
+                    json_pack("{s:s, s:s, s:s}", "job_status", s.job_status, "kind", s.kind,
+                              "from", s.status),
+                    errbuf, errlen);
+        if (err || (err = commit(pg, errbuf, errlen)))
+            goto out;
+        copy(out->job_status, sizeof(out->job_status), "cancelled");
+        copy(out->action, sizeof(out->action), "cancelled");
+        goto out;
+    }
+    if (s.has_job && strcmp(s.job_status, "running") == 0) {
+        copy(out->action, sizeof(out->action), "cancel_requested");
+        if (s.cancel_requested) {
+            out->existed = true;
+            err = commit(pg, errbuf, errlen);
+            goto out;
+        }
+        err = exec(pg, "request cancellation",
+                   "UPDATE tq.jobs SET cancel_requested = true, updated_at = now()"
+                   " WHERE id = $1::bigint",
+                   1, pj, errbuf, errlen);
+        if (!err)
+            err = audit(pg, tenant_id, s.job_id, actor, "cancel_requested",
+                        json_pack("{s:s, s:s}", "kind", s.kind, "from", s.status), errbuf,
+                        errlen);
+        if (!err)
+            err = commit(pg, errbuf, errlen);
+        goto out;
+    }
+    err = fail(errbuf, errlen, TQ_ECONFLICT, "nothing to cancel: tenant is %s%s%s%s", s.status,
+               s.has_job ? " (its latest job is " : "", s.has_job ? s.job_status : "",
+               s.has_job ? ")" : "");
+out:
+    if (err)
+        rollback(pg);
+    return err;
+}
+
+/* --------------------------------------------------------------- retry */
+
+static enum tq_err requeue_job(struct tq_pg *pg, int64_t job_id, const char *phase,
+                               char *errbuf, size_t errlen)
+{
+    char jid[32];
+    snprintf(jid, sizeof(jid), "%" PRId64, job_id);
+    const char *p[] = {jid, phase};
+    return exec(pg, "requeue the job",
+                "UPDATE tq.jobs SET status = 'queued', phase = coalesce($2, phase),"
+                " lease_owner = NULL, lease_until = NULL, deliveries = 0,"
+                " cancel_requested = false, finished_at = NULL, updated_at = now()"
+                " WHERE id = $1::bigint",
+                2, p, errbuf, errlen);
+}
+
+static enum tq_err new_retry_job(struct tq_pg *pg, const char *tenant, const struct state *s,
+                                 const struct tq_pipeline *pl, int64_t *job_id, char *errbuf,
+                                 size_t errlen)
+{
+    enum tq_err err;
+    const char *pp[] = {pl->hash, pl->name, pl->text};
+    err = exec(pg, "store the pipeline",
+               "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
+               " ON CONFLICT (hash) DO NOTHING",
+               3, pp, errbuf, errlen);
+    if (err)
+        return err;
+    const char *pt[] = {tenant};
+    PGresult *r = run(pg, &err, "count the tenant's jobs",
+                      "SELECT count(*) FROM tq.jobs WHERE tenant_id = $1 AND kind = 'provision'",
+                      1, pt, errbuf, errlen);
+    if (!r)
+        return err;
+    long n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    *job_id = 0;
+    /* A key someone chose for a submit could collide: take the next free one. */
+    for (long k = n; k < n + 100 && !*job_id; k++) {
+        char *key = tq_xasprintf("%s:retry:%ld", tenant, k);
+        const char *pj[] = {tenant, pl->hash, key, s->batch[0] ? s->batch : NULL};
+        r = run(pg, &err, "insert the retry job",
+                "INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key,"
+                " batch_id, status) VALUES ($1, 'provision', $2, $3, $4, 'queued')"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                4, pj, errbuf, errlen);
+        free(key);
+        if (!r)
+            return err;
+        if (PQntuples(r) == 1)
+            *job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
+    if (!*job_id)
+        return fail(errbuf, errlen, TQ_ECONFLICT, "cannot find a free idempotency key for the retry");
+    return TQ_OK;
+}
+
+enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *actor,
+                           const struct tq_pipeline *pl, struct tq_admin_result *out,
+                           char *errbuf, size_t errlen)
+{
+    struct state s;
+    enum tq_err err = begin_locked(pg, tenant_id, &s, out, errbuf, errlen);
+    if (err)
+        goto out;
+    const char *to = NULL;
+    int64_t job = s.job_id;
+    bool fresh = false;
+    if (strcmp(s.status, "blocked") == 0 || strcmp(s.status, "rollback_failed") == 0) {
+        bool rb = s.status[0] == 'r';
+        if (!s.has_job || strcmp(s.job_status, s.status) != 0) {
+            err = fail(errbuf, errlen, TQ_ECONFLICT,
+                       "cannot retry: tenant is %s but its latest job is %s", s.status,
+                       s.has_job ? s.job_status : "missing");
+            goto out;
+        }
+        if ((err = requeue_job(pg, s.job_id, rb ? "rollback" : NULL, errbuf, errlen)))
+            goto out;
+        to = rb ? "rolling_back" : "queued";
+    } else if (strcmp(s.status, "failed") == 0) {
+        if (!pl) {
+            out->needs_pipeline = true;
+            err = fail(errbuf, errlen, TQ_ECONFLICT,
+                       "cannot retry: a failed tenant is retried as a new job on TQ_PIPELINE");
+            goto out;
+        }
+        if ((err = new_retry_job(pg, tenant_id, &s, pl, &job, errbuf, errlen)))
+            goto out;
+        fresh = true;
+        to = "queued";
+    } else {
+        err = fail(errbuf, errlen, TQ_ECONFLICT,
+                   "cannot retry: tenant is %s (retry applies to blocked, failed and "
+                   "rollback_failed tenants; a dead job is requeued with `dead --requeue`)",
+                   s.status);
+        goto out;
+    }
+    const char *pt[] = {tenant_id, to};
+    err = exec(pg, "update the tenant",
+               "UPDATE tq.tenants SET status = $2, failure_reason = NULL, updated_at = now()"
+               " WHERE tenant_id = $1",
+               2, pt, errbuf, errlen);
+    if (err)
+        goto out;
+    copy(out->tenant_status, sizeof(out->tenant_status), to);
+    json_t *d = json_pack("{s:s, s:I, s:b}", "from", s.status, "previous_job_id",
+                          (json_int_t)s.job_id, "new_job", fresh);
+    if (s.reason[0])
+        json_object_set_new(d, "previous_reason", json_string(s.reason));
+    if (fresh)
+        json_object_set_new(d, "pipeline_hash", json_string(pl->hash));
+    err = audit(pg, tenant_id, job, actor, "retry_requested", d, errbuf, errlen);
+    if (err || (err = commit(pg, errbuf, errlen)))
+        goto out;
+    out->job_id = job;
+    copy(out->job_status, sizeof(out->job_status), "queued");
+    copy(out->action, sizeof(out->action), "retry_requested");
+    out->dispatch = true;
+    out->due_ms = fresh ? 0 : s.due_ms;
+out:
+    if (err)
+        rollback(pg);
+    return err;
+}
+
+/* --------------------------------------------------------- deprovision */
+
+enum tq_err tq_admin_deprovision(struct tq_pg *pg, const char *tenant_id, const char *actor,
+                                 struct tq_admin_result *out, char *errbuf, size_t errlen)
+{
+    struct state s;
+    char *key = NULL;
+    enum tq_err err = begin_locked(pg, tenant_id, &s, out, errbuf, errlen);
+    if (err)
+        goto out;
+    const char *pt[] = {tenant_id};
+    PGresult *r = run(pg, &err, "find the provision job",
+                      "SELECT id, pipeline_hash FROM tq.jobs WHERE tenant_id = $1"
+                      " AND kind = 'provision' ORDER BY id DESC LIMIT 1",
+                      1, pt, errbuf, errlen);
+    if (!r)
+        goto out;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        err = fail(errbuf, errlen, TQ_ECONFLICT,
+                   "cannot deprovision: tenant is %s and has no provision job", s.status);
+        goto out;
+    }
+    char pjid[32], hash[65];
+    copy(pjid, sizeof(pjid), PQgetvalue(r, 0, 0));
+    copy(hash, sizeof(hash), PQgetvalue(r, 0, 1));
+    PQclear(r);
+    key = tq_xasprintf("deprovision:%s:%s", tenant_id, pjid);
+    copy(out->action, sizeof(out->action), "deprovision_requested");
+
+    const char *pk[] = {key};
+    r = run(pg, &err, "find the deprovision job",
+            "SELECT id, status FROM tq.jobs WHERE idempotency_key = $1", 1, pk, errbuf, errlen);
+    if (!r)
+        goto out;
+    if (PQntuples(r) == 1) {
+        out->existed = true;
+        out->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        copy(out->job_status, sizeof(out->job_status), PQgetvalue(r, 0, 1));
+        out->dispatch = strcmp(out->job_status, "queued") == 0;
+        PQclear(r);
+        err = commit(pg, errbuf, errlen);
+        goto out;
+    }
+    PQclear(r);
+    if (strcmp(s.status, "active") != 0 && strcmp(s.status, "blocked") != 0) {
+        err = fail(errbuf, errlen, TQ_ECONFLICT,
+                   "cannot deprovision: tenant is %s (only an active or blocked tenant can be "
+                   "deprovisioned)",
+                   s.status);
+        goto out;
+    }
+    const char *pj[] = {tenant_id, hash, key};
+    r = run(pg, &err, "insert the deprovision job",
+            "INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, status)"
+            " VALUES ($1, 'deprovision', $2, $3, 'queued') RETURNING id",
+            3, pj, errbuf, errlen);
+    if (!r)
+        goto out;
+    out->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    if ((err = set_tenant(pg, tenant_id, "deprovisioning", out, errbuf, errlen)))
+        goto out;
+    err = audit(pg, tenant_id, out->job_id, actor, "deprovision_requested",
+                json_pack("{s:s, s:I, s:s}", "from", s.status, "provision_job_id",
+                          (json_int_t)strtoll(pjid, NULL, 10), "pipeline_hash", hash),
+                errbuf, errlen);
+    if (err || (err = commit(pg, errbuf, errlen)))
+        goto out;
+    copy(out->job_status, sizeof(out->job_status), "queued");
+    out->dispatch = true;
+out:
+    free(key);
+    if (err)
+        rollback(pg);
+    return err;
+}
+
+/* ---------------------------------------------------------------- dead */
+
+static json_t *json_query(struct tq_pg *pg, enum tq_err *err, const char *what, const char *sql,
+                          int n, const char *const *p, char *errbuf, size_t errlen)
+{
+    PGresult *r = run(pg, err, what, sql, n, p, errbuf, errlen);
+    if (!r)
+        return NULL;
+    json_error_t je;
+    json_t *o = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+    PQclear(r);
+    if (!o)
+        *err = fail(errbuf, errlen, TQ_EPG, "could not %s: invalid JSON from the store: %s",
+                    what, je.text);
+    return o;
+}
+
+enum tq_err tq_admin_dead_list(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen)
+{
+    enum tq_err err;
+    *out = json_query(pg, &err, "list dead jobs",
+                      "SELECT coalesce(json_agg(x ORDER BY x.job_id), '[]')::text FROM ("
+                      " SELECT j.id AS job_id, j.tenant_id, j.kind, j.dead_reason,"
+                      "  j.deliveries, j.attempt, j.updated_at"
+                      " FROM tq.jobs j WHERE j.status = 'dead') x",
+                      0, NULL, errbuf, errlen);
+    return *out ? TQ_OK : err;
+}
+
+static bool all_digits(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 18)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+enum tq_err tq_admin_dead_requeue(struct tq_pg *pg, const char *target, const char *actor,
+                                  json_t **requeued, char *errbuf, size_t errlen)
+{
+    *requeued = NULL;
+    bool by_job = all_digits(target);
+    enum tq_err err = exec(pg, "begin the transaction", "BEGIN", 0, NULL, errbuf, errlen);
+    if (err)
+        return err;
+    const char *p[] = {target};
+    PGresult *r;
+    if (by_job) {
+        r = run(pg, &err, "lock the job",
+                "SELECT status FROM tq.jobs WHERE id = $1::bigint FOR UPDATE", 1, p, errbuf,
+                errlen);
+        if (!r)
+            goto out;
+        if (PQntuples(r) == 0)
+            err = fail(errbuf, errlen, TQ_ENOTFOUND, "no such job: %s", target);
+        else if (strcmp(PQgetvalue(r, 0, 0), "dead") != 0)
+            err = fail(errbuf, errlen, TQ_ECONFLICT, "job %s is %s, not dead", target,
+                       PQgetvalue(r, 0, 0));
+        PQclear(r);
+    } else {
+        r = run(pg, &err, "lock the tenant",
+                "SELECT status FROM tq.tenants WHERE tenant_id = $1 FOR UPDATE", 1, p, errbuf,
+                errlen);
+        if (!r)
+            goto out;
+        if (PQntuples(r) == 0)
+            err = fail(errbuf, errlen, TQ_ENOTFOUND, "no such tenant or job");
+        PQclear(r);
+    }
+    if (err)
+        goto out;
+    /* One statement: jobs, tenants and audit change together. */
+    const char *pq[] = {target, by_job ? "job" : "tenant", actor};
+    r = run(pg, &err, "requeue dead jobs",
+            "WITH j AS (UPDATE tq.jobs jj SET status = 'queued', deliveries = 0,"
+            "   dead_reason = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()"
+            "   FROM (SELECT id, dead_reason FROM tq.jobs WHERE status = 'dead'"
+            "     AND CASE WHEN $2 = 'job' THEN id = $1::bigint ELSE tenant_id = $1 END) old"
+            "   WHERE jj.id = old.id"
+            "   RETURNING jj.id, jj.tenant_id, jj.kind, old.dead_reason AS reason),"
+            " t AS (UPDATE tq.tenants tn SET updated_at = now(),"
+            "   status = CASE WHEN j.kind = 'deprovision' THEN 'deprovisioning' ELSE 'queued' END"
+            "   FROM j WHERE tn.tenant_id = j.tenant_id AND tn.status IN ('queued',"
+            "     'provisioning', 'validating', 'deprovisioning') RETURNING tn.tenant_id),"
+            " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+            "   SELECT j.tenant_id, j.id, $3, 'requeued',"
+            "     jsonb_strip_nulls(jsonb_build_object('from', 'dead', 'dead_reason', j.reason))"
+            "   FROM j RETURNING job_id)"
+            " SELECT coalesce(json_agg(json_build_object('job_id', j.id, 'tenant_id',"
+            "   j.tenant_id) ORDER BY j.id), '[]')::text FROM j",
+            3, pq, errbuf, errlen);
+    if (!r)
+        goto out;
+    json_error_t je;
+    *requeued = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+    PQclear(r);
+    if (!*requeued) {
+        err = fail(errbuf, errlen, TQ_EPG, "could not requeue: invalid JSON from the store");
+        goto out;
+    }
+    if (json_array_size(*requeued) == 0) {
+        err = fail(errbuf, errlen, TQ_ECONFLICT, "tenant %s has no dead job", target);
+        goto out;
+    }
+    err = commit(pg, errbuf, errlen);
+out:
+    if (err) {
+        rollback(pg);
+        json_decref(*requeued);
+        *requeued = NULL;
+    }
+    return err;
+}
+
+/* ----------------------------------------------------------- schedule */
+
+static char *id_array(const int64_t *ids, size_t n)
+{
+    struct tq_buf b;
+    tq_buf_init(&b);
+    tq_buf_puts(&b, "{");
+    for (size_t i = 0; i < n; i++)
+        tq_buf_printf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
+    tq_buf_puts(&b, "}");
+    return tq_buf_take(&b, NULL);
+}
+
+enum tq_err tq_admin_schedule(struct tq_pg *pg, const int64_t *job_ids, size_t n,
+                              int64_t not_before_ms, const char *actor, char *errbuf,
+                              size_t errlen)
+{
+    if (n == 0)
+        return TQ_OK;
+    char *arr = id_array(job_ids, n);
+    char due[32];
+    snprintf(due, sizeof(due), "%" PRId64, not_before_ms);
+    const char *p[] = {arr, due, actor};
+    enum tq_err err = exec(pg, "schedule the jobs",
+                           "WITH j AS (UPDATE tq.jobs SET not_before ="
+                           "   to_timestamp($2::bigint / 1000.0), updated_at = now()"
+                           "   WHERE id = ANY($1::bigint[]) RETURNING id, tenant_id, not_before)"
+                           " INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+                           " SELECT tenant_id, id, $3, 'scheduled',"
+                           "   jsonb_build_object('not_before', not_before) FROM j",
+                           3, p, errbuf, errlen);
+    free(arr);
+    return err;
+}
+
+/* -------------------------------------------------------------- stats */
+
+enum tq_err tq_admin_pg_stats(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen)
+{
+    enum tq_err err;
+    *out = json_query(
+        pg, &err, "read job and tenant counts",
+        "SELECT json_build_object("
+        " 'jobs_running', (SELECT count(*) FROM tq.jobs WHERE status = 'running'),"
+        " 'jobs_by_status', (SELECT coalesce(json_object_agg(status, n), '{}') FROM"
+        "   (SELECT status, count(*) AS n FROM tq.jobs GROUP BY status) s),"
+        " 'tenants_by_status', (SELECT coalesce(json_object_agg(status, n), '{}') FROM"
+        "   (SELECT status, count(*) AS n FROM tq.tenants GROUP BY status) s))::text",
+        0, NULL, errbuf, errlen);
+    return *out ? TQ_OK : err;
+}
+
+/* ------------------------------------------------------------- Redis */
+
+static enum tq_err qcmd(struct tq_queue *q, const char *what, int argc, const char **argv,
+                        long long *integer)
+{
+    enum tq_err err;
+    redisReply *r = tq__queue_cmd(q, &err, what, argc, argv);
+    if (integer)
+        *integer = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    freeReplyObject(r);
+    return err;
+}
+
+enum tq_err tq_admin_dispatch(struct tq_queue *q, const int64_t *ids, size_t n, int64_t due_ms)
+{
+    if (n == 0)
+        return TQ_OK;
+    bool delayed = due_ms > 0;
+    size_t per = delayed ? 2 : 1;
+    const char **argv = tq_xcalloc(2 + n * per, sizeof(char *));
+    char (*num)[24] = tq_xcalloc(n + 1, sizeof(*num));
+    char *key = tq__queue_key(q, delayed ? "delayed" : "ready");
+    argv[0] = delayed ? "ZADD" : "LPUSH";
+    argv[1] = key;
+    snprintf(num[n], sizeof(num[n]), "%" PRId64, due_ms);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(num[i], sizeof(num[i]), "%" PRId64, ids[i]);
+        if (delayed) {
+            argv[2 + 2 * i] = num[n];
+            argv[3 + 2 * i] = num[i];
+        } else {
+            argv[2 + i] = num[i];
+        }
+    }
+    enum tq_err err = qcmd(q, delayed ? "schedule jobs (ZADD delayed)" : "push to the ready list",
+                           (int)(2 + n * per), argv, NULL);
+    free(key);
+    free(num);
+    free(argv);
+    return err;
+}
+
+enum tq_err tq_admin_undispatch(struct tq_queue *q, int64_t id)
+{
+    char num[24];
+    snprintf(num, sizeof(num), "%" PRId64, id);
+    char *ready = tq__queue_key(q, "ready"), *delayed = tq__queue_key(q, "delayed");
+    const char *lrem[] = {"LREM", ready, "0", num};
+    const char *zrem[] = {"ZREM", delayed, num};
+    enum tq_err err = qcmd(q, "drop the job from ready", 4, lrem, NULL);
+    if (!err)
+        err = qcmd(q, "drop the job from delayed", 3, zrem, NULL);
+    free(ready);
+    free(delayed);
+    return err;
+}
+
+static const char requeue_lua[] =
+    "for _, id in ipairs(ARGV) do "
+    "  redis.call('LREM', KEYS[1], 0, id) redis.call('LPUSH', KEYS[2], id) "
+    "end return #ARGV";
+
+enum tq_err tq_admin_requeue_dead(struct tq_queue *q, const int64_t *ids, size_t n)
+{
+    if (n == 0)
+        return TQ_OK;
+    const char **argv = tq_xcalloc(5 + n, sizeof(char *));
+    char (*num)[24] = tq_xcalloc(n, sizeof(*num));
+    char *dead = tq__queue_key(q, "dead"), *ready = tq__queue_key(q, "ready");
+    argv[0] = "EVAL";
+    argv[1] = requeue_lua;
+    argv[2] = "2";
+    argv[3] = dead;
+    argv[4] = ready;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(num[i], sizeof(num[i]), "%" PRId64, ids[i]);
+        argv[5 + i] = num[i];
+    }
+    enum tq_err err = qcmd(q, "move dead jobs to ready", (int)(5 + n), argv, NULL);
+    free(dead);
+    free(ready);
+    free(num);
+    free(argv);
+    return err;
+}
+
+enum tq_err tq_admin_queue_stats(struct tq_queue *q, uint64_t now_ms, json_t **out)
+{
+    *out = NULL;
+    enum tq_err err;
+    long long ready = 0, delayed = 0, due = 0, dead = 0;
+    char *k_ready = tq__queue_key(q, "ready"), *k_delayed = tq__queue_key(q, "delayed");
+    char *k_dead = tq__queue_key(q, "dead"), *k_workers = tq__queue_key(q, "workers");
+    char now[24];
+    snprintf(now, sizeof(now), "%llu", (unsigned long long)now_ms);
+    const char *a1[] = {"LLEN", k_ready};
+    const char *a2[] = {"ZCARD", k_delayed};
+    const char *a3[] = {"ZCOUNT", k_delayed, "-inf", now};
+    const char *a4[] = {"LLEN", k_dead};
+    const char *a5[] = {"SMEMBERS", k_workers};
+    redisReply *members = NULL;
+    json_t *workers = json_array();
+    long long processing = 0, live = 0;
+    if ((err = qcmd(q, "read the ready length", 2, a1, &ready)) ||
+        (err = qcmd(q, "read the delayed size", 2, a2, &delayed)) ||
+        (err = qcmd(q, "count due delayed jobs", 4, a3, &due)) ||
+        (err = qcmd(q, "read the dead length", 2, a4, &dead)))
+        goto out;
+    members = tq__queue_cmd(q, &err, "list workers", 2, a5);
+    if (err)
+        goto out;
+    for (size_t i = 0; members->type == REDIS_REPLY_ARRAY && i < members->elements; i++) {
+        const redisReply *m = members->element[i];
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        char *hb_suffix = tq_xasprintf("hb:%s", m->str);
+        char *proc_suffix = tq_xasprintf("proc:%s", m->str);
+        char *k_hb = tq__queue_key(q, hb_suffix), *k_proc = tq__queue_key(q, proc_suffix);
+        free(hb_suffix);
+        free(proc_suffix);
+        const char *g[] = {"GET", k_hb};
+        const char *t[] = {"PTTL", k_hb};
+        const char *l[] = {"LLEN", k_proc};
+        long long ttl = -2, plen = 0;
+        redisReply *hb = tq__queue_cmd(q, &err, "read a heartbeat", 2, g);
+        if (!err)
+            err = qcmd(q, "read a heartbeat's TTL", 2, t, &ttl);
+        if (!err)
+            err = qcmd(q, "read a processing list", 2, l, &plen);
+        free(k_hb);
+        free(k_proc);
+        if (err) {
+            freeReplyObject(hb);
+            goto out;
+        }
+        json_t *w = json_pack("{s:s, s:b, s:I}", "id", m->str, "live", ttl > 0 || ttl == -1,
+                              "processing", (json_int_t)plen);
+        if (!w) /* an id that is not UTF-8: report it, escaped by nobody */
+            w = json_pack("{s:s, s:b, s:I}", "id", "?", "live", ttl > 0 || ttl == -1,
+                          "processing", (json_int_t)plen);
+        if (hb && hb->type == REDIS_REPLY_STRING) {
+            long long at = strtoll(hb->str, NULL, 10);
+            json_object_set_new(w, "last_heartbeat_ms", json_integer(at));
+            json_object_set_new(w, "heartbeat_age_ms",
+                                json_integer(at > 0 ? (json_int_t)now_ms - at : -1));
+        } else {
+            json_object_set_new(w, "last_heartbeat_ms", json_null());
+            json_object_set_new(w, "heartbeat_age_ms", json_null());
+        }
+        json_object_set_new(w, "ttl_ms", ttl >= 0 ? json_integer(ttl) : json_null());
+        freeReplyObject(hb);
+        if (ttl > 0 || ttl == -1)
+            live++;
+        processing += plen;
+        json_array_append_new(workers, w);
+    }
+    *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:O}", "ready", (json_int_t)ready,
+                     "delayed", (json_int_t)delayed, "delayed_due", (json_int_t)due,
+                     "processing", (json_int_t)processing, "dead", (json_int_t)dead,
+                     "workers_live", (json_int_t)live, "workers", workers);
+out:
+    freeReplyObject(members);
+    json_decref(workers);
+    free(k_ready);
+    free(k_delayed);
+    free(k_dead);
+    free(k_workers);
+    return err;
+}
