@@ -1,0 +1,585 @@
+# shellcheck shell=bash
+# deploy/local/lib.sh: helpers shared by the deploy/local scripts.
+# Source it, do not run it. It defines functions and a few variables and
+# starts nothing by itself.
+#
+# State lives in <top>/.tq-local/<name>/ (ignored by git):
+#   ports            the ports the services of <name> were started on
+#   redis/           redis.pid, redis.log (no persistence: --save '' --appendonly no)
+#   pg/              data/ (the cluster), pg.log, the Unix socket
+# As root, PostgreSQL runs as the postgres user. When that user cannot reach
+# <top>/.tq-local/<name> (e.g. a checkout under /root, mode 700) or the socket
+# path would be too long, pg/ is a symlink to /tmp/tq-local-<hash>/<name>/pg.
+#
+# Knobs (environment): TQ_SKIP_INSTALL=1 skips the package check,
+# TQ_SKIP_BUILD=1 skips the build, TQ_BUILD_JOBS (default 2),
+# TQ_PG_BINDIR (default /usr/lib/postgresql/15/bin, else the newest installed).
+
+TQ_SCRIPT_NAME=${TQ_SCRIPT_NAME:-$(basename -- "$0")}
+TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
+TQ_LOCAL_DIR="$TQ_TOP/.tq-local"
+
+# python3 and curl: the test stubs in tests/stubs (Python standard library).
+TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
+  libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
+  postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl)
+
+# Terminal statuses of a tenant (see tq-enqueue status).
+# shellcheck disable=SC2034  # used by the scripts that source this file
+TQ_TERMINAL_STATUSES=" active failed rollback_failed rejected blocked cancelled deprovisioned "
+
+tq_log() { printf '%s: %s\n' "$TQ_SCRIPT_NAME" "$*" >&2; }
+tq_warn() { printf '%s: warning: %s\n' "$TQ_SCRIPT_NAME" "$*" >&2; }
+tq_die() { printf '%s: error: %s\n' "$TQ_SCRIPT_NAME" "$*" >&2; exit 1; }
+tq_is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Last lines of a log file, indented, on stderr.
+tq_log_tail() {
+  local f=$1 n=${2:-30}
+  if [ -r "$f" ]; then
+    printf '%s: --- last %s lines of %s ---\n' "$TQ_SCRIPT_NAME" "$n" "$f" >&2
+    tail -n "$n" -- "$f" | sed 's/^/    /' >&2
+    printf '%s: ---\n' "$TQ_SCRIPT_NAME" >&2
+  else
+    tq_log "(no log at $f)"
+  fi
+}
+
+# ---------------------------------------------------------------- packages
+
+tq_pkg_installed() {
+  dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+# Installs the packages of TQ_PACKAGES that are missing (Debian/apt only).
+tq_ensure_packages() {
+  [ "${TQ_SKIP_INSTALL:-0}" = 1 ] && return 0
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    tq_warn "dpkg-query not found (not Debian?): make sure these are installed: ${TQ_PACKAGES[*]}"
+    return 0
+  fi
+  local p missing=()
+  for p in "${TQ_PACKAGES[@]}"; do
+    tq_pkg_installed "$p" || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  tq_log "installing missing packages: ${missing[*]}"
+  local sudo=()
+  if ! tq_is_root; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      tq_log "not root and no sudo; run as root:"
+      printf '  apt-get update -q && apt-get install -y -q -o DPkg::Lock::Timeout=600 %s\n' "${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # apt's output goes to stderr: stdout of up is meant for eval.
+  "${sudo[@]}" apt-get update -q >&2 || tq_die "apt-get update failed"
+  "${sudo[@]}" apt-get install -y -q -o DPkg::Lock::Timeout=600 "${missing[@]}" >&2 \
+    || tq_die "apt-get install failed for: ${missing[*]}"
+}
+
+# ---------------------------------------------------------------- build
+
+# tq_build VARIANT [cmake -D flags...]: configure and build into .build/VARIANT.
+tq_build() {
+  local variant=$1; shift
+  local dir="$TQ_TOP/.build/$variant"
+  if [ "${TQ_SKIP_BUILD:-0}" = 1 ]; then
+    tq_log "TQ_SKIP_BUILD=1: not building $dir"
+    return 0
+  fi
+  tq_log "building variant '$variant' in $dir"
+  # Build output goes to stderr: stdout of up is meant for eval.
+  cmake -S "$TQ_TOP" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >&2 \
+    || tq_die "cmake configure failed (variant $variant)"
+  cmake --build "$dir" -j "${TQ_BUILD_JOBS:-2}" >&2 \
+    || tq_die "build failed (variant $variant)"
+}
+
+# ---------------------------------------------------------------- helpers
+
+# True when something accepts TCP connections on 127.0.0.1:PORT.
+tq_port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# tq_free_port START: prints the first port >= START with no listener.
+tq_free_port() {
+  local p=$1 last=$(($1 + 200))
+  while [ "$p" -le "$last" ]; do
+    if ! tq_port_in_use "$p"; then echo "$p"; return 0; fi
+    p=$((p + 1))
+  done
+  tq_die "no free port in $1..$last"
+}
+
+tq_pg_bindir() {
+  if [ -n "${TQ_PG_BINDIR:-}" ]; then echo "$TQ_PG_BINDIR"; return; fi
+  if [ -x /usr/lib/postgresql/15/bin/pg_ctl ]; then echo /usr/lib/postgresql/15/bin; return; fi
+  local d
+  d=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] || tq_die "PostgreSQL server binaries not found under /usr/lib/postgresql (package postgresql)"
+  echo "$d"
+}
+
+# Runs a PostgreSQL server program as the user that owns the cluster:
+# as root that is postgres (via runuser), otherwise the current user.
+tq_as_pg() {
+  if tq_is_root; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    "$@"
+  fi
+}
+
+tq_state_dir() { echo "$TQ_LOCAL_DIR/$1"; }
+
+# /tmp twin of a state folder, for PostgreSQL when postgres cannot reach it.
+tq_tmp_twin_root() {
+  local h
+  h=$(printf '%s' "$TQ_TOP" | sha256sum | cut -c1-10)
+  echo "/tmp/tq-local-$h"
+}
+
+# tq_write_ports NAME REDIS_PORT PG_PORT / tq_read_ports NAME (sets
+# TQ_STATE_REDIS_PORT and TQ_STATE_PG_PORT; returns 1 if nothing recorded).
+tq_write_ports() {
+  local d
+  d=$(tq_state_dir "$1")
+  mkdir -p -- "$d"
+  printf 'REDIS_PORT=%s\nPG_PORT=%s\n' "$2" "$3" >"$d/ports"
+}
+tq_read_ports() {
+  local f k v
+  f="$(tq_state_dir "$1")/ports"
+  TQ_STATE_REDIS_PORT='' TQ_STATE_PG_PORT=''
+  [ -r "$f" ] || return 1
+  while IFS='=' read -r k v; do
+    case $k in
+      REDIS_PORT) TQ_STATE_REDIS_PORT=$v ;;
+      PG_PORT) TQ_STATE_PG_PORT=$v ;;
+    esac
+  done <"$f"
+  [ -n "$TQ_STATE_REDIS_PORT" ] && [ -n "$TQ_STATE_PG_PORT" ]
+}
+
+# ---------------------------------------------------------------- Redis
+
+tq_redis_ping() {
+  [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
+}
+
+# True when the Redis on PORT is the one whose pidfile is in DIR.
+tq_redis_is_ours() {
+  local port=$1 dir=$2 pid rpid
+  [ -r "$dir/redis.pid" ] || return 1
+  pid=$(cat -- "$dir/redis.pid" 2>/dev/null) || return 1
+  rpid=$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null \
+    | tr -d '\r' | sed -n 's/^process_id://p')
+  [ -n "$pid" ] && [ "$pid" = "$rpid" ]
+}
+
+# tq_redis_start NAME PORT
+tq_redis_start() {
+  local name=$1 port=$2 dir
+  dir="$(tq_state_dir "$name")/redis"
+  mkdir -p -- "$dir"
+  if tq_redis_ping "$port"; then
+    if tq_redis_is_ours "$port" "$dir"; then
+      tq_log "Redis ($name) already running on 127.0.0.1:$port"
+      return 0
+    fi
+    tq_die "port $port answers as a Redis that is not $dir (another instance?); pick another port"
+  fi
+  if tq_port_in_use "$port"; then
+    tq_die "port $port is in use by something else; pick another port"
+  fi
+  rm -f -- "$dir/redis.pid"
+  tq_log "starting Redis ($name) on 127.0.0.1:$port (data in $dir)"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+    --save '' --appendonly no </dev/null \
+    || { tq_log_tail "$dir/redis.log"; tq_die "redis-server failed to start"; }
+  for _ in $(seq 1 100); do   # 10 s
+    tq_redis_ping "$port" && return 0
+    sleep 0.1
+  done
+  tq_log_tail "$dir/redis.log"
+  tq_die "Redis on 127.0.0.1:$port did not answer PING within 10 s"
+}
+
+# tq_redis_stop NAME PORT
+tq_redis_stop() {
+  local name=$1 port=$2 dir pid
+  dir="$(tq_state_dir "$name")/redis"
+  if tq_redis_ping "$port"; then
+    if ! tq_redis_is_ours "$port" "$dir"; then
+      tq_warn "the Redis on port $port is not ours ($dir): leaving it alone"
+      return 0
+    fi
+    tq_log "stopping Redis ($name) on 127.0.0.1:$port"
+    timeout 10 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    for _ in $(seq 1 100); do
+      tq_redis_ping "$port" || break
+      sleep 0.1
+    done
+  fi
+  if tq_redis_ping "$port" || [ -r "$dir/redis.pid" ]; then
+    pid=$(cat -- "$dir/redis.pid" 2>/dev/null || true)
+    # Fall back to the pidfile, but only if that pid is still a redis-server.
+    if tq_pid_is "$pid" redis-server; then
+      tq_log "Redis ($name) pid $pid still there: sending SIGTERM"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do
+        tq_redis_ping "$port" || break
+        sleep 0.1
+      done
+    fi
+    rm -f -- "$dir/redis.pid"
+  fi
+  tq_redis_ping "$port" && tq_die "Redis on port $port is still answering"
+  return 0
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+tq_pg_ready() {
+  pg_isready -q -h 127.0.0.1 -p "$1" -t 3 >/dev/null 2>&1
+}
+
+# Prints the PostgreSQL folder of NAME (the real path, following the /tmp twin).
+# With "create" as 2nd argument, creates it (owned by postgres as root).
+tq_pg_dir() {
+  local name=$1 mode=${2:-} sdir link twin
+  sdir=$(tq_state_dir "$name")
+  link="$sdir/pg"
+  if [ -L "$link" ]; then
+    twin=$(readlink -- "$link")
+    if [ "$mode" = create ]; then
+      mkdir -p -- "$twin"
+      if tq_is_root; then chown postgres: -- "$twin"; fi
+      chmod 700 -- "$twin"
+    fi
+    echo "$twin"
+    return 0
+  fi
+  if [ -d "$link" ] || [ "$mode" != create ]; then
+    echo "$link"
+    return 0
+  fi
+  mkdir -p -- "$sdir"
+  # 107 bytes is the limit of a Unix socket path: <dir>/.s.PGSQL.NNNNN
+  local need_twin=0
+  [ $(( ${#link} + 16 )) -gt 100 ] && need_twin=1
+  if tq_is_root && ! runuser -u postgres -- test -x "$sdir" 2>/dev/null; then
+    need_twin=1
+  fi
+  if [ "$need_twin" = 1 ]; then
+    local root
+    root=$(tq_tmp_twin_root)
+    twin="$root/$name/pg"
+    mkdir -p -- "$twin"
+    chmod 755 -- "$root" "$root/$name"
+    if tq_is_root; then chown postgres: -- "$twin"; fi
+    chmod 700 -- "$twin"
+    ln -sfn -- "$twin" "$link"
+    tq_log "PostgreSQL files of '$name' live in $twin (linked from $link)"
+    echo "$twin"
+  else
+    mkdir -p -- "$link"
+    if tq_is_root; then chown postgres: -- "$link"; fi
+    chmod 700 -- "$link"
+    echo "$link"
+  fi
+}
+
+# True when the server on PORT uses the data folder DATA.
+tq_pg_is_ours() {
+  local port=$1 data=$2 got
+  got=$(PGCONNECT_TIMEOUT=3 psql -X -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+    -Atc 'show data_directory' 2>/dev/null) || return 1
+  [ "$got" = "$data" ]
+}
+
+# tq_pg_start NAME PORT [extra -c settings, e.g. fsync=off max_connections=200]
+tq_pg_start() {
+  local name=$1 port=$2; shift 2
+  local bindir pgdir data opts s
+  bindir=$(tq_pg_bindir)
+  pgdir=$(tq_pg_dir "$name" create)
+  data="$pgdir/data"
+  if tq_pg_ready "$port"; then
+    if tq_pg_is_ours "$port" "$data"; then
+      tq_log "PostgreSQL ($name) already running on 127.0.0.1:$port"
+      return 0
+    fi
+    tq_die "port $port answers as a PostgreSQL that is not $data; pick another port"
+  fi
+  if tq_port_in_use "$port"; then
+    tq_die "port $port is in use by something else; pick another port"
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    rm -rf -- "$data"
+    tq_log "initdb ($name) in $data"
+    tq_as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 \
+      --no-sync >"$pgdir/initdb.log" 2>&1 \
+      || { tq_log_tail "$pgdir/initdb.log"; tq_die "initdb failed"; }
+  fi
+  opts="-c listen_addresses=127.0.0.1 -p $port -k $pgdir"
+  for s in "$@"; do opts="$opts -c $s"; done
+  tq_log "starting PostgreSQL ($name) on 127.0.0.1:$port (data in $data)"
+  if ! tq_as_pg "$bindir/pg_ctl" -D "$data" -l "$pgdir/pg.log" -w -t 60 \
+      -o "$opts" start >/dev/null; then
+    tq_log_tail "$pgdir/pg.log"
+    tq_die "pg_ctl start failed"
+  fi
+  for _ in $(seq 1 100); do   # 10 s
+    tq_pg_ready "$port" && return 0
+    sleep 0.1
+  done
+  tq_log_tail "$pgdir/pg.log"
+  tq_die "PostgreSQL on 127.0.0.1:$port is not ready after 10 s"
+}
+
+# tq_pg_stop NAME PORT
+tq_pg_stop() {
+  local name=$1 port=$2 bindir pgdir data
+  pgdir=$(tq_pg_dir "$name")
+  data="$pgdir/data"
+  if [ ! -f "$data/postmaster.pid" ]; then
+    if tq_pg_ready "$port" && tq_pg_is_ours "$port" "$data"; then :; else return 0; fi
+  fi
+  bindir=$(tq_pg_bindir)
+  tq_log "stopping PostgreSQL ($name) on 127.0.0.1:$port"
+  if ! tq_as_pg "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null 2>&1; then
+    # pg_ctl says it is not running (stale pid file) or could not stop it.
+    if tq_pg_ready "$port" && tq_pg_is_ours "$port" "$data"; then
+      tq_log_tail "$pgdir/pg.log"
+      tq_die "could not stop PostgreSQL ($name)"
+    fi
+  fi
+  for _ in $(seq 1 100); do
+    tq_pg_ready "$port" || return 0
+    sleep 0.1
+  done
+  tq_die "PostgreSQL on port $port still answers after pg_ctl stop"
+}
+
+# ---------------------------------------------------------------- services
+
+# tq_services_up NAME REDIS_PORT PG_PORT [pg -c settings...]
+tq_services_up() {
+  local name=$1 rport=$2 pport=$3; shift 3
+  mkdir -p -- "$(tq_state_dir "$name")"
+  tq_write_ports "$name" "$rport" "$pport"
+  tq_redis_start "$name" "$rport"
+  tq_pg_start "$name" "$pport" "$@"
+}
+
+# tq_services_down NAME: stops what the ports file of NAME records.
+tq_services_down() {
+  local name=$1
+  if ! tq_read_ports "$name"; then
+    tq_log "no services recorded for '$name' ($(tq_state_dir "$name")/ports)"
+    return 0
+  fi
+  tq_redis_stop "$name" "$TQ_STATE_REDIS_PORT"
+  tq_pg_stop "$name" "$TQ_STATE_PG_PORT"
+}
+
+# tq_redis_running NAME PORT / tq_pg_running NAME PORT: the service of NAME
+# answers on PORT (and it is ours, not another instance on the same port).
+tq_redis_running() {
+  tq_redis_ping "$2" && tq_redis_is_ours "$2" "$(tq_state_dir "$1")/redis"
+}
+tq_pg_running() {
+  tq_pg_ready "$2" && tq_pg_is_ours "$2" "$(tq_pg_dir "$1")/data"
+}
+
+# tq_purge NAME: deletes the state folder of NAME and its /tmp twin.
+# Call after tq_services_down.
+tq_purge() {
+  local name=$1 sdir link twin root
+  sdir=$(tq_state_dir "$name")
+  link="$sdir/pg"
+  root=$(tq_tmp_twin_root)
+  if [ -L "$link" ]; then
+    twin=$(readlink -- "$link")
+    case $twin in
+      /tmp/tq-local-*/"$name"/pg) rm -rf -- "$twin" ;;
+      *) tq_warn "not deleting unexpected PostgreSQL folder $twin" ;;
+    esac
+  fi
+  if [ -d "$root/$name" ]; then rm -rf -- "${root:?}/$name"; fi
+  rmdir -- "$root" 2>/dev/null || true
+  if [ -e "$sdir" ] || [ -L "$sdir" ]; then
+    tq_log "deleting $sdir"
+    rm -rf -- "$sdir"
+  fi
+  rmdir -- "$TQ_LOCAL_DIR" 2>/dev/null || true
+}
+
+# True when PID is a live (not zombie) process.
+tq_pid_alive() {
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null \
+    && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# True when PID is a live process named NAME: its comm, or the program or
+# script of its command line (a script's comm is its interpreter's).
+tq_pid_is() {
+  local pid=$1 name=$2
+  tq_pid_alive "$pid" || return 1
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] && return 0
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 2 \
+    | grep -Eq "(^|/)$name\$"
+}
+
+# Stops processes recorded in DIR/worker-*.pid that are still tq-worker
+# processes (a leftover of a demo that was killed). Never by name: by pid,
+# after checking /proc/PID/comm.
+tq_stop_stale_workers() {
+  local dir=$1 f pid n
+  for f in "$dir"/worker-*.pid; do
+    [ -e "$f" ] || continue
+    pid=$(cat -- "$f" 2>/dev/null || true)
+    if tq_pid_is "$pid" tq-worker; then
+      tq_log "stopping leftover worker pid $pid ($f)"
+      kill -TERM "$pid" 2>/dev/null || true
+      n=0
+      while tq_pid_is "$pid" tq-worker && [ "$n" -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+      if tq_pid_is "$pid" tq-worker; then
+        tq_warn "worker pid $pid ignored SIGTERM for 30 s: sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    fi
+    rm -f -- "$f"
+  done
+}
+
+# ---------------------------------------------------------------- demo setup
+
+TQ_DEMO=demo
+TQ_DEMO_DB=tenantq
+TQ_BIN_DIR=${TQ_BIN_DIR:-$TQ_TOP/.build/release/bin}
+
+# Ports of the demo services: what is recorded, else env, else defaults.
+# An explicit TQ_LOCAL_*_PORT wins over the record (up checks conflicts).
+tq_demo_ports() {
+  local rec_r='' rec_p=''
+  if tq_read_ports "$TQ_DEMO"; then rec_r=$TQ_STATE_REDIS_PORT rec_p=$TQ_STATE_PG_PORT; fi
+  TQ_DEMO_REDIS_PORT=${TQ_LOCAL_REDIS_PORT:-${rec_r:-6390}}
+  TQ_DEMO_PG_PORT=${TQ_LOCAL_PG_PORT:-${rec_p:-5440}}
+}
+
+tq_demo_env_lines() {
+  local sdir
+  sdir=$(tq_state_dir "$TQ_DEMO")
+  printf 'export TQ_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
+  printf 'export TQ_DATABASE_URL=%q\n' "postgresql://postgres@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
+  printf 'export TQ_PIPELINE=%q\n' "$TQ_TOP/deploy/pipelines/tenant-provision.json"
+  printf 'export TQ_SECRETS_DIR=%q\n' "$sdir/secrets"
+  # shellcheck disable=SC2016  # $PATH is expanded by the shell that evals this
+  printf 'export PATH=%q:"$PATH"\n' "$TQ_BIN_DIR"
+}
+
+# Exports the same variables into the current shell.
+tq_demo_export_env() {
+  eval "$(tq_demo_env_lines)"
+}
+
+tq_demo_psql() {
+  PGCONNECT_TIMEOUT=5 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$TQ_DEMO_PG_PORT" \
+    -U postgres "$@"
+}
+
+# tq_demo_up build|nobuild: everything `up` does but printing the env lines;
+# "nobuild" skips installing packages and building.
+tq_demo_up() {
+  local what=$1
+  if [ "$what" = build ]; then
+    tq_ensure_packages
+    tq_build release
+  fi
+  tq_demo_ports
+  if tq_read_ports "$TQ_DEMO" \
+     && { [ "$TQ_STATE_REDIS_PORT" != "$TQ_DEMO_REDIS_PORT" ] || [ "$TQ_STATE_PG_PORT" != "$TQ_DEMO_PG_PORT" ]; } \
+     && { tq_redis_running "$TQ_DEMO" "$TQ_STATE_REDIS_PORT" || tq_pg_running "$TQ_DEMO" "$TQ_STATE_PG_PORT"; }; then
+    tq_die "demo services already run on ports $TQ_STATE_REDIS_PORT/$TQ_STATE_PG_PORT; run deploy/local/down first to move them to $TQ_DEMO_REDIS_PORT/$TQ_DEMO_PG_PORT"
+  fi
+  tq_services_up "$TQ_DEMO" "$TQ_DEMO_REDIS_PORT" "$TQ_DEMO_PG_PORT"
+  if [ -z "$(tq_demo_psql -d postgres -Atc "select 1 from pg_database where datname = '$TQ_DEMO_DB'")" ]; then
+    tq_log "creating database $TQ_DEMO_DB"
+    tq_demo_psql -d postgres -c "create database $TQ_DEMO_DB" >/dev/null \
+      || tq_die "could not create database $TQ_DEMO_DB"
+  fi
+  local secrets
+  secrets="$(tq_state_dir "$TQ_DEMO")/secrets"
+  mkdir -p -- "$secrets"
+  chmod 700 -- "$secrets"
+  [ -f "$TQ_TOP/deploy/pipelines/tenant-provision.json" ] \
+    || tq_warn "pipeline file $TQ_TOP/deploy/pipelines/tenant-provision.json is missing"
+  tq_demo_export_env
+  [ -x "$TQ_BIN_DIR/tq-enqueue" ] || tq_die "$TQ_BIN_DIR/tq-enqueue not found (did the build succeed?)"
+  tq_log "tq-enqueue migrate"
+  "$TQ_BIN_DIR/tq-enqueue" migrate >&2 || tq_die "tq-enqueue migrate failed"
+}
+
+# ---------------------------------------------------------------- JSON
+
+# Reads the JSON of `tq-enqueue status --json` on stdin and prints one line
+# "tenant_id<TAB>status" for each object of the top-level "tenants" array.
+# Only keys of those objects count (nested objects with their own "status",
+# e.g. steps, are ignored). A tiny tokenizer in awk: no jq or python needed.
+tq_json_tenant_statuses() {
+  awk '
+    { s = s $0 "\n" }
+    function intenant() {
+      return depth == 3 && type[1] == "{" && key[1] == "tenants" && type[2] == "[" && type[3] == "{"
+    }
+    function value(v) {
+      if (intenant()) {
+        if (key[3] == "tenant_id") tid = v
+        else if (key[3] == "status") st = v
+      }
+    }
+    END {
+      n = length(s); i = 1; depth = 0
+      while (i <= n) {
+        c = substr(s, i, 1)
+        if (c == "\"") {
+          j = i + 1; str = ""
+          while (j <= n) {
+            d = substr(s, j, 1)
+            if (d == "\\") { str = str substr(s, j, 2); j += 2; continue }
+            if (d == "\"") break
+            str = str d; j++
+          }
+          i = j + 1
+          k = i
+          while (k <= n && index(" \t\r\n", substr(s, k, 1)) > 0) k++
+          if (type[depth] == "{" && substr(s, k, 1) == ":") { key[depth] = str; i = k + 1; continue }
+          value(str)
+          continue
+        }
+        if (c == "{" || c == "[") {
+          depth++; type[depth] = c; key[depth] = ""
+          if (intenant()) { tid = ""; st = "" }
+          i++; continue
+        }
+        if (c == "}" || c == "]") {
+          if (c == "}" && intenant()) print (tid == "" ? "?" : tid) "\t" (st == "" ? "unknown" : st)
+          depth--; i++; continue
+        }
+        if (index("-0123456789tfn", c) > 0) {
+          j = i
+          while (j <= n && index(",}] \t\r\n", substr(s, j, 1)) == 0) j++
+          value(substr(s, i, j - i)); i = j; continue
+        }
+        i++
+      }
+    }'
+}
