@@ -752,7 +752,6 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
 void wk_engine_report(struct wk_engine *e, struct wk_report *r)
 {
     struct wk_job *j = r->job;
-    (void)e;
     switch (r->what) {
     case WK_R_STALE:
         if (!j->stale) {
@@ -774,19 +773,26 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
         }
         break;
     case WK_R_CANCEL:
-        if (!j->cancel && !j->ended && !j->deprovision) {
-            j->cancel = true;
-            j->stopping = true;
-            tq_info("job %" PRId64 " (%s): cancel requested; stopping at the next step boundary",
-                    j->cl.c.job_id, j->cl.c.tenant_id);
-            advance(j);
-        }
+        wk_engine_cancel(e, j->cl.c.job_id);
         break;
     case WK_R_ENDED:
         job_free(j);
         break;
     }
     free(r);
+}
+
+void wk_engine_cancel(struct wk_engine *e, int64_t job_id)
+{
+    for (struct wk_job *j = e->jobs; j; j = j->next) {
+        if (j->cl.c.job_id != job_id || j->cancel || j->ended || j->deprovision)
+            continue;
+        j->cancel = true;
+        j->stopping = true;
+        tq_info("job %" PRId64 " (%s): cancel requested; stopping at the next step boundary",
+                j->cl.c.job_id, j->cl.c.tenant_id);
+        advance(j);
+    }
 }
 
 static void on_grace(uv_timer_t *t)

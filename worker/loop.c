@@ -33,6 +33,9 @@ struct worker {
     struct tq_queue *hb_q;
     struct tq_pg *hb_pg;
     struct wk_http *http;
+    uint64_t next_beat_ms;
+    int64_t *cancels;          /* filled by hb_work, read by hb_after */
+    size_t ncancels;
 };
 
 /*
@@ -70,10 +73,25 @@ static void chores(struct worker *wk)
     free(ids);
 }
 
-/* Heartbeat: tell Redis we live, extend the leases of jobs in hand, do chores. */
+/*
+ * Every second: pick up cancel requests for jobs in hand (so a cancel takes
+ * effect at the next step boundary). Every lease/3: tell Redis we live,
+ * extend the leases of jobs in hand, do chores.
+ */
 static void hb_work(uv_work_t *w)
 {
     struct worker *wk = w->data;
+    free(wk->cancels);
+    wk->cancels = NULL;
+    wk->ncancels = 0;
+    if (tq_pg_cancel_requests(wk->hb_pg, wk->id, &wk->cancels, &wk->ncancels) != TQ_OK) {
+        wk->cancels = NULL;
+        wk->ncancels = 0;
+    }
+    uint64_t now = tq_mono_ms();
+    if (now < wk->next_beat_ms)
+        return;
+    wk->next_beat_ms = now + wk->cfg->lease_ms / 3;
     enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
     atomic_store(&wk_metrics.redis_ok, err == TQ_OK);
     if (err)
@@ -95,6 +113,8 @@ static void hb_after(uv_work_t *w, int status)
     struct worker *wk = w->data;
     (void)status;
     wk->hb_busy = false;
+    for (size_t i = 0; i < wk->ncancels && !wk->stopping; i++)
+        wk_engine_cancel(wk->engine, wk->cancels[i]);
     maybe_close(wk);
 }
 
@@ -257,8 +277,7 @@ int wk_run(const struct tq_config *cfg)
     uv_signal_start(&wk.sig_int, on_signal, SIGINT);
     uv_timer_init(wk.loop, &wk.hb_timer);
     wk.hb_timer.data = &wk;
-    uint64_t every = cfg->lease_ms / 3;
-    uv_timer_start(&wk.hb_timer, hb_tick, 0, every ? every : 1000);
+    uv_timer_start(&wk.hb_timer, hb_tick, 0, 1000);
     wk.fetcher = wk_fetcher_start(wk.loop, &wk.set, &wk.free_slots, deliver_claimed, &wk);
 
     tq_info("worker %s started: queue %s, %d slot(s), lease %u ms%s%s", wk.id, cfg->queue,
@@ -278,6 +297,7 @@ out:
     }
     tq_queue_close(wk.hb_q);
     tq_pg_close(wk.hb_pg);
+    free(wk.cancels);
     wk_blocking_shutdown();
     uv_loop_close(wk.loop);
     free(wk.loop);

@@ -133,6 +133,8 @@ struct wk_engine *wk_engine_new(uv_loop_t *loop, const struct wk_settings *set,
 /* Take over a claimed job (loop thread); frees c. */
 void wk_engine_run(struct wk_engine *e, struct wk_claimed *c);
 void wk_engine_report(struct wk_engine *e, struct wk_report *r);
+/* An operator asked to cancel job_id (if this engine holds it). */
+void wk_engine_cancel(struct wk_engine *e, int64_t job_id);
 /* Stop starting steps; hand back jobs; cb runs once no job is left. */
 void wk_engine_drain(struct wk_engine *e, void (*cb)(void *arg), void *arg);
 int wk_engine_jobs(const struct wk_engine *e);

@@ -609,6 +609,27 @@ enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, i
     return TQ_OK;
 }
 
+enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, int64_t **ids,
+                                  size_t *n)
+{
+    const char *p[] = {worker};
+    enum tq_err err;
+    *ids = NULL;
+    *n = 0;
+    PGresult *r = tq__pg_query(pg, &err, "read cancel requests",
+                               "SELECT id FROM tq.jobs WHERE lease_owner = $1"
+                               " AND status = 'running' AND cancel_requested",
+                               1, p);
+    if (!r)
+        return err;
+    *n = (size_t)PQntuples(r);
+    *ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
+    for (size_t i = 0; i < *n; i++)
+        (*ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+    return TQ_OK;
+}
+
 /* ------------------------------------------------------------------ status */
 
 /*

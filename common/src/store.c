@@ -351,13 +351,43 @@ static enum tq_err flush_attempts(struct tq_pg *pg, const struct tq_flush *f)
     return err;
 }
 
+/*
+ * One UPDATE changes a row once, so several rows of one job in a batch (a
+ * warning, then the outcome) go in rounds: round k holds each job's k-th row.
+ */
+static enum tq_err flush_jobs_round(struct tq_pg *pg, const struct tq_flush *f,
+                                    const int *round, int k, struct tq_flush_result *res,
+                                    size_t nres, bool *seen);
+
 static enum tq_err flush_jobs(struct tq_pg *pg, const struct tq_flush *f,
                               struct tq_flush_result *res, size_t nres, bool *seen)
+{
+    int *round = tq_xcalloc(f->njobs + 1, sizeof(int));
+    int rounds = 0;
+    for (size_t i = 0; i < f->njobs; i++) {
+        for (size_t k = 0; k < i; k++)
+            if (f->jobs[k].job_id == f->jobs[i].job_id)
+                round[i]++;
+        if (round[i] + 1 > rounds)
+            rounds = round[i] + 1;
+    }
+    enum tq_err err = TQ_OK;
+    for (int k = 0; k < rounds && !err; k++)
+        err = flush_jobs_round(pg, f, round, k, res, nres, seen);
+    free(round);
+    return err;
+}
+
+static enum tq_err flush_jobs_round(struct tq_pg *pg, const struct tq_flush *f,
+                                    const int *round, int k, struct tq_flush_result *res,
+                                    size_t nres, bool *seen)
 {
     struct arr a[10];
     for (int i = 0; i < 10; i++)
         arr_init(&a[i]);
     for (size_t i = 0; i < f->njobs; i++) {
+        if (round[i] != k)
+            continue;
         const struct tq_job_row *s = &f->jobs[i];
         arr_i64(&a[0], s->job_id);
         arr_i64(&a[1], s->epoch);
@@ -381,11 +411,13 @@ static enum tq_err flush_jobs(struct tq_pg *pg, const struct tq_flush *f,
         return err;
     /* A job row decides for its job: absent from RETURNING means stale. */
     for (size_t i = 0; i < f->njobs; i++) {
+        if (round[i] != k)
+            continue;
         struct tq_flush_result *x = find(res, nres, f->jobs[i].job_id);
         if (x) {
             bool ok = false;
-            for (int k = 0; k < PQntuples(r) && !ok; k++)
-                ok = strtoll(PQgetvalue(r, k, 0), NULL, 10) == f->jobs[i].job_id;
+            for (int row = 0; row < PQntuples(r) && !ok; row++)
+                ok = strtoll(PQgetvalue(r, row, 0), NULL, 10) == f->jobs[i].job_id;
             x->stale = !ok;   /* same fence as the step rows, later in the transaction */
             seen[x - res] = true;
         }

@@ -109,6 +109,10 @@ enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
 enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, int64_t **ids,
                           size_t *n);
 
+/* Jobs held by worker whose cancel an operator requested; *ids caller frees. */
+enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, int64_t **ids,
+                                  size_t *n);
+
 /* ---- reading ---- */
 /*
  * Tenants with their latest job and steps as a JSON array (see

@@ -1,0 +1,315 @@
+/*
+ * The step engine against the real services: pipelines as DAGs with
+ * parallel steps, retries, validation classes, rollback (with real
+ * PostgreSQL resources to leave behind or not), undo failures, redelivery,
+ * deprovision and cancel. Test pipelines use the synthetic "sleep" kind
+ * (fail_attempts, fail_if_exists, undo_fail_if_exists) next to pg_tenant.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "harness.h"
+#include "tq/util.h"
+
+TestSuite(engine, .init = h_setup, .fini = h_teardown, .timeout = 180);
+
+static const char *pipeline(const char *name, const char *steps_json)
+{
+    static char text[8192];
+    snprintf(text, sizeof(text), "{\"name\":\"%s\",\"steps\":[%s]}", name, steps_json);
+    const char *path = h_write_file(name, text);
+    setenv("TQ_PIPELINE", path, 1);
+    return path;
+}
+
+static void submit(const char *id)
+{
+    char *err = NULL;
+    int rc = h_enqueue(NULL, &err, "submit", "--tenant-id", id, "--name", id, "--tier", "Silver",
+                       "--region", "eu-west-1", "--budget", "300000", "--owner", "o@example.com",
+                       NULL);
+    cr_assert_eq(rc, 0, "submit: %s", err);
+    free(err);
+}
+
+static bool wait_status(const char *id, const char *status, int ms)
+{
+    return h_wait_sql(status, ms, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", id);
+}
+
+static long schema_exists(const char *id)
+{
+    char ident[64];
+    snprintf(ident, sizeof(ident), "%s", id);
+    for (char *p = ident; *p; p++)
+        if (*p == '-')
+            *p = '_';
+    return h_sql_long("SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 't_%s')"
+                      " + (SELECT count(*) FROM pg_roles WHERE rolname = 'tq_t_%s')",
+                      ident, ident);
+}
+
+static long step_count(const char *id, const char *step, const char *phase, const char *status)
+{
+    return h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON j.id = a.job_id"
+                      " WHERE j.tenant_id = '%s' AND a.step = '%s' AND a.phase = '%s'"
+                      " AND a.status = '%s'", id, step, phase, status);
+}
+
+static char *step_status(const char *id, const char *step)
+{
+    return h_sql("SELECT s.status FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id"
+                 " WHERE j.tenant_id = '%s' AND s.step = '%s' ORDER BY j.id DESC LIMIT 1", id, step);
+}
+
+#define PG_STEP "{\"name\":\"postgres\",\"kind\":\"pg_tenant\"}"
+
+Test(engine, independent_steps_overlap_in_time)
+{
+    pipeline("par.json",
+             "{\"name\":\"a\",\"kind\":\"sleep\",\"params\":{\"ms\":800}},"
+             "{\"name\":\"b\",\"kind\":\"sleep\",\"params\":{\"ms\":800}},"
+             "{\"name\":\"c\",\"kind\":\"sleep\",\"params\":{\"ms\":800}},"
+             "{\"name\":\"d\",\"kind\":\"noop\",\"needs\":[\"a\",\"b\",\"c\"]}");
+    const char *t = h_tenant("par");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    /* the last of a, b, c started before the first of them finished */
+    cr_assert_eq(h_sql_long("SELECT (max(started_at) < min(finished_at))::int FROM tq.job_steps"
+                            " WHERE step IN ('a','b','c')"), 1, "a, b and c must overlap");
+    cr_assert_eq(h_sql_long("SELECT ((SELECT started_at FROM tq.job_steps WHERE step = 'd') >="
+                            " (SELECT max(finished_at) FROM tq.job_steps WHERE step IN ('a','b','c')))::int"),
+                 1, "d waits for all it needs");
+    long total_ms = h_sql_long("SELECT extract(epoch FROM max(finished_at) - min(started_at)) * 1000"
+                               " FROM tq.job_steps");
+    cr_assert_lt(total_ms, 2000, "three 800 ms steps took %ld ms: not parallel", total_ms);
+}
+
+Test(engine, retry_then_success)
+{
+    pipeline("retry.json",
+             "{\"name\":\"flaky\",\"kind\":\"sleep\",\"params\":{\"ms\":10,\"fail_attempts\":2},"
+             " \"retry\":{\"max_attempts\":3,\"base_ms\":50,\"max_ms\":200}}");
+    const char *t = h_tenant("retry");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(step_count(t, "flaky", "run", "failed"), 2);
+    cr_assert_eq(step_count(t, "flaky", "run", "succeeded"), 1);
+    cr_assert_eq(h_sql_long("SELECT attempts FROM tq.job_steps WHERE step = 'flaky'"), 3);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'step_failed'"), 2,
+                 "every attempt is in the audit log");
+}
+
+Test(engine, retries_exhausted_roll_back_every_resource)
+{
+    pipeline("rb.json", PG_STEP ","
+             "{\"name\":\"check\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"class\":\"integration\","
+             " \"params\":{\"ms\":10,\"fail_attempts\":99,\"error\":\"vector insert refused\"},"
+             " \"retry\":{\"max_attempts\":2,\"base_ms\":20,\"max_ms\":50}}");
+    const char *t = h_tenant("rb");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "failed", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(schema_exists(t), 0, "rollback must drop the schema and role");
+    char *reason = h_sql("SELECT failure_reason FROM tq.tenants WHERE tenant_id = '%s'", t);
+    cr_assert(strstr(reason, "check") && strstr(reason, "vector insert refused"), "%s", reason);
+    free(reason);
+    char *st = step_status(t, "postgres");
+    cr_assert_str_eq(st, "compensated");
+    free(st);
+    cr_assert_eq(step_count(t, "check", "run", "failed"), 2, "integration: retried first");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'rollback_started'"), 1);
+}
+
+Test(engine, failing_undo_then_retry_finishes_the_rollback)
+{
+    char flag[300];
+    snprintf(flag, sizeof(flag), "%s/undo-broken", H.tmpdir);
+    h_write_file("undo-broken", "x");
+    char steps[2048];
+    snprintf(steps, sizeof(steps), PG_STEP ","
+             "{\"name\":\"gate\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],"
+             " \"params\":{\"ms\":10,\"undo_fail_if_exists\":\"%s\",\"undo_error\":\"bucket busy\"},"
+             " \"retry\":{\"max_attempts\":2,\"base_ms\":20,\"max_ms\":50}},"
+             "{\"name\":\"check\",\"kind\":\"sleep\",\"needs\":[\"gate\"],\"class\":\"security\","
+             " \"params\":{\"ms\":10,\"fail_attempts\":99}}", flag);
+    pipeline("undo.json", steps);
+    const char *t = h_tenant("undo");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "rollback_failed", 30000));
+    cr_assert_eq(schema_exists(t), 2, "stopped before undoing what gate needs");
+    char *st = step_status(t, "gate");
+    cr_assert_str_eq(st, "compensation_failed");
+    free(st);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'rollback_failed'"), 1,
+                 "the alert is audited");
+    /* the operator fixes the cause and resumes */
+    unlink(flag);
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "retry", t, NULL), 0, "retry: %s", err);
+    free(err);
+    cr_assert(wait_status(t, "failed", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(schema_exists(t), 0, "resumed rollback removes the rest");
+    st = step_status(t, "gate");
+    cr_assert_str_eq(st, "compensated");
+    free(st);
+}
+
+Test(engine, security_class_rolls_back_without_retrying)
+{
+    pipeline("sec.json", PG_STEP ","
+             "{\"name\":\"isolation\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"class\":\"security\","
+             " \"params\":{\"ms\":10,\"fail_attempts\":1},\"retry\":{\"max_attempts\":5,\"base_ms\":10,\"max_ms\":20}}");
+    const char *t = h_tenant("sec");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "failed", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(step_count(t, "isolation", "run", "failed"), 1, "no second chance");
+    cr_assert_eq(schema_exists(t), 0);
+}
+
+Test(engine, performance_class_activates_with_a_warning)
+{
+    pipeline("perf.json", PG_STEP ","
+             "{\"name\":\"latency\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"class\":\"performance\","
+             " \"params\":{\"ms\":10,\"fail_attempts\":99,\"error\":\"p95 2300 ms over SLA 1000 ms\"},"
+             " \"retry\":{\"max_attempts\":1}}");
+    const char *t = h_tenant("perf");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(schema_exists(t), 2, "resources kept");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'performance_warning'"
+                            " AND detail->>'reason' LIKE '%%p95%%'"), 1);
+    char *st = step_status(t, "latency");
+    cr_assert_str_eq(st, "failed");
+    free(st);
+}
+
+Test(engine, compliance_class_blocks_then_retry_activates)
+{
+    char flag[300];
+    snprintf(flag, sizeof(flag), "%s/tags-missing", H.tmpdir);
+    h_write_file("tags-missing", "x");
+    char steps[1024];
+    snprintf(steps, sizeof(steps), PG_STEP ","
+             "{\"name\":\"tags\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"class\":\"compliance\","
+             " \"params\":{\"ms\":10,\"fail_if_exists\":\"%s\",\"error\":\"CostCenter tag missing\"},"
+             " \"retry\":{\"max_attempts\":1}}", flag);
+    pipeline("comp.json", steps);
+    const char *t = h_tenant("comp");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "blocked", 30000));
+    cr_assert_eq(schema_exists(t), 2, "blocked keeps the resources");
+    unlink(flag);
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "retry", t, NULL), 0, "retry: %s", err);
+    free(err);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(step_count(t, "postgres", "run", "succeeded"), 1, "retry re-runs only the check");
+    cr_assert_eq(step_count(t, "tags", "run", "succeeded"), 1);
+}
+
+Test(engine, redelivered_job_skips_succeeded_steps)
+{
+    pipeline("redeliver.json",
+             "{\"name\":\"one\",\"kind\":\"sleep\",\"params\":{\"ms\":10}},"
+             "{\"name\":\"two\",\"kind\":\"sleep\",\"needs\":[\"one\"],\"params\":{\"ms\":10}}");
+    const char *t = h_tenant("redeliver");
+    submit(t);
+    /* an earlier delivery recorded "one" before its worker died */
+    char *v = h_sql("INSERT INTO tq.job_steps (job_id, step, status, attempts)"
+                    " SELECT id, 'one', 'succeeded', 1 FROM tq.jobs WHERE tenant_id = '%s'", t);
+    free(v);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(step_count(t, "one", "run", "succeeded"), 0, "a recorded success never runs again");
+    cr_assert_eq(step_count(t, "two", "run", "succeeded"), 1);
+}
+
+Test(engine, deprovision_removes_everything)
+{
+    pipeline("dep.json", PG_STEP ","
+             "{\"name\":\"after\",\"kind\":\"noop\",\"needs\":[\"postgres\"]}");
+    const char *t = h_tenant("dep");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(schema_exists(t), 2);
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "deprovision", t, NULL), 0, "deprovision: %s", err);
+    free(err);
+    cr_assert(wait_status(t, "deprovisioned", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(schema_exists(t), 0, "schema and role removed");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id"
+                            " WHERE j.kind = 'deprovision' AND s.status = 'compensated'"), 2);
+}
+
+Test(engine, cancel_of_a_queued_job_means_it_never_starts)
+{
+    pipeline("cq.json", PG_STEP);
+    const char *t = h_tenant("cq");
+    submit(t);
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "cancel", t, NULL), 0, "cancel: %s", err);
+    free(err);
+    pid_t w = h_worker_start(NULL);
+    tq_sleep_ms(1500);
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    char *st = h_sql("SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t);
+    cr_assert_str_eq(st, "cancelled");
+    free(st);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts"), 0);
+    cr_assert_eq(schema_exists(t), 0);
+}
+
+Test(engine, cancel_of_a_running_job_stops_and_rolls_back)
+{
+    pipeline("cr.json", PG_STEP ","
+             "{\"name\":\"slow\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"params\":{\"ms\":1500}},"
+             "{\"name\":\"never\",\"kind\":\"noop\",\"needs\":[\"slow\"]}");
+    const char *t = h_tenant("cr");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(h_wait_sql("running", 30000, "SELECT s.status FROM tq.job_steps s JOIN tq.jobs j"
+                         " ON j.id = s.job_id WHERE j.tenant_id = '%s' AND s.step = 'slow'", t));
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "cancel", t, NULL), 0, "cancel: %s", err);
+    free(err);
+    cr_assert(wait_status(t, "cancelled", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(schema_exists(t), 0, "rolled back");
+    cr_assert_eq(step_count(t, "never", "run", "succeeded"), 0, "no step after the boundary");
+}
+
+Test(engine, step_timeout_counts_as_a_failed_attempt)
+{
+    pipeline("to.json",
+             "{\"name\":\"hang\",\"kind\":\"sleep\",\"params\":{\"ms\":60000},\"timeout_ms\":300,"
+             " \"retry\":{\"max_attempts\":2,\"base_ms\":10,\"max_ms\":20}}");
+    const char *t = h_tenant("to");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "failed", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(step_count(t, "hang", "run", "failed"), 2);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE error LIKE 'timed out%%'"), 2);
+}
