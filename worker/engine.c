@@ -719,7 +719,11 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     j->ss = tq_xcalloc(j->pl->nsteps, sizeof(*j->ss));
     for (size_t i = 0; i < j->pl->nsteps; i++) {
         struct stepstate *ss = &j->ss[i];
-        const char *was = json_string_value(json_object_get(j->cl.steps, j->pl->steps[i].name));
+        const json_t *rec = json_object_get(j->cl.steps, j->pl->steps[i].name);
+        const char *was = json_string_value(json_object_get(rec, "status"));
+        /* attempts count across deliveries: a retry policy is not reset by a crash */
+        ss->attempts = (int)json_integer_value(json_object_get(rec, "attempts"));
+        ss->undo_attempts = (int)json_integer_value(json_object_get(rec, "undo_attempts"));
         /* a deprovision job undoes everything its own rows do not show undone */
         ss->st = j->deprovision ? (was && strcmp(was, "compensated") == 0 ? S_COMPENSATED
                                                                            : S_UNDO_PENDING)

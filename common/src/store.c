@@ -107,7 +107,8 @@ static const char sql_claim[] =
     "  RETURNING tn.tenant_id, tn.name, tn.tier, tn.region, tn.owner)"
     " SELECT c.id, c.lease_epoch, c.attempt, c.kind, c.pipeline_hash, c.phase,"
     "   c.cancel_requested, t.tenant_id, t.name, t.tier, t.region, t.owner,"
-    "   coalesce((SELECT json_object_agg(s.step, s.status) FROM tq.job_steps s"
+    "   coalesce((SELECT json_object_agg(s.step, json_build_object('status', s.status,"
+    "     'attempts', s.attempts, 'undo_attempts', s.undo_attempts)) FROM tq.job_steps s"
     "     WHERE s.job_id = c.id), '{}')::text"
     " FROM c JOIN t ON t.tenant_id = c.tenant_id";
 

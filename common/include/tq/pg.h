@@ -3,9 +3,8 @@
  * (DESIGN.md §3-4). One struct tq_pg is one blocking libpq connection owned
  * by one thread; a broken connection is reset by the next call.
  *
- * Fencing: every write for a running job names the lease epoch its claim
- * returned; when another worker has claimed the job since, the write changes
- * nothing and returns TQ_ESTALE, and the caller must drop the job.
+ * Job-state writes of workers (claim, fenced transitions, outcomes) are
+ * batched and live in tq/store.h.
  */
 #ifndef TQ_PG_H
 #define TQ_PG_H
@@ -59,6 +58,7 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items,
                          char *errbuf, size_t errlen);
 
 /* ---- worker side ---- */
+/* A claimed job: what tq_store_claim returns for it. */
 struct tq_claim {
     int64_t job_id;
     int64_t epoch;
@@ -72,31 +72,9 @@ struct tq_claim {
     char owner[TQ_OWNER_MAX + 1];
 };
 
-/* TQ_ENOTFOUND: not claimable (finished, leased by a live worker, unknown). */
-enum tq_err tq_pg_claim(struct tq_pg *pg, int64_t job_id, const char *worker,
-                        uint32_t lease_ms, struct tq_claim *out);
-
 /* Pipeline text stored at submit; *text owned by the caller. */
 enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text);
 
-/* Status of each step recorded for a job: json object step -> status. */
-enum tq_err tq_pg_step_states(struct tq_pg *pg, int64_t job_id, json_t **out);
-
-enum tq_err tq_pg_step_begin(struct tq_pg *pg, const struct tq_claim *c,
-                             const char *step, uint32_t lease_ms);
-/* status: succeeded | failed | skipped; error and output may be NULL. */
-enum tq_err tq_pg_step_end(struct tq_pg *pg, const struct tq_claim *c,
-                           const char *step, const char *status,
-                           const char *error, const json_t *output);
-/* Record a failed attempt that will be retried (status back to pending). */
-enum tq_err tq_pg_step_retry(struct tq_pg *pg, const struct tq_claim *c,
-                             const char *step, const char *error);
-
-/* Final state of the job and its tenant, with an audit event. */
-enum tq_err tq_pg_job_finish(struct tq_pg *pg, const struct tq_claim *c,
-                             bool ok, const char *failure_reason);
-/* Give the job back (SIGTERM): lease cleared, runnable again. */
-enum tq_err tq_pg_job_release(struct tq_pg *pg, const struct tq_claim *c);
 /* Heartbeat: extend the leases of every job this worker holds. */
 enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
                                 uint32_t lease_ms, int *extended);

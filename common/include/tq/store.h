@@ -23,7 +23,7 @@ struct tq_claimed {
     struct tq_claim c;         /* job, epoch, tenant fields */
     bool rollback;             /* phase = rollback (resume an undo) */
     bool cancel_requested;
-    json_t *steps;             /* step -> status recorded so far (owned) */
+    json_t *steps;             /* step -> {status, attempts, undo_attempts} so far (owned) */
 };
 
 /*
