@@ -32,6 +32,7 @@ enum st {
     S_COMPENSATED,
     S_COMP_FAILED,
     S_NOTHING,       /* never ran: nothing to undo */
+    S_SKIPPED,       /* disabled by its "enabled" condition: counts as done */
 };
 
 struct stepstate {
@@ -110,6 +111,8 @@ static const char *st_name(enum st s)
         return "compensated";
     case S_COMP_FAILED:
         return "compensation_failed";
+    case S_SKIPPED:
+        return "skipped";
     default:
         return "pending";
     }
@@ -260,6 +263,27 @@ static void on_timeout(uv_timer_t *t)
     const struct wk_step_ops *ops = wk_step_lookup(s->def->kind);
     if (ops && ops->cancel)
         ops->cancel(s);
+}
+
+/* A step whose "enabled" template renders empty, "false" or "0" is skipped. */
+static bool step_enabled(struct wk_job *j, size_t i)
+{
+    const char *cond = j->pl->steps[i].enabled;
+    if (!cond)
+        return true;
+    char err[256];
+    char *v = tq_template_render(cond, lookup, &j->cl.c, err, sizeof(err));
+    bool on = v && *v && strcmp(v, "false") != 0 && strcmp(v, "0") != 0;
+    free(v);
+    return on;
+}
+
+static void skip_step(struct wk_job *j, size_t i)
+{
+    uint64_t now = tq_now_ms();
+    j->ss[i].st = S_SKIPPED;
+    emit_step(j, i, S_SKIPPED, 0, 0, now, now, NULL, "{\"reason\":\"disabled by its enabled condition\"}",
+              false);
 }
 
 static void start_step(struct wk_job *j, size_t i, bool undo)
@@ -520,7 +544,7 @@ static bool needs_met(const struct wk_job *j, size_t i)
     const struct tq_pipeline_step *d = &j->pl->steps[i];
     for (size_t k = 0; k < d->nneeds; k++) {
         enum st s = j->ss[d->needs[k]].st;
-        if (s != S_SUCCEEDED && s != S_WARNED)
+        if (s != S_SUCCEEDED && s != S_WARNED && s != S_SKIPPED)
             return false;
     }
     return true;
@@ -535,7 +559,7 @@ static bool dependents_undone(const struct wk_job *j, size_t i)
             if (d->needs[n] != i)
                 continue;
             enum st s = j->ss[k].st;
-            if (s != S_COMPENSATED && s != S_NOTHING)
+            if (s != S_COMPENSATED && s != S_NOTHING && s != S_SKIPPED)
                 return false;
         }
     }
@@ -596,15 +620,19 @@ static void advance_once(struct wk_job *j)
     if (!j->rollback) {
         if (!j->stopping)
             for (size_t i = 0; i < n; i++)
-                if (j->ss[i].st == S_PENDING && needs_met(j, i))
-                    start_step(j, i, false);
+                if (j->ss[i].st == S_PENDING && needs_met(j, i)) {
+                    if (step_enabled(j, i))
+                        start_step(j, i, false);
+                    else
+                        skip_step(j, i);
+                }
         if (j->running > 0 || j->ended)
             return;
         bool waiting = false, all_done = true;
         for (size_t i = 0; i < n; i++) {
             enum st s = j->ss[i].st;
             waiting |= s == S_WAIT_RETRY;
-            all_done &= s == S_SUCCEEDED || s == S_WARNED;
+            all_done &= s == S_SUCCEEDED || s == S_WARNED || s == S_SKIPPED;
         }
         if (j->need_rollback || j->cancel) {
             for (size_t i = 0; i < n; i++)   /* pending retries will not happen */
@@ -645,8 +673,12 @@ static void advance_once(struct wk_job *j)
     if (!j->comp_failed && !j->draining)
         for (size_t k = n; k-- > 0;) {
             size_t i = j->pl->order[k];
-            if (j->ss[i].st == S_UNDO_PENDING && dependents_undone(j, i))
-                start_step(j, i, true);
+            if (j->ss[i].st == S_UNDO_PENDING && dependents_undone(j, i)) {
+                if (step_enabled(j, i))
+                    start_step(j, i, true);
+                else
+                    skip_step(j, i);   /* e.g. no S3 endpoint: there is no bucket to remove */
+            }
         }
     if (j->running > 0 || j->ended)
         return;
@@ -696,6 +728,8 @@ static enum st initial(const char *status, bool rollback)
 {
     if (!status)
         return rollback ? S_NOTHING : S_PENDING;
+    if (strcmp(status, "skipped") == 0)
+        return S_SKIPPED;
     if (!rollback)
         return strcmp(status, "succeeded") == 0 ? S_SUCCEEDED : S_PENDING;
     if (strcmp(status, "compensated") == 0)

@@ -222,7 +222,7 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
             return bad(c, s->name, "the name is used by another step");
 
     const char *known[] = {"name", "kind", "needs", "params", "retry",
-                           "timeout_ms", "class", "undo", "description", NULL};
+                           "timeout_ms", "class", "undo", "description", "enabled", NULL};
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)js, key, v) {
@@ -257,6 +257,16 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
     if (check_templates(s->params, terr, sizeof(terr)) ||
         (s->undo && check_templates(s->undo, terr, sizeof(terr))))
         return bad(c, s->name, "%s", terr);
+
+    const json_t *en = json_object_get(js, "enabled");
+    if (en) {
+        if (!json_is_string(en))
+            return bad(c, s->name, "\"enabled\" must be a template string such as "
+                                   "\"${env.TQ_S3_ENDPOINT}\"");
+        if (tq_template_check(json_string_value(en), terr, sizeof(terr)))
+            return bad(c, s->name, "enabled: %s", terr);
+        s->enabled = json_string_value(en);
+    }
 
     const json_t *retry = json_object_get(js, "retry");
     s->retry = TQ_RETRY_DEFAULT;

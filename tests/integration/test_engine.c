@@ -313,3 +313,27 @@ Test(engine, step_timeout_counts_as_a_failed_attempt)
     cr_assert_eq(step_count(t, "hang", "run", "failed"), 2);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE error LIKE 'timed out%%'"), 2);
 }
+
+Test(engine, disabled_steps_are_skipped_and_count_as_done)
+{
+    unsetenv("TQ_TEST_NOT_SET");
+    pipeline("en.json",
+             "{\"name\":\"bucket\",\"kind\":\"sleep\",\"enabled\":\"${env.TQ_TEST_NOT_SET}\","
+             " \"params\":{\"ms\":10}},"
+             "{\"name\":\"after\",\"kind\":\"noop\",\"needs\":[\"bucket\"]}");
+    const char *t = h_tenant("en");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    char *st = step_status(t, "bucket");
+    cr_assert_str_eq(st, "skipped");
+    free(st);
+    cr_assert_eq(step_count(t, "bucket", "run", "succeeded") + step_count(t, "bucket", "run", "failed"), 0);
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "deprovision", t, NULL), 0, "%s", err);
+    free(err);
+    cr_assert(wait_status(t, "deprovisioned", 30000));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(step_count(t, "bucket", "undo", "succeeded") + step_count(t, "bucket", "undo", "failed"), 0,
+                 "a disabled step has nothing to undo");
+}

@@ -101,6 +101,11 @@ Test(pipeline, every_rule_has_a_failing_case)
     expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\",\"params\":[]}]}",
                "\"params\" must be an object");
     expect_bad("{\"name\":\"t\",\"name\":\"u\",\"steps\":[]}", "duplicate");
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\",\"enabled\":true}]}",
+               "\"enabled\" must be a template string");
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\","
+               "\"enabled\":\"${nope}\"}]}",
+               "enabled: unknown template variable");
 }
 
 static const char *lookup(const char *var, void *arg)

@@ -8,7 +8,8 @@
  *    "steps": [{"name": "pg", "kind": "pg_tenant", "needs": [],
  *               "params": {...}, "retry": {"max_attempts": 3,
  *               "base_ms": 500, "max_ms": 10000}, "timeout_ms": 60000,
- *               "class": "none", "undo": {...}}]}
+ *               "class": "none", "undo": {...},
+ *               "enabled": "${env.TQ_S3_ENDPOINT}"}]}
  */
 #ifndef TQ_PIPELINE_H
 #define TQ_PIPELINE_H
@@ -43,6 +44,8 @@ struct tq_pipeline_step {
     struct tq_retry_policy retry;
     uint32_t timeout_ms;
     enum tq_step_class cls;
+    const char *enabled;     /* template; the step runs only if it renders non-empty
+                                and not "false"/"0"; NULL = always */
 };
 
 struct tq_pipeline {
