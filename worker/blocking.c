@@ -139,3 +139,21 @@ void wk_step_blocking_cancel(struct wk_step *s)
     if (uv_queue_work(s->loop, &s->cancel_work, cancel_work, cancel_after) != 0)
         s->refs--;
 }
+
+static void offload_work(uv_work_t *w)
+{
+    struct wk_step *s = w->data;
+    s->blocking_err = s->offload_fn(s);
+}
+
+enum tq_err wk_step_offload(struct wk_step *s, wk_offload_fn *fn)
+{
+    s->offload_fn = fn;
+    s->work.data = s;
+    int rc = uv_queue_work(s->loop, &s->work, offload_work, after);
+    if (rc != 0) {
+        snprintf(s->errstr, sizeof(s->errstr), "could not queue work: %s", uv_strerror(rc));
+        return TQ_EIO;
+    }
+    return TQ_OK;
+}

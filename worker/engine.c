@@ -294,6 +294,7 @@ static void start_step(struct wk_job *j, size_t i, bool undo)
     s->loop = j->eng->loop;
     s->cfg = j->eng->set.cfg;
     s->claim = &j->cl.c;
+    s->curl = j->eng->set.curl;
     s->def = def;
     s->undo = undo;
     s->job = j;

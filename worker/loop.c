@@ -158,6 +158,7 @@ static void maybe_close(struct worker *wk)
         if (wk->http)
             wk_http_close(wk->http);
         wk_engine_free(wk->engine);
+        wk_curl_free(wk->set.curl);
         wk_fetcher_free(wk->fetcher);
         wk->fetcher = NULL;
     }
@@ -268,6 +269,8 @@ int wk_run(const struct tq_config *cfg)
         wk_http_start(wk.loop, cfg->http_addr, &wk.draining, &wk.http) != 0)
         goto out;
 
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    wk.set.curl = wk_curl_new(wk.loop);
     wk.writer = wk_writer_start(wk.loop, &wk.set, deliver_report, &wk);
     wk.engine = wk_engine_new(wk.loop, &wk.set, wk.writer, &wk.free_slots, slot_free, &wk);
     uv_signal_init(wk.loop, &wk.sig_term);
@@ -299,6 +302,7 @@ out:
     tq_pg_close(wk.hb_pg);
     free(wk.cancels);
     wk_blocking_shutdown();
+    curl_global_cleanup();
     uv_loop_close(wk.loop);
     free(wk.loop);
     return rc;

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <uv.h>
 
@@ -24,6 +25,8 @@
 
 struct wk_job;
 struct wk_engine;
+struct wk_step;
+typedef enum tq_err wk_offload_fn(struct wk_step *s);
 struct wk_writer;
 
 /* ------------------------------------------------------------ step API */
@@ -37,6 +40,7 @@ struct wk_step {
     uv_loop_t *loop;
     const struct tq_config *cfg;
     const struct tq_claim *claim;          /* tenant and job fields */
+    struct wk_curl *curl;                  /* HTTP transfers on the loop */
     const struct tq_pipeline_step *def;
     bool undo;                             /* run the undo of the step */
     int attempt;                           /* 1-based, of this phase */
@@ -58,6 +62,7 @@ struct wk_step {
     pthread_mutex_t cancel_mu;
     PGcancel *pgcancel;
     enum tq_err (*blocking_fn)(struct wk_step *s, PGconn *db);
+    wk_offload_fn *offload_fn;
     enum tq_err blocking_err;
 };
 
@@ -97,15 +102,46 @@ void wk_step_set_cancel(struct wk_step *s, PGconn *db);
 void wk_blocking_init(const struct tq_config *cfg);
 void wk_blocking_shutdown(void);
 
+/* ------------------------------------------------------------ HTTP (curl.c) */
+
+/* libcurl multi on the loop. Loop thread only. */
+struct wk_curl;
+typedef void wk_curl_done_cb(CURL *e, CURLcode rc, void *arg);
+struct wk_curl *wk_curl_new(uv_loop_t *loop);
+/* Start a transfer; cb runs once on the loop thread when it ends (TQ_OK), never if refused. */
+enum tq_err wk_curl_start(struct wk_curl *c, CURL *e, wk_curl_done_cb *cb, void *arg);
+/* Stop a transfer now; its cb runs at once with CURLE_ABORTED_BY_CALLBACK. */
+void wk_curl_abort(struct wk_curl *c, CURL *e);
+/* Close once no transfer is left. */
+void wk_curl_free(struct wk_curl *c);
+
+/*
+ * Run fn on the libuv thread pool (for blocking client libraries such as
+ * hiredis), then report its result through wk_step_done. Not cancellable
+ * once started: fn must bound its own time (socket timeouts).
+ */
+enum tq_err wk_step_offload(struct wk_step *s, wk_offload_fn *fn);
+
 extern const struct wk_step_ops wk_step_pg_tenant;
 extern const struct wk_step_ops wk_step_noop;
 extern const struct wk_step_ops wk_step_sleep;
+extern const struct wk_step_ops wk_step_redis_acl;
+extern const struct wk_step_ops wk_step_s3_bucket;
+extern const struct wk_step_ops wk_step_http;
+extern const struct wk_step_ops wk_step_exec;
+extern const struct wk_step_ops wk_step_tenant_config;
+extern const struct wk_step_ops wk_step_notify;
+extern const struct wk_step_ops wk_step_check_pg;
+extern const struct wk_step_ops wk_step_check_redis;
+extern const struct wk_step_ops wk_step_check_s3;
+extern const struct wk_step_ops wk_step_check_audit;
 
 /* ------------------------------------------------------------ engine */
 
 struct wk_settings {
     const struct tq_config *cfg;
     const char *worker_id;
+    struct wk_curl *curl;        /* the loop's curl multi, for HTTP steps */
     uint32_t grace_ms;           /* drain: cancel steps still running after this */
     uint32_t long_wait_ms;       /* retry waits longer than this park the job in delayed */
     int max_deliveries;          /* dead-letter after this many deliveries without progress */

@@ -12,7 +12,9 @@
 
 #include "tq/util.h"
 
-const char *const tq_step_kinds[] = {"pg_tenant", "noop", "sleep", NULL};
+const char *const tq_step_kinds[] = {
+    "pg_tenant", "noop", "sleep", "redis_acl", "s3_bucket", "http", "exec", "tenant_config",
+    "notify", "check_pg", "check_redis", "check_s3", "check_audit", NULL};
 
 static const char *const class_names[] = {
     [TQ_CLASS_NONE] = "none",

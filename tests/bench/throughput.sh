@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# tests/bench/throughput.sh [JOBS] [WORKERS] [CONCURRENCY] [STEPS]
+# No-op job throughput of the whole fleet with every claim, step transition
+# and outcome durable in PostgreSQL. Starts a private Redis and PostgreSQL
+# (fsync on: the durable configuration) on free loopback ports, submits JOBS
+# tenants as one batch against a pipeline of STEPS noop steps, starts WORKERS
+# workers, and prints jobs/s and step transitions/s from first claim to last
+# outcome. Needs a built tree (.build/release, or TQ_BIN_DIR).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+jobs=${1:-10000}
+workers=${2:-2}
+conc=${3:-256}
+steps=${4:-1}
+bin=${TQ_BIN_DIR:-$top/.build/release/bin}
+[ -x "$bin/tq-worker" ] || { echo "throughput: build first (cmake --build .build/release)" >&2; exit 1; }
+dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
+chmod 755 "$dir"
+free_port() {   # first port from a random start where nothing listens
+  local p=$((20000 + RANDOM % 20000))
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+rport=$(free_port); pport=$(free_port)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+  as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$dir/pg" -m immediate -w stop >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+trap cleanup EXIT
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
+  --logfile "$dir/redis.log" --save '' --appendonly no
+mkdir "$dir/pg" "$dir/pgrun"; if [ "$(id -u)" = 0 ]; then chown postgres "$dir/pg" "$dir/pgrun"; fi
+as_pg /usr/lib/postgresql/15/bin/initdb -D "$dir/pg" -U postgres --auth=trust -E UTF8 >/dev/null
+as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$dir/pg" -l "$dir/pgrun/pg.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $pport -k $dir/pgrun -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on" start >/dev/null
+createdb -h 127.0.0.1 -p "$pport" -U postgres tenantq
+export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
+"$bin/tq-enqueue" migrate >/dev/null
+{
+  printf '{"name":"bench","steps":['
+  for i in $(seq 1 "$steps"); do
+    [ "$i" -gt 1 ] && printf ','
+    if [ "$i" -gt 1 ]; then printf '{"name":"s%d","kind":"noop","needs":["s%d"]}' "$i" $((i - 1));
+    else printf '{"name":"s1","kind":"noop"}'; fi
+  done
+  printf ']}\n'
+} > "$dir/pipeline.json"
+export TQ_PIPELINE="$dir/pipeline.json"
+awk -v n="$jobs" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"t%07d\",\"name\":\"T %d\",\"tier\":\"Bronze\",\"region\":\"us-east-1\",\"budget\":1000,\"owner\":\"o@example.com\"}\n", i, i }' > "$dir/jobs.jsonl"
+split -l 10000 -d -a 3 --additional-suffix=.jsonl "$dir/jobs.jsonl" "$dir/part-"   # a batch holds at most 10,000
+t0=$(date +%s.%N)
+for f in "$dir"/part-*.jsonl; do "$bin/tq-enqueue" submit --file "$f" --batch "bench-$(basename "$f" .jsonl)" >/dev/null; done
+t1=$(date +%s.%N)
+echo "throughput: submitted $jobs jobs in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') s (batches of 10,000, one transaction each)"
+for i in $(seq 1 "$workers"); do
+  TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!)
+done
+while :; do
+  done_n=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE status = 'succeeded'")
+  [ "$done_n" -ge "$jobs" ] && break
+  sleep 0.2
+done
+read -r secs <<<"$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM tq.jobs")"
+trans=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.step_attempts")
+echo "throughput: $jobs jobs x $steps noop step(s), $workers worker(s) x $conc slots: $(awk -v n="$jobs" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') jobs/s ($secs s first claim to last outcome)"
+echo "throughput: $(awk -v n="$trans" -v s="$secs" 'BEGIN{printf "%.0f", n * 2 / s}') step transitions/s (running + succeeded of $trans step attempts)"
+for i in $(seq 1 "$workers"); do grep -c 'error' "$dir/worker-$i.log" | sed "s/^/throughput: worker $i error lines: /"; done

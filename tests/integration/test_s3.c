@@ -1,0 +1,3 @@
+/* placeholder: the suite lands with its step kinds */
+#include <criterion/criterion.h>
+#include "harness.h"

@@ -1,0 +1,12 @@
+/* Step "check_redis": not implemented yet (placeholder so the kind is registered). */
+#include <stdio.h>
+
+#include "../worker.h"
+
+static enum tq_err start(struct wk_step *s)
+{
+    snprintf(s->errstr, sizeof(s->errstr), "step kind \"check_redis\" is not implemented yet");
+    return TQ_EBADJOB;
+}
+
+const struct wk_step_ops wk_step_check_redis = {"check_redis", start, NULL};

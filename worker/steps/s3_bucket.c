@@ -1,0 +1,12 @@
+/* Step "s3_bucket": not implemented yet (placeholder so the kind is registered). */
+#include <stdio.h>
+
+#include "../worker.h"
+
+static enum tq_err start(struct wk_step *s)
+{
+    snprintf(s->errstr, sizeof(s->errstr), "step kind \"s3_bucket\" is not implemented yet");
+    return TQ_EBADJOB;
+}
+
+const struct wk_step_ops wk_step_s3_bucket = {"s3_bucket", start, NULL};
