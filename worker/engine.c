@@ -92,6 +92,7 @@ struct wk_engine {
 };
 
 static void advance(struct wk_job *j);
+static void notify(struct wk_job *j, const char *event, const char *text);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -200,8 +201,10 @@ static const char *lookup(const char *var, void *arg)
         snprintf(buf, sizeof(buf), "%" PRId64, c->job_id);
         return buf;
     }
-    if (strncmp(var, "env.", 4) == 0)
-        return getenv(var + 4);
+    if (strncmp(var, "env.", 4) == 0) {
+        const char *v = getenv(var + 4);
+        return v ? v : "";   /* unset reads as empty: "enabled" turns the step off */
+    }
     return NULL;
 }
 
@@ -359,6 +362,7 @@ static void fail_for_good(struct wk_job *j, size_t i, const char *error)
             char why[400];
             snprintf(why, sizeof(why), "step %s: %s", def->name, error);
             emit_job(j, "running", NULL, "performance_warning", why, false, WK_NONE, 0);
+            notify(j, "performance_warning", why);
         }
         return;
     case TQ_CLASS_COMPLIANCE:
@@ -412,6 +416,12 @@ void wk_step_done(struct wk_step *s, enum tq_err err)
     } else if (!s->undo) {
         if (!err) {
             ss->st = S_SUCCEEDED;
+            if (s->warning[0]) {
+                char why[400];
+                snprintf(why, sizeof(why), "step %s: %s", def->name, s->warning);
+                tq_warn("job %" PRId64 " (%s): %s", j->cl.c.job_id, j->cl.c.tenant_id, why);
+                emit_job(j, "running", NULL, "step_warning", why, false, WK_NONE, 0);
+            }
             char *out = json_dumps(s->output, JSON_COMPACT);
             emit_step(j, s->index, S_SUCCEEDED, 0, 0, 0, now, NULL, out, true);
             free(out);
@@ -585,10 +595,20 @@ static void begin_rollback(struct wk_job *j)
              j->cancel && !j->reason[0] ? "cancelled by an operator" : j->reason, false, WK_NONE, 0);
 }
 
+/* Tell people about outcomes that need them (failures, blocks, warnings). */
+static void notify(struct wk_job *j, const char *event, const char *text)
+{
+    wk_notify(j->eng->set.curl, &j->cl.c, event, text, getenv("TQ_NOTIFY_WEBHOOK_URL"),
+              getenv("TQ_SMTP_URL"), NULL, NULL);
+}
+
 static void end_job(struct wk_job *j, const char *jstatus, const char *tstatus, const char *event,
                     const char *reason, enum wk_redis_act act, uint64_t due_ms)
 {
     j->ended = true;
+    if (tstatus && (strcmp(tstatus, "failed") == 0 || strcmp(tstatus, "rollback_failed") == 0 ||
+                    strcmp(tstatus, "blocked") == 0))
+        notify(j, tstatus, reason);
     emit_job(j, jstatus, tstatus, event, reason, true, act, due_ms);
     if (strcmp(jstatus, "succeeded") == 0)
         atomic_fetch_add(&wk_metrics.jobs_succeeded, 1);

@@ -47,6 +47,7 @@ struct wk_step {
     json_t *params;                        /* rendered params (borrowed) */
     json_t *output;                        /* results the step reports (borrowed) */
     char errstr[256];                      /* why it failed; never a secret */
+    char warning[256];                     /* succeeded, but something to audit */
     void *kind_data;
 
     /* engine-private */
@@ -121,6 +122,17 @@ void wk_curl_free(struct wk_curl *c);
  * once started: fn must bound its own time (socket timeouts).
  */
 enum tq_err wk_step_offload(struct wk_step *s, wk_offload_fn *fn);
+
+/* ------------------------------------------------------------ notify.c */
+
+/* Results: "sent", "not configured" or "failed: why". Loop thread. */
+typedef void wk_notify_cb(const char *webhook, const char *email, void *arg);
+/*
+ * Send event/text about cl's tenant to the webhook and by e-mail (each only
+ * when its URL is non-empty); cb (may be NULL) runs once when both ended.
+ */
+void wk_notify(struct wk_curl *c, const struct tq_claim *cl, const char *event, const char *text,
+               const char *webhook_url, const char *smtp_url, wk_notify_cb *cb, void *arg);
 
 extern const struct wk_step_ops wk_step_pg_tenant;
 extern const struct wk_step_ops wk_step_noop;

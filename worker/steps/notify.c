@@ -1,12 +1,48 @@
-/* Step "notify": not implemented yet (placeholder so the kind is registered). */
+/*
+ * Step "notify": tell people the tenant is ready — webhook (Slack-compatible)
+ * and e-mail, through notify.c. Params: event ("activated"), text,
+ * webhook_url ("${env.TQ_NOTIFY_WEBHOOK_URL}"), smtp_url ("${env.TQ_SMTP_URL}").
+ * A failed notification never fails the tenant: the step succeeds with a
+ * warning (audited as step_warning) and the results in its output.
+ * Idempotency: a repeat sends the message again; notifications are
+ * at-least-once by design.
+ */
 #include <stdio.h>
+#include <string.h>
 
 #include "../worker.h"
 
-static enum tq_err start(struct wk_step *s)
+static void sent(const char *webhook, const char *email, void *arg)
 {
-    snprintf(s->errstr, sizeof(s->errstr), "step kind \"notify\" is not implemented yet");
-    return TQ_EBADJOB;
+    struct wk_step *s = arg;
+    json_object_set_new(s->output, "webhook", json_string(webhook));
+    json_object_set_new(s->output, "email", json_string(email));
+    if (strncmp(webhook, "failed", 6) == 0 || strncmp(email, "failed", 6) == 0)
+        snprintf(s->warning, sizeof(s->warning), "notification not delivered (webhook %s; e-mail %s)",
+                 webhook, email);
+    wk_step_done(s, TQ_OK);
 }
 
-const struct wk_step_ops wk_step_notify = {"notify", start, NULL};
+static enum tq_err start(struct wk_step *s)
+{
+    const json_t *p = s->params;
+    const char *event = json_string_value(json_object_get(p, "event"));
+    wk_notify(s->curl, s->claim, event ? event : "activated",
+              json_string_value(json_object_get(p, "text")),
+              json_string_value(json_object_get(p, "webhook_url")),
+              json_string_value(json_object_get(p, "smtp_url")), sent, s);
+    return TQ_OK;
+}
+
+static enum tq_err undo(struct wk_step *s)
+{
+    wk_step_done(s, TQ_OK);   /* a message cannot be unsent */
+    return TQ_OK;
+}
+
+static enum tq_err dispatch(struct wk_step *s)
+{
+    return s->undo ? undo(s) : start(s);
+}
+
+const struct wk_step_ops wk_step_notify = {"notify", dispatch, NULL};
