@@ -183,3 +183,8 @@ void wk_curl_free(struct wk_curl *c)
     if (c)
         uv_close((uv_handle_t *)&c->timer, timer_closed);
 }
+
+int wk_curl_transfers(const struct wk_curl *c)
+{
+    return c ? c->transfers : 0;
+}

@@ -164,10 +164,25 @@ static void maybe_close(struct worker *wk)
     }
 }
 
-/* Every job has ended and its last row is written: stop the threads. */
+static void drained(void *arg);
+
+static void recheck_drained(uv_timer_t *t)
+{
+    drained(t->data);
+}
+
+/*
+ * Every job has ended and its last row is written: let notifications in
+ * flight finish (bounded by their own 15 s timeout), then stop the threads.
+ */
 static void drained(void *arg)
 {
     struct worker *wk = arg;
+    if (wk_curl_transfers(wk->set.curl) > 0) {
+        wk->hb_timer.data = wk;
+        uv_timer_start(&wk->hb_timer, recheck_drained, 50, 0);
+        return;
+    }
     wk_writer_stop(wk->writer);   /* flushes what is left */
     wk->stopping = true;
     maybe_close(wk);

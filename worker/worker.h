@@ -113,6 +113,8 @@ struct wk_curl *wk_curl_new(uv_loop_t *loop);
 enum tq_err wk_curl_start(struct wk_curl *c, CURL *e, wk_curl_done_cb *cb, void *arg);
 /* Stop a transfer now; its cb runs at once with CURLE_ABORTED_BY_CALLBACK. */
 void wk_curl_abort(struct wk_curl *c, CURL *e);
+/* Transfers in flight (notifications outlive their jobs). */
+int wk_curl_transfers(const struct wk_curl *c);
 /* Close once no transfer is left. */
 void wk_curl_free(struct wk_curl *c);
 
