@@ -61,7 +61,8 @@ int action_parse(struct cli *c, int argc, char **argv, const struct action_spec 
     int rc;
     if (spec->by_required && !a->by)
         return cli_fail(c, EXIT_USAGE, NULL, "by: is required (who decides, for the audit log)");
-    if ((rc = cli_check_text(c, "by", a->by, CLI_BY_MAX, false, false)) != EXIT_DONE)
+    /* --by given must say someone: "" is refused like a missing one */
+    if ((rc = cli_check_text(c, "by", a->by, CLI_BY_MAX, a->by != NULL, false)) != EXIT_DONE)
         return rc;
     if (!a->by)
         a->by = CLI_DEFAULT_ACTOR;

@@ -135,7 +135,7 @@ int cmd_dead(struct cli *c, int argc, char **argv)
         return cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
     if (by && !target)
         return cli_fail(c, EXIT_USAGE, NULL, "--by applies to --requeue only");
-    if ((rc = cli_check_text(c, "by", by, CLI_BY_MAX, false, false)) != EXIT_DONE)
+    if ((rc = cli_check_text(c, "by", by, CLI_BY_MAX, by != NULL, false)) != EXIT_DONE)
         return rc;
     if (target) {
         size_t n = strlen(target), d = strspn(target, "0123456789");

@@ -25,6 +25,8 @@
 #define FILE_MAX_BYTES (16 * 1024 * 1024)
 #define BATCH_MAX 10000
 #define FIELDS_MAX 16
+/* A request is a few KB at most; a longer line is refused before parsing it. */
+#define LINE_MAX_BYTES (64 * 1024)
 
 static const char usage[] =
     "usage: tq-enqueue submit --tenant-id ID --name NAME --tier TIER --region REGION\n"
@@ -207,11 +209,19 @@ static int load_csv(const char *data, size_t len, struct loaded *l, char *why, s
         snprintf(why, whylen, "could not start the CSV parser");
         return -1;
     }
+    /* libcsv grows a field 128 bytes at a time: quadratic for a long one. */
+    csv_set_blk_size(&p, 64 * 1024);
     int rc = 0;
     /* Feed line by line so that errors and requests carry their line number. */
     for (size_t off = 0; off < len;) {
         const char *nl = memchr(data + off, '\n', len - off);
         size_t n = nl ? (size_t)(nl - (data + off)) + 1 : len - off;
+        if (n > LINE_MAX_BYTES) {
+            snprintf(why, whylen, "line %d: longer than %d bytes (a request is a few KB)",
+                     x.line, LINE_MAX_BYTES);
+            rc = -1;
+            break;
+        }
         if (csv_parse(&p, data + off, n, csv_field, csv_row, &x) != n) {
             snprintf(why, whylen, "line %d: malformed CSV: %s", x.line,
                      csv_strerror(csv_error(&p)));
@@ -252,6 +262,11 @@ static int load_jsonl(const char *data, size_t len, struct loaded *l, char *why,
         size_t n = nl ? (size_t)(nl - line) + 1 : len - off;
         off += n;
         lineno++;
+        if (n > LINE_MAX_BYTES) {
+            snprintf(why, whylen, "line %d: longer than %d bytes (a request is a few KB)",
+                     lineno, LINE_MAX_BYTES);
+            return -1;
+        }
         size_t k = 0;
         while (k < n && strchr(" \t\r\n", line[k]))
             k++;

@@ -331,3 +331,51 @@ const char *h_write_file(const char *name, const char *text)
     fclose(f);
     return path;
 }
+
+/* ---- added for the CLI suites (tests/integration/test_cli*.c) ---- */
+
+json_t *h_json(const char *text, const char *what)
+{
+    json_error_t je;
+    json_t *o = json_loads(text ? text : "", 0, &je);
+    cr_assert_not_null(o, "%s: expected JSON, got \"%s\" (%s)", what, text ? text : "", je.text);
+    return o;
+}
+
+pid_t h_spawn(const char *const *argv, const char *out_path)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        dup2(o, 1);
+        dup2(o, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int h_wait_pid(pid_t pid, int timeout_ms)
+{
+    int st;
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        tq_sleep_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -2;
+}
+
+void h_setenv(const char *name, const char *value)
+{
+    if (value)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+}

@@ -58,4 +58,15 @@ long h_redis_long(const char *fmt, ...);
 /* Write text to a file under the test's tmpdir; returns its path (static). */
 const char *h_write_file(const char *name, const char *text);
 
+
+/* ---- added for the CLI suites (tests/integration/test_cli*.c) ---- */
+#include <jansson.h>
+/* Parse text as JSON or fail the test, naming what was expected. Caller decrefs. */
+json_t *h_json(const char *text, const char *what);
+/* Start argv (argv[0] a path) with stdout and stderr to out_path; stdin /dev/null. */
+pid_t h_spawn(const char *const *argv, const char *out_path);
+/* Wait for pid up to timeout_ms: its exit code, -1 on a signal, -2 on timeout (killed). */
+int h_wait_pid(pid_t pid, int timeout_ms);
+/* Set an environment variable for the binaries this test runs next (NULL: unset). */
+void h_setenv(const char *name, const char *value);
 #endif
