@@ -56,6 +56,8 @@ struct wk_job {
     struct stepstate *ss;
     bool rollback;           /* phase */
     bool deprovision;
+    bool revalidate;         /* re-run the checks only; never touch resources */
+    int drifted;             /* checks that failed on revalidation */
     bool stopping;           /* start no new forward steps */
     bool need_rollback;
     bool blocked;
@@ -352,6 +354,15 @@ static void on_retry_timer(uv_timer_t *t)
 static void fail_for_good(struct wk_job *j, size_t i, const char *error)
 {
     const struct tq_pipeline_step *def = &j->pl->steps[i];
+    if (j->revalidate) {
+        /* drift: recorded and reported, the active tenant is left alone */
+        j->ss[i].st = S_WARNED;
+        j->drifted++;
+        size_t l = strlen(j->reason);
+        snprintf(j->reason + l, sizeof(j->reason) - l, "%s%s (%s): %s", l ? "; " : "", def->name,
+                 tq_step_class_name(def->cls), error);
+        return;
+    }
     switch (def->cls) {
     case TQ_CLASS_PERFORMANCE:
         j->ss[i].st = S_WARNED;
@@ -670,6 +681,15 @@ static void advance_once(struct wk_job *j)
         }
         if (waiting)
             return;
+        if (all_done && j->revalidate) {
+            if (j->drifted) {
+                notify(j, "drift_detected", j->reason);
+                end_job(j, "succeeded", NULL, "drift_detected", j->reason, WK_ACK, 0);
+            } else {
+                end_job(j, "succeeded", NULL, "revalidated", NULL, WK_ACK, 0);
+            }
+            return;
+        }
         if (all_done) {
             if (j->deprovision)
                 return;
@@ -769,6 +789,7 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     memcpy(j->id, c->id, sizeof(j->id));
     free(c);
     j->deprovision = strcmp(j->cl.c.kind, "deprovision") == 0;
+    j->revalidate = strcmp(j->cl.c.kind, "revalidate") == 0;
     j->rollback = j->cl.rollback || j->deprovision;
     j->cancel = j->cl.cancel_requested;
     j->ss = tq_xcalloc(j->pl->nsteps, sizeof(*j->ss));
@@ -780,9 +801,15 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
         ss->attempts = (int)json_integer_value(json_object_get(rec, "attempts"));
         ss->undo_attempts = (int)json_integer_value(json_object_get(rec, "undo_attempts"));
         /* a deprovision job undoes everything its own rows do not show undone */
-        ss->st = j->deprovision ? (was && strcmp(was, "compensated") == 0 ? S_COMPENSATED
-                                                                           : S_UNDO_PENDING)
-                                : initial(was, j->rollback);
+        if (j->revalidate)
+            /* validation steps are those with a class; the rest made resources */
+            ss->st = j->pl->steps[i].cls == TQ_CLASS_NONE ? S_SKIPPED
+                     : was && strcmp(was, "succeeded") == 0          ? S_SUCCEEDED
+                                                                     : S_PENDING;
+        else
+            ss->st = j->deprovision ? (was && strcmp(was, "compensated") == 0 ? S_COMPENSATED
+                                                                               : S_UNDO_PENDING)
+                                    : initial(was, j->rollback);
         ss->job = j;
         ss->index = i;
         uv_timer_init(e->loop, &ss->retry_timer);

@@ -38,6 +38,44 @@ struct worker {
     size_t ncancels;
 };
 
+/* Push job ids (decimal) to ready; errors are left to the reconciler. */
+static void push_ids(struct worker *wk, const int64_t *ids, size_t n)
+{
+    if (n == 0)
+        return;
+    char (*buf)[24] = tq_xcalloc(n, sizeof(*buf));
+    const char **argv = tq_xcalloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        snprintf(buf[i], sizeof(buf[i]), "%" PRId64, ids[i]);
+        argv[i] = buf[i];
+    }
+    tq_queue_push(wk->hb_q, argv, n);
+    free(argv);
+    free(buf);
+}
+
+/*
+ * Drift: once per TQ_REVALIDATE_INTERVAL_MS (default a day; 0 = off) for the
+ * whole fleet — the first worker to set the round's key does it — queue a
+ * revalidation job for every active tenant.
+ */
+static void revalidation_round(struct worker *wk)
+{
+    uint32_t every = wk->set.revalidate_ms;
+    bool got = false;
+    if (every == 0 || tq_queue_try_lock(wk->hb_q, "revalidate-round", every, &got) || !got)
+        return;
+    char round[32];
+    snprintf(round, sizeof(round), "%llu", (unsigned long long)(tq_now_ms() / every));
+    int64_t *ids = NULL;
+    size_t n = 0;
+    if (tq_pg_revalidate(wk->hb_pg, NULL, 0, round, "scheduler", &ids, &n) == TQ_OK && n > 0) {
+        tq_info("drift: queued revalidation of %zu active tenant(s)", n);
+        push_ids(wk, ids, n);
+    }
+    free(ids);
+}
+
 /*
  * Fleet chores, run by whichever worker takes the lock this period: return
  * the processing lists of dead workers to ready (reaper), and re-dispatch
@@ -54,6 +92,7 @@ static void chores(struct worker *wk)
     if (tq_queue_reap(wk->hb_q, &dead, &moved) == TQ_OK && dead > 0)
         tq_warn("reaper: %d worker(s) stopped heartbeating; %d job(s) returned to ready", dead,
                 moved);
+    revalidation_round(wk);
     int64_t *ids = NULL;
     size_t n = 0;
     if (tq_pg_orphans(wk->hb_pg, wk->cfg->lease_ms, 500, &ids, &n) == TQ_OK && n > 0) {
@@ -239,6 +278,7 @@ int wk_run(const struct tq_config *cfg)
         .long_wait_ms = env_u32("TQ_LONG_WAIT_MS", 15000),
         .max_deliveries = (int)env_u32("TQ_MAX_DELIVERIES", 10),
         .batch = (int)env_u32("TQ_BATCH", 128),
+        .revalidate_ms = env_u32("TQ_REVALIDATE_INTERVAL_MS", 86400000),
     };
     if (wk.set.batch < 1)
         wk.set.batch = 1;

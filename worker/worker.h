@@ -160,6 +160,7 @@ struct wk_settings {
     uint32_t long_wait_ms;       /* retry waits longer than this park the job in delayed */
     int max_deliveries;          /* dead-letter after this many deliveries without progress */
     int batch;                   /* ids reserved and claimed per round trip */
+    uint32_t revalidate_ms;      /* drift checks of active tenants, fleet-wide period; 0 = off */
 };
 
 /* A job the fetcher claimed, handed to the loop. */

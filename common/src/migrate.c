@@ -127,6 +127,13 @@ static const char *const migrations[] = {
     "  error text);"
     "CREATE INDEX step_attempts_job ON tq.step_attempts(job_id, step);"
     "CREATE INDEX jobs_dead ON tq.jobs(id) WHERE status = 'dead';",
+
+    /* 3: revalidation (drift) jobs re-run the checks of active tenants */
+    "ALTER TABLE tq.jobs DROP CONSTRAINT jobs_kind_check;"
+    "ALTER TABLE tq.jobs ADD CONSTRAINT jobs_kind_check"
+    "  CHECK (kind IN ('provision','deprovision','revalidate'));"
+    "ALTER TABLE tq.tenants ADD COLUMN last_validated_at timestamptz,"
+    "  ADD COLUMN drift text;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

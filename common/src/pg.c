@@ -142,6 +142,8 @@ static enum tq_err simple(struct tq_pg *pg, const char *what, const char *sql,
     return err;
 }
 
+static char *text_array(const char *const *ids, size_t n);
+
 static void rollback(struct tq_pg *pg)
 {
     if (pg->conn && PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
@@ -406,6 +408,42 @@ enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, i
     *ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
     for (size_t i = 0; i < *n; i++)
         (*ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+    return TQ_OK;
+}
+
+static const char sql_revalidate[] =
+    "WITH n AS (INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, status)"
+    "  SELECT t.tenant_id, 'revalidate', p.pipeline_hash,"
+    "    'revalidate:' || t.tenant_id || ':' || $2, 'queued'"
+    "  FROM tq.tenants t"
+    "  CROSS JOIN LATERAL (SELECT pipeline_hash FROM tq.jobs pj WHERE pj.tenant_id = t.tenant_id"
+    "    AND pj.kind = 'provision' AND pj.status = 'succeeded' ORDER BY pj.id DESC LIMIT 1) p"
+    "  WHERE t.status = 'active' AND ($1::text[] IS NULL OR t.tenant_id = ANY($1::text[]))"
+    "    AND NOT EXISTS (SELECT 1 FROM tq.jobs r WHERE r.tenant_id = t.tenant_id"
+    "      AND r.kind = 'revalidate' AND r.status IN ('queued', 'running'))"
+    "  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, tenant_id),"
+    " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event)"
+    "  SELECT tenant_id, id, $3, 'revalidation_requested' FROM n RETURNING 1)"
+    " SELECT id FROM n";
+
+enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *const *ids, size_t nids,
+                             const char *round, const char *actor, int64_t **job_ids,
+                             size_t *n)
+{
+    char *arr = nids ? text_array(ids, nids) : NULL;
+    const char *p[] = {arr, round, actor};
+    enum tq_err err;
+    *job_ids = NULL;
+    *n = 0;
+    PGresult *r = tq__pg_query(pg, &err, "queue revalidation jobs", sql_revalidate, 3, p);
+    free(arr);
+    if (!r)
+        return err;
+    *n = (size_t)PQntuples(r);
+    *job_ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
+    for (size_t i = 0; i < *n; i++)
+        (*job_ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
     PQclear(r);
     return TQ_OK;
 }

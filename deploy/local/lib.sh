@@ -379,9 +379,53 @@ tq_services_up() {
   tq_pg_start "$name" "$pport" "$@"
 }
 
+# ---------------------------------------------------------------- stand-ins
+
+# tq_stub_start NAME STUB PORT [ARGS...]: runs tests/stubs/STUB.py (a local
+# stand-in for a SaaS we cannot run here) on 127.0.0.1:PORT in the background,
+# pid in STATE/stub-STUB.pid, log in STATE/stub-STUB.log. Harmless if it runs.
+tq_stub_start() {
+  local name=$1 stub=$2 port=$3; shift 3
+  local d pidf n=0
+  d=$(tq_state_dir "$name")
+  pidf="$d/stub-$stub.pid"
+  if [ -f "$pidf" ] && tq_pid_is "$(cat -- "$pidf")" "$stub.py"; then
+    return 0
+  fi
+  if tq_port_in_use "$port"; then
+    tq_die "port $port (for $stub) is in use by something else"
+  fi
+  mkdir -p -- "$d"
+  rm -f -- "$pidf"
+  python3 "$TQ_TOP/tests/stubs/$stub.py" --port "$port" --pid-file "$pidf" "$@" \
+    >>"$d/stub-$stub.log" 2>&1 </dev/null &
+  while ! tq_port_in_use "$port"; do
+    n=$((n + 1))
+    [ "$n" -lt 100 ] || { tq_log_tail "$d/stub-$stub.log"; tq_die "$stub did not start on port $port"; }
+    sleep 0.1
+  done
+}
+
+# tq_stubs_stop NAME: stops the stand-ins recorded in STATE/stub-*.pid, by pid.
+tq_stubs_stop() {
+  local d f pid stub
+  d=$(tq_state_dir "$1")
+  for f in "$d"/stub-*.pid; do
+    [ -e "$f" ] || continue
+    stub=$(basename -- "$f" .pid)
+    stub=${stub#stub-}
+    pid=$(cat -- "$f" 2>/dev/null || true)
+    if tq_pid_is "$pid" "$stub.py"; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+    rm -f -- "$f"
+  done
+}
+
 # tq_services_down NAME: stops what the ports file of NAME records.
 tq_services_down() {
   local name=$1
+  tq_stubs_stop "$name"
   if ! tq_read_ports "$name"; then
     tq_log "no services recorded for '$name' ($(tq_state_dir "$name")/ports)"
     return 0
@@ -473,6 +517,26 @@ tq_demo_ports() {
   if tq_read_ports "$TQ_DEMO"; then rec_r=$TQ_STATE_REDIS_PORT rec_p=$TQ_STATE_PG_PORT; fi
   TQ_DEMO_REDIS_PORT=${TQ_LOCAL_REDIS_PORT:-${rec_r:-6390}}
   TQ_DEMO_PG_PORT=${TQ_LOCAL_PG_PORT:-${rec_p:-5440}}
+  TQ_DEMO_S3_PORT=${TQ_LOCAL_S3_PORT:-9390}
+  TQ_DEMO_SAAS_PORT=${TQ_LOCAL_SAAS_PORT:-9391}
+}
+
+# Starts the stand-ins of the demo with credentials made once per state folder.
+tq_demo_stubs_up() {
+  local sdir cred
+  sdir=$(tq_state_dir "$TQ_DEMO")
+  cred="$sdir/stub-credentials"
+  if [ ! -s "$cred" ]; then
+    (umask 077; {
+      printf 'AKIA%s\n' "$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)"
+      head -c 30 /dev/urandom | base64 | tr -d '/+=\n'; echo
+      head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; echo
+    } >"$cred")
+  fi
+  # Secrets by environment, never on a command line (process lists show those).
+  S3_ACCESS_KEY=$(sed -n 1p "$cred") S3_SECRET_KEY=$(sed -n 2p "$cred") \
+    tq_stub_start "$TQ_DEMO" s3server "$TQ_DEMO_S3_PORT" --quiet --data "$sdir/s3"
+  SAAS_TOKEN=$(sed -n 3p "$cred") tq_stub_start "$TQ_DEMO" saas_stub "$TQ_DEMO_SAAS_PORT" --quiet
 }
 
 tq_demo_env_lines() {
@@ -482,6 +546,20 @@ tq_demo_env_lines() {
   printf 'export TQ_DATABASE_URL=%q\n' "postgresql://postgres@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
   printf 'export TQ_PIPELINE=%q\n' "$TQ_TOP/deploy/pipelines/tenant-provision.json"
   printf 'export TQ_SECRETS_DIR=%q\n' "$sdir/secrets"
+  printf 'export TQ_TENANT_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
+  printf 'export TQ_ENVIRONMENT=%q\n' "local"
+  # Local stand-ins (tests/stubs): an S3 that checks SigV4, and the SaaS APIs.
+  if [ -r "$sdir/stub-credentials" ]; then
+    printf 'export TQ_S3_ENDPOINT=%q\n' "http://127.0.0.1:$TQ_DEMO_S3_PORT"
+    printf 'export TQ_S3_REGION=%q\n' "us-east-1"
+    printf 'export TQ_S3_ACCESS_KEY=%q\n' "$(sed -n 1p "$sdir/stub-credentials")"
+    printf 'export TQ_S3_SECRET_KEY=%q\n' "$(sed -n 2p "$sdir/stub-credentials")"
+    printf 'export TQ_VECTOR_URL=%q\n' "http://127.0.0.1:$TQ_DEMO_SAAS_PORT"
+    printf 'export TQ_DASHBOARD_URL=%q\n' "http://127.0.0.1:$TQ_DEMO_SAAS_PORT"
+    printf 'export TQ_VECTOR_TOKEN=%q\n' "$(sed -n 3p "$sdir/stub-credentials")"
+    printf 'export TQ_DASHBOARD_TOKEN=%q\n' "$(sed -n 3p "$sdir/stub-credentials")"
+    printf 'export TQ_NOTIFY_WEBHOOK_URL=%q\n' "http://127.0.0.1:$TQ_DEMO_SAAS_PORT/hooks/tenantq-onboarding"
+  fi
   # shellcheck disable=SC2016  # $PATH is expanded by the shell that evals this
   printf 'export PATH=%q:"$PATH"\n' "$TQ_BIN_DIR"
 }
@@ -511,6 +589,7 @@ tq_demo_up() {
     tq_die "demo services already run on ports $TQ_STATE_REDIS_PORT/$TQ_STATE_PG_PORT; run deploy/local/down first to move them to $TQ_DEMO_REDIS_PORT/$TQ_DEMO_PG_PORT"
   fi
   tq_services_up "$TQ_DEMO" "$TQ_DEMO_REDIS_PORT" "$TQ_DEMO_PG_PORT"
+  tq_demo_stubs_up
   if [ -z "$(tq_demo_psql -d postgres -Atc "select 1 from pg_database where datname = '$TQ_DEMO_DB'")" ]; then
     tq_log "creating database $TQ_DEMO_DB"
     tq_demo_psql -d postgres -c "create database $TQ_DEMO_DB" >/dev/null \

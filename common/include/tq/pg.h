@@ -87,6 +87,16 @@ enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
 enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, int64_t **ids,
                           size_t *n);
 
+/*
+ * Queue a revalidation (drift check) job for each active tenant among ids
+ * (NULL/0: all active tenants) that has none queued or running. round names
+ * this run in the idempotency key, so two schedulers (or a CLI retry) of one
+ * round create one job per tenant. *job_ids (caller frees) are the new jobs.
+ */
+enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *const *ids, size_t nids,
+                             const char *round, const char *actor, int64_t **job_ids,
+                             size_t *n);
+
 /* Jobs held by worker whose cancel an operator requested; *ids caller frees. */
 enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, int64_t **ids,
                                   size_t *n);
