@@ -37,6 +37,12 @@ static long long num(const json_t *o, const char *k)
     return (long long)json_integer_value(json_object_get(o, k));
 }
 
+/* Done for watching: finished, or its job dead-lettered (an operator must act). */
+static bool settled(const json_t *t)
+{
+    return tenant_finished(str(t, "status")) || strcmp(str(t, "job_status"), "dead") == 0;
+}
+
 /* Percent of a tenant's work done: finished-and-succeeded statuses are whole. */
 static int percent(const json_t *t)
 {
@@ -102,7 +108,7 @@ static void draw(struct screen *s, const json_t *tenants, const struct watch_opt
     size_t i;
     json_t *t;
     json_array_foreach(tenants, i, t) {
-        fin += tenant_finished(str(t, "status"));
+        fin += settled(t);
         sd += num(t, "steps_done");
         st += num(t, "steps_total");
         int l = (int)strlen(str(t, "tenant_id"));
@@ -131,7 +137,7 @@ static void draw(struct screen *s, const json_t *tenants, const struct watch_opt
     size_t room = s->rows > 5 ? (size_t)(s->rows - 4) : 1, shown = 0, hidden_fin = 0;
     size_t unfinished = n - fin;
     json_array_foreach(tenants, i, t) {
-        bool f = tenant_finished(str(t, "status"));
+        bool f = settled(t);
         if (n > room && f && shown + unfinished >= room) {
             hidden_fin++;
             continue;
@@ -148,9 +154,10 @@ static void draw(struct screen *s, const json_t *tenants, const struct watch_opt
         const char *detail = str(t, "failure_reason");
         if (!*detail)
             detail = str(t, "current_step");
+        bool dead = strcmp(str(t, "job_status"), "dead") == 0;
         snprintf(line, sizeof(line), "%-*.*s %s %3d%%  %lld/%lld  %-15s %s", idw, idw,
                  str(t, "tenant_id"), b, pct, num(t, "steps_done"), num(t, "steps_total"),
-                 str(t, "status"), detail);
+                 dead ? "job dead" : str(t, "status"), detail);
         emit(s, &lines, line);
     }
     if (shown < n) {
@@ -246,7 +253,7 @@ int status_watch(struct cli *c, struct tq_pg *pg, const struct watch_opts *o)
             polled = true;
             size_t n = json_array_size(tenants), fin = 0, i;
             json_t *t;
-            json_array_foreach(tenants, i, t) fin += tenant_finished(str(t, "status"));
+            json_array_foreach(tenants, i, t) fin += settled(t);
             if (tty)
                 draw(&scr, tenants, o, elapsed, fin == n ? "done" : NULL);
             else

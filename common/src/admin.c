@@ -610,18 +610,25 @@ enum tq_err tq_admin_dead_requeue(struct tq_pg *pg, const char *target, const ch
     if (err)
         goto out;
     /* One statement: jobs, tenants and audit change together. */
-    const char *pq[] = {target, by_job ? "job" : "tenant", actor};
+    const char *pq[] = {by_job ? target : NULL, by_job ? NULL : target, actor};
     r = run(pg, &err, "requeue dead jobs",
             "WITH j AS (UPDATE tq.jobs jj SET status = 'queued', deliveries = 0,"
-            "   dead_reason = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()"
+            "   dead_reason = NULL, lease_owner = NULL, lease_until = NULL, finished_at = NULL,"
+            "   updated_at = now()"
             "   FROM (SELECT id, dead_reason FROM tq.jobs WHERE status = 'dead'"
-            "     AND CASE WHEN $2 = 'job' THEN id = $1::bigint ELSE tenant_id = $1 END) old"
+            "     AND (id = $1::bigint OR tenant_id = $2::text)) old"
             "   WHERE jj.id = old.id"
-            "   RETURNING jj.id, jj.tenant_id, jj.kind, old.dead_reason AS reason),"
+            "   RETURNING jj.id, jj.tenant_id, jj.kind, jj.phase, old.dead_reason AS reason),"
+            /* The worker leaves the tenant's status as it was and notes the dead
+               letter in failure_reason; the tenant is waiting again now. */
             " t AS (UPDATE tq.tenants tn SET updated_at = now(),"
-            "   status = CASE WHEN j.kind = 'deprovision' THEN 'deprovisioning' ELSE 'queued' END"
-            "   FROM j WHERE tn.tenant_id = j.tenant_id AND tn.status IN ('queued',"
-            "     'provisioning', 'validating', 'deprovisioning') RETURNING tn.tenant_id),"
+            "   failure_reason = CASE WHEN tn.failure_reason LIKE 'dead-lettered: %'"
+            "     THEN NULL ELSE tn.failure_reason END,"
+            "   status = CASE WHEN tn.status NOT IN ('queued', 'provisioning', 'validating',"
+            "       'rolling_back', 'deprovisioning') THEN tn.status"
+            "     WHEN j.kind = 'deprovision' THEN 'deprovisioning'"
+            "     WHEN j.phase = 'rollback' THEN 'rolling_back' ELSE 'queued' END"
+            "   FROM j WHERE tn.tenant_id = j.tenant_id RETURNING tn.tenant_id),"
             " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
             "   SELECT j.tenant_id, j.id, $3, 'requeued',"
             "     jsonb_strip_nulls(jsonb_build_object('from', 'dead', 'dead_reason', j.reason))"
