@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "tq/queue.h"
@@ -128,6 +129,14 @@ int action_finish(struct cli *c, enum tq_err err, const struct tq_admin_result *
                res->existed ? " already" : "", res->from_status, res->tenant_status);
         if (res->job_id)
             printf(", job %" PRId64 " %s", res->job_id, res->job_status);
+        if (res->dispatch && res->due_ms > (int64_t)tq_now_ms()) {
+            time_t t = (time_t)(res->due_ms / 1000);
+            struct tm tm;
+            char when[32];
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            printf(", not before %s", when);
+        }
         printf(")%s\n", deferred ? ", dispatch deferred" : "");
     }
     return EXIT_DONE;

@@ -115,7 +115,7 @@ static void draw(struct screen *s, const json_t *tenants, const struct watch_opt
         if (l > idw)
             idw = l > 40 ? 40 : l;
     }
-    int bw = s->cols - idw - 48;
+    int bw = s->cols - idw - 60;
     bw = bw < 10 ? 10 : bw > 30 ? 30 : bw;
     if (s->prev_lines > 0)
         printf("\x1b[%dA", s->prev_lines);
