@@ -1,12 +1,682 @@
-/* Step "exec": not implemented yet (placeholder so the kind is registered). */
+/*
+ * Step "exec": child processes through uv_spawn on the loop, never a shell.
+ * Params (rendered templates):
+ *   argv        ["prog", "arg", ...]          one command, or
+ *   steps       [["prog", ...], ...]          commands run in sequence; the
+ *                                             first failure ends the step
+ *   undo_argv / undo_steps                    the same for the undo; absent:
+ *                                             the undo does nothing
+ *   env         {"NAME": "value"}             added to a minimal environment
+ *                                             (PATH and HOME only, never the
+ *                                             worker's whole environment)
+ *   cwd         working directory; default <TQ_WORK_DIR or /tmp/tenantq-work>/
+ *               <tenant>, created with mode 0700 (as is any missing part)
+ *   files       {"main.tf": "text"}           written into cwd (0600) before
+ *                                             the commands, forward and undo
+ *   remove_cwd_on_undo  true: a successful undo removes cwd and its content
+ * Each command runs in its own process group (UV_PROCESS_DETACHED: setsid).
+ * Cancel (timeout, drain) sends SIGTERM to the group and SIGKILL 2 s later;
+ * when the command itself exits, what is left of its group is killed too.
+ * stdout and stderr are read through pipes, each keeping its last 64 KiB.
+ * Exit 0 is success; anything else is TQ_ESTEP with the last line of stderr.
+ * The output holds exit code, duration and the capped tails per command.
+ *
+ * Idempotency is the commands' own: the step only re-runs them. Terraform,
+ * whose apply converges, fits: per tenant, in a directory of its own,
+ *   steps      [["terraform","-chdir=<dir>","init","-input=false"],
+ *               ["terraform","-chdir=<dir>","plan","-input=false","-out=tfplan"],
+ *               ["terraform","-chdir=<dir>","apply","-input=false","tfplan"]]
+ *   undo_steps [["terraform","-chdir=<dir>","init","-input=false"],
+ *               ["terraform","-chdir=<dir>","destroy","-input=false","-auto-approve"]]
+ * (<dir> holding a main.tf, e.g. from params.files, that uses
+ * terraform/modules/tenant); destroy of nothing succeeds, so the undo is
+ * safe to run twice as well. Secrets belong in env, never in argv (command
+ * lines are visible to every local user).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../worker.h"
+#include "tenant_util.h"
+#include "tq/util.h"
 
-static enum tq_err start(struct wk_step *s)
+#define OUT_CAP (64 * 1024)
+#define READ_CHUNK (64 * 1024)
+#define KILL_GRACE_MS 2000    /* SIGTERM -> SIGKILL */
+#define DRAIN_MS 2000         /* after exit: wait this long for the pipes to close */
+#define MAX_ARGS 256
+#define DEFAULT_WORK_DIR "/tmp/tenantq-work"
+
+/* The last OUT_CAP bytes of a stream, and how much there was. */
+struct cap {
+    char buf[OUT_CAP];
+    size_t len;
+    uint64_t total;
+};
+
+struct run {
+    struct wk_step *s;
+    uv_process_t proc;
+    uv_pipe_t pipes[2];           /* stdout, stderr */
+    uv_timer_t timer;
+    enum { T_NONE, T_KILL, T_DRAIN } timer_mode;
+    char rbuf[2][READ_CHUNK];
+    struct cap cap[2];
+    bool eof[2];
+    bool live;                    /* spawned, exit not seen yet */
+    bool exited;
+    bool cancelled;
+    bool finishing;
+    int closing;                  /* handles of the current command not closed yet */
+    int spawn_err;
+    enum tq_err final;            /* the step's result, once finishing */
+    int64_t exit_status;
+    int term_signal;
+    pid_t pid;
+    uint64_t t0_ns;
+    /* what to run */
+    char **env;
+    char *cwd;
+    const json_t *cmds;           /* array of argv arrays (borrowed from params) */
+    size_t next;
+    bool remove_cwd;
+    json_t *results;
+};
+
+/* ------------------------------------------------------------ text */
+
+static void cap_append(struct cap *c, const char *p, size_t n)
 {
-    snprintf(s->errstr, sizeof(s->errstr), "step kind \"exec\" is not implemented yet");
-    return TQ_EBADJOB;
+    c->total += n;
+    if (n >= OUT_CAP) {
+        memcpy(c->buf, p + n - OUT_CAP, OUT_CAP);
+        c->len = OUT_CAP;
+        return;
+    }
+    if (c->len + n > OUT_CAP) {
+        size_t drop = c->len + n - OUT_CAP;
+        memmove(c->buf, c->buf + drop, c->len - drop);
+        c->len -= drop;
+    }
+    memcpy(c->buf + c->len, p, n);
+    c->len += n;
 }
 
-const struct wk_step_ops wk_step_exec = {"exec", start, NULL};
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char b = p[0];
+    if (b < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF)
+        len = 2;
+    else if (b >= 0xE0 && b <= 0xEF) {
+        len = 3;
+        if (b == 0xE0)
+            lo = 0xA0;
+        if (b == 0xED)
+            hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+        len = 4;
+        if (b == 0xF0)
+            lo = 0x90;
+        if (b == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+/*
+ * Bytes as a JSON string: invalid UTF-8 (a tail cut inside a character,
+ * binary output) and NUL (which jsonb refuses) become '?'.
+ */
+static json_t *text_json(const char *p, size_t n)
+{
+    char *t = tq_xmalloc(n + 1);
+    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)p;
+    for (size_t i = 0; i < n;) {
+        size_t l = u[i] ? utf8_seq(u + i, n - i) : 0;
+        if (l == 0) {
+            t[o++] = '?';
+            i++;
+        } else {
+            memcpy(t + o, p + i, l);
+            o += l;
+            i += l;
+        }
+    }
+    json_t *j = json_stringn(t, o);
+    free(t);
+    return j;
+}
+
+/* The last non-empty line of c, printable, into out. */
+static void last_line(const struct cap *c, char *out, size_t outlen)
+{
+    size_t end = c->len;
+    while (end > 0 && (c->buf[end - 1] == '\n' || c->buf[end - 1] == '\r' ||
+                       c->buf[end - 1] == ' ' || c->buf[end - 1] == '\t'))
+        end--;
+    size_t start = end;
+    while (start > 0 && c->buf[start - 1] != '\n')
+        start--;
+    size_t o = 0;
+    for (size_t i = start; i < end && o + 1 < outlen; i++) {
+        unsigned char ch = (unsigned char)c->buf[i];
+        out[o++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+    }
+    out[o] = '\0';
+}
+
+/* ------------------------------------------------------------ setup */
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* NULL (errstr set) unless a is a non-empty array of at most MAX_ARGS strings. */
+static bool argv_valid(struct wk_step *s, const json_t *a, const char *what)
+{
+    size_t i;
+    const json_t *x;
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > MAX_ARGS) {
+        snprintf(s->errstr, sizeof(s->errstr),
+                 "params.%s must be a non-empty array of at most %d strings", what, MAX_ARGS);
+        return false;
+    }
+    json_array_foreach(a, i, x) {
+        if (!json_is_string(x) || (i == 0 && json_string_length(x) == 0)) {
+            snprintf(s->errstr, sizeof(s->errstr), "params.%s[%zu] must be a %sstring", what, i,
+                     i == 0 ? "non-empty " : "");
+            return false;
+        }
+    }
+    return true;
+}
+
+static char **argv_of(const json_t *a)
+{
+    size_t n = json_array_size(a);
+    char **v = tq_xcalloc(n + 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        v[i] = tq_xstrdup(json_string_value(json_array_get(a, i)));
+    return v;
+}
+
+/* The commands of this phase: a fresh array of argv arrays, or NULL (none / invalid). */
+static json_t *commands(struct wk_step *s, bool *invalid)
+{
+    const char *one = s->undo ? "undo_argv" : "argv";
+    const char *many = s->undo ? "undo_steps" : "steps";
+    const json_t *a = json_object_get(s->params, one), *m = json_object_get(s->params, many);
+    *invalid = true;
+    if (a && m) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.%s and params.%s exclude each other", one,
+                 many);
+        return NULL;
+    }
+    if (a) {
+        if (!argv_valid(s, a, one))
+            return NULL;
+        *invalid = false;
+        return json_pack("[O]", a);
+    }
+    if (m) {
+        char what[64];
+        size_t i;
+        const json_t *x;
+        if (!json_is_array(m) || json_array_size(m) == 0) {
+            snprintf(s->errstr, sizeof(s->errstr), "params.%s must be a non-empty array", many);
+            return NULL;
+        }
+        json_array_foreach(m, i, x) {
+            snprintf(what, sizeof(what), "%s[%zu]", many, i);
+            if (!argv_valid(s, x, what))
+                return NULL;
+        }
+        *invalid = false;
+        return json_incref((json_t *)m);
+    }
+    if (!s->undo)
+        snprintf(s->errstr, sizeof(s->errstr), "params.argv or params.steps is required");
+    else
+        *invalid = false;   /* no undo commands: the undo has nothing to do */
+    return NULL;
+}
+
+/* PATH and HOME, then params.env: the child sees nothing else of ours. */
+static char **make_env(struct wk_step *s, const char *cwd)
+{
+    const json_t *e = json_object_get(s->params, "env");
+    size_t n = json_is_object(e) ? json_object_size(e) : 0, k = 0;
+    char **v = tq_xcalloc(n + 3, sizeof(*v));
+    const char *path = getenv("PATH"), *home = getenv("HOME");
+    bool has_path = json_object_get(e, "PATH") != NULL, has_home = json_object_get(e, "HOME") != NULL;
+    if (!has_path)
+        v[k++] = tq_xasprintf("PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+    if (!has_home)
+        v[k++] = tq_xasprintf("HOME=%s", home && *home ? home : cwd);
+    const char *name;
+    const json_t *val;
+    json_object_foreach((json_t *)e, name, val) {
+        if (!*name || strchr(name, '=') || !json_is_string(val)) {
+            snprintf(s->errstr, sizeof(s->errstr),
+                     "params.env: \"%.64s\" must be a name without '=' with a string value", name);
+            strv_free(v);
+            return NULL;
+        }
+        v[k++] = tq_xasprintf("%s=%s", name, json_string_value(val));
+    }
+    return v;
+}
+
+/* mkdir -p with mode 0700 for every part that is missing. */
+static enum tq_err make_dir(struct wk_step *s, const char *dir)
+{
+    char *p = tq_xstrdup(dir);
+    enum tq_err err = TQ_OK;
+    for (char *q = p + 1;; q++) {
+        if (*q != '/' && *q != '\0')
+            continue;
+        char c = *q;
+        *q = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not create \"%s\": %s", p,
+                     strerror(errno));
+            err = TQ_EIO;
+            break;
+        }
+        *q = c;
+        if (c == '\0')
+            break;
+    }
+    free(p);
+    return err;
+}
+
+/* params.files into cwd, each through a temporary file and rename. */
+static enum tq_err write_files(struct wk_step *s, const char *cwd)
+{
+    const json_t *f = json_object_get(s->params, "files");
+    if (!f)
+        return TQ_OK;
+    if (!json_is_object(f)) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.files must be an object of strings");
+        return TQ_EINVALID;
+    }
+    const char *name;
+    const json_t *text;
+    json_object_foreach((json_t *)f, name, text) {
+        if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+            !json_is_string(text)) {
+            snprintf(s->errstr, sizeof(s->errstr),
+                     "params.files: \"%.64s\" must be a plain file name with a string value", name);
+            return TQ_EINVALID;
+        }
+        char *path = tq_xasprintf("%s/%s", cwd, name);
+        char *tmp = tq_xasprintf("%s/.%s.tmp", cwd, name);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        size_t len = json_string_length(text);
+        bool ok = fd >= 0 && write(fd, json_string_value(text), len) == (ssize_t)len;
+        int saved = errno;
+        if (fd >= 0 && close(fd) != 0)
+            ok = false;
+        if (ok && rename(tmp, path) != 0) {
+            saved = errno;
+            ok = false;
+        }
+        if (!ok) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not write \"%s\": %s", path,
+                     strerror(saved));
+            unlink(tmp);
+        }
+        free(path);
+        free(tmp);
+        if (!ok)
+            return TQ_EIO;
+    }
+    return TQ_OK;
+}
+
+/* rm -r without following symbolic links; a missing path is success. */
+static int rm_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(st.st_mode))
+        return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *p = tq_xasprintf("%s/%s", path, e->d_name);
+        if (rm_tree(p) != 0)
+            rc = -1;
+        free(p);
+    }
+    closedir(d);
+    if (rc != 0)
+        return rc;
+    return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ running */
+
+static void spawn_next(struct run *r);
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct run *r = h->data;
+    struct wk_step *s = r->s;
+    enum tq_err err = r->final;
+    json_object_set_new(s->output, "cwd", json_string(r->cwd));
+    json_object_set_new(s->output, "commands", r->results);
+    json_t *last = json_array_get(r->results, json_array_size(r->results) - 1);
+    if (last) {
+        json_object_set(s->output, "exit_code", json_object_get(last, "exit_code"));
+        json_object_set(s->output, "stdout", json_object_get(last, "stdout"));
+        json_object_set(s->output, "stderr", json_object_get(last, "stderr"));
+    }
+    strv_free(r->env);
+    free(r->cwd);
+    json_decref((json_t *)r->cmds);
+    free(r);
+    wk_step_done(s, err);
+}
+
+static void finish(struct run *r, enum tq_err err)
+{
+    r->finishing = true;
+    r->s->kind_data = NULL;
+    if (!err && r->remove_cwd) {
+        /* undo done: the tenant's working directory goes with it */
+        if (rm_tree(r->cwd) != 0) {
+            snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
+                     strerror(errno));
+            err = TQ_EIO;
+        }
+    }
+    r->final = err;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
+static json_t *result_json(struct run *r, const char *argv0)
+{
+    json_t *o = json_pack("{s:s, s:I}", "argv0", argv0, "duration_ms",
+                          (json_int_t)((wk_now_ns() - r->t0_ns) / 1000000u));
+    json_object_set_new(o, "exit_code", r->term_signal ? json_null() : json_integer(r->exit_status));
+    if (r->term_signal)
+        json_object_set_new(o, "signal", json_integer(r->term_signal));
+    const char *names[2] = {"stdout", "stderr"};
+    bool truncated = false;
+    for (int i = 0; i < 2; i++) {
+        json_object_set_new(o, names[i], text_json(r->cap[i].buf, r->cap[i].len));
+        char key[32];
+        snprintf(key, sizeof(key), "%s_bytes", names[i]);
+        json_object_set_new(o, key, json_integer((json_int_t)r->cap[i].total));
+        truncated |= r->cap[i].total > r->cap[i].len;
+    }
+    json_object_set_new(o, "truncated", json_boolean(truncated));
+    return o;
+}
+
+/* The current command's handles are closed: record it, then go on or stop. */
+static void command_done(struct run *r)
+{
+    struct wk_step *s = r->s;
+    const json_t *argv = json_array_get(r->cmds, r->next);
+    const char *argv0 = json_string_value(json_array_get(argv, 0));
+    size_t n = json_array_size(r->cmds);
+    if (r->spawn_err) {
+        snprintf(s->errstr, sizeof(s->errstr), "%s run \"%.100s\" (command %zu of %zu): %s",
+                 r->spawn_err == UV_ENOENT || r->spawn_err == UV_EACCES ? "cannot" : "could not",
+                 argv0, r->next + 1, n, uv_strerror(r->spawn_err));
+        finish(r, r->spawn_err == UV_ENOENT || r->spawn_err == UV_EACCES ? TQ_EINVALID : TQ_EIO);
+        return;
+    }
+    json_array_append_new(r->results, result_json(r, argv0));
+    if (r->cancelled) {
+        snprintf(s->errstr, sizeof(s->errstr), "cancelled: process group of \"%.100s\" killed",
+                 argv0);
+        finish(r, TQ_ECANCELED);
+        return;
+    }
+    if (r->exit_status != 0 || r->term_signal != 0) {
+        char line[200];
+        last_line(&r->cap[1], line, sizeof(line));
+        if (!line[0])
+            last_line(&r->cap[0], line, sizeof(line));
+        char how[48];
+        if (r->term_signal)
+            snprintf(how, sizeof(how), "killed by signal %d", r->term_signal);
+        else
+            snprintf(how, sizeof(how), "exit code %lld", (long long)r->exit_status);
+        snprintf(s->errstr, sizeof(s->errstr), "\"%.60s\" (command %zu of %zu) ended with %s%s%s",
+                 argv0, r->next + 1, n, how, line[0] ? ": " : "", line);
+        finish(r, TQ_ESTEP);
+        return;
+    }
+    r->next++;
+    spawn_next(r);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct run *r = h->data;
+    if (--r->closing == 0)
+        command_done(r);
+}
+
+static void close_command(struct run *r)
+{
+    uv_timer_stop(&r->timer);
+    r->timer_mode = T_NONE;
+    r->closing = 3;
+    uv_close((uv_handle_t *)&r->proc, handle_closed);
+    uv_close((uv_handle_t *)&r->pipes[0], handle_closed);
+    uv_close((uv_handle_t *)&r->pipes[1], handle_closed);
+}
+
+static void maybe_end(struct run *r)
+{
+    if (r->exited && r->eof[0] && r->eof[1] && r->closing == 0)
+        close_command(r);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct run *r = h->data;
+    int i = h == (uv_handle_t *)&r->pipes[0] ? 0 : 1;
+    *buf = uv_buf_init(r->rbuf[i], READ_CHUNK);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct run *r = st->data;
+    int i = st == (uv_stream_t *)&r->pipes[0] ? 0 : 1;
+    if (nread > 0) {
+        cap_append(&r->cap[i], buf->base, (size_t)nread);
+    } else if (nread < 0) {
+        uv_read_stop(st);
+        r->eof[i] = true;
+        maybe_end(r);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    if (r->timer_mode == T_KILL && r->live) {
+        kill(-r->pid, SIGKILL);
+    } else if (r->timer_mode == T_DRAIN) {
+        /* a descendant that left the group still holds a pipe: stop waiting */
+        for (int i = 0; i < 2; i++)
+            if (!r->eof[i]) {
+                uv_read_stop((uv_stream_t *)&r->pipes[i]);
+                r->eof[i] = true;
+            }
+        maybe_end(r);
+    }
+}
+
+static void proc_exited(uv_process_t *p, int64_t status, int term_signal)
+{
+    struct run *r = p->data;
+    r->live = false;
+    r->exited = true;
+    r->exit_status = status;
+    r->term_signal = term_signal;
+    /* what the command left running in its group ends with it */
+    kill(-r->pid, SIGKILL);
+    r->timer_mode = T_DRAIN;
+    uv_timer_start(&r->timer, on_timer, DRAIN_MS, 0);
+    maybe_end(r);
+}
+
+static void spawn_next(struct run *r)
+{
+    if (r->cancelled) {
+        snprintf(r->s->errstr, sizeof(r->s->errstr), "cancelled");
+        finish(r, TQ_ECANCELED);
+        return;
+    }
+    if (r->next == json_array_size(r->cmds)) {
+        finish(r, TQ_OK);
+        return;
+    }
+    uv_loop_t *loop = r->s->loop;
+    char **argv = argv_of(json_array_get(r->cmds, r->next));
+    memset(r->cap, 0, sizeof(r->cap));   /* len and total only matter */
+    r->eof[0] = r->eof[1] = false;
+    r->exited = false;
+    r->exit_status = 0;
+    r->term_signal = 0;
+    r->spawn_err = 0;
+    uv_pipe_init(loop, &r->pipes[0], 0);
+    uv_pipe_init(loop, &r->pipes[1], 0);
+    r->pipes[0].data = r->pipes[1].data = r;
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->pipes[0]},
+        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->pipes[1]},
+    };
+    uv_process_options_t opt = {
+        .exit_cb = proc_exited,
+        .file = argv[0],
+        .args = argv,
+        .env = r->env,
+        .cwd = r->cwd,
+        .flags = UV_PROCESS_DETACHED,   /* setsid: the command leads its own group */
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    r->proc.data = r;
+    r->t0_ns = wk_now_ns();
+    int rc = uv_spawn(loop, &r->proc, &opt);
+    strv_free(argv);
+    if (rc != 0) {
+        /* the handles exist even when the spawn failed: close them first */
+        r->spawn_err = rc;
+        r->exited = true;
+        close_command(r);
+        return;
+    }
+    r->pid = r->proc.pid;
+    r->live = true;
+    uv_read_start((uv_stream_t *)&r->pipes[0], on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&r->pipes[1], on_alloc, on_read);
+}
+
+static enum tq_err exec_start(struct wk_step *s)
+{
+    bool invalid;
+    json_t *cmds = commands(s, &invalid);
+    if (!cmds) {
+        if (invalid)
+            return TQ_EINVALID;
+        json_object_set_new(s->output, "commands", json_array());
+        wk_step_done(s, TQ_OK);   /* no undo commands: nothing to undo */
+        return TQ_OK;
+    }
+    char *cwd;
+    const json_t *c = json_object_get(s->params, "cwd");
+    if (c && (!json_is_string(c) || json_string_value(c)[0] != '/')) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.cwd must be an absolute path");
+        json_decref(cmds);
+        return TQ_EINVALID;
+    }
+    if (c) {
+        cwd = tq_xstrdup(json_string_value(c));
+    } else {
+        const char *base = getenv("TQ_WORK_DIR");
+        cwd = tq_xasprintf("%s/%s", base && *base == '/' ? base : DEFAULT_WORK_DIR,
+                           s->claim->tenant_id);
+    }
+    /* local metadata operations on small files: short enough for the loop thread */
+    enum tq_err err = make_dir(s, cwd);
+    if (!err)
+        err = write_files(s, cwd);
+    char **env = err ? NULL : make_env(s, cwd);
+    if (!err && !env)
+        err = TQ_EINVALID;
+    if (err) {
+        free(cwd);
+        json_decref(cmds);
+        return err;
+    }
+    struct run *r = tq_xcalloc(1, sizeof(*r));
+    r->s = s;
+    r->env = env;
+    r->cwd = cwd;
+    r->cmds = cmds;
+    r->results = json_array();
+    r->remove_cwd = s->undo && json_is_true(json_object_get(s->params, "remove_cwd_on_undo")) &&
+                    strcmp(cwd, "/") != 0;
+    uv_timer_init(s->loop, &r->timer);
+    r->timer.data = r;
+    s->kind_data = r;
+    spawn_next(r);
+    return TQ_OK;
+}
+
+static void exec_cancel(struct wk_step *s)
+{
+    struct run *r = s->kind_data;
+    if (!r || r->finishing || r->cancelled)
+        return;
+    r->cancelled = true;
+    if (r->live) {
+        kill(-r->pid, SIGTERM);
+        r->timer_mode = T_KILL;
+        uv_timer_start(&r->timer, on_timer, KILL_GRACE_MS, 0);
+    }
+    /* not live: the command is closing and spawn_next sees the cancel */
+}
+
+const struct wk_step_ops wk_step_exec = {"exec", exec_start, exec_cancel};

@@ -1,12 +1,212 @@
-/* Step "redis_acl": not implemented yet (placeholder so the kind is registered). */
+/*
+ * Step "redis_acl": the tenant's Redis namespace, an ACL user tq_t_<ident>
+ * limited to keys and channels t:<tenant>:* with dangerous, admin and
+ * scripting commands denied, in the server of params.url (default
+ * $TQ_TENANT_REDIS_URL, else the worker's TQ_REDIS_URL). Its credentials go
+ * to TQ_SECRETS_DIR/<tenant>/redis.json (0600, atomic rename): host, port,
+ * user, password, key_prefix. The password is never logged, and reaches no
+ * error text, output, job row or Redis key; only the ACL command carries it.
+ *
+ * Run:  ACL SETUSER <user> reset on >PW ~t:<tenant>:* &t:<tenant>:*
+ *       +@all -@dangerous -@admin -@scripting
+ *       ("reset" first: every run leaves the same one user, with a fresh
+ *       password), then ACL SAVE when CONFIG GET aclfile is not empty.
+ *       The file is written before the ACL changes and renamed after, so
+ *       a failure never leaves a file whose password the server refuses
+ *       for long: a rerun rotates both.
+ * Undo: ACL DELUSER <user> (0 deleted is success), ACL SAVE when there is an
+ *       aclfile, remove redis.json. Running either twice is one effect.
+ * Blocking hiredis calls run on the thread pool (wk_step_offload), each
+ * bounded by params.io_timeout_ms (default WK_REDIS_IO_MS).
+ */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../worker.h"
+#include "tenant_util.h"
+#include "tq/log.h"
+#include "tq/util.h"
 
-static enum tq_err start(struct wk_step *s)
+#define PASSWORD_LEN 32
+
+/* Reply as text for messages (no secret is ever in a reply we describe). */
+static const char *reply_text(redisContext *c, redisReply *r)
 {
-    snprintf(s->errstr, sizeof(s->errstr), "step kind \"redis_acl\" is not implemented yet");
-    return TQ_EBADJOB;
+    if (!r)
+        return c->errstr[0] ? c->errstr : "no reply";
+    if (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_STATUS ||
+        r->type == REDIS_REPLY_STRING)
+        return r->str;
+    return "unexpected reply";
 }
 
-const struct wk_step_ops wk_step_redis_acl = {"redis_acl", start, NULL};
+static enum tq_err open_admin(struct wk_step *s, struct tq_redis_addr *a, redisContext **c)
+{
+    const char *url = wk_tenant_redis_url(s);
+    char why[128];
+    /* the URL may carry the admin password: never quote it */
+    if (tq_redis_url_parse(url, a, why, sizeof(why))) {
+        snprintf(s->errstr, sizeof(s->errstr), "cannot use the tenant redis url: %s", why);
+        return TQ_EINVALID;
+    }
+    int timeout_ms = WK_REDIS_IO_MS;
+    const json_t *t = json_object_get(s->params, "io_timeout_ms");
+    if (json_is_integer(t) && json_integer_value(t) > 0 && json_integer_value(t) < 600000)
+        timeout_ms = (int)json_integer_value(t);
+    return wk_redis_open(a, timeout_ms, c, s->errstr, sizeof(s->errstr));
+}
+
+/* ACL SAVE when the server persists ACLs in a file; *saved says whether it did. */
+static enum tq_err maybe_save(struct wk_step *s, redisContext *c, bool *has_file, bool *saved)
+{
+    *has_file = *saved = false;
+    redisReply *r = redisCommand(c, "CONFIG GET aclfile");
+    if (!r) {
+        snprintf(s->errstr, sizeof(s->errstr), "could not read the redis aclfile setting: %s",
+                 c->errstr);
+        return TQ_EREDIS;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len > 0)
+        *has_file = true;
+    else if (r->type == REDIS_REPLY_ERROR)
+        /* CONFIG denied (a managed server): it persists ACLs its own way */
+        tq_debug("tenant redis: CONFIG GET aclfile refused (%s); not saving ACLs", r->str);
+    freeReplyObject(r);
+    if (!*has_file)
+        return TQ_OK;
+    r = redisCommand(c, "ACL SAVE");
+    bool ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        snprintf(s->errstr, sizeof(s->errstr), "could not persist the redis ACL (ACL SAVE): %s",
+                 reply_text(c, r));
+    freeReplyObject(r);
+    *saved = ok;
+    return ok ? TQ_OK : TQ_EREDIS;
+}
+
+static enum tq_err acl_run(struct wk_step *s)
+{
+    struct wk_tenant_names n;
+    struct tq_redis_addr a;
+    redisContext *c = NULL;
+    char password[PASSWORD_LEN + 1] = "";
+    char *tmp = NULL;
+    const char *tenant = s->claim->tenant_id;
+    const char *dir = s->cfg->secrets_dir;
+    wk_tenant_names(tenant, &n);
+
+    enum tq_err err = open_admin(s, &a, &c);
+    if (err)
+        goto out;
+    if ((err = tq_random_password(password, PASSWORD_LEN))) {
+        snprintf(s->errstr, sizeof(s->errstr), "could not read the OS random source");
+        goto out;
+    }
+    if (dir) {
+        json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "host", a.host, "port", a.port,
+                              "user", n.role, "password", password, "key_prefix", n.key_prefix);
+        if (a.db)
+            json_object_set_new(o, "db", json_integer(a.db));
+        err = wk_secret_prepare(dir, tenant, "redis.json", o, &tmp, s->errstr, sizeof(s->errstr));
+        json_decref(o);
+        if (err)
+            goto out;
+    }
+
+    redisReply *r = redisCommand(c, "ACL GETUSER %s", n.role);
+    bool existed = r && r->type == REDIS_REPLY_ARRAY;
+    freeReplyObject(r);
+
+    char pass_rule[PASSWORD_LEN + 2], keys[96], chans[96];
+    snprintf(pass_rule, sizeof(pass_rule), ">%s", password);
+    snprintf(keys, sizeof(keys), "~%s*", n.key_prefix);
+    snprintf(chans, sizeof(chans), "&%s*", n.key_prefix);
+    const char *argv[] = {"ACL",   "SETUSER",     n.role,    "reset",  "on",
+                          pass_rule, keys,        chans,     "+@all",  "-@dangerous",
+                          "-@admin", "-@scripting"};
+    r = redisCommandArgv(c, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL);
+    memset(pass_rule, 0, sizeof(pass_rule));
+    if (!r || r->type != REDIS_REPLY_STATUS) {
+        snprintf(s->errstr, sizeof(s->errstr), "could not set redis ACL user %s: %s", n.role,
+                 reply_text(c, r));
+        wk_scrub(s->errstr, password);
+        freeReplyObject(r);
+        err = TQ_EREDIS;
+        goto out;
+    }
+    freeReplyObject(r);
+
+    bool has_file, saved;
+    if ((err = maybe_save(s, c, &has_file, &saved)))
+        goto out;
+    if (tmp) {
+        err = wk_secret_commit(dir, tenant, "redis.json", tmp, s->errstr, sizeof(s->errstr));
+        free(tmp);
+        tmp = NULL;
+        if (err)
+            goto out;
+    } else {
+        tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its redis password was not delivered",
+                tenant);
+    }
+    json_object_set_new(s->output, "user", json_string(n.role));
+    json_object_set_new(s->output, "key_prefix", json_string(n.key_prefix));
+    json_object_set_new(s->output, "host", json_string(a.host));
+    json_object_set_new(s->output, "port", json_integer(a.port));
+    json_object_set_new(s->output, "user_existed", json_boolean(existed));
+    json_object_set_new(s->output, "acl_file", json_boolean(has_file));
+    json_object_set_new(s->output, "acl_saved", json_boolean(saved));
+    json_object_set_new(s->output, "credentials", json_string(dir ? "delivered" : "not_delivered"));
+out:
+    if (tmp) {
+        wk_secret_discard(tmp);
+        free(tmp);
+    }
+    memset(password, 0, sizeof(password));
+    redisFree(c);
+    return err;
+}
+
+static enum tq_err acl_undo(struct wk_step *s)
+{
+    struct wk_tenant_names n;
+    struct tq_redis_addr a;
+    redisContext *c = NULL;
+    wk_tenant_names(s->claim->tenant_id, &n);
+    enum tq_err err = open_admin(s, &a, &c);
+    if (err)
+        goto out;
+    redisReply *r = redisCommand(c, "ACL DELUSER %s", n.role);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        snprintf(s->errstr, sizeof(s->errstr), "could not delete redis ACL user %s: %s", n.role,
+                 reply_text(c, r));
+        freeReplyObject(r);
+        err = TQ_EREDIS;
+        goto out;
+    }
+    long long deleted = r->integer;
+    freeReplyObject(r);
+    bool has_file, saved;
+    if ((err = maybe_save(s, c, &has_file, &saved)))
+        goto out;
+    if (s->cfg->secrets_dir &&
+        (err = wk_secret_remove(s->cfg->secrets_dir, s->claim->tenant_id, "redis.json", s->errstr,
+                                sizeof(s->errstr))))
+        goto out;
+    json_object_set_new(s->output, "user", json_string(n.role));
+    json_object_set_new(s->output, "deleted", json_integer(deleted));
+    json_object_set_new(s->output, "acl_saved", json_boolean(saved));
+out:
+    redisFree(c);
+    return err;
+}
+
+static enum tq_err acl_start(struct wk_step *s)
+{
+    return wk_step_offload(s, s->undo ? acl_undo : acl_run);
+}
+
+/* Offloaded work is bounded by its socket timeouts; there is nothing to interrupt. */
+const struct wk_step_ops wk_step_redis_acl = {"redis_acl", acl_start, NULL};

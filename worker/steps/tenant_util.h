@@ -1,0 +1,81 @@
+/*
+ * Helpers the tenant-infrastructure step kinds share (redis_acl, check_pg,
+ * check_redis, exec): the tenant's names, its credentials files in
+ * TQ_SECRETS_DIR (written atomically with mode 0600, read back by the
+ * checks), Redis connections whose every call is bounded in time (for work
+ * on the thread pool), and clocks. Any thread; nothing here logs, and no
+ * error text built here contains a secret.
+ */
+#ifndef WK_TENANT_UTIL_H
+#define WK_TENANT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "tq/config.h"
+#include "tq/err.h"
+#include "tq/request.h"
+
+struct wk_step;
+
+/* Connect and command timeout of the Redis steps (a param may lower it). */
+#define WK_REDIS_IO_MS 5000
+
+/* "acme-corp" -> ident acme_corp, role tq_t_acme_corp, schema t_acme_corp, prefix t:acme-corp: */
+struct wk_tenant_names {
+    char ident[TQ_TENANT_ID_MAX + 1];
+    char role[64];
+    char schema[64];
+    char key_prefix[64];
+};
+void wk_tenant_names(const char *tenant_id, struct wk_tenant_names *n);
+
+/*
+ * Credentials files: <dir>/<tenant>/<name>, mode 0600, in directories of
+ * mode 0700. Delivery is two-phase so a step can change the credential
+ * between the phases: prepare writes and fsyncs a temporary file (*tmp,
+ * caller frees); commit renames it into place; discard removes it. The JSON
+ * text is wiped from memory after writing.
+ */
+enum tq_err wk_secret_prepare(const char *dir, const char *tenant, const char *name,
+                              const json_t *obj, char **tmp, char *errstr, size_t errlen);
+enum tq_err wk_secret_commit(const char *dir, const char *tenant, const char *name,
+                             const char *tmp, char *errstr, size_t errlen);
+void wk_secret_discard(const char *tmp);
+/* Remove the file; a missing file is success (undo runs when nothing is left). */
+enum tq_err wk_secret_remove(const char *dir, const char *tenant, const char *name,
+                             char *errstr, size_t errlen);
+/*
+ * Read and parse the file. *out owned by the caller (json_decref).
+ * TQ_ENOTFOUND when it does not exist, TQ_EIO / TQ_EINVALID otherwise.
+ */
+enum tq_err wk_secret_read(const char *dir, const char *tenant, const char *name, json_t **out,
+                           char *errstr, size_t errlen);
+
+/*
+ * Open a blocking Redis connection whose connect and every command time out
+ * after timeout_ms; AUTH with a->password when set (the default user), then
+ * SELECT a->db when not 0. On success *out is owned by the caller
+ * (redisFree); errors are TQ_ECONNECT (unreachable) or TQ_EREDIS.
+ */
+enum tq_err wk_redis_open(const struct tq_redis_addr *a, int timeout_ms, redisContext **out,
+                          char *errstr, size_t errlen);
+
+/*
+ * The Redis server that holds tenants' namespaces: params.url when present,
+ * else $TQ_TENANT_REDIS_URL, and the worker's own TQ_REDIS_URL when that is
+ * empty. Borrowed from s (valid while s lives).
+ */
+const char *wk_tenant_redis_url(const struct wk_step *s);
+
+/* Overwrite each occurrence of secret in buf with '*' (defence in depth for server messages). */
+void wk_scrub(char *buf, const char *secret);
+
+/* Monotonic clock in nanoseconds, and milliseconds since start_ns as a double. */
+uint64_t wk_now_ns(void);
+double wk_ms_since(uint64_t start_ns);
+
+#endif
