@@ -7,7 +7,9 @@
  *              deletes the probe (a failed run may have left it).
  *   cost_tags  GET ?tagging= and compare each of the five cost tags with
  *              what s3_bucket puts; a missing or wrong tag fails the step
- *              naming the tag, and the output lists found and expected.
+ *              naming the tag and the expected value (errstr is what the
+ *              engine records for a failed step), and the output lists
+ *              found, expected, missing and wrong.
  *
  * "With the tenant's credentials" (issue 5) is only approximated: the
  * probe runs with the platform's S3 credentials, because the local S3
@@ -117,8 +119,9 @@ static enum tq_err compare_tags(struct run *r, bool have_set)
         if (ml < sizeof(msg)) {
             int n = have ? snprintf(msg + ml, sizeof(msg) - ml, "%stag %s is \"%.40s\", expected "
                                     "\"%.40s\"", ml ? "; " : "", want[i].key, have, want[i].value)
-                         : snprintf(msg + ml, sizeof(msg) - ml, "%stag %s is missing",
-                                    ml ? "; " : "", want[i].key);
+                         : snprintf(msg + ml, sizeof(msg) - ml, "%stag %s is missing "
+                                    "(expected \"%.40s\")", ml ? "; " : "", want[i].key,
+                                    want[i].value);
             ml += n > 0 ? (size_t)n : 0;
         }
     }
