@@ -8,8 +8,11 @@
  * Run:  PUT bucket -> PUT ?tagging= (the five cost tags) -> PUT ?lifecycle=
  *       (transition to GLACIER after the tier's archive_after_days).
  * Undo: ListObjectsV2 -> DELETE each object -> list again ... -> DELETE bucket.
- * Every request re-asserts a state, so running either twice leaves one
- * effect; worker/README.md (step kinds) has the details.
+ * Every request asserts a state rather than a change, so running either
+ * twice leaves one effect: an existing bucket of ours counts as created
+ * (200 in us-east-1, 409 BucketAlreadyOwnedByYou elsewhere); tagging and
+ * lifecycle PUTs replace the whole set with the same set; DeleteObject
+ * answers 204 for a missing key; 404 NoSuchBucket ends the undo as done.
  *
  * Params (all optional; the environment variable is the fallback):
  *   endpoint   TQ_S3_ENDPOINT       http(s)://host:port, no credentials in it
