@@ -113,6 +113,9 @@ LIFECYCLE_STORAGE_CLASSES = {
     "DEEP_ARCHIVE", "GLACIER_IR",
 }
 
+MIN_SIZE_HEADER = "x-amz-transition-default-minimum-object-size"
+MIN_SIZE_DEFAULT = "all_storage_classes_128K"
+
 BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
@@ -742,6 +745,9 @@ class Handler(BaseHTTPRequestHandler):
                 inner = "" if r == "us-east-1" else x(r)
                 return self.send(200, '%s<LocationConstraint xmlns="%s">%s</LocationConstraint>'
                                  % (XML_DECL, S3NS, inner))
+            elif sub == "versions" and m == "GET":
+                self.op = "ListObjectVersions"
+                return self.list_versions(name, q)
             elif sub == "delete" and m == "POST":
                 self.op = "DeleteObjects"
                 return self.delete_objects(name, body)
@@ -851,11 +857,17 @@ class Handler(BaseHTTPRequestHandler):
             if not b["lifecycle"]:
                 raise S3Error(404, "NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist",
                               BucketName=name)
-            return self.send(200, b["lifecycle"])
+            return self.send(200, b["lifecycle"], {MIN_SIZE_HEADER: b.get("lifecycle_min_size", MIN_SIZE_DEFAULT)})
         if m == "PUT":
             self.op = "PutBucketLifecycleConfiguration"
             self.check_integrity(body, True)
             root = parse_xml(body, "LifecycleConfiguration")
+            # Since September 2024 AWS takes and echoes this header (the
+            # Terraform AWS provider waits until GET echoes what it PUT).
+            min_size = (self.headers.get(MIN_SIZE_HEADER) or MIN_SIZE_DEFAULT).strip()
+            if min_size not in ("all_storage_classes_128K", "varies_by_storage_class"):
+                raise S3Error(400, "InvalidArgument", "Invalid value for %s" % MIN_SIZE_HEADER,
+                              ArgumentName=MIN_SIZE_HEADER, ArgumentValue=min_size)
             rules = children(root, "Rule")
             malformed = S3Error(400, "MalformedXML", "The XML you provided was not well-formed or did not "
                                 "validate against our published schema")
@@ -892,8 +904,9 @@ class Handler(BaseHTTPRequestHandler):
                             raise S3Error(400, "InvalidArgument", "'Days' in Transition action must be greater "
                                           "than or equal to 30 for storageClass '%s'" % sc)
             b["lifecycle"] = body.decode("utf-8")
+            b["lifecycle_min_size"] = min_size
             st.save()
-            return self.send(200)
+            return self.send(200, b"", {MIN_SIZE_HEADER: min_size})
         if m == "DELETE":
             self.op = "DeleteBucketLifecycle"
             b["lifecycle"] = None
@@ -904,7 +917,7 @@ class Handler(BaseHTTPRequestHandler):
     def bucket_generic(self, m, name, sub, body):
         st = self.server.store
         b = self.bucket(name)
-        opname = sub[0].upper() + sub[1:].replace("-", "")
+        opname = "".join(w[0].upper() + w[1:] for w in sub.split("-"))
         if m == "GET":
             self.op = "GetBucket" + opname
             stored = b["subresources"].get(sub)
@@ -1039,6 +1052,41 @@ class Handler(BaseHTTPRequestHandler):
         out.append("</ListBucketResult>")
         return self.send(200, "".join(out))
 
+    def list_versions(self, name, q):
+        """ListObjectVersions. Objects are not versioned here (PutBucketVersioning
+        is stored, not acted on): each object is its one version, VersionId
+        "null", as on a bucket whose versioning was never enabled."""
+        b = self.bucket(name)
+        prefix = q.get("prefix", "")
+        enc = q.get("encoding-type")
+        try:
+            max_keys = min(max(int(q.get("max-keys", "1000")), 0), 1000)
+        except ValueError:
+            raise S3Error(400, "InvalidArgument", "Provided max-keys not an integer or within integer range")
+        marker = q.get("key-marker", "")
+        keys = [k for k in sorted(b["objects"]) if k.startswith(prefix) and k > marker]
+        page, truncated = keys[:max_keys], len(keys) > max_keys
+
+        def e(s):
+            return x(quote(s.encode("utf-8"), safe="/") if enc == "url" else s)
+
+        out = [XML_DECL, '<ListVersionsResult xmlns="%s"><Name>%s</Name><Prefix>%s</Prefix><KeyMarker>%s</KeyMarker>'
+               '<VersionIdMarker></VersionIdMarker><MaxKeys>%d</MaxKeys>' % (S3NS, x(name), e(prefix), e(marker), max_keys)]
+        if enc:
+            out.append("<EncodingType>url</EncodingType>")
+        out.append("<IsTruncated>%s</IsTruncated>" % ("true" if truncated else "false"))
+        if truncated and page:
+            out.append("<NextKeyMarker>%s</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>" % e(page[-1]))
+        for k in page:
+            o = b["objects"][k]
+            out.append("<Version><Key>%s</Key><VersionId>null</VersionId><IsLatest>true</IsLatest>"
+                       "<LastModified>%s</LastModified><ETag>%s</ETag><Size>%d</Size><Owner><ID>%s</ID>"
+                       "<DisplayName>%s</DisplayName></Owner><StorageClass>STANDARD</StorageClass></Version>"
+                       % (e(k), iso_ms(o["last_modified"]), x('"%s"' % o["etag"]), len(o["data"]),
+                          OWNER_ID, OWNER_NAME))
+        out.append("</ListVersionsResult>")
+        return self.send(200, "".join(out))
+
     def delete_objects(self, name, body):
         st = self.server.store
         b = self.bucket(name)
@@ -1055,9 +1103,15 @@ class Handler(BaseHTTPRequestHandler):
             if k is None:
                 raise S3Error(400, "MalformedXML", "The XML you provided was not well-formed or did not "
                               "validate against our published schema")
+            vid = text_of(o, "VersionId")
+            if vid not in (None, "null"):
+                out.append("<Error><Key>%s</Key><VersionId>%s</VersionId><Code>NoSuchVersion</Code><Message>The "
+                           "specified version does not exist.</Message></Error>" % (x(k), x(vid)))
+                continue
             b["objects"].pop(k, None)
             if not quiet:
-                out.append("<Deleted><Key>%s</Key></Deleted>" % x(k))
+                out.append("<Deleted><Key>%s</Key>%s</Deleted>"
+                           % (x(k), "<VersionId>null</VersionId>" if vid else ""))
         out.append("</DeleteResult>")
         st.save()
         return self.send(200, "".join(out))
@@ -1070,6 +1124,10 @@ class Handler(BaseHTTPRequestHandler):
             raise S3Error(501, "NotImplemented", "A header or query you provided implies functionality "
                           "that is not implemented (by this stub): %s object %s"
                           % (m, sub or "copy"))
+        vid = q.get("versionId")
+        if vid is not None and vid != "null":
+            raise S3Error(400, "InvalidArgument", "Invalid version id specified",
+                          ArgumentName="versionId", ArgumentValue=vid)
         with st.lock:
             b = self.bucket(name)
             if m == "PUT":

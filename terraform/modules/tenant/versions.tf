@@ -1,0 +1,11 @@
+terraform {
+  # 1.5: import blocks, check blocks and the provider features used here.
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.31.0, < 7.0.0"
+    }
+  }
+}
