@@ -110,6 +110,7 @@ int cmd_retry(struct cli *c, int argc, char **argv);
 int cmd_deprovision(struct cli *c, int argc, char **argv);
 int cmd_dead(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
+int cmd_revalidate(struct cli *c, int argc, char **argv);
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

@@ -31,6 +31,7 @@ static const char usage[] =
     "  deprovision ID          remove an active tenant's resources\n"
     "  dead [--requeue X]      list dead jobs, or put one back in the queue\n"
     "  stats                   queue depths, workers, tenants by status\n"
+    "  revalidate ID|--all     re-run the checks of active tenants (drift)\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
@@ -157,7 +158,8 @@ int main(int argc, char **argv)
                 {"status", cmd_status},   {"approve", cmd_approve},
                 {"reject", cmd_reject},   {"cancel", cmd_cancel},
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
-                {"dead", cmd_dead},       {"stats", cmd_stats}};
+                {"dead", cmd_dead},       {"stats", cmd_stats},
+                {"revalidate", cmd_revalidate}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

@@ -337,3 +337,36 @@ Test(engine, disabled_steps_are_skipped_and_count_as_done)
     cr_assert_eq(step_count(t, "bucket", "undo", "succeeded") + step_count(t, "bucket", "undo", "failed"), 0,
                  "a disabled step has nothing to undo");
 }
+
+Test(engine, revalidation_reports_drift_without_touching_the_tenant)
+{
+    char flag[300];
+    snprintf(flag, sizeof(flag), "%s/drift", H.tmpdir);
+    char steps[1024];
+    snprintf(steps, sizeof(steps), PG_STEP ","
+             "{\"name\":\"isolation\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"class\":\"security\","
+             " \"params\":{\"ms\":10,\"fail_if_exists\":\"%s\",\"error\":\"role can read t_other\"}}",
+             flag);
+    pipeline("drift.json", steps);
+    const char *t = h_tenant("drift");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    /* clean revalidation */
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 30000, "SELECT count(*) FROM tq.audit_events WHERE event = 'revalidated'"));
+    /* break it, revalidate again: drift is recorded, nothing is rolled back */
+    h_write_file("drift", "x");
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 30000, "SELECT count(*) FROM tq.audit_events WHERE event = 'drift_detected'"));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    char *st = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants WHERE tenant_id = '%s'", t);
+    cr_assert(strncmp(st, "active ", 7) == 0 && strstr(st, "role can read t_other"), "%s", st);
+    free(st);
+    cr_assert_eq(schema_exists(t), 2, "revalidation never touches resources");
+    cr_assert_eq(step_count(t, "postgres", "run", "succeeded"), 1, "only checks re-run");
+    cr_assert_eq(step_count(t, "postgres", "undo", "succeeded"), 0);
+}
