@@ -203,6 +203,30 @@ static const char *lookup(const char *var, void *arg)
         snprintf(buf, sizeof(buf), "%" PRId64, c->job_id);
         return buf;
     }
+    if (strncmp(var, "tier.", 5) == 0) {
+        const struct tq_tier_info *t = tq_tier_lookup(c->tier);
+        if (!t)
+            return NULL;
+        const char *f = var + 5;
+        if (strcmp(f, "model") == 0)
+            return t->model;
+        if (strcmp(f, "cost_center") == 0) {
+            snprintf(buf, sizeof(buf), "rag-platform-%s", t->name);
+            for (char *p = buf; *p; p++)
+                *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+            return buf;
+        }
+        int v = strcmp(f, "documents_per_month") == 0 ? t->documents_per_month
+              : strcmp(f, "queries_per_minute") == 0  ? t->queries_per_minute
+              : strcmp(f, "vector_replicas") == 0     ? t->vector_replicas
+              : strcmp(f, "archive_after_days") == 0  ? t->archive_after_days
+              : strcmp(f, "p95_sla_ms") == 0          ? t->p95_sla_ms
+                                                      : -1;
+        if (v < 0)
+            return NULL;
+        snprintf(buf, sizeof(buf), "%d", v);
+        return buf;
+    }
     if (strncmp(var, "env.", 4) == 0) {
         const char *v = getenv(var + 4);
         return v ? v : "";   /* unset reads as empty: "enabled" turns the step off */
@@ -213,10 +237,17 @@ static const char *lookup(const char *var, void *arg)
 static json_t *render(const json_t *v, const struct tq_claim *c, char *errbuf, size_t errlen)
 {
     if (json_is_string(v)) {
-        char *s = tq_template_render(json_string_value(v), lookup, (void *)c, errbuf, errlen);
+        const char *in = json_string_value(v);
+        char *s = tq_template_render(in, lookup, (void *)c, errbuf, errlen);
         if (!s)
             return NULL;
-        json_t *out = json_string(s);
+        /* "${tier.vector_replicas}" alone: a number, as APIs expect */
+        json_t *out = NULL;
+        if (strncmp(in, "${tier.", 7) == 0 && strchr(in, '}') == in + strlen(in) - 1 &&
+            *s && strspn(s, "0123456789") == strlen(s))
+            out = json_integer(strtoll(s, NULL, 10));
+        if (!out)
+            out = json_string(s);
         free(s);
         return out;
     }
@@ -466,7 +497,10 @@ void wk_step_done(struct wk_step *s, enum tq_err err)
                 ss->st = S_PENDING;
                 emit_step(j, s->index, S_PENDING, 0, 0, 0, 0, s->errstr, NULL, false);
             } else {
-                emit_step(j, s->index, S_FAILED, 0, 0, 0, now, s->errstr, NULL, false);
+                /* keep what the step measured: a failed check's findings matter most */
+                char *out = json_dumps(s->output, JSON_COMPACT);
+                emit_step(j, s->index, S_FAILED, 0, 0, 0, now, s->errstr, out, false);
+                free(out);
                 fail_for_good(j, s->index, s->errstr);
             }
         }

@@ -43,8 +43,9 @@ void tq_pipeline_free(struct tq_pipeline *p)
 }
 
 static const char *const template_vars[] = {
-    "tenant.id", "tenant.ident", "tenant.name", "tenant.tier",
-    "tenant.region", "tenant.owner", "job.id", NULL};
+    "tenant.id", "tenant.ident", "tenant.name", "tenant.tier", "tenant.region", "tenant.owner",
+    "job.id", "tier.documents_per_month", "tier.queries_per_minute", "tier.vector_replicas",
+    "tier.archive_after_days", "tier.p95_sla_ms", "tier.model", "tier.cost_center", NULL};
 
 static int known_var(const char *v, size_t n)
 {
@@ -87,7 +88,7 @@ static enum tq_err template_walk(const char *s, struct tq_buf *out,
             snprintf(errbuf, errlen,
                      "unknown template variable \"${%.*s}\" (known: tenant.id, "
                      "tenant.ident, tenant.name, tenant.tier, tenant.region, "
-                     "tenant.owner, job.id, env.NAME)",
+                     "tenant.owner, job.id, tier.<fact>, env.NAME)",
                      (int)(n > 64 ? 64 : n), d + 2);
             return TQ_EINVALID;
         }

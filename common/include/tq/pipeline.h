@@ -78,7 +78,11 @@ const char *tq_step_class_name(enum tq_step_class c);
 
 /*
  * Template variables: ${tenant.id}, ${tenant.ident}, ${tenant.name},
- * ${tenant.tier}, ${tenant.region}, ${tenant.owner}, ${job.id}, ${env.NAME}.
+ * ${tenant.tier}, ${tenant.region}, ${tenant.owner}, ${job.id}, ${env.NAME},
+ * and the tier's facts ${tier.documents_per_month}, ${tier.queries_per_minute},
+ * ${tier.vector_replicas}, ${tier.archive_after_days}, ${tier.p95_sla_ms},
+ * ${tier.model}, ${tier.cost_center}. A JSON string that is exactly one
+ * numeric variable renders as a JSON number.
  * lookup returns the value (borrowed) or NULL for an unknown variable.
  */
 typedef const char *tq_template_lookup_cb(const char *var, void *arg);
