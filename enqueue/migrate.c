@@ -13,7 +13,9 @@ static const char usage[] =
     "Safe to run repeatedly and from several processes at once.\n"
     "\n"
     "example:\n"
-    "  TQ_DATABASE_URL=postgresql://postgres@127.0.0.1:5440/tenantq tq-enqueue migrate\n";
+    "  TQ_DATABASE_URL=postgresql://postgres@127.0.0.1:5440/tenantq tq-enqueue migrate\n"
+    "  tq-enqueue --json migrate      # {\"version\": N, \"applied\": M}\n"
+    "\n" CLI_EXIT_CODES;
 
 int cmd_migrate(struct cli *c, int argc, char **argv)
 {
@@ -21,6 +23,7 @@ int cmd_migrate(struct cli *c, int argc, char **argv)
         {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int o;
     optind = 1;
+    opterr = 0;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (o == 'j') {
             c->json = true;
@@ -28,12 +31,12 @@ int cmd_migrate(struct cli *c, int argc, char **argv)
             fputs(usage, stdout);
             return EXIT_DONE;
         } else {
-            fputs(usage, stderr);
-            return EXIT_USAGE;
+            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
+                            cli_shown(argv[optind - 1]));
         }
     }
     if (optind < argc)
-        return cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", argv[optind]);
+        return cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
     struct tq_pg *pg = NULL;
     int applied = 0, version = 0;
     enum tq_err err = tq_pg_open(c->cfg.database_url, &pg);

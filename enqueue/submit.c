@@ -425,7 +425,8 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     int rc = EXIT_DONE, o;
     struct tq_field_error fe;
     optind = 1;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         const char *field = NULL;
         switch (o) {
         case 't': field = "tenant_id"; break;
@@ -443,9 +444,13 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         case 'h':
             fputs(usage, stdout);
             goto out;
+        case ':':
+            rc = cli_fail(c, EXIT_USAGE, NULL, "option \"%s\" needs a value",
+                          cli_shown(argv[optind - 1]));
+            goto out;
         default:
-            fputs(usage, stderr);
-            rc = EXIT_USAGE;
+            rc = cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
+                          cli_shown(argv[optind - 1]));
             goto out;
         }
         if (field) {
@@ -460,7 +465,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         }
     }
     if (optind < argc) {
-        rc = cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", argv[optind]);
+        rc = cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
         goto out;
     }
     if (by_flags == (file != NULL)) {

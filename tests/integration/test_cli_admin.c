@@ -17,7 +17,21 @@
 #include "harness.h"
 #include "tq/util.h"
 
-TestSuite(cli_admin, .init = h_setup, .fini = h_teardown, .timeout = 120);
+/*
+ * A pipeline of our own: these suites test the CLI, and must not depend on
+ * what the shipped pipeline needs (services, secrets). test_e2e runs that one.
+ */
+static void setup(void)
+{
+    h_setup();
+    h_setenv("TQ_PIPELINE",
+             h_write_file("cli-pipeline.json",
+                          "{\"name\": \"cli-test\", \"version\": 1, \"steps\": ["
+                          "{\"name\": \"one\", \"kind\": \"noop\"},"
+                          "{\"name\": \"two\", \"kind\": \"noop\", \"needs\": [\"one\"]}]}"));
+}
+
+TestSuite(cli_admin, .init = setup, .fini = h_teardown, .timeout = 120);
 
 static long submit(const char *id, const char *budget)
 {
