@@ -278,8 +278,13 @@ enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char 
                    1, pj, errbuf, errlen);
         if (err)
             goto out;
-        /* A cancelled deprovision leaves the tenant as it was before. */
-        char back[32] = "cancelled";
+        /*
+         * A cancelled provision cancels the tenant; a cancelled deprovision
+         * leaves it as it was before; any other kind (revalidate) leaves the
+         * tenant's status alone.
+         */
+        char back[32];
+        copy(back, sizeof(back), strcmp(s.kind, "provision") == 0 ? "cancelled" : s.status);
         if (strcmp(s.kind, "deprovision") == 0) {
             PGresult *r = run(pg, &err, "read the status before deprovisioning",
                               "SELECT coalesce((SELECT detail->>'from' FROM tq.audit_events"

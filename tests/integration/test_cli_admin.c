@@ -566,3 +566,24 @@ Test(cli_admin, actions_commit_when_redis_is_away)
     assert_job(job, "queued");
     cr_assert_eq(h_redis_long("LLEN tq:{%s}:ready", H.queue), 0, "the reconciler's job now");
 }
+
+Test(cli_admin, cancel_of_a_revalidation_keeps_the_tenant)
+{
+    const char *a = h_tenant("reval");
+    long job = submit(a, "600000");
+    free(h_sql("UPDATE tq.jobs SET status = 'succeeded' WHERE id = %ld", job));
+    free(h_sql("UPDATE tq.tenants SET status = 'active' WHERE tenant_id = '%s'", a));
+    char *rv = h_sql("INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, status)"
+                     " SELECT tenant_id, 'revalidate', pipeline_hash, 'reval:' || id, 'queued'"
+                     " FROM tq.jobs WHERE id = %ld RETURNING id", job);
+    cr_assert(rv && *rv, "revalidate jobs exist in this schema");
+    long rj = atol(rv);
+    free(rv);
+    json_t *o;
+    cr_assert_eq(act(&o, NULL, "cancel", a, NULL, NULL, NULL, NULL), 0);
+    cr_assert_str_eq(s(o, "action"), "cancelled");
+    cr_assert_str_eq(s(o, "status"), "active");
+    json_decref(o);
+    assert_job(rj, "cancelled");
+    assert_status(a, "active");
+}

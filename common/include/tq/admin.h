@@ -63,8 +63,9 @@ enum tq_err tq_admin_reject(struct tq_pg *pg, const char *tenant_id, const char 
 
 /*
  * The tenant's latest job:
- *   held or queued (forward) -> job and tenant cancelled, audit "cancelled"
- *     (a queued deprovision job: the tenant returns to the status it had);
+ *   held or queued (forward) -> job cancelled, audit "cancelled"; the tenant
+ *     becomes cancelled for a provision job, returns to the status it had
+ *     for a deprovision job, and keeps its status for any other kind;
  *     action "cancelled": the caller may drop the id from Redis.
  *   running -> cancel_requested = true, audit "cancel_requested"; the worker
  *     stops at the next step boundary and rolls back. A second call finds
