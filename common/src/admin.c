@@ -415,7 +415,8 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
         }
         if ((err = requeue_job(pg, s.job_id, rb ? "rollback" : NULL, errbuf, errlen)))
             goto out;
-        to = rb ? "rolling_back" : "queued";
+        /* a deprovision job is all undo: it resumes as deprovisioning */
+        to = !rb ? "queued" : strcmp(s.kind, "deprovision") == 0 ? "deprovisioning" : "rolling_back";
     } else if (strcmp(s.status, "failed") == 0) {
         if (!pl) {
             out->needs_pipeline = true;

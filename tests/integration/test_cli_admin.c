@@ -587,3 +587,26 @@ Test(cli_admin, cancel_of_a_revalidation_keeps_the_tenant)
     assert_job(rj, "cancelled");
     assert_status(a, "active");
 }
+
+Test(cli_admin, retry_of_a_failed_deprovision_resumes_it)
+{
+    const char *a = h_tenant("redep");
+    long job = submit(a, "600000");
+    free(h_sql("UPDATE tq.jobs SET status = 'succeeded' WHERE id = %ld", job));
+    free(h_sql("UPDATE tq.tenants SET status = 'active' WHERE tenant_id = '%s'", a));
+    json_t *o;
+    cr_assert_eq(act(&o, NULL, "deprovision", a, NULL, NULL, NULL, NULL), 0);
+    long dj = (long)json_integer_value(json_object_get(o, "job_id"));
+    json_decref(o);
+    h_redis_long("DEL tq:{%s}:ready", H.queue);
+    free(h_sql("UPDATE tq.jobs SET status = 'rollback_failed', phase = 'rollback' WHERE id = %ld",
+               dj));
+    free(h_sql("UPDATE tq.tenants SET status = 'rollback_failed' WHERE tenant_id = '%s'", a));
+    cr_assert_eq(act(&o, NULL, "retry", a, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(json_integer_value(json_object_get(o, "job_id")), dj, "the same deprovision job");
+    cr_assert_str_eq(s(o, "status"), "deprovisioning");
+    json_decref(o);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs WHERE id = %ld AND status = 'queued'"
+                            " AND kind = 'deprovision'", dj), 1);
+    cr_assert_eq(ready_has(dj), 0);
+}

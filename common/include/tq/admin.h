@@ -79,7 +79,8 @@ enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char 
  * blocked -> its job blocked -> queued (phase kept: the worker re-runs the
  * steps not recorded succeeded), tenant queued.
  * rollback_failed -> its job -> queued with phase rollback, tenant
- * rolling_back (the worker resumes the undo).
+ * rolling_back (deprovisioning for a deprovision job): the worker resumes
+ * the undo.
  * failed -> a new provision job (idempotency key "<tenant>:retry:<n>") on pl,
  * which is stored like submit stores it; tenant queued. pl may be NULL for
  * the other two cases; NULL here gives TQ_ECONFLICT with needs_pipeline.
