@@ -386,6 +386,40 @@ static int rm_tree(const char *path)
 
 /* ------------------------------------------------------------ running */
 
+/*
+ * Descriptors the worker opened without close-on-exec (hiredis sockets, for
+ * one) would be inherited by the command, which could then talk to the
+ * platform's Redis or PostgreSQL as the worker. Mark every descriptor above
+ * stderr close-on-exec first: the flag only matters at exec, nothing in the
+ * worker hands a descriptor to a child on purpose, and libuv dup2()s the
+ * child's stdio onto 0-2 (which clears the flag there). Another thread may
+ * still open one between this sweep and the fork; that window is small.
+ */
+static void cloexec_all(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        int self = dirfd(d);
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            int fd = atoi(e->d_name);
+            int fl = fd > 2 && fd != self ? fcntl(fd, F_GETFD) : -1;
+            if (fl >= 0 && !(fl & FD_CLOEXEC))
+                fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+        }
+        closedir(d);
+        return;
+    }
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536)
+        max = 65536;
+    for (int fd = 3; fd < max; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+}
+
 static void spawn_next(struct run *r);
 
 static void timer_closed(uv_handle_t *h)
@@ -598,6 +632,7 @@ static void spawn_next(struct run *r)
     };
     r->proc.data = r;
     r->t0_ns = wk_now_ns();
+    cloexec_all();
     int rc = uv_spawn(loop, &r->proc, &opt);
     strv_free(argv);
     if (rc != 0) {
