@@ -39,6 +39,7 @@ int cmd_revalidate(struct cli *c, int argc, char **argv)
     bool all = false;
     int o;
     optind = 1;
+    opterr = 0;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (o == 'a') {
             all = true;
@@ -48,8 +49,8 @@ int cmd_revalidate(struct cli *c, int argc, char **argv)
             fputs(usage, stdout);
             return EXIT_DONE;
         } else {
-            fputs(usage, stderr);
-            return EXIT_USAGE;
+            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
+                            cli_shown(argv[optind - 1]));
         }
     }
     size_t nids = (size_t)(argc - optind);

@@ -91,7 +91,7 @@ Test(cli, help_version_and_usage_errors)
     cr_assert_eq(h_enqueue(&out, NULL, "--help", NULL), 0);
     cr_assert(strstr(out, "exit codes: 0 done, 1"), "--help lists exit codes: %s", out);
     const char *cmds[] = {"migrate", "submit", "status", "approve", "reject", "cancel",
-                          "retry", "deprovision", "dead", "stats"};
+                          "retry", "deprovision", "dead", "stats", "revalidate"};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         cr_assert(strstr(out, cmds[i]), "--help names %s", cmds[i]);
         char *o2 = NULL;
@@ -121,6 +121,9 @@ Test(cli, help_version_and_usage_errors)
     free(out);
     cr_assert_eq(h_enqueue(&out, NULL, "submit", "--json", "--tenant-id", NULL), 2,
                  "a flag without its value");
+    assert_json_error(out, 2, NULL);
+    free(out);
+    cr_assert_eq(h_enqueue(&out, NULL, "--json", "revalidate", "--frobnicate", NULL), 2);
     assert_json_error(out, 2, NULL);
     free(out);
     cr_assert_eq(h_enqueue(&out, NULL, "--json", "migrate", "--frobnicate", NULL), 2);
