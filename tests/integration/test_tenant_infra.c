@@ -901,3 +901,63 @@ Test(infra, exec_output_keeps_the_last_64_kib_of_each_stream)
     cr_assert(json_is_true(json_object_get(c, "truncated")));
     json_decref(o);
 }
+
+/*
+ * The exec step's Terraform sequence with the real binary (TQ_TERRAFORM_BIN,
+ * else /usr/local/bin/terraform) on a root that needs no provider download
+ * (the built-in terraform_data resource): init, plan -out, apply; applied
+ * twice (the second changes nothing); destroy on deprovision, twice.
+ */
+Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
+{
+    const char *bin = getenv("TQ_TERRAFORM_BIN");
+    if (!bin || !*bin)
+        bin = "/usr/local/bin/terraform";
+    if (access(bin, X_OK) != 0)
+        cr_skip_test("no terraform binary (%s)", bin);
+    setenv("TQ_TEST_TF_BIN", bin, 1);
+#define TF(...) "['${env.TQ_TEST_TF_BIN}','-chdir=${env.TQ_WORK_DIR}/${tenant.id}'," __VA_ARGS__ "]"
+#define TF_PARAMS                                                                              \
+    "'files':{'main.tf.json':{'resource':{'terraform_data':{'tenant':{'input':'${tenant.id}'}}}}},"  \
+    "'env':{'TF_IN_AUTOMATION':'1','CHECKPOINT_DISABLE':'1','TF_CLI_CONFIG_FILE':'/dev/null'},"  \
+    "'steps':[" TF("'init','-input=false','-no-color'") ","                                     \
+    TF("'plan','-input=false','-no-color','-out=tfplan'") ","                                  \
+    TF("'apply','-input=false','-no-color','tfplan'") "],"                                     \
+    "'undo_steps':[" TF("'init','-input=false','-no-color'") ","                                \
+    TF("'destroy','-input=false','-no-color','-auto-approve'") "],"                            \
+    "'remove_cwd_on_undo':true"
+    pipeline("tf.json",
+             "{'name':'terraform','kind':'exec','timeout_ms':120000,'params':{" TF_PARAMS "}},"
+             "{'name':'terraform_again','kind':'exec','needs':['terraform'],'timeout_ms':120000,"
+             " 'params':{" TF_PARAMS "}}");
+    const char *t = h_tenant("tf");
+    submit(t, "Gold");
+    const char *log = log_path("worker-tf.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 120000);
+    print_durations(t);
+    json_t *o = step_output(t, "terraform");
+    cr_assert_eq(json_array_size(json_object_get(o, "commands")), 3);
+    cr_assert(strstr(json_string_value(json_object_get(o, "stdout")), "1 added"), "%s",
+              json_string_value(json_object_get(o, "stdout")));
+    json_decref(o);
+    o = step_output(t, "terraform_again");
+    cr_assert(strstr(json_string_value(json_object_get(o, "stdout")), "0 added, 0 changed"),
+              "applying again changes nothing: %s", json_string_value(json_object_get(o, "stdout")));
+    json_decref(o);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/terraform.tfstate", work_dir, t);
+    char *state = slurp(path);
+    cr_assert(strstr(state, "terraform_data") && strstr(state, t), "state: %s", state);
+    free(state);
+
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "deprovision", t, NULL), 0, "deprovision: %s", err);
+    free(err);
+    assert_status(t, "deprovisioned", 120000);
+    worker_stop_checked(w, log);
+    snprintf(path, sizeof(path), "%s/%s", work_dir, t);
+    cr_assert_neq(access(path, F_OK), 0, "the working directory is removed after destroy");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE phase = 'undo'"
+                            " AND status = 'succeeded'"), 2, "destroy ran for both steps");
+}

@@ -11,8 +11,9 @@
  *                                             worker's whole environment)
  *   cwd         working directory; default <TQ_WORK_DIR or /tmp/tenantq-work>/
  *               <tenant>, created with mode 0700 (as is any missing part)
- *   files       {"main.tf": "text"}           written into cwd (0600) before
- *                                             the commands, forward and undo
+ *   files       {"name": "text" | {...}}      written into cwd (0600) before
+ *                                             the commands, forward and undo;
+ *                                             an object or array as JSON text
  *   remove_cwd_on_undo  true: a successful undo removes cwd and its content
  * Each command runs in its own process group (UV_PROCESS_DETACHED: setsid).
  * Cancel (timeout, drain) sends SIGTERM to the group and SIGKILL 2 s later;
@@ -28,10 +29,12 @@
  *               ["terraform","-chdir=<dir>","apply","-input=false","tfplan"]]
  *   undo_steps [["terraform","-chdir=<dir>","init","-input=false"],
  *               ["terraform","-chdir=<dir>","destroy","-input=false","-auto-approve"]]
- * (<dir> holding a main.tf, e.g. from params.files, that uses
- * terraform/modules/tenant); destroy of nothing succeeds, so the undo is
- * safe to run twice as well. Secrets belong in env, never in argv (command
- * lines are visible to every local user).
+ * with <dir> = cwd, holding main.tf.json from params.files: {"module":
+ * {"tenant": {"source": ".../terraform/modules/tenant", "tenant_id":
+ * "${tenant.id}", ...}}} (see terraform/README.md; Terraform's own "${...}"
+ * cannot appear in params, which are templates). Destroy of nothing
+ * succeeds, so the undo is safe to run twice as well. Secrets belong in
+ * env, never in argv (command lines are visible to every local user).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -326,17 +329,23 @@ static enum tq_err write_files(struct wk_step *s, const char *cwd)
     const char *name;
     const json_t *text;
     json_object_foreach((json_t *)f, name, text) {
+        bool is_json = json_is_object(text) || json_is_array(text);
         if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
-            !json_is_string(text)) {
+            (!json_is_string(text) && !is_json)) {
             snprintf(s->errstr, sizeof(s->errstr),
-                     "params.files: \"%.64s\" must be a plain file name with a string value", name);
+                     "params.files: \"%.64s\" must be a plain file name with a string, object"
+                     " or array value", name);
             return TQ_EINVALID;
         }
+        /* an object or array is written as JSON text (main.tf.json) */
+        char *doc = is_json ? json_dumps(text, JSON_INDENT(2)) : NULL;
+        const char *data = is_json ? doc : json_string_value(text);
+        size_t len = is_json ? strlen(doc) : json_string_length(text);
         char *path = tq_xasprintf("%s/%s", cwd, name);
         char *tmp = tq_xasprintf("%s/.%s.tmp", cwd, name);
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        size_t len = json_string_length(text);
-        bool ok = fd >= 0 && write(fd, json_string_value(text), len) == (ssize_t)len;
+        bool ok = fd >= 0 && write(fd, data, len) == (ssize_t)len;
+        free(doc);
         int saved = errno;
         if (fd >= 0 && close(fd) != 0)
             ok = false;

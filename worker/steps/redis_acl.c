@@ -11,9 +11,9 @@
  *       +@all -@dangerous -@admin -@scripting
  *       ("reset" first: every run leaves the same one user, with a fresh
  *       password), then ACL SAVE when CONFIG GET aclfile is not empty.
- *       The file is written before the ACL changes and renamed after, so
- *       a failure never leaves a file whose password the server refuses
- *       for long: a rerun rotates both.
+ *       The file is written (fsync) before the ACL changes and renamed
+ *       right after, so the delivered password and the server's agree
+ *       unless the rename itself fails; a rerun rotates both.
  * Undo: ACL DELUSER <user> (0 deleted is success), ACL SAVE when there is an
  *       aclfile, remove redis.json. Running either twice is one effect.
  * Blocking hiredis calls run on the thread pool (wk_step_offload), each
@@ -138,9 +138,7 @@ static enum tq_err acl_run(struct wk_step *s)
     }
     freeReplyObject(r);
 
-    bool has_file, saved;
-    if ((err = maybe_save(s, c, &has_file, &saved)))
-        goto out;
+    /* The server now knows only the new password: deliver it before anything else can fail. */
     if (tmp) {
         err = wk_secret_commit(dir, tenant, "redis.json", tmp, s->errstr, sizeof(s->errstr));
         free(tmp);
@@ -151,6 +149,9 @@ static enum tq_err acl_run(struct wk_step *s)
         tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its redis password was not delivered",
                 tenant);
     }
+    bool has_file, saved;
+    if ((err = maybe_save(s, c, &has_file, &saved)))
+        goto out;
     json_object_set_new(s->output, "user", json_string(n.role));
     json_object_set_new(s->output, "key_prefix", json_string(n.key_prefix));
     json_object_set_new(s->output, "host", json_string(a.host));
