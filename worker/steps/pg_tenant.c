@@ -255,9 +255,19 @@ static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
     enum tq_err err = names_make(c, ctx->claim->tenant_id, &n, ctx->errstr,
                                  sizeof(ctx->errstr));
     if (!err) {
-        char *sql = tq_xasprintf("BEGIN; DROP SCHEMA IF EXISTS %s CASCADE;"
-                                 " DROP ROLE IF EXISTS %s; COMMIT;",
-                                 n.q_schema, n.q_role);
+        /*
+         * DROP OWNED BY also revokes privileges someone granted the role on
+         * other objects (a widened grant would otherwise pin the role).
+         * It fails for a missing role, hence the check inside the block.
+         */
+        char *l_role = PQescapeLiteral(c, n.role, strlen(n.role));
+        char *sql = tq_xasprintf(
+            "BEGIN; DROP SCHEMA IF EXISTS %s CASCADE;"
+            " DO $tq$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s) THEN"
+            "   EXECUTE 'DROP OWNED BY ' || quote_ident(%s); END IF; END $tq$;"
+            " DROP ROLE IF EXISTS %s; COMMIT;",
+            n.q_schema, l_role, l_role, n.q_role);
+        PQfreemem(l_role);
         err = run_sql(c, sql, "drop the tenant's schema and role", ctx->errstr,
                       sizeof(ctx->errstr));
         free(sql);
