@@ -568,6 +568,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     for (size_t i = 0; i < l.n; i++) {
         items[i].req = &l.reqs[i];
         items[i].idempotency_key = key;
+        items[i].not_before_ms = not_before ? due_ms : 0;   /* in the submit transaction */
     }
     if ((err = tq_pg_open(c->cfg.database_url, &pg))) {
         rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
@@ -580,23 +581,6 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         goto out;
     }
 
-    /* Committed. --not-before: record the time before anything is dispatched. */
-    if (not_before) {
-        int64_t *fresh = tq_xcalloc(l.n, sizeof(*fresh));
-        size_t nf = 0;
-        for (size_t i = 0; i < l.n; i++)
-            if (!items[i].existed)
-                fresh[nf++] = items[i].job_id;
-        err = tq_admin_schedule(pg, fresh, nf, due_ms, "tq-enqueue", why, sizeof(why));
-        free(fresh);
-        if (err) {
-            rc = cli_fail(c, EXIT_UNREACHABLE, NULL,
-                          "the requests are recorded but their start time is not (%s); "
-                          "cancel them if they must not start now",
-                          why);
-            goto out;
-        }
-    }
     /* Now dispatch; if Redis is away the reconciler dispatches later. */
     const char **ids = tq_xcalloc(l.n, sizeof(char *));
     int64_t *nids = tq_xcalloc(l.n, sizeof(*nids));

@@ -167,7 +167,8 @@ static const char sql_find_tenant[] =
 
 static const char sql_insert_job[] =
     "INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key,"
-    "  batch_id, status) VALUES ($1, 'provision', $2, $3, $4, $5)"
+    "  batch_id, status, not_before) VALUES ($1, 'provision', $2, $3, $4, $5,"
+    "  CASE WHEN $6::bigint > 0 THEN to_timestamp($6::bigint / 1000.0) END)"
     " RETURNING id";
 
 static const char sql_find_job[] =
@@ -273,8 +274,10 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
         return TQ_OK;
     }
 
-    const char *pj[] = {q->tenant_id, pl->hash, key, batch, approve ? "held" : "queued"};
-    r = tq__pg_query(pg, &err, "insert the job", sql_insert_job, 5, pj);
+    char nb[24];
+    snprintf(nb, sizeof(nb), "%" PRId64, it->not_before_ms);
+    const char *pj[] = {q->tenant_id, pl->hash, key, batch, approve ? "held" : "queued", nb};
+    r = tq__pg_query(pg, &err, "insert the job", sql_insert_job, 6, pj);
     if (!r)
         return err;
     it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -297,6 +300,12 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
         const char *pb[] = {q->tenant_id, jid, "auto", "approved",
                             "{\"reason\":\"budget within auto-approval threshold\"}"};
         err = simple(pg, "write the audit event", sql_audit, 5, pb);
+    }
+    if (!err && it->not_before_ms > 0) {
+        char det[64];
+        snprintf(det, sizeof(det), "{\"not_before_ms\":%" PRId64 "}", it->not_before_ms);
+        const char *ps[] = {q->tenant_id, jid, actor, "scheduled", det};
+        err = simple(pg, "write the audit event", sql_audit, 5, ps);
     }
     return err;
 }

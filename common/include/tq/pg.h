@@ -39,6 +39,7 @@ enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version);
 struct tq_submit_item {
     const struct tq_request *req;
     const char *idempotency_key;   /* NULL: the tenant id */
+    int64_t not_before_ms;         /* start no earlier (epoch ms); 0: now */
     /* filled by tq_pg_submit: */
     int64_t job_id;
     bool existed;                  /* the same request was already there */
