@@ -30,6 +30,7 @@
 
 static redisContext *rc;
 static char work_dir[300];
+static pid_t worker_pid;   /* running worker, killed in .fini if an assertion left it */
 
 static void infra_setup(void)
 {
@@ -44,6 +45,11 @@ static void infra_setup(void)
 /* ACL users are server-wide: remove this test's (their names end in its tag). */
 static void infra_teardown(void)
 {
+    if (worker_pid > 0) {
+        kill(-worker_pid, SIGKILL);   /* its own process group: its children too */
+        waitpid(worker_pid, NULL, 0);
+        worker_pid = 0;
+    }
     if (rc) {
         char suffix[40];
         snprintf(suffix, sizeof(suffix), "_%s", H.tag);
@@ -149,6 +155,8 @@ static pid_t worker_start_logged(const char *log_path, const char *const *extra_
         execl(TQ_WORKER_BIN, "tq-worker", (char *)NULL);
         _exit(127);
     }
+    setpgid(pid, pid);   /* also here: .fini may kill the group before the child ran */
+    worker_pid = pid;
     return pid;
 }
 
@@ -164,7 +172,9 @@ static char *slurp(const char *path)
 /* Stop the worker; its log must hold no sanitizer report. */
 static void worker_stop_checked(pid_t w, const char *log_path)
 {
-    cr_assert_eq(h_worker_stop(w, 20000), 0, "worker must drain and exit 0");
+    int code = h_worker_stop(w, 20000);
+    worker_pid = 0;
+    cr_assert_eq(code, 0, "worker must drain and exit 0");
     char *log = slurp(log_path);
     if (strstr(log, "Sanitizer") || strstr(log, "runtime error"))
         fputs(log, stderr);
