@@ -277,30 +277,45 @@ enum tq_err tq_queue_try_lock(struct tq_queue *q, const char *name, uint32_t ttl
     return err;
 }
 
-static const char push_missing_lua[] =
-    "local n = 0 "
-    "for i, id in ipairs(ARGV) do "
-    "  if not redis.call('LPOS', KEYS[1], id) then redis.call('LPUSH', KEYS[1], id) n = n + 1 end "
-    "end return n";
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
 
+/*
+ * One LRANGE of the whole ready list, sorted here, then one LPUSH of the ids
+ * it lacks: O(N log N) in the worker once per reconcile, instead of an
+ * O(N) LPOS inside Redis per candidate (which stalls Redis on a long backlog).
+ * An id popped in between was there; one pushed twice is harmless.
+ */
 enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, size_t n,
                                   int *pushed)
 {
     *pushed = 0;
     if (n == 0)
         return TQ_OK;
-    const char **argv = tq_xcalloc(n + 4, sizeof(char *));
-    argv[0] = "EVAL";
-    argv[1] = push_missing_lua;
-    argv[2] = "1";
-    argv[3] = q->k_ready;
-    for (size_t i = 0; i < n; i++)
-        argv[i + 4] = ids[i];
+    const char *argv[] = {"LRANGE", q->k_ready, "0", "-1"};
     enum tq_err err;
-    redisReply *r = cmd(q, &err, "re-dispatch jobs", (int)(n + 4), argv);
-    free(argv);
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        *pushed = (int)r->integer;
+    redisReply *r = cmd(q, &err, "read the ready list", 4, argv);
+    if (err)
+        return err;
+    size_t have = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    const char **present = tq_xcalloc(have + 1, sizeof(char *));
+    for (size_t i = 0; i < have; i++)
+        present[i] = r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "";
+    qsort(present, have, sizeof(char *), cmp_str);
+    const char **missing = tq_xcalloc(n, sizeof(char *));
+    size_t nm = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!bsearch(&ids[i], present, have, sizeof(char *), cmp_str))
+            missing[nm++] = ids[i];
+    if (nm > 0) {
+        err = tq_queue_push(q, missing, nm);
+        if (!err)
+            *pushed = (int)nm;
+    }
+    free(missing);
+    free(present);
     freeReplyObject(r);
     return err;
 }

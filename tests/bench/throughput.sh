@@ -37,7 +37,7 @@ redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pid
 mkdir "$dir/pg" "$dir/pgrun"; if [ "$(id -u)" = 0 ]; then chown postgres "$dir/pg" "$dir/pgrun"; fi
 as_pg /usr/lib/postgresql/15/bin/initdb -D "$dir/pg" -U postgres --auth=trust -E UTF8 >/dev/null
 as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$dir/pg" -l "$dir/pgrun/pg.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p $pport -k $dir/pgrun -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on" start >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -p $pport -k $dir/pgrun -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on ${TQ_BENCH_PG_OPTS:-}" start >/dev/null
 createdb -h 127.0.0.1 -p "$pport" -U postgres tenantq
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
@@ -70,4 +70,8 @@ read -r secs <<<"$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT extract(epoch FROM m
 trans=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.step_attempts")
 echo "throughput: $jobs jobs x $steps noop step(s), $workers worker(s) x $conc slots: $(awk -v n="$jobs" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') jobs/s ($secs s first claim to last outcome)"
 echo "throughput: $(awk -v n="$trans" -v s="$secs" 'BEGIN{printf "%.0f", n * 2 / s}') step transitions/s (running + succeeded of $trans step attempts)"
-for i in $(seq 1 "$workers"); do grep -c 'error' "$dir/worker-$i.log" | sed "s/^/throughput: worker $i error lines: /"; done
+for i in $(seq 1 "$workers"); do echo "throughput: worker $i error lines: $(grep -c error "$dir/worker-$i.log" || true)"; done
+if [ -n "${TQ_BENCH_STATEMENTS:-}" ]; then   # needs TQ_BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
+  psql -qAtX "$TQ_DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  psql -X "$TQ_DATABASE_URL" -c "SELECT calls, round(total_exec_time) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+fi

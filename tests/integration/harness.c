@@ -92,8 +92,11 @@ void h_setup(void)
     cr_assert_eq(rc_m, 0, "migrate failed");
 }
 
+static void reap_workers(void);
+
 void h_teardown(void)
 {
+    reap_workers();
     if (!H.db)
         return;
     PQfinish(H.db);
@@ -198,10 +201,28 @@ int h_enqueue(char **out, char **err, ...)
     return h_run(argv, out, err);
 }
 
+/* Workers this test started: a failed assertion must not leave them running. */
+static pid_t started[64];
+static size_t nstarted;
+
+static void reap_workers(void)
+{
+    for (size_t i = 0; i < nstarted; i++) {
+        int st;
+        if (waitpid(started[i], &st, WNOHANG) == 0) {
+            kill(started[i], SIGKILL);
+            waitpid(started[i], &st, 0);
+        }
+    }
+    nstarted = 0;
+}
+
 pid_t h_worker_start(const char *const *extra_env)
 {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
+    if (pid > 0 && nstarted < sizeof(started) / sizeof(started[0]))
+        started[nstarted++] = pid;
     if (pid == 0) {
         setpgid(0, 0);
         for (size_t i = 0; extra_env && extra_env[i]; i++) {
