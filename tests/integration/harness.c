@@ -217,6 +217,12 @@ static void reap_workers(void)
     nstarted = 0;
 }
 
+void h_worker_adopt(pid_t pid)
+{
+    if (pid > 0 && nstarted < sizeof(started) / sizeof(started[0]))
+        started[nstarted++] = pid;
+}
+
 pid_t h_worker_start(const char *const *extra_env)
 {
     pid_t pid = fork();

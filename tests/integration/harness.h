@@ -41,6 +41,8 @@ int h_enqueue(char **out, char **err, ...) __attribute__((sentinel));
 
 /* Start a worker (its own process group); extra_env "K=V" pairs, NULL-ended. */
 pid_t h_worker_start(const char *const *extra_env);
+/* A worker started some other way: killed in .fini if still running. */
+void h_worker_adopt(pid_t pid);
 /* SIGTERM, wait up to timeout_ms; returns exit code, or -1 if killed/timed out. */
 int h_worker_stop(pid_t pid, int timeout_ms);
 

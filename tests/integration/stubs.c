@@ -219,6 +219,7 @@ pid_t st_worker_start(const char *log_path)
         execl(TQ_WORKER_BIN, "tq-worker", (char *)NULL);
         _exit(127);
     }
+    h_worker_adopt(pid);
     return pid;
 }
 
