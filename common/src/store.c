@@ -97,7 +97,7 @@ static const char sql_claim[] =
     "    started_at = coalesce(j.started_at, now()), updated_at = now()"
     "  WHERE j.id = ANY($1::bigint[]) AND j.status IN ('queued', 'running')"
     "    AND (j.lease_until IS NULL OR j.lease_until < now())"
-    "    AND (j.not_before IS NULL OR j.not_before <= now())"
+    "    AND (j.not_before IS NULL OR j.not_before <= now()) AND j.deliveries < $4::int"
     "  RETURNING j.id, j.tenant_id, j.kind, j.pipeline_hash, j.lease_epoch, j.attempt,"
     "    j.phase, j.cancel_requested),"
     " t AS (UPDATE tq.tenants tn SET updated_at = now(),"
@@ -137,18 +137,10 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     snprintf(lease, sizeof(lease), "%u", lease_ms);
     snprintf(maxd, sizeof(maxd), "%d", max_deliveries);
     enum tq_err err;
-    const char *pd[] = {a.b.data, maxd, worker};
-    PGresult *r = tq__pg_query(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
-    if (!r)
-        goto out;
-    *ndead = (size_t)PQntuples(r);
-    *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
-    for (size_t i = 0; i < *ndead; i++)
-        (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
-    PQclear(r);
-
-    const char *pc[] = {a.b.data, worker, lease};
-    r = tq__pg_query(pg, &err, "claim jobs", sql_claim, 3, pc);
+    struct arr rest;
+    arr_init(&rest);
+    const char *pc[] = {a.b.data, worker, lease, maxd};
+    PGresult *r = tq__pg_query(pg, &err, "claim jobs", sql_claim, 4, pc);
     if (!r)
         goto out;
     size_t m = (size_t)PQntuples(r);
@@ -175,8 +167,39 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     }
     *nout = m;
     PQclear(r);
+
+    /* Only ids the claim left out can be worn-out redeliveries (usually none). */
+    for (size_t i = 0; i < n; i++) {
+        bool claimed = false;
+        for (size_t k = 0; k < m && !claimed; k++)
+            claimed = (*out)[k].c.job_id == ids[i];
+        if (!claimed)
+            arr_i64(&rest, ids[i]);
+    }
+    arr_done(&rest);
+    if (rest.n > 0) {
+        const char *pd[] = {rest.b.data, maxd, worker};
+        r = tq__pg_query(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
+        if (!r) {
+            err = TQ_OK;   /* the claims stand; dead-lettering waits for the next delivery */
+            goto out;
+        }
+        *ndead = (size_t)PQntuples(r);
+        *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
+        for (size_t i = 0; i < *ndead; i++)
+            (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+        PQclear(r);
+    }
 out:
     arr_free(&a, 1);
+    arr_free(&rest, 1);
+    if (err) {
+        for (size_t i = 0; i < *nout; i++)
+            json_decref((*out)[i].steps);
+        free(*out);
+        *out = NULL;
+        *nout = 0;
+    }
     return err;
 }
 
