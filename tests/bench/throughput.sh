@@ -72,15 +72,16 @@ echo "throughput: $jobs jobs x $steps noop step(s), $workers worker(s) x $conc s
 echo "throughput: $(awk -v n="$trans" -v s="$secs" 'BEGIN{printf "%.0f", n * 2 / s}') step transitions/s (running + succeeded of $trans step attempts)"
 for i in $(seq 1 "$workers"); do echo "throughput: worker $i error lines: $(grep -c error "$dir/worker-$i.log" || true)"; done
 # Dispatch latency with idle workers: single submissions one after another;
-# latency = claim (jobs.started_at) - submit transaction (jobs.created_at),
-# i.e. commit + LPUSH + BLMOVE wake-up + claim statement.
+# latency = claim (jobs.started_at, the claim statement's start) - the submit
+# transaction's last write (its "approved" audit event, clock_timestamp()),
+# i.e. commit + LPUSH + BLMOVE wake-up + the fetcher reaching PostgreSQL.
 lat_n=${TQ_BENCH_LATENCY_JOBS:-200}
 for i in $(seq 1 "$lat_n"); do
   "$bin/tq-enqueue" submit --tenant-id "lat$(printf %06d "$i")" --name "Lat $i" --tier Bronze \
     --region us-east-1 --budget 1000 --owner o@example.com --batch latency >/dev/null
 done
 while [ "$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE batch_id = 'latency' AND status = 'succeeded'")" -lt "$lat_n" ]; do sleep 0.2; done
-psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "SELECT 'throughput: dispatch latency of $lat_n single submissions (ms): p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2), 'p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2), 'max', round(max(ms)::numeric, 2) FROM (SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms FROM tq.jobs WHERE batch_id = 'latency') x"
+psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "SELECT 'throughput: dispatch latency of $lat_n single submissions (ms): p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2), 'p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2), 'max', round(max(ms)::numeric, 2) FROM (SELECT extract(epoch FROM j.started_at - a.at) * 1000 AS ms FROM tq.jobs j JOIN tq.audit_events a ON a.job_id = j.id AND a.event = 'approved' WHERE j.batch_id = 'latency') x"
 if [ -n "${TQ_BENCH_STATEMENTS:-}" ]; then   # needs TQ_BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
   psql -qAtX "$TQ_DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
   psql -X "$TQ_DATABASE_URL" -c "SELECT calls, round(total_exec_time) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
