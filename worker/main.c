@@ -23,7 +23,7 @@ static const char usage[] =
     "  -q, --queue NAME      queue name (TQ_QUEUE, default provision)\n"
     "      --http ADDR       /healthz /readyz /metrics listener, host:port, \"\" = off\n"
     "                        (TQ_HTTP_ADDR, default 127.0.0.1:9464)\n"
-    "      --lease-ms MS     job lease (TQ_LEASE_MS, default 30000)\n"
+    "      --lease-ms MS     job lease (TQ_LEASE_MS, default 15000)\n"
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"

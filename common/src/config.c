@@ -83,7 +83,7 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
     if ((err = env_int("TQ_CONCURRENCY", 4, 1, 256, &n, errbuf, errlen)))
         return err;
     c->concurrency = (int)n;
-    if ((err = env_int("TQ_LEASE_MS", 30000, 1000, 3600000, &n, errbuf, errlen)))
+    if ((err = env_int("TQ_LEASE_MS", 15000, 1000, 3600000, &n, errbuf, errlen)))
         return err;
     c->lease_ms = (uint32_t)n;
     if ((err = env_int("TQ_APPROVAL_THRESHOLD", 1000000, 0, 1000000000000LL,

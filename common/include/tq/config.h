@@ -30,7 +30,7 @@ struct tq_config {
     char *pipeline_path;    /* TQ_PIPELINE */
     char *secrets_dir;      /* TQ_SECRETS_DIR; NULL = credentials not delivered */
     int concurrency;        /* TQ_CONCURRENCY, default 4, 1..256 */
-    uint32_t lease_ms;      /* TQ_LEASE_MS, default 30000 */
+    uint32_t lease_ms;      /* TQ_LEASE_MS, default 15000 (see worker/README.md) */
     int64_t approval_threshold_inr;   /* TQ_APPROVAL_THRESHOLD, default 1000000 */
     enum tq_log_format log_format;    /* TQ_LOG_FORMAT */
     char *regions[TQ_MAX_REGIONS];    /* TQ_REGIONS, comma separated */
