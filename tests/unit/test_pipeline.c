@@ -134,6 +134,16 @@ Test(pipeline, shipped_pipeline_loads)
     tq_pipeline_free(p);
 }
 
+Test(pipeline, terraform_pipeline_loads)
+{
+    struct tq_pipeline *p;
+    char err[512];
+    cr_assert_eq(tq_pipeline_load(TQ_SOURCE_DIR "/deploy/pipelines/tenant-provision-terraform.json",
+                                  &p, err, sizeof(err)),
+                 TQ_OK, "%s", err);
+    tq_pipeline_free(p);
+}
+
 Test(pipeline, missing_file_is_named)
 {
     struct tq_pipeline *p;
