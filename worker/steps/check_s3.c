@@ -25,30 +25,8 @@
 #include "tq/util.h"
 
 /* The S3 client of s3_bucket.c; these declarations repeat the ones there. */
-struct wk_s3;
-typedef void wk_s3_cb(struct wk_s3 *c, void *arg);
-enum tq_err wk_s3_new(struct wk_step *s, struct wk_s3 **out);
-void wk_s3_free(struct wk_s3 *c);
-const char *wk_s3_bucket(const struct wk_s3 *c);
-const char *wk_s3_environment(const struct wk_s3 *c);
-enum tq_err wk_s3_send(struct wk_s3 *c, const char *what, const char *method,
-                       const char *key, const char *query, const char *body, size_t len,
-                       bool checksum, wk_s3_cb *cb, void *arg);
-bool wk_s3_abort(struct wk_s3 *c);
-bool wk_s3_aborted(const struct wk_s3 *c);
-long wk_s3_status(const struct wk_s3 *c);
-const char *wk_s3_code(const struct wk_s3 *c);
-const char *wk_s3_body(const struct wk_s3 *c, size_t *len);
-uint64_t wk_s3_ms(const struct wk_s3 *c);
-enum tq_err wk_s3_error(const struct wk_s3 *c, char *errstr, size_t errlen);
-char *wk_s3_xml_text(const char *p, const char *end, const char *tag);
-#define WK_S3_NTAGS 5
-struct wk_s3_tag {
-    const char *key;
-    char value[128];
-};
-enum tq_err wk_s3_cost_tags(const struct wk_s3 *c, const struct tq_claim *claim,
-                            struct wk_s3_tag tags[WK_S3_NTAGS], char *errstr, size_t errlen);
+#include "s3_client.h"
+
 
 enum phase { C_PUT, C_GET, C_DELETE, C_TAGS, C_UNDO_DELETE };
 
