@@ -370,3 +370,28 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     cr_assert_eq(step_count(t, "postgres", "run", "succeeded"), 1, "only checks re-run");
     cr_assert_eq(step_count(t, "postgres", "undo", "succeeded"), 0);
 }
+
+Test(engine, sigterm_hands_back_a_running_job_and_another_worker_finishes_it)
+{
+    pipeline("drain.json",
+             "{\"name\":\"first\",\"kind\":\"sleep\",\"params\":{\"ms\":10}},"
+             "{\"name\":\"long\",\"kind\":\"sleep\",\"needs\":[\"first\"],\"params\":{\"ms\":3000}},"
+             "{\"name\":\"last\",\"kind\":\"noop\",\"needs\":[\"long\"]}");
+    const char *t = h_tenant("drain");
+    submit(t);
+    const char *env[] = {"TQ_GRACE_MS=500", NULL};
+    pid_t a = h_worker_start(env);
+    cr_assert(h_wait_sql("running", 30000, "SELECT status FROM tq.job_steps WHERE step = 'long'"));
+    uint64_t t0 = tq_mono_ms();
+    cr_assert_eq(h_worker_stop(a, 15000), 0, "SIGTERM drains and exits 0");
+    cr_assert_lt(tq_mono_ms() - t0, 2500, "within the 500 ms grace period, not after the 3 s step");
+    char *st = h_sql("SELECT status || '/' || coalesce(lease_owner, 'none') FROM tq.jobs");
+    cr_assert_str_eq(st, "queued/none", "handed back: runnable, lease released");
+    free(st);
+    cr_assert_eq(h_redis_long("LLEN tq:{%s}:ready", H.queue), 1, "and its id is back in ready");
+    /* the next worker skips what succeeded and runs the rest */
+    pid_t b = h_worker_start(NULL);
+    cr_assert(wait_status(t, "active", 30000));
+    cr_assert_eq(h_worker_stop(b, 15000), 0);
+    cr_assert_eq(step_count(t, "first", "run", "succeeded"), 1, "not run twice");
+}

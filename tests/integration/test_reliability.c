@@ -260,3 +260,60 @@ Test(reliability, long_retry_waits_in_the_delayed_set)
     cr_assert_eq(h_sql_long("SELECT attempt FROM tq.jobs"), 2,
                  "claimed again after the delayed set promoted it");
 }
+
+/* GET http://127.0.0.1:port/path, the status code (0: no answer). */
+static int http_status(int port, const char *path)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "curl -s -o /dev/null -w '%%{http_code}' -m 2 http://127.0.0.1:%d%s",
+             port, path);
+    FILE *p = popen(cmd, "r");
+    int code = 0;
+    if (p) {
+        if (fscanf(p, "%d", &code) != 1)
+            code = 0;
+        pclose(p);
+    }
+    return code;
+}
+
+Test(reliability, readyz_follows_redis_and_postgres)
+{
+    int port = 20000 + (int)(getpid() % 20000);
+    char http[64];
+    snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
+    const char *env[] = {http, "TQ_LEASE_MS=3000", NULL};
+    pid_t a = h_worker_start(env);
+    bool ready = false;
+    for (int i = 0; i < 100 && !ready; i++) {
+        ready = http_status(port, "/readyz") == 200;
+        if (!ready)
+            tq_sleep_ms(100);
+    }
+    cr_assert(ready, "/readyz answers 200 with both services up");
+    cr_assert_eq(http_status(port, "/healthz"), 200);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "redis-cli -p %d shutdown nosave >/dev/null 2>&1", S.redis_port);
+    cr_assert_eq(system(cmd), 0);
+    bool down = false;
+    for (int i = 0; i < 100 && !down; i++) {
+        down = http_status(port, "/readyz") == 503;
+        if (!down)
+            tq_sleep_ms(100);
+    }
+    cr_assert(down, "/readyz says not ready while Redis is away");
+    cr_assert_eq(http_status(port, "/healthz"), 200, "the loop itself is alive");
+    s_redis_restart(false);
+    ready = false;
+    for (int i = 0; i < 150 && !ready; i++) {
+        ready = http_status(port, "/readyz") == 200;
+        if (!ready)
+            tq_sleep_ms(100);
+    }
+    cr_assert(ready, "ready again once Redis is back");
+    /* and it still works: a job submitted now finishes */
+    use_pipeline("ready.json", "{\"name\":\"work\",\"kind\":\"noop\"}");
+    submit_batch("ready", 1);
+    cr_assert(h_wait_sql("active", 30000, "SELECT status FROM tq.tenants"));
+    cr_assert_eq(h_worker_stop(a, 15000), 0);
+}
