@@ -71,17 +71,32 @@ trans=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.step_attempts"
 echo "throughput: $jobs jobs x $steps noop step(s), $workers worker(s) x $conc slots: $(awk -v n="$jobs" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') jobs/s ($secs s first claim to last outcome)"
 echo "throughput: $(awk -v n="$trans" -v s="$secs" 'BEGIN{printf "%.0f", n * 2 / s}') step transitions/s (running + succeeded of $trans step attempts)"
 for i in $(seq 1 "$workers"); do echo "throughput: worker $i error lines: $(grep -c error "$dir/worker-$i.log" || true)"; done
-# Dispatch latency with idle workers: single submissions one after another;
-# latency = claim (jobs.started_at, the claim statement's start) - the submit
-# transaction's last write (its "approved" audit event, clock_timestamp()),
-# i.e. commit + LPUSH + BLMOVE wake-up + the fetcher reaching PostgreSQL.
+# Dispatch latency with idle workers: jobs are committed with dispatch
+# deferred (Redis unreachable for the CLI), then this script LPUSHes each id
+# itself over an open connection, noting the time just before; latency =
+# the claim statement's start (jobs.started_at) - that time, i.e. LPUSH +
+# BLMOVE wake-up + the fetcher reaching PostgreSQL.
 lat_n=${TQ_BENCH_LATENCY_JOBS:-200}
+exec 3<>"/dev/tcp/127.0.0.1/$rport"
+: >"$dir/pushed"
 for i in $(seq 1 "$lat_n"); do
-  "$bin/tq-enqueue" submit --tenant-id "lat$(printf %06d "$i")" --name "Lat $i" --tier Bronze \
-    --region us-east-1 --budget 1000 --owner o@example.com --batch latency >/dev/null
+  id=$(TQ_REDIS_URL="redis://127.0.0.1:1/0" "$bin/tq-enqueue" submit --json \
+    --tenant-id "lat$(printf %06d "$i")" --name "Lat $i" --tier Bronze --region us-east-1 \
+    --budget 1000 --owner o@example.com --batch latency 2>/dev/null | sed -n 's/.*"job_id":\([0-9]*\).*/\1/p')
+  key='tq:{provision}:ready'
+  # one write: split writes meet Nagle + delayed ACK (40 ms) on this socket
+  printf -v cmd '*3\r\n$5\r\nLPUSH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n' "${#key}" "$key" "${#id}" "$id"
+  t=${EPOCHREALTIME/./}   # microseconds, no fork
+  printf '%s' "$cmd" >&3
+  read -r _reply <&3
+  echo "$id $t" >>"$dir/pushed"
+  sleep 0.02
 done
+exec 3<&-
 while [ "$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE batch_id = 'latency' AND status = 'succeeded'")" -lt "$lat_n" ]; do sleep 0.2; done
-psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "SELECT 'throughput: dispatch latency of $lat_n single submissions (ms): p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2), 'p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2), 'max', round(max(ms)::numeric, 2) FROM (SELECT extract(epoch FROM j.started_at - a.at) * 1000 AS ms FROM tq.jobs j JOIN tq.audit_events a ON a.job_id = j.id AND a.event = 'approved' WHERE j.batch_id = 'latency') x"
+psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "CREATE TEMP TABLE pushed (id bigint, us bigint)" \
+  -c "\\copy pushed FROM '$dir/pushed' WITH (DELIMITER ' ')" \
+  -c "SELECT 'throughput: dispatch latency, LPUSH to claim, $lat_n jobs (ms): p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 3), 'p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 3), 'max', round(max(ms)::numeric, 3) FROM (SELECT (extract(epoch FROM j.started_at) * 1000000 - p.us) / 1000.0 AS ms FROM tq.jobs j JOIN pushed p ON p.id = j.id) x" | grep throughput
 if [ -n "${TQ_BENCH_STATEMENTS:-}" ]; then   # needs TQ_BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
   psql -qAtX "$TQ_DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
   psql -X "$TQ_DATABASE_URL" -c "SELECT calls, round(total_exec_time) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
