@@ -210,12 +210,16 @@ static const char sql_steps[] =
     "    $5::int[], $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[])"
     "  AS v(job_id, epoch, step, status, ad, ud, st_ms, fin_ms, error, output, progress)),"
     " d AS (SELECT job_id, max(epoch) AS epoch, bool_or(progress) AS progress FROM v GROUP BY job_id),"
-    " f AS (UPDATE tq.jobs j SET updated_at = now(),"
-    "    lease_until = greatest(j.lease_until, now() + make_interval(secs => $12::int / 1000.0)),"
-    "    deliveries = CASE WHEN d.progress THEN 0 ELSE j.deliveries END"
-    "  FROM d WHERE j.id = d.job_id AND j.lease_epoch = d.epoch AND j.status = 'running'"
-    "    AND j.lease_owner = $13"
-    "  RETURNING j.id, j.cancel_requested),"
+    /* The fence only reads and share-locks the job row (a concurrent claim
+       waits for our commit, then sees our epoch gone): no new row version per
+       flush. Leases are extended by the heartbeat; a delivery count is reset
+       only where it matters, on a redelivered job that made progress. */
+    " f AS (SELECT j.id, j.cancel_requested, d.progress, j.deliveries FROM tq.jobs j"
+    "  JOIN d ON j.id = d.job_id AND j.lease_epoch = d.epoch"
+    "  WHERE j.status = 'running' AND j.lease_owner = $13 FOR SHARE OF j),"
+    " p AS (UPDATE tq.jobs j SET deliveries = 0,"
+    "    lease_until = greatest(j.lease_until, now() + make_interval(secs => $12::int / 1000.0))"
+    "  FROM f WHERE j.id = f.id AND f.progress AND f.deliveries > 1 RETURNING 1),"
     " u AS (INSERT INTO tq.job_steps AS s (job_id, step, status, attempts, undo_attempts,"
     "    started_at, finished_at, last_error, output)"
     "  SELECT v.job_id, v.step, v.status, v.ad, v.ud,"
