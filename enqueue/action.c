@@ -141,3 +141,21 @@ int action_finish(struct cli *c, enum tq_err err, const struct tq_admin_result *
     }
     return EXIT_DONE;
 }
+
+int action_run(struct cli *c, int argc, char **argv, const struct action_spec *spec,
+               action_fn *fn)
+{
+    struct action_args a;
+    int rc = action_parse(c, argc, argv, spec, &a);
+    if (rc >= 0)
+        return rc;
+    struct tq_pg *pg = NULL;
+    if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
+        struct tq_admin_result res;
+        char why[512];
+        enum tq_err err = fn(c, pg, &a, &res, why, sizeof(why));
+        rc = action_finish(c, err, &res, why);
+    }
+    tq_pg_close(pg);
+    return rc;
+}

@@ -26,27 +26,22 @@ static const char usage[] =
     "  tq-enqueue --json cancel acme-corp\n"
     "\n" CLI_EXIT_CODES;
 
+static enum tq_err run(struct cli *c, struct tq_pg *pg, const struct action_args *a,
+                       struct tq_admin_result *res, char *why, size_t whylen)
+{
+    enum tq_err err = tq_admin_cancel(pg, a->tenant, a->by, res, why, whylen);
+    if (!err && strcmp(res->action, "cancelled") == 0) {
+        /* Tidy only: a worker that fetches the id finds it cancelled and drops it. */
+        struct tq_queue *q = NULL;
+        if (tq_queue_open(&c->cfg, NULL, &q) == TQ_OK)
+            tq_admin_undispatch(q, res->job_id);
+        tq_queue_close(q);
+    }
+    return err;
+}
+
 int cmd_cancel(struct cli *c, int argc, char **argv)
 {
     static const struct action_spec spec = {usage, false, NULL, false};
-    struct action_args a;
-    int rc = action_parse(c, argc, argv, &spec, &a);
-    if (rc >= 0)
-        return rc;
-    struct tq_pg *pg = NULL;
-    if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
-        struct tq_admin_result res;
-        char why[512];
-        enum tq_err err = tq_admin_cancel(pg, a.tenant, a.by, &res, why, sizeof(why));
-        if (!err && strcmp(res.action, "cancelled") == 0) {
-            /* Tidy only: a worker that fetches the id finds it cancelled and drops it. */
-            struct tq_queue *q = NULL;
-            if (tq_queue_open(&c->cfg, NULL, &q) == TQ_OK)
-                tq_admin_undispatch(q, res.job_id);
-            tq_queue_close(q);
-        }
-        rc = action_finish(c, err, &res, why);
-    }
-    tq_pg_close(pg);
-    return rc;
+    return action_run(c, argc, argv, &spec, run);
 }

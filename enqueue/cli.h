@@ -99,6 +99,15 @@ int action_finish(struct cli *c, enum tq_err err, const struct tq_admin_result *
  */
 bool cli_dispatch(struct cli *c, const int64_t *ids, size_t n, int64_t due_ms);
 
+/*
+ * The whole of a tenant action: parse (action_parse), open PostgreSQL, run fn,
+ * report (action_finish). fn fills res and, on error, errbuf.
+ */
+typedef enum tq_err action_fn(struct cli *c, struct tq_pg *pg, const struct action_args *a,
+                              struct tq_admin_result *res, char *errbuf, size_t errlen);
+int action_run(struct cli *c, int argc, char **argv, const struct action_spec *spec,
+               action_fn *fn);
+
 /* ---- subcommands ---- */
 int cmd_migrate(struct cli *c, int argc, char **argv);
 int cmd_submit(struct cli *c, int argc, char **argv);

@@ -20,20 +20,16 @@ static const char usage[] =
     "  tq-enqueue status --watch acme-corp      # until deprovisioned\n"
     "\n" CLI_EXIT_CODES;
 
+static enum tq_err run(struct cli *c, struct tq_pg *pg, const struct action_args *a,
+                       struct tq_admin_result *res, char *why, size_t whylen)
+{
+    (void)c;
+    enum tq_err err = tq_admin_deprovision(pg, a->tenant, a->by, res, why, whylen);
+    return err;
+}
+
 int cmd_deprovision(struct cli *c, int argc, char **argv)
 {
     static const struct action_spec spec = {usage, false, NULL, false};
-    struct action_args a;
-    int rc = action_parse(c, argc, argv, &spec, &a);
-    if (rc >= 0)
-        return rc;
-    struct tq_pg *pg = NULL;
-    if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
-        struct tq_admin_result res;
-        char why[512];
-        enum tq_err err = tq_admin_deprovision(pg, a.tenant, a.by, &res, why, sizeof(why));
-        rc = action_finish(c, err, &res, why);
-    }
-    tq_pg_close(pg);
-    return rc;
+    return action_run(c, argc, argv, &spec, run);
 }
