@@ -431,6 +431,15 @@ struct wk_engine *wk_engine_new(uv_loop_t *loop, const struct wk_settings *set,
     return e;
 }
 
+size_t wk_engine_job_ids(const struct wk_engine *e, int64_t *out, size_t cap)
+{
+    size_t n = 0;
+    for (const struct wk_job *j = e->jobs; j && n < cap; j = j->next)
+        if (!j->stale)
+            out[n++] = j->cl.c.job_id;
+    return n;
+}
+
 int wk_engine_jobs(const struct wk_engine *e)
 {
     return e->njobs;

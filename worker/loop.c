@@ -36,6 +36,8 @@ struct worker {
     uint64_t next_beat_ms;
     int64_t *cancels;          /* filled by hb_work, read by hb_after */
     size_t ncancels;
+    int64_t *held;             /* ids of jobs in hand, snapshot for hb_work */
+    size_t nheld;
 };
 
 /* Push job ids (decimal) to ready; errors are left to the reconciler. */
@@ -123,7 +125,8 @@ static void hb_work(uv_work_t *w)
     free(wk->cancels);
     wk->cancels = NULL;
     wk->ncancels = 0;
-    if (tq_pg_cancel_requests(wk->hb_pg, wk->id, &wk->cancels, &wk->ncancels) != TQ_OK) {
+    if (tq_pg_cancel_requests(wk->hb_pg, wk->id, wk->held, wk->nheld, &wk->cancels,
+                              &wk->ncancels) != TQ_OK) {
         wk->cancels = NULL;
         wk->ncancels = 0;
     }
@@ -136,7 +139,7 @@ static void hb_work(uv_work_t *w)
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
     int n = 0;
-    err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->cfg->lease_ms, &n);
+    err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
     atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
@@ -163,6 +166,9 @@ static void hb_tick(uv_timer_t *t)
     if (wk->hb_busy || wk->stopping)
         return;
     wk->hb_busy = true;
+    /* the jobs in hand, read here on the loop thread for the pool thread */
+    wk->held = tq_xrealloc(wk->held, (size_t)(wk->cfg->concurrency + 1) * sizeof(int64_t));
+    wk->nheld = wk_engine_job_ids(wk->engine, wk->held, (size_t)wk->cfg->concurrency + 1);
     wk->hb_work.data = wk;
     uv_queue_work(wk->loop, &wk->hb_work, hb_work, hb_after);
 }
@@ -356,6 +362,7 @@ out:
     tq_queue_close(wk.hb_q);
     tq_pg_close(wk.hb_pg);
     free(wk.cancels);
+    free(wk.held);
     wk_blocking_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);

@@ -189,6 +189,8 @@ void wk_engine_cancel(struct wk_engine *e, int64_t job_id);
 /* Stop starting steps; hand back jobs; cb runs once no job is left. */
 void wk_engine_drain(struct wk_engine *e, void (*cb)(void *arg), void *arg);
 int wk_engine_jobs(const struct wk_engine *e);
+/* Ids of the jobs held now, at most cap; returns how many were written. */
+size_t wk_engine_job_ids(const struct wk_engine *e, int64_t *out, size_t cap);
 void wk_engine_free(struct wk_engine *e);
 
 /* ------------------------------------------------------------ writer */

@@ -134,6 +134,14 @@ static const char *const migrations[] = {
     "  CHECK (kind IN ('provision','deprovision','revalidate'));"
     "ALTER TABLE tq.tenants ADD COLUMN last_validated_at timestamptz,"
     "  ADD COLUMN drift text;",
+
+    /* 4: let job, tenant and step rows be updated in place (HOT): no index may
+       cover a column the claim or outcome changes (status, lease_owner), and
+       pages keep room for the new versions. Workers find their jobs by id. */
+    "DROP INDEX tq.jobs_runnable, tq.jobs_lease_owner, tq.jobs_dead;"
+    "ALTER TABLE tq.jobs SET (fillfactor = 50);"
+    "ALTER TABLE tq.tenants SET (fillfactor = 70);"
+    "ALTER TABLE tq.job_steps SET (fillfactor = 70);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

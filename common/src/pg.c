@@ -373,19 +373,36 @@ enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text)
     return TQ_OK;
 }
 
-enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
-                                uint32_t lease_ms, int *extended)
+/* "{1,2,3}" for a bigint[] parameter; caller frees. */
+static char *id_array(const int64_t *ids, size_t n)
 {
+    struct tq_buf b;
+    tq_buf_init(&b);
+    tq_buf_puts(&b, "{");
+    for (size_t i = 0; i < n; i++)
+        tq_buf_printf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
+    tq_buf_puts(&b, "}");
+    return tq_buf_take(&b, NULL);
+}
+
+enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int64_t *ids,
+                                size_t n, uint32_t lease_ms, int *extended)
+{
+    *extended = 0;
+    if (n == 0)
+        return TQ_OK;
     char lease[16];
     snprintf(lease, sizeof(lease), "%u", lease_ms);
-    const char *p[] = {worker, lease};
+    char *arr = id_array(ids, n);
+    const char *p[] = {worker, lease, arr};
     enum tq_err err;
     PGresult *r = tq__pg_query(pg, &err, "extend leases",
                                "UPDATE tq.jobs SET lease_until = now() +"
                                " make_interval(secs => $2::int / 1000.0)"
-                               " WHERE lease_owner = $1 AND status = 'running'"
-                               "   AND lease_until > now()",
-                               2, p);
+                               " WHERE id = ANY($3::bigint[]) AND lease_owner = $1"
+                               "   AND status = 'running' AND lease_until > now()",
+                               3, p);
+    free(arr);
     *extended = r ? atoi(PQcmdTuples(r)) : 0;
     PQclear(r);
     return err;
@@ -457,23 +474,27 @@ enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *const *ids, size_t ni
     return TQ_OK;
 }
 
-enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, int64_t **ids,
-                                  size_t *n)
+enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, const int64_t *ids,
+                                  size_t n, int64_t **out, size_t *nout)
 {
-    const char *p[] = {worker};
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return TQ_OK;
+    char *arr = id_array(ids, n);
+    const char *p[] = {worker, arr};
     enum tq_err err;
-    *ids = NULL;
-    *n = 0;
     PGresult *r = tq__pg_query(pg, &err, "read cancel requests",
-                               "SELECT id FROM tq.jobs WHERE lease_owner = $1"
-                               " AND status = 'running' AND cancel_requested",
-                               1, p);
+                               "SELECT id FROM tq.jobs WHERE id = ANY($2::bigint[])"
+                               " AND lease_owner = $1 AND status = 'running' AND cancel_requested",
+                               2, p);
+    free(arr);
     if (!r)
         return err;
-    *n = (size_t)PQntuples(r);
-    *ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
-    for (size_t i = 0; i < *n; i++)
-        (*ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    *nout = (size_t)PQntuples(r);
+    *out = tq_xcalloc(*nout ? *nout : 1, sizeof(int64_t));
+    for (size_t i = 0; i < *nout; i++)
+        (*out)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
     PQclear(r);
     return TQ_OK;
 }

@@ -42,6 +42,7 @@ createdb -h 127.0.0.1 -p "$pport" -U postgres tenantq
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
 "$bin/tq-enqueue" migrate >/dev/null
+[ -z "${TQ_BENCH_SETUP_SQL:-}" ] || psql -qX "$TQ_DATABASE_URL" -c "$TQ_BENCH_SETUP_SQL" >/dev/null
 {
   printf '{"name":"bench","steps":['
   for i in $(seq 1 "$steps"); do

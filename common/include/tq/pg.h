@@ -76,9 +76,9 @@ struct tq_claim {
 /* Pipeline text stored at submit; *text owned by the caller. */
 enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text);
 
-/* Heartbeat: extend the leases of every job this worker holds. */
-enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker,
-                                uint32_t lease_ms, int *extended);
+/* Heartbeat: extend the leases of the jobs (ids) this worker holds. */
+enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int64_t *ids,
+                                size_t n, uint32_t lease_ms, int *extended);
 
 /*
  * Reconciler input: ids of jobs that are runnable (queued, or running with an
@@ -98,9 +98,9 @@ enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *const *ids, size_t ni
                              const char *round, const char *actor, int64_t **job_ids,
                              size_t *n);
 
-/* Jobs held by worker whose cancel an operator requested; *ids caller frees. */
-enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, int64_t **ids,
-                                  size_t *n);
+/* Those of ids (held by worker) whose cancel an operator requested; *out caller frees. */
+enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, const int64_t *ids,
+                                  size_t n, int64_t **out, size_t *nout);
 
 /* ---- reading ---- */
 /*
