@@ -119,6 +119,14 @@ static void end_job(struct wk_job *j, const char *jstatus, const char *tstatus, 
     if (tstatus && (strcmp(tstatus, "failed") == 0 || strcmp(tstatus, "rollback_failed") == 0 ||
                     strcmp(tstatus, "blocked") == 0))
         wk_job_notify(j, tstatus, reason);
+    if (strcmp(j->cl.c.kind, "provision") == 0 && tstatus) {
+        if (strcmp(tstatus, "active") == 0)
+            wk_metrics_provisioned(j->cl.c.tier, j->cl.c.region,
+                                   (double)(tq_mono_ms() - j->started_mono_ms) / 1000.0);
+        else if (strcmp(tstatus, "failed") == 0 || strcmp(tstatus, "rollback_failed") == 0 ||
+                 strcmp(tstatus, "blocked") == 0)
+            wk_metrics_failed(j->cl.c.tier, j->failed_step);
+    }
     wk_job_emit_job(j, jstatus, tstatus, event, reason, true, act, due_ms);
     if (strcmp(jstatus, "succeeded") == 0)
         atomic_fetch_add(&wk_metrics.jobs_succeeded, 1);
@@ -292,6 +300,7 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     j->rollback = j->cl.rollback || j->deprovision;
     j->cancel = j->cl.cancel_requested;
     j->ss = tq_xcalloc(j->pl->nsteps, sizeof(*j->ss));
+    j->started_mono_ms = tq_mono_ms();
     for (size_t i = 0; i < j->pl->nsteps; i++) {
         struct stepstate *ss = &j->ss[i];
         const json_t *rec = json_object_get(j->cl.steps, j->pl->steps[i].name);

@@ -61,6 +61,7 @@ struct wk_job {
     int in_advance;
     bool again;
     uint64_t park_due_ms;
+    uint64_t started_mono_ms;   /* claimed by this worker, for the duration metric */
     char reason[512];
     char failed_step[TQ_STEP_NAME_MAX + 1];
     struct wk_job *prev, *next;

@@ -82,6 +82,7 @@ static void metrics_body(struct tq_buf *b, const atomic_bool *draining)
                      "tq_dependency_up{service=\"postgresql\"} %d\n",
                   atomic_load(&wk_metrics.redis_ok) ? 1 : 0,
                   atomic_load(&wk_metrics.pg_ok) ? 1 : 0);
+    wk_metrics_write(b);
 }
 
 static void respond(struct conn *c, int code, const char *ctype, const char *body)

@@ -139,6 +139,12 @@ static void hb_work(uv_work_t *w)
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
     int n = 0;
+    long long ready, delayed, dead;
+    if (tq_queue_depths(wk->hb_q, &ready, &delayed, &dead) == TQ_OK) {
+        atomic_store(&wk_queue_ready, ready);
+        atomic_store(&wk_queue_delayed, delayed);
+        atomic_store(&wk_queue_dead, dead);
+    }
     err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
     atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
     if (err)
@@ -363,6 +369,7 @@ out:
     tq_pg_close(wk.hb_pg);
     free(wk.cancels);
     free(wk.held);
+    wk_metrics_free();
     wk_blocking_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);

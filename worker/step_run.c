@@ -176,6 +176,7 @@ void wk_step_done(struct wk_step *s, enum tq_err err)
         snprintf(s->errstr, sizeof(s->errstr), "%s", tq_strerror(err));
     uint64_t now = tq_now_ms();
     json_object_set_new(s->output, "duration_ms", json_integer((json_int_t)(now - s->started_ms)));
+    wk_metrics_step(def->kind, s->undo, (double)(now - s->started_ms) / 1000.0);
     ss->cur = NULL;
     j->running--;
     wk_job_emit_attempt(j, s, err == TQ_OK, err ? s->errstr : NULL);

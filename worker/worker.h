@@ -22,6 +22,7 @@
 #include "tq/pipeline.h"
 #include "tq/queue.h"
 #include "tq/store.h"
+#include "tq/util.h"
 
 struct wk_job;
 struct wk_engine;
@@ -246,5 +247,14 @@ struct wk_metrics {
     atomic_bool pg_ok;
 };
 extern struct wk_metrics wk_metrics;
+
+/* metrics.c: labelled series, loop thread only (DESIGN.md §5 names). */
+void wk_metrics_provisioned(const char *tier, const char *region, double seconds);
+void wk_metrics_failed(const char *tier, const char *step);
+void wk_metrics_step(const char *kind, bool undo, double seconds);
+void wk_metrics_write(struct tq_buf *out);
+void wk_metrics_free(void);
+/* Queue depths from the last heartbeat (-1: unknown); any thread. */
+extern atomic_llong wk_queue_ready, wk_queue_delayed, wk_queue_dead;
 
 #endif

@@ -498,3 +498,22 @@ enum tq_err tq_queue_eviction_policy(struct tq_queue *q, char *buf, size_t len)
     freeReplyObject(r);
     return err;
 }
+
+enum tq_err tq_queue_depths(struct tq_queue *q, long long *ready, long long *delayed,
+                            long long *dead)
+{
+    *ready = *delayed = *dead = -1;
+    enum tq_err err = tq_queue_llen(q, "ready", ready);
+    if (!err)
+        err = tq_queue_llen(q, "dead", dead);
+    if (err)
+        return err;
+    char *k = tq_key(q->cfg, "delayed");
+    const char *argv[] = {"ZCARD", k};
+    redisReply *r = cmd(q, &err, "read the delayed set's size", 2, argv);
+    free(k);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        *delayed = r->integer;
+    freeReplyObject(r);
+    return err;
+}

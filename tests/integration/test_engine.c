@@ -395,3 +395,59 @@ Test(engine, sigterm_hands_back_a_running_job_and_another_worker_finishes_it)
     cr_assert_eq(h_worker_stop(b, 15000), 0);
     cr_assert_eq(step_count(t, "first", "run", "succeeded"), 1, "not run twice");
 }
+
+/* GET http://127.0.0.1:port/metrics into a heap string (curl CLI). */
+static char *metrics(int port)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "curl -s -m 2 http://127.0.0.1:%d/metrics", port);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    struct tq_buf b;
+    tq_buf_init(&b);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
+        tq_buf_append(&b, chunk, n);
+    pclose(p);
+    return tq_buf_take(&b, NULL);
+}
+
+Test(engine, metrics_count_successes_failures_and_durations)
+{
+    pipeline("m.json",
+             "{\"name\":\"work\",\"kind\":\"sleep\",\"params\":{\"ms\":10}},"
+             "{\"name\":\"gate\",\"kind\":\"sleep\",\"needs\":[\"work\"],\"class\":\"integration\","
+             " \"params\":{\"ms\":10,\"fail_if_exists\":\"" "/nonexistent/never" "\"}}");
+    const char *ok = h_tenant("mok");
+    submit(ok);
+    int port = 20000 + (int)(getpid() % 20000);
+    char http[64];
+    snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
+    const char *env[] = {http, NULL};
+    pid_t w = h_worker_start(env);
+    cr_assert(wait_status(ok, "active", 30000));
+    /* a failing one: same pipeline shape, gate fails */
+    char flag[300];
+    snprintf(flag, sizeof(flag), "%s/gate", H.tmpdir);
+    h_write_file("gate", "x");
+    char steps[600];
+    snprintf(steps, sizeof(steps),
+             "{\"name\":\"work\",\"kind\":\"sleep\",\"params\":{\"ms\":10}},"
+             "{\"name\":\"gate\",\"kind\":\"sleep\",\"needs\":[\"work\"],\"class\":\"integration\","
+             " \"params\":{\"ms\":10,\"fail_if_exists\":\"%s\"},\"retry\":{\"max_attempts\":1}}", flag);
+    pipeline("m2.json", steps);
+    const char *bad = h_tenant("mbad");
+    submit(bad);
+    cr_assert(wait_status(bad, "failed", 30000));
+    char *m = metrics(port);
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert(strstr(m, "tenant_provisioning_successes_total{tier=\"Silver\"} 1"), "%s", m);
+    cr_assert(strstr(m, "tenant_provisioning_failures_total{tier=\"Silver\",step=\"gate\"} 1"), "%s", m);
+    cr_assert(strstr(m, "tenant_provisioning_duration_seconds_count{tier=\"Silver\",region=\"eu-west-1\"} 1"),
+              "%s", m);
+    cr_assert(strstr(m, "tq_step_duration_seconds_bucket{kind=\"sleep\",phase=\"run\",le=\"+Inf\"} 4"), "%s", m);
+    cr_assert(strstr(m, "tq_rollbacks_total 1"), "%s", m);
+    cr_assert(strstr(m, "tq_queue_depth{list=\"ready\"}"), "%s", m);
+    free(m);
+}

@@ -93,6 +93,10 @@ enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, si
  */
 enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved);
 
+/* Depths of ready (LLEN), delayed (ZCARD) and dead (LLEN), one round trip each. */
+enum tq_err tq_queue_depths(struct tq_queue *q, long long *ready, long long *delayed,
+                            long long *dead);
+
 /* LLEN of "<prefix>:{<queue>}:<suffix>", e.g. "ready". */
 enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix,
                           long long *len);
