@@ -347,7 +347,9 @@ int wk_run(const struct tq_config *cfg)
     uv_signal_start(&wk.sig_int, on_signal, SIGINT);
     uv_timer_init(wk.loop, &wk.hb_timer);
     wk.hb_timer.data = &wk;
-    uv_timer_start(&wk.hb_timer, hb_tick, 0, 1000);
+    /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
+    uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
+    uv_timer_start(&wk.hb_timer, hb_tick, 0, tick ? tick : 1000);
     wk.fetcher = wk_fetcher_start(wk.loop, &wk.set, &wk.free_slots, deliver_claimed, &wk);
 
     tq_info("worker %s started: queue %s, %d slot(s), lease %u ms%s%s", wk.id, cfg->queue,

@@ -107,11 +107,20 @@ static const char sql_claim[] =
     "  FROM c WHERE tn.tenant_id = c.tenant_id"
     "  RETURNING tn.tenant_id, tn.name, tn.tier, tn.region, tn.owner)"
     " SELECT c.id, c.lease_epoch, c.attempt, c.kind, c.pipeline_hash, c.phase,"
-    "   c.cancel_requested, t.tenant_id, t.name, t.tier, t.region, t.owner,"
-    "   coalesce((SELECT json_object_agg(s.step, json_build_object('status', s.status,"
-    "     'attempts', s.attempts, 'undo_attempts', s.undo_attempts)) FROM tq.job_steps s"
-    "     WHERE s.job_id = c.id), '{}')::text"
+    "   c.cancel_requested, t.tenant_id, t.name, t.tier, t.region, t.owner"
     " FROM c JOIN t ON t.tenant_id = c.tenant_id";
+
+/*
+ * The steps recorded so far, read by a statement of its own AFTER the claim
+ * committed. Inside the claim statement they would come from its snapshot,
+ * taken before the claim waited on the previous holder's last flush: a step
+ * that holder recorded as succeeded in that flush would look unfinished and
+ * run a second time.
+ */
+static const char sql_claimed_steps[] =
+    "SELECT s.job_id, json_object_agg(s.step, json_build_object('status', s.status,"
+    "  'attempts', s.attempts, 'undo_attempts', s.undo_attempts))::text"
+    " FROM tq.job_steps s WHERE s.job_id = ANY($1::bigint[]) GROUP BY s.job_id";
 
 static void copy(char *dst, size_t cap, const char *src)
 {
@@ -160,13 +169,36 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
         copy(x->c.tier, sizeof(x->c.tier), PQgetvalue(r, row, 9));
         copy(x->c.region, sizeof(x->c.region), PQgetvalue(r, row, 10));
         copy(x->c.owner, sizeof(x->c.owner), PQgetvalue(r, row, 11));
-        json_error_t je;
-        x->steps = json_loads(PQgetvalue(r, row, 12), 0, &je);
-        if (!x->steps)
-            x->steps = json_object();
+        x->steps = json_object();
     }
     *nout = m;
     PQclear(r);
+
+    if (m > 0) {
+        struct arr got;
+        arr_init(&got);
+        for (size_t i = 0; i < m; i++)
+            arr_i64(&got, (*out)[i].c.job_id);
+        const char *ps[] = {arr_done(&got)};
+        r = tq__pg_query(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
+        arr_free(&got, 1);
+        if (!r)
+            goto out;   /* claims stand but unusable: the caller hands them back */
+        for (int row = 0; row < PQntuples(r); row++) {
+            int64_t id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+            for (size_t i = 0; i < m; i++) {
+                if ((*out)[i].c.job_id != id)
+                    continue;
+                json_error_t je;
+                json_t *st = json_loads(PQgetvalue(r, row, 1), 0, &je);
+                if (st) {
+                    json_decref((*out)[i].steps);
+                    (*out)[i].steps = st;
+                }
+            }
+        }
+        PQclear(r);
+    }
 
     /* Only ids the claim left out can be worn-out redeliveries (usually none). */
     for (size_t i = 0; i < n; i++) {
