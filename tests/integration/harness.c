@@ -348,6 +348,22 @@ long h_redis_long(const char *fmt, ...)
     return n;
 }
 
+char *h_http(const char *method, const char *url)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "curl -s -m 5 -X %s '%s'", method, url);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    struct tq_buf b;
+    tq_buf_init(&b);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
+        tq_buf_append(&b, chunk, n);
+    pclose(p);
+    return tq_buf_take(&b, NULL);
+}
+
 const char *h_write_file(const char *name, const char *text)
 {
     static char path[512];

@@ -57,6 +57,9 @@ bool h_wait_sql(const char *want, int timeout_ms, const char *fmt, ...)
 char *h_redis(const char *fmt, ...);
 long h_redis_long(const char *fmt, ...);
 
+/* HTTP request to a loopback URL with the curl CLI; the body (caller frees), "" if none. */
+char *h_http(const char *method, const char *url);
+
 /* Write text to a file under the test's tmpdir; returns its path (static). */
 const char *h_write_file(const char *name, const char *text);
 

@@ -396,23 +396,6 @@ Test(engine, sigterm_hands_back_a_running_job_and_another_worker_finishes_it)
     cr_assert_eq(step_count(t, "first", "run", "succeeded"), 1, "not run twice");
 }
 
-/* GET http://127.0.0.1:port/metrics into a heap string (curl CLI). */
-static char *metrics(int port)
-{
-    char cmd[160];
-    snprintf(cmd, sizeof(cmd), "curl -s -m 2 http://127.0.0.1:%d/metrics", port);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    struct tq_buf b;
-    tq_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
-        tq_buf_append(&b, chunk, n);
-    pclose(p);
-    return tq_buf_take(&b, NULL);
-}
-
 Test(engine, metrics_count_successes_failures_and_durations)
 {
     pipeline("m.json",
@@ -440,7 +423,9 @@ Test(engine, metrics_count_successes_failures_and_durations)
     const char *bad = h_tenant("mbad");
     submit(bad);
     cr_assert(wait_status(bad, "failed", 30000));
-    char *m = metrics(port);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    char *m = h_http("GET", url);
     cr_assert_eq(h_worker_stop(w, 15000), 0);
     cr_assert(strstr(m, "tenant_provisioning_successes_total{tier=\"Silver\"} 1"), "%s", m);
     cr_assert(strstr(m, "tenant_provisioning_failures_total{tier=\"Silver\",step=\"gate\"} 1"), "%s", m);

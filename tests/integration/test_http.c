@@ -77,20 +77,12 @@ TestSuite(http, .init = init, .fini = fini, .timeout = 180);
 /* GET or POST an admin endpoint of the stub; JSON answer (caller decrefs) or NULL. */
 static json_t *admin(const char *method, const char *path)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "curl -s -X %s 'http://127.0.0.1:%d%s'", method, stub_port, path);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    struct tq_buf b;
-    tq_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0)
-        tq_buf_append(&b, chunk, n);
-    pclose(p);
+    char url[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", stub_port, path);
+    char *body = h_http(method, url);
     json_error_t je;
-    json_t *o = b.data ? json_loads(b.data, 0, &je) : NULL;
-    tq_buf_cleanup(&b);
+    json_t *o = json_loads(body, 0, &je);
+    free(body);
     return o;
 }
 
