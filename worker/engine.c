@@ -140,7 +140,7 @@ static void end_job(struct wk_job *j, const char *jstatus, const char *tstatus, 
 
 static void release(struct wk_job *j, uint64_t due_ms)
 {
-    end_job(j, "queued", j->rollback ? "rolling_back" : "queued", due_ms ? "retry_scheduled" : "handed_back",
+    end_job(j, "queued", j->deprovision ? "deprovisioning" : j->rollback ? "rolling_back" : "queued", due_ms ? "retry_scheduled" : "handed_back",
             NULL, due_ms ? WK_PARK : WK_RELEASE, due_ms);
 }
 
@@ -333,6 +333,15 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     tq_info("job %" PRId64 " (%s): claimed (%s%s, epoch %" PRId64 ", delivery %d)",
             j->cl.c.job_id, j->cl.c.tenant_id, j->cl.c.kind, j->rollback ? ", rollback" : "",
             j->cl.c.epoch, j->cl.c.attempt);
+    /* The tenant shows the job from its first recorded transition on: this
+       row travels with the first step rows, and the writer folds it into the
+       job's next row when both wait in the same flush (the claim itself does
+       not write the tenant). */
+    if (!j->revalidate)
+        wk_job_emit_job(j, "running", j->deprovision ? "deprovisioning"
+                                      : j->rollback  ? "rolling_back"
+                                                     : "provisioning",
+                        NULL, NULL, false, WK_NONE, 0);
     if (j->cancel && !j->rollback) {
         j->stopping = true;
         snprintf(j->reason, sizeof(j->reason), "cancelled by an operator");

@@ -129,6 +129,31 @@ static void add_job(struct wk_writer *w, struct wk_job *job, const struct tq_job
 {
     pthread_mutex_lock(&w->mu);
     struct batch *b = &w->pending;
+    /* A queued status-only row of this job (no event, no Redis action) is
+       superseded by this one: one UPDATE instead of two rounds. The tenant
+       keeps the newest status given; reason and step the newest given. */
+    for (size_t i = b->njobs; row && i-- > 0;) {
+        struct pjob *q = &b->jobs[i];
+        if (q->drop_only || q->row.job_id != row->job_id)
+            continue;
+        if (q->act != WK_NONE || q->row.event || q->row.epoch != row->epoch)
+            break;
+        const char *tstatus = row->tenant_status ? row->tenant_status : q->row.tenant_status;
+        q->row = *row;
+        q->row.tenant_status = tstatus;
+        if (row->reason) {
+            free(q->reason);
+            q->reason = tq_xstrdup(row->reason);
+        }
+        if (row->failed_step) {
+            free(q->failed_step);
+            q->failed_step = tq_xstrdup(row->failed_step);
+        }
+        q->act = act;
+        snprintf(q->id, sizeof(q->id), "%s", id ? id : "");
+        q->due_ms = due_ms;
+        goto out;
+    }
     b->jobs = grow(b->jobs, &b->capjobs, b->njobs, sizeof(*b->jobs));
     struct pjob *p = &b->jobs[b->njobs++];
     memset(p, 0, sizeof(*p));
@@ -142,6 +167,7 @@ static void add_job(struct wk_writer *w, struct wk_job *job, const struct tq_job
     snprintf(p->id, sizeof(p->id), "%s", id ? id : "");
     p->due_ms = due_ms;
     p->drop_only = drop_only;
+out:
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
 }

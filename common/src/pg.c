@@ -13,11 +13,26 @@
 
 #include "tq/util.h"
 
+#define PREPARED_MAX 16
+
 struct tq_pg {
     PGconn *conn;
     char *conninfo;
     char errstr[512];
+    /* Statements of tq__pg_pipeline prepared on this connection, by text. */
+    struct {
+        const char *sql;   /* static statement text: compared by address */
+        unsigned id;       /* server-side name tq_<id> */
+    } prepared[PREPARED_MAX];
+    size_t nprepared;
+    unsigned next_id;
 };
+
+/* A new or reset connection has no prepared statements. */
+static void forget_prepared(struct tq_pg *pg)
+{
+    pg->nprepared = 0;
+}
 
 static void quiet_notices(void *arg, const char *msg)
 {
@@ -45,6 +60,7 @@ static enum tq_err connect_now(struct tq_pg *pg)
 {
     if (pg->conn && PQstatus(pg->conn) == CONNECTION_OK)
         return TQ_OK;
+    forget_prepared(pg);
     if (pg->conn) {
         PQreset(pg->conn);
         if (PQstatus(pg->conn) == CONNECTION_OK)
@@ -131,6 +147,144 @@ enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql)
 {
     enum tq_err err;
     PQclear(tq__pg_query(pg, &err, "run a statement", sql, 0, NULL));
+    return err;
+}
+
+/*
+ * Pipeline mode: every statement, then one Sync, in one write; the server
+ * runs them as one implicit transaction and answers in one read. Statement
+ * texts are static, so they are prepared once per connection (named by a
+ * counter, never reused: a name whose Parse may or may not have happened
+ * is simply not used again). Results are small (ids, a few columns), so
+ * sending everything before reading cannot fill the server's output buffer.
+ */
+static int prepared_slot(struct tq_pg *pg, const char *sql)
+{
+    for (size_t i = 0; i < pg->nprepared; i++)
+        if (pg->prepared[i].sql == sql)
+            return (int)i;
+    return -1;
+}
+
+static void drop_conn(struct tq_pg *pg)
+{
+    PQfinish(pg->conn);
+    pg->conn = NULL;
+    forget_prepared(pg);
+}
+
+enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st[i].res = NULL;
+    enum tq_err err = connect_now(pg);
+    if (err)
+        return err;
+    PGconn *c = pg->conn;
+    if (!PQenterPipelineMode(c))
+        return set_err(pg, TQ_EPG, "could not enter pipeline mode: %s", PQerrorMessage(c));
+    /* per statement: the name it runs under; fresh ones are parsed here first */
+    unsigned *id = tq_xcalloc(n + 1, sizeof(unsigned));
+    bool *fresh = tq_xcalloc(n + 1, sizeof(bool));
+    size_t sent = 0;
+    bool ok = true;
+    for (; sent < n && ok; sent++) {
+        char name[24];
+        int slot = prepared_slot(pg, st[sent].sql);
+        if (slot >= 0) {
+            id[sent] = pg->prepared[slot].id;
+        } else {
+            size_t k = 0;
+            while (k < sent && st[k].sql != st[sent].sql)
+                k++;
+            if (k < sent) {
+                id[sent] = id[k];   /* parsed earlier in this pipeline */
+            } else {
+                id[sent] = ++pg->next_id;
+                fresh[sent] = true;
+            }
+        }
+        snprintf(name, sizeof(name), "tq_%u", id[sent]);
+        if (fresh[sent])
+            ok = PQsendPrepare(c, name, st[sent].sql, st[sent].nparams, NULL);
+        if (ok)
+            ok = PQsendQueryPrepared(c, name, st[sent].nparams, st[sent].params, NULL, NULL, 0);
+    }
+    if (ok)
+        ok = PQpipelineSync(c);
+    if (!ok) {
+        err = set_err(pg, TQ_ECONNECT, "could not %s: %s", st[sent ? sent - 1 : 0].what,
+                      PQerrorMessage(c));
+        drop_conn(pg);
+        goto out;
+    }
+    /* Read back in order: [Parse], Execute per statement, then the Sync. */
+    for (size_t i = 0; i < n && !err; i++) {
+        for (int part = fresh[i] ? 0 : 1; part < 2 && !err; part++) {
+            PGresult *r = PQgetResult(c);
+            if (!r) {
+                err = tq__pg_fail(pg, st[i].what, NULL);
+                break;
+            }
+            ExecStatusType s = PQresultStatus(r);
+            if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) {
+                if (part == 1)
+                    st[i].res = r;
+                else
+                    PQclear(r);
+                if (part == 0 && pg->nprepared < PREPARED_MAX && prepared_slot(pg, st[i].sql) < 0) {
+                    pg->prepared[pg->nprepared].sql = st[i].sql;
+                    pg->prepared[pg->nprepared].id = id[i];
+                    pg->nprepared++;
+                }
+            } else if (s == PGRES_PIPELINE_ABORTED) {
+                PQclear(r);   /* an earlier statement failed; its error is kept */
+                if (!err)
+                    err = TQ_EPG;
+            } else {
+                err = tq__pg_fail(pg, st[i].what, r);
+                PQclear(r);
+            }
+            PGresult *end = PQgetResult(c);   /* NULL ends each command's results */
+            if (end) {
+                PQclear(end);
+                if (!err)
+                    err = set_err(pg, TQ_EPG, "could not %s: unexpected extra result",
+                                  st[i].what);
+            }
+        }
+    }
+    /* After an error the rest answers ABORTED, each with its NULL, until the
+       Sync. Two NULLs in a row: nothing more is coming (a broken stream). */
+    bool lost = false;
+    for (int nulls = 0;;) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            if (++nulls == 2 || PQstatus(c) != CONNECTION_OK) {
+                lost = true;
+                break;
+            }
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType s = PQresultStatus(r);
+        PQclear(r);
+        if (s == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    if (lost || PQstatus(c) != CONNECTION_OK || !PQexitPipelineMode(c)) {
+        if (!err)
+            err = set_err(pg, TQ_ECONNECT, "could not %s: connection lost", st[0].what);
+        drop_conn(pg);
+    }
+out:
+    if (err)
+        for (size_t i = 0; i < n; i++) {
+            PQclear(st[i].res);
+            st[i].res = NULL;
+        }
+    free(id);
+    free(fresh);
     return err;
 }
 

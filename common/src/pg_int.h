@@ -10,4 +10,20 @@ enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res);
 PGresult *tq__pg_query(struct tq_pg *pg, enum tq_err *err, const char *what,
                        const char *sql, int nparams, const char *const *params);
 
+/* One statement of a pipeline: sql must be static text (prepared once per
+   connection, found again by its address). */
+struct tq__stmt {
+    const char *what;                 /* "record job outcomes": for errors */
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    PGresult *res;                    /* out: the caller PQclears it */
+};
+/*
+ * Run statements in one round trip as one implicit transaction: all commit
+ * or none does. On error every res is NULL and pg->errstr names the first
+ * statement that failed.
+ */
+enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n);
+
 #endif

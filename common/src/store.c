@@ -88,6 +88,11 @@ static const char sql_dead_on_claim[] =
     "     jsonb_build_object('reason', d.dead_reason) FROM d RETURNING 1)"
     " SELECT id FROM d";
 
+/*
+ * The claim writes the job row only: the tenant's status follows with the
+ * job's first recorded transition (the engine's first row), so a fast job
+ * costs one tenant update, not two.
+ */
 static const char sql_claim[] =
     "WITH c AS ("
     "  UPDATE tq.jobs j SET status = 'running', lease_owner = $2,"
@@ -99,16 +104,10 @@ static const char sql_claim[] =
     "    AND (j.lease_until IS NULL OR j.lease_until < now())"
     "    AND (j.not_before IS NULL OR j.not_before <= now()) AND j.deliveries < $4::int"
     "  RETURNING j.id, j.tenant_id, j.kind, j.pipeline_hash, j.lease_epoch, j.attempt,"
-    "    j.phase, j.cancel_requested),"
-    " t AS (UPDATE tq.tenants tn SET updated_at = now(),"
-    "    status = CASE WHEN c.kind = 'revalidate' THEN tn.status"
-    "                  WHEN c.kind = 'deprovision' THEN 'deprovisioning'"
-    "                  WHEN c.phase = 'rollback' THEN 'rolling_back' ELSE 'provisioning' END"
-    "  FROM c WHERE tn.tenant_id = c.tenant_id"
-    "  RETURNING tn.tenant_id, tn.name, tn.tier, tn.region, tn.owner)"
+    "    j.phase, j.cancel_requested)"
     " SELECT c.id, c.lease_epoch, c.attempt, c.kind, c.pipeline_hash, c.phase,"
-    "   c.cancel_requested, t.tenant_id, t.name, t.tier, t.region, t.owner"
-    " FROM c JOIN t ON t.tenant_id = c.tenant_id";
+    "   c.cancel_requested, tn.tenant_id, tn.name, tn.tier, tn.region, tn.owner"
+    " FROM c JOIN tq.tenants tn ON tn.tenant_id = c.tenant_id";
 
 /*
  * The steps recorded so far, read by a statement of its own AFTER the claim
@@ -125,6 +124,15 @@ static const char sql_claimed_steps[] =
 static void copy(char *dst, size_t cap, const char *src)
 {
     snprintf(dst, cap, "%s", src);
+}
+
+/* One statement, prepared once per connection (see tq__pg_pipeline). */
+static PGresult *run1(struct tq_pg *pg, enum tq_err *err, const char *what, const char *sql,
+                      int n, const char *const *p)
+{
+    struct tq__stmt st = {what, sql, n, p, NULL};
+    *err = tq__pg_pipeline(pg, &st, 1);
+    return st.res;
 }
 
 enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const char *worker,
@@ -149,7 +157,7 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     struct arr rest;
     arr_init(&rest);
     const char *pc[] = {a.b.data, worker, lease, maxd};
-    PGresult *r = tq__pg_query(pg, &err, "claim jobs", sql_claim, 4, pc);
+    PGresult *r = run1(pg, &err, "claim jobs", sql_claim, 4, pc);
     if (!r)
         goto out;
     size_t m = (size_t)PQntuples(r);
@@ -174,16 +182,20 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     *nout = m;
     PQclear(r);
 
-    if (m > 0) {
-        struct arr got;
-        arr_init(&got);
-        for (size_t i = 0; i < m; i++)
+    /* A first claim (epoch 1) has no recorded steps: only redeliveries are read. */
+    struct arr got;
+    arr_init(&got);
+    for (size_t i = 0; i < m; i++)
+        if ((*out)[i].c.epoch > 1)
             arr_i64(&got, (*out)[i].c.job_id);
-        const char *ps[] = {arr_done(&got)};
-        r = tq__pg_query(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
-        arr_free(&got, 1);
-        if (!r)
+    arr_done(&got);
+    if (got.n > 0) {
+        const char *ps[] = {got.b.data};
+        r = run1(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
+        if (!r) {
+            arr_free(&got, 1);
             goto out;   /* claims stand but unusable: the caller hands them back */
+        }
         for (int row = 0; row < PQntuples(r); row++) {
             int64_t id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
             for (size_t i = 0; i < m; i++) {
@@ -199,6 +211,7 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
         }
         PQclear(r);
     }
+    arr_free(&got, 1);
 
     /* Only ids the claim left out can be worn-out redeliveries (usually none). */
     for (size_t i = 0; i < n; i++) {
@@ -211,7 +224,7 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     arr_done(&rest);
     if (rest.n > 0) {
         const char *pd[] = {rest.b.data, maxd, worker};
-        r = tq__pg_query(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
+        r = run1(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
         if (!r) {
             err = TQ_OK;   /* the claims stand; dead-lettering waits for the next delivery */
             goto out;
@@ -245,10 +258,13 @@ static const char sql_steps[] =
     /* The fence only reads and share-locks the job row (a concurrent claim
        waits for our commit, then sees our epoch gone): no new row version per
        flush. Leases are extended by the heartbeat; a delivery count is reset
-       only where it matters, on a redelivered job that made progress. */
-    " f AS (SELECT j.id, j.cancel_requested, d.progress, j.deliveries FROM tq.jobs j"
-    "  JOIN d ON j.id = d.job_id AND j.lease_epoch = d.epoch"
-    "  WHERE j.status = 'running' AND j.lease_owner = $13 FOR SHARE OF j),"
+       only where it matters, on a redelivered job that made progress. Each
+       fence is a lookup by id (LATERAL): the planner would otherwise trust
+       "few jobs are running" and scan tq.jobs. */
+    " f AS (SELECT k.id, k.cancel_requested, d.progress, k.deliveries FROM d CROSS JOIN LATERAL"
+    "  (SELECT j.id, j.cancel_requested, j.deliveries FROM tq.jobs j WHERE j.id = d.job_id"
+    "   AND j.lease_epoch = d.epoch AND j.status = 'running' AND j.lease_owner = $13"
+    "   FOR SHARE) k),"
     " p AS (UPDATE tq.jobs j SET deliveries = 0,"
     "    lease_until = greatest(j.lease_until, now() + make_interval(secs => $12::int / 1000.0))"
     "  FROM f WHERE j.id = f.id AND f.progress AND f.deliveries > 1 RETURNING 1),"
@@ -273,8 +289,9 @@ static const char sql_attempts[] =
     "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
     "    $5::int[], $6::text[], $7::bigint[], $8::bigint[], $9::text[])"
     "  AS v(job_id, epoch, step, phase, attempt, status, st_ms, fin_ms, error)),"
-    " ok AS (SELECT v.*, j.tenant_id FROM v JOIN tq.jobs j ON j.id = v.job_id"
-    "   AND j.lease_epoch = v.epoch AND j.lease_owner = $10),"
+    " ok AS (SELECT v.*, k.tenant_id FROM v CROSS JOIN LATERAL"
+    "   (SELECT j.tenant_id FROM tq.jobs j WHERE j.id = v.job_id AND j.lease_epoch = v.epoch"
+    "     AND j.lease_owner = $10 OFFSET 0) k),"
     " a AS (INSERT INTO tq.step_attempts (job_id, step, phase, attempt, status, worker,"
     "    started_at, finished_at, error)"
     "  SELECT job_id, step, phase, attempt, status, $10, to_timestamp(st_ms / 1000.0),"
@@ -285,22 +302,28 @@ static const char sql_attempts[] =
     "   jsonb_strip_nulls(jsonb_build_object('step', step, 'attempt', attempt, 'error', error))"
     " FROM ok";
 
+/*
+ * The fence locks each job row by id (LATERAL ... FOR UPDATE), so the UPDATE
+ * itself needs nothing but the id and cannot be planned as a scan of tq.jobs.
+ */
 static const char sql_jobs[] =
     "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
     "    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bool[])"
     "  AS v(job_id, epoch, jstatus, tstatus, phase, event, reason, failed_step, nb_ms, rel)),"
-    " j AS (UPDATE tq.jobs j SET status = v.jstatus, phase = v.phase, updated_at = now(),"
-    "    error = coalesce(v.reason, j.error),"
-    "    failed_step = coalesce(v.failed_step, j.failed_step),"
-    "    not_before = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
-    "    next_attempt_at = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
-    "    lease_owner = CASE WHEN v.rel THEN NULL ELSE j.lease_owner END,"
-    "    lease_until = CASE WHEN v.rel THEN NULL ELSE j.lease_until END,"
-    "    finished_at = CASE WHEN v.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
+    " f AS (SELECT v.* FROM v CROSS JOIN LATERAL"
+    "   (SELECT 1 FROM tq.jobs j WHERE j.id = v.job_id AND j.lease_epoch = v.epoch"
+    "     AND j.status = 'running' AND j.lease_owner = $11 FOR UPDATE) k),"
+    " j AS (UPDATE tq.jobs j SET status = f.jstatus, phase = f.phase, updated_at = now(),"
+    "    error = coalesce(f.reason, j.error),"
+    "    failed_step = coalesce(f.failed_step, j.failed_step),"
+    "    not_before = CASE WHEN f.nb_ms > 0 THEN to_timestamp(f.nb_ms / 1000.0) ELSE NULL END,"
+    "    next_attempt_at = CASE WHEN f.nb_ms > 0 THEN to_timestamp(f.nb_ms / 1000.0) ELSE NULL END,"
+    "    lease_owner = CASE WHEN f.rel THEN NULL ELSE j.lease_owner END,"
+    "    lease_until = CASE WHEN f.rel THEN NULL ELSE j.lease_until END,"
+    "    finished_at = CASE WHEN f.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
     "      'blocked', 'rollback_failed') THEN now() ELSE j.finished_at END"
-    "  FROM v WHERE j.id = v.job_id AND j.lease_epoch = v.epoch AND j.status = 'running'"
-    "    AND j.lease_owner = $11"
-    "  RETURNING j.id, j.tenant_id, v.tstatus, v.event, v.reason, v.failed_step),"
+    "  FROM f WHERE j.id = f.job_id"
+    "  RETURNING j.id, j.tenant_id, f.tstatus, f.event, f.reason, f.failed_step),"
     " rv AS (UPDATE tq.tenants tn SET last_validated_at = now(), updated_at = now(),"
     "    drift = CASE WHEN j.event = 'drift_detected' THEN j.reason ELSE NULL END"
     "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.event IN ('revalidated', 'drift_detected')"
@@ -339,38 +362,96 @@ static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64
     return NULL;
 }
 
-static enum tq_err flush_steps(struct tq_pg *pg, const struct tq_flush *f,
-                               struct tq_flush_result *res, size_t nres, bool *seen)
-{
+/* The parameters of one statement of a flush: array literals plus scalars. */
+struct params {
     struct arr a[11];
+    int narr;
+    char lease[16];
+    const char *p[13];
+};
+
+static void params_done(struct params *x, int narr)
+{
+    x->narr = narr;
+    for (int i = 0; i < narr; i++)
+        x->p[i] = arr_done(&x->a[i]);
+}
+
+static void steps_params(struct params *x, const struct tq_flush *f)
+{
     for (int i = 0; i < 11; i++)
-        arr_init(&a[i]);
+        arr_init(&x->a[i]);
     for (size_t i = 0; i < f->nsteps; i++) {
         const struct tq_step_row *s = &f->steps[i];
-        arr_i64(&a[0], s->job_id);
-        arr_i64(&a[1], s->epoch);
-        arr_text(&a[2], s->step);
-        arr_text(&a[3], s->status);
-        arr_i64(&a[4], s->attempts_delta);
-        arr_i64(&a[5], s->undo_attempts_delta);
-        arr_i64(&a[6], s->started_ms);
-        arr_i64(&a[7], s->finished_ms);
-        arr_text(&a[8], s->error);
-        arr_text(&a[9], s->output);
-        arr_bool(&a[10], s->progress);
+        arr_i64(&x->a[0], s->job_id);
+        arr_i64(&x->a[1], s->epoch);
+        arr_text(&x->a[2], s->step);
+        arr_text(&x->a[3], s->status);
+        arr_i64(&x->a[4], s->attempts_delta);
+        arr_i64(&x->a[5], s->undo_attempts_delta);
+        arr_i64(&x->a[6], s->started_ms);
+        arr_i64(&x->a[7], s->finished_ms);
+        arr_text(&x->a[8], s->error);
+        arr_text(&x->a[9], s->output);
+        arr_bool(&x->a[10], s->progress);
     }
-    char lease[16];
-    snprintf(lease, sizeof(lease), "%u", f->lease_ms);
-    const char *p[13];
-    for (int i = 0; i < 11; i++)
-        p[i] = arr_done(&a[i]);
-    p[11] = lease;
-    p[12] = f->worker;
-    enum tq_err err;
-    PGresult *r = tq__pg_query(pg, &err, "record step transitions", sql_steps, 13, p);
-    arr_free(a, 11);
-    if (!r)
-        return err;
+    params_done(x, 11);
+    snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
+    x->p[11] = x->lease;
+    x->p[12] = f->worker;
+}
+
+static void attempts_params(struct params *x, const struct tq_flush *f)
+{
+    for (int i = 0; i < 9; i++)
+        arr_init(&x->a[i]);
+    for (size_t i = 0; i < f->nattempts; i++) {
+        const struct tq_attempt_row *s = &f->attempts[i];
+        arr_i64(&x->a[0], s->job_id);
+        arr_i64(&x->a[1], s->epoch);
+        arr_text(&x->a[2], s->step);
+        arr_text(&x->a[3], s->phase);
+        arr_i64(&x->a[4], s->attempt);
+        arr_text(&x->a[5], s->status);
+        arr_i64(&x->a[6], s->started_ms);
+        arr_i64(&x->a[7], s->finished_ms);
+        arr_text(&x->a[8], s->error);
+    }
+    params_done(x, 9);
+    x->p[9] = f->worker;
+}
+
+/*
+ * One UPDATE changes a row once, so several rows of one job in a batch (a
+ * warning, then the outcome) go in rounds: round k holds each job's k-th row.
+ */
+static void jobs_params(struct params *x, const struct tq_flush *f, const int *round, int k)
+{
+    for (int i = 0; i < 10; i++)
+        arr_init(&x->a[i]);
+    for (size_t i = 0; i < f->njobs; i++) {
+        if (round[i] != k)
+            continue;
+        const struct tq_job_row *s = &f->jobs[i];
+        arr_i64(&x->a[0], s->job_id);
+        arr_i64(&x->a[1], s->epoch);
+        arr_text(&x->a[2], s->job_status);
+        arr_text(&x->a[3], s->tenant_status);
+        arr_text(&x->a[4], s->phase);
+        arr_text(&x->a[5], s->event);
+        arr_text(&x->a[6], s->reason);
+        arr_text(&x->a[7], s->failed_step);
+        arr_i64(&x->a[8], s->not_before_ms);
+        arr_bool(&x->a[9], s->release_lease);
+    }
+    params_done(x, 10);
+    x->p[10] = f->worker;
+}
+
+/* Jobs whose step rows passed the fence are live; the rest with step rows are stale. */
+static void steps_result(PGresult *r, const struct tq_flush *f, struct tq_flush_result *res,
+                         size_t nres, bool *seen)
+{
     for (int i = 0; i < PQntuples(r); i++) {
         struct tq_flush_result *x = find(res, nres, strtoll(PQgetvalue(r, i, 0), NULL, 10));
         if (x) {
@@ -378,117 +459,29 @@ static enum tq_err flush_steps(struct tq_pg *pg, const struct tq_flush *f,
             x->cancel_requested = PQgetvalue(r, i, 1)[0] == 't';
         }
     }
-    PQclear(r);
-    /* Jobs that had step rows and did not pass the fence stay stale. */
     for (size_t i = 0; i < f->nsteps; i++) {
         struct tq_flush_result *x = find(res, nres, f->steps[i].job_id);
         if (x)
             seen[x - res] = true;
     }
-    return TQ_OK;
 }
 
-static enum tq_err flush_attempts(struct tq_pg *pg, const struct tq_flush *f)
+/* A job row decides for its job: absent from RETURNING means stale. */
+static void jobs_result(PGresult *r, const struct tq_flush *f, const int *round, int k,
+                        struct tq_flush_result *res, size_t nres, bool *seen)
 {
-    struct arr a[9];
-    for (int i = 0; i < 9; i++)
-        arr_init(&a[i]);
-    for (size_t i = 0; i < f->nattempts; i++) {
-        const struct tq_attempt_row *s = &f->attempts[i];
-        arr_i64(&a[0], s->job_id);
-        arr_i64(&a[1], s->epoch);
-        arr_text(&a[2], s->step);
-        arr_text(&a[3], s->phase);
-        arr_i64(&a[4], s->attempt);
-        arr_text(&a[5], s->status);
-        arr_i64(&a[6], s->started_ms);
-        arr_i64(&a[7], s->finished_ms);
-        arr_text(&a[8], s->error);
-    }
-    const char *p[10];
-    for (int i = 0; i < 9; i++)
-        p[i] = arr_done(&a[i]);
-    p[9] = f->worker;
-    enum tq_err err;
-    PGresult *r = tq__pg_query(pg, &err, "record step attempts", sql_attempts, 10, p);
-    arr_free(a, 9);
-    PQclear(r);
-    return err;
-}
-
-/*
- * One UPDATE changes a row once, so several rows of one job in a batch (a
- * warning, then the outcome) go in rounds: round k holds each job's k-th row.
- */
-static enum tq_err flush_jobs_round(struct tq_pg *pg, const struct tq_flush *f,
-                                    const int *round, int k, struct tq_flush_result *res,
-                                    size_t nres, bool *seen);
-
-static enum tq_err flush_jobs(struct tq_pg *pg, const struct tq_flush *f,
-                              struct tq_flush_result *res, size_t nres, bool *seen)
-{
-    int *round = tq_xcalloc(f->njobs + 1, sizeof(int));
-    int rounds = 0;
-    for (size_t i = 0; i < f->njobs; i++) {
-        for (size_t k = 0; k < i; k++)
-            if (f->jobs[k].job_id == f->jobs[i].job_id)
-                round[i]++;
-        if (round[i] + 1 > rounds)
-            rounds = round[i] + 1;
-    }
-    enum tq_err err = TQ_OK;
-    for (int k = 0; k < rounds && !err; k++)
-        err = flush_jobs_round(pg, f, round, k, res, nres, seen);
-    free(round);
-    return err;
-}
-
-static enum tq_err flush_jobs_round(struct tq_pg *pg, const struct tq_flush *f,
-                                    const int *round, int k, struct tq_flush_result *res,
-                                    size_t nres, bool *seen)
-{
-    struct arr a[10];
-    for (int i = 0; i < 10; i++)
-        arr_init(&a[i]);
-    for (size_t i = 0; i < f->njobs; i++) {
-        if (round[i] != k)
-            continue;
-        const struct tq_job_row *s = &f->jobs[i];
-        arr_i64(&a[0], s->job_id);
-        arr_i64(&a[1], s->epoch);
-        arr_text(&a[2], s->job_status);
-        arr_text(&a[3], s->tenant_status);
-        arr_text(&a[4], s->phase);
-        arr_text(&a[5], s->event);
-        arr_text(&a[6], s->reason);
-        arr_text(&a[7], s->failed_step);
-        arr_i64(&a[8], s->not_before_ms);
-        arr_bool(&a[9], s->release_lease);
-    }
-    const char *p[11];
-    for (int i = 0; i < 10; i++)
-        p[i] = arr_done(&a[i]);
-    p[10] = f->worker;
-    enum tq_err err;
-    PGresult *r = tq__pg_query(pg, &err, "record job outcomes", sql_jobs, 11, p);
-    arr_free(a, 10);
-    if (!r)
-        return err;
-    /* A job row decides for its job: absent from RETURNING means stale. */
     for (size_t i = 0; i < f->njobs; i++) {
         if (round[i] != k)
             continue;
         struct tq_flush_result *x = find(res, nres, f->jobs[i].job_id);
-        if (x) {
-            bool ok = false;
-            for (int row = 0; row < PQntuples(r) && !ok; row++)
-                ok = strtoll(PQgetvalue(r, row, 0), NULL, 10) == f->jobs[i].job_id;
-            x->stale = !ok;   /* same fence as the step rows, later in the transaction */
-            seen[x - res] = true;
-        }
+        if (!x)
+            continue;
+        bool ok = false;
+        for (int row = 0; row < PQntuples(r) && !ok; row++)
+            ok = strtoll(PQgetvalue(r, row, 0), NULL, 10) == f->jobs[i].job_id;
+        x->stale = !ok;   /* same fence as the step rows, later in the transaction */
+        seen[x - res] = true;
     }
-    PQclear(r);
-    return TQ_OK;
 }
 
 enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
@@ -505,34 +498,56 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
         result_for(res, nres, &cap, f->jobs[i].job_id);
     if (*nres == 0)
         return TQ_OK;
-    bool *seen = tq_xcalloc(*nres, sizeof(bool));
-    enum tq_err err;
-    PGresult *r = tq__pg_query(pg, &err, "begin a flush", "BEGIN", 0, NULL);
-    PQclear(r);
-    if (err)
-        goto out;
-    if (f->nsteps && (err = flush_steps(pg, f, *res, *nres, seen)))
-        goto fail;
-    if (f->nattempts && (err = flush_attempts(pg, f)))
-        goto fail;
-    if (f->njobs && (err = flush_jobs(pg, f, *res, *nres, seen)))
-        goto fail;
-    r = tq__pg_query(pg, &err, "commit a flush", "COMMIT", 0, NULL);
-    PQclear(r);
-    if (err)
-        goto out;
-    /* Jobs with only attempt rows: fenced inside the statement; not stale by themselves. */
-    for (size_t i = 0; i < *nres; i++)
-        if (!seen[i])
-            (*res)[i].stale = false;
-    goto out;
-fail : {
-    PGconn *c = tq_pg_conn(pg);
-    if (c && PQtransactionStatus(c) != PQTRANS_IDLE)
-        PQclear(PQexec(c, "ROLLBACK"));
-}
-out:
-    free(seen);
+
+    int *round = tq_xcalloc(f->njobs + 1, sizeof(int));
+    int rounds = 0;
+    for (size_t i = 0; i < f->njobs; i++) {
+        for (size_t k = 0; k < i; k++)
+            if (f->jobs[k].job_id == f->jobs[i].job_id)
+                round[i]++;
+        if (round[i] + 1 > rounds)
+            rounds = round[i] + 1;
+    }
+    size_t n = (f->nsteps ? 1 : 0) + (f->nattempts ? 1 : 0) + (size_t)rounds;
+    struct params *x = tq_xcalloc(n, sizeof(*x));
+    struct tq__stmt *st = tq_xcalloc(n, sizeof(*st));
+    size_t k = 0;
+    if (f->nsteps) {
+        steps_params(&x[k], f);
+        st[k] = (struct tq__stmt){"record step transitions", sql_steps, 13, x[k].p, NULL};
+        k++;
+    }
+    if (f->nattempts) {
+        attempts_params(&x[k], f);
+        st[k] = (struct tq__stmt){"record step attempts", sql_attempts, 10, x[k].p, NULL};
+        k++;
+    }
+    size_t first_round = k;
+    for (int r = 0; r < rounds; r++, k++) {
+        jobs_params(&x[k], f, round, r);
+        st[k] = (struct tq__stmt){"record job outcomes", sql_jobs, 11, x[k].p, NULL};
+    }
+    /* One round trip, one transaction: on error nothing was written. */
+    enum tq_err err = tq__pg_pipeline(pg, st, n);
+    if (!err) {
+        bool *seen = tq_xcalloc(*nres, sizeof(bool));
+        if (f->nsteps)
+            steps_result(st[0].res, f, *res, *nres, seen);
+        for (int r = 0; r < rounds; r++)
+            jobs_result(st[first_round + (size_t)r].res, f, round, r, *res, *nres, seen);
+        /* Jobs with only attempt rows: fenced inside the statement; not stale by themselves. */
+        for (size_t i = 0; i < *nres; i++)
+            if (!seen[i])
+                (*res)[i].stale = false;
+        free(seen);
+    }
+    for (size_t i = 0; i < n; i++) {
+        PQclear(st[i].res);
+        arr_free(x[i].a, (size_t)x[i].narr);
+    }
+    free(st);
+    free(x);
+    free(round);
     if (err) {
         free(*res);
         *res = NULL;
