@@ -182,7 +182,8 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     *nout = m;
     PQclear(r);
 
-    /* A first claim (epoch 1) has no recorded steps: only redeliveries are read. */
+    /* Step rows are written only under an epoch some claim handed out, so a
+       first claim (epoch 1) has none: only redeliveries are read. */
     struct arr got;
     arr_init(&got);
     for (size_t i = 0; i < m; i++)

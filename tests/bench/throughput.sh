@@ -76,7 +76,9 @@ for i in $(seq 1 "$workers"); do echo "throughput: worker $i error lines: $(grep
 # deferred (Redis unreachable for the CLI), then this script LPUSHes each id
 # itself over an open connection, noting the time just before; latency =
 # the claim statement's start (jobs.started_at) - that time, i.e. LPUSH +
-# BLMOVE wake-up + the fetcher reaching PostgreSQL.
+# BLMOVE wake-up + the fetcher reaching PostgreSQL. The push waits 20 ms
+# after the submit, so the CLI's exit (process and PostgreSQL backend) is
+# not on the two cores at the moment measured.
 lat_n=${TQ_BENCH_LATENCY_JOBS:-200}
 exec 3<>"/dev/tcp/127.0.0.1/$rport"
 : >"$dir/pushed"
@@ -85,6 +87,7 @@ for i in $(seq 1 "$lat_n"); do
     --tenant-id "lat$(printf %06d "$i")" --name "Lat $i" --tier Bronze --region us-east-1 \
     --budget 1000 --owner o@example.com --batch latency 2>/dev/null | sed -n 's/.*"job_id":\([0-9]*\).*/\1/p')
   key='tq:{provision}:ready'
+  sleep 0.02
   # one write: split writes meet Nagle + delayed ACK (40 ms) on this socket
   printf -v cmd '*3\r\n$5\r\nLPUSH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n' "${#key}" "$key" "${#id}" "$id"
   t=${EPOCHREALTIME/./}   # microseconds, no fork

@@ -233,9 +233,13 @@ Test(engine, redelivered_job_skips_succeeded_steps)
              "{\"name\":\"two\",\"kind\":\"sleep\",\"needs\":[\"one\"],\"params\":{\"ms\":10}}");
     const char *t = h_tenant("redeliver");
     submit(t);
-    /* an earlier delivery recorded "one" before its worker died */
+    /* an earlier delivery (epoch 1) recorded "one", then its worker died */
     char *v = h_sql("INSERT INTO tq.job_steps (job_id, step, status, attempts)"
                     " SELECT id, 'one', 'succeeded', 1 FROM tq.jobs WHERE tenant_id = '%s'", t);
+    free(v);
+    v = h_sql("UPDATE tq.jobs SET status = 'running', lease_owner = 'gone-1-x', lease_epoch = 1,"
+              " lease_until = now() - interval '1 second', attempt = 1, deliveries = 1"
+              " WHERE tenant_id = '%s'", t);
     free(v);
     pid_t w = h_worker_start(NULL);
     cr_assert(wait_status(t, "active", 30000));
