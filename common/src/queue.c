@@ -205,14 +205,14 @@ enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms, char **id)
 
 enum tq_err tq_queue_ack(struct tq_queue *q, const char *id)
 {
-    const char *argv[] = {"LREM", q->k_proc, "1", id};
+    const char *argv[] = {"LREM", q->k_proc, "-1", id};
     enum tq_err err;
     freeReplyObject(cmd(q, &err, "ack (LREM)", 4, argv));
     return err;
 }
 
 static const char release_lua[] =
-    "if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then "
+    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then "
     "  redis.call('RPUSH', KEYS[2], ARGV[1]) return 1 end return 0";
 
 enum tq_err tq_queue_release(struct tq_queue *q, const char *id)
@@ -347,6 +347,11 @@ enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved)
     return err;
 }
 
+/*
+ * Reserved ids enter the processing list at the head, so the oldest sit at
+ * the tail: acks and hand-backs remove with LREM -1, which searches from the
+ * tail and finds them at once instead of walking the whole list.
+ */
 static const char reserve_lua[] =
     "local out = {} "
     "for i = 1, tonumber(ARGV[1]) do "
@@ -415,7 +420,7 @@ static enum tq_err eval_ids(struct tq_queue *q, const char *what, const char *sc
 }
 
 static const char ack_lua[] =
-    "for _, id in ipairs(ARGV) do redis.call('LREM', KEYS[1], 1, id) end return 1";
+    "for _, id in ipairs(ARGV) do redis.call('LREM', KEYS[1], -1, id) end return 1";
 
 enum tq_err tq_queue_ack_batch(struct tq_queue *q, const char *const *ids, size_t n)
 {
@@ -425,7 +430,7 @@ enum tq_err tq_queue_ack_batch(struct tq_queue *q, const char *const *ids, size_
 
 static const char release_many_lua[] =
     "for _, id in ipairs(ARGV) do "
-    "  if redis.call('LREM', KEYS[1], 1, id) > 0 then redis.call('RPUSH', KEYS[2], id) end "
+    "  if redis.call('LREM', KEYS[1], -1, id) > 0 then redis.call('RPUSH', KEYS[2], id) end "
     "end return 1";
 
 enum tq_err tq_queue_release_batch(struct tq_queue *q, const char *const *ids, size_t n)
@@ -435,7 +440,7 @@ enum tq_err tq_queue_release_batch(struct tq_queue *q, const char *const *ids, s
 }
 
 static const char park_lua[] =
-    "redis.call('LREM', KEYS[1], 1, ARGV[1]) "
+    "redis.call('LREM', KEYS[1], -1, ARGV[1]) "
     "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) return 1";
 
 enum tq_err tq_queue_park(struct tq_queue *q, const char *id, uint64_t due_ms)
@@ -451,7 +456,7 @@ enum tq_err tq_queue_park(struct tq_queue *q, const char *id, uint64_t due_ms)
 }
 
 static const char bury_lua[] =
-    "redis.call('LREM', KEYS[1], 1, ARGV[1]) redis.call('RPUSH', KEYS[2], ARGV[1]) return 1";
+    "redis.call('LREM', KEYS[1], -1, ARGV[1]) redis.call('RPUSH', KEYS[2], ARGV[1]) return 1";
 
 enum tq_err tq_queue_bury(struct tq_queue *q, const char *id)
 {

@@ -62,11 +62,18 @@ echo "throughput: submitted $jobs jobs in $(awk -v a="$t0" -v b="$t1" 'BEGIN{pri
 for i in $(seq 1 "$workers"); do
   TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!)
 done
+# One psql session answers the polls (a psql process every 200 ms would cost
+# more CPU than a worker; a server-side loop would hold a snapshot and stop
+# PostgreSQL from pruning old row versions).
+coproc POLL { psql -qAtX "$TQ_DATABASE_URL"; }
 while :; do
-  done_n=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE status = 'succeeded'")
+  echo "SELECT count(*) FROM tq.jobs WHERE status = 'succeeded';" >&"${POLL[1]}"
+  read -r done_n <&"${POLL[0]}"
   [ "$done_n" -ge "$jobs" ] && break
   sleep 0.2
 done
+exec {POLL[1]}>&-
+wait "$POLL_PID" 2>/dev/null || true
 read -r secs <<<"$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM tq.jobs")"
 trans=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.step_attempts")
 echo "throughput: $jobs jobs x $steps noop step(s), $workers worker(s) x $conc slots: $(awk -v n="$jobs" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') jobs/s ($secs s first claim to last outcome)"
