@@ -111,4 +111,5 @@ psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "CREATE TEMP TABLE pushed (id bigint, us
 if [ -n "${TQ_BENCH_STATEMENTS:-}" ]; then   # needs TQ_BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
   psql -qAtX "$TQ_DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
   psql -X "$TQ_DATABASE_URL" -c "SELECT calls, round(total_exec_time) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+  psql -X "$TQ_DATABASE_URL" -c "SELECT relname, n_tup_ins AS inserted, n_tup_upd AS updated, n_tup_hot_upd AS in_place FROM pg_stat_user_tables WHERE schemaname = 'tq' ORDER BY relname"
 fi
