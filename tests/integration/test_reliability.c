@@ -14,6 +14,8 @@
 
 #include "harness.h"
 #include "services.h"
+#include "tq/pg.h"
+#include "tq/store.h"
 #include "tq/util.h"
 
 static void init(void)
@@ -129,6 +131,69 @@ Test(reliability, sigstopped_worker_writes_nothing_after_losing_its_lease)
     cr_assert_str_eq(st, "active");
     free(st);
     free(owner_a);
+}
+
+/*
+ * A flush is one pipelined round trip and one transaction: when a statement
+ * late in it fails, the step rows before it are gone too, and the same
+ * connection (and its prepared statements) serves the next flush.
+ */
+Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
+{
+    use_pipeline("atomic.json", "{\"name\":\"work\",\"kind\":\"noop\"}");
+    submit_batch("atomic", 1);
+    int64_t id = h_sql_long("SELECT id FROM tq.jobs");
+    struct tq_pg *pg = NULL;
+    tq_pg_open(getenv("TQ_DATABASE_URL"), &pg);   /* the private server (services.c) */
+    struct tq_claimed *cl = NULL;
+    int64_t *dead = NULL;
+    size_t ncl = 0, ndead = 0;
+    cr_assert_eq(tq_store_claim(pg, &id, 1, "test-1-a", 15000, 10, &cl, &ncl, &dead, &ndead),
+                 TQ_OK, "%s", tq_pg_errstr(pg));
+    cr_assert_eq(ncl, 1);
+    int64_t epoch = cl[0].c.epoch;
+    struct tq_step_row step = {.job_id = id, .epoch = epoch, .step = "work", .status = "succeeded",
+                               .attempts_delta = 1, .started_ms = 1, .finished_ms = 2,
+                               .output = "{}", .progress = true};
+    struct tq_attempt_row att = {.job_id = id, .epoch = epoch, .step = "work", .phase = "run",
+                                 .attempt = 1, .status = "succeeded", .started_ms = 1,
+                                 .finished_ms = 2};
+    struct tq_job_row bad = {.job_id = id, .epoch = epoch, .job_status = "no-such-status",
+                             .tenant_status = "active", .phase = "forward", .event = "active",
+                             .release_lease = true};
+    struct tq_flush f = {.steps = &step, .nsteps = 1, .attempts = &att, .nattempts = 1,
+                         .jobs = &bad, .njobs = 1, .worker = "test-1-a", .lease_ms = 15000};
+    struct tq_flush_result *res = NULL;
+    size_t nres = 0;
+    for (int round = 0; round < 2; round++) {   /* the second time on prepared statements */
+        cr_assert_neq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "a CHECK violation must fail");
+        cr_assert(strstr(tq_pg_errstr(pg), "record job outcomes"), "error names the statement: %s",
+                  tq_pg_errstr(pg));
+        cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps"), 0, "step row rolled back");
+        cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts"), 0, "attempt rolled back");
+    }
+    struct tq_job_row good = bad;
+    good.job_status = "succeeded";
+    f.jobs = &good;
+    cr_assert_eq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "%s", tq_pg_errstr(pg));
+    cr_assert_eq(nres, 1);
+    cr_assert(!res[0].stale);
+    free(res);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps WHERE status = 'succeeded'"), 1);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts"), 1);
+    char *st = h_sql("SELECT status FROM tq.tenants");
+    cr_assert_str_eq(st, "active");
+    free(st);
+    /* a stale epoch writes nothing and says so */
+    good.epoch = step.epoch = att.epoch = epoch + 1;
+    cr_assert_eq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "%s", tq_pg_errstr(pg));
+    cr_assert(nres == 1 && res[0].stale);
+    free(res);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts"), 1);
+    json_decref(cl[0].steps);
+    free(cl);
+    free(dead);
+    tq_pg_close(pg);
 }
 
 Test(reliability, redis_wiped_mid_batch_every_job_still_finishes)
