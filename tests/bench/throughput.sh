@@ -66,6 +66,7 @@ done
 # more CPU than a worker; a server-side loop would hold a snapshot and stop
 # PostgreSQL from pruning old row versions).
 coproc POLL { psql -qAtX "$TQ_DATABASE_URL"; }
+poll_pid=$POLL_PID   # bash unsets POLL_PID when the coprocess ends
 while :; do
   echo "SELECT count(*) FROM tq.jobs WHERE status = 'succeeded';" >&"${POLL[1]}"
   read -r done_n <&"${POLL[0]}"
@@ -73,7 +74,7 @@ while :; do
   sleep 0.2
 done
 exec {POLL[1]}>&-
-wait "$POLL_PID" 2>/dev/null || true
+wait "$poll_pid" 2>/dev/null || true
 read -r secs <<<"$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM tq.jobs")"
 trans=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.step_attempts")
 echo "throughput: $jobs jobs x $steps noop step(s), $workers worker(s) x $conc slots: $(awk -v n="$jobs" -v s="$secs" 'BEGIN{printf "%.0f", n / s}') jobs/s ($secs s first claim to last outcome)"
@@ -86,6 +87,9 @@ for i in $(seq 1 "$workers"); do echo "throughput: worker $i error lines: $(grep
 # BLMOVE wake-up + the fetcher reaching PostgreSQL. The push waits 20 ms
 # after the submit, so the CLI's exit (process and PostgreSQL backend) is
 # not on the two cores at the moment measured.
+# The burst above leaves every table due for autovacuum; vacuum now, so the
+# latency phase measures dispatch on an idle system, not a vacuum run.
+psql -qAtX "$TQ_DATABASE_URL" -c "VACUUM (ANALYZE)" >/dev/null
 lat_n=${TQ_BENCH_LATENCY_JOBS:-200}
 exec 3<>"/dev/tcp/127.0.0.1/$rport"
 : >"$dir/pushed"
