@@ -6,6 +6,7 @@
  * jobs in hand finish their step or are handed back, then exit 0.
  */
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,11 @@ int wk_run(const struct tq_config *cfg)
     snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
     wk_blocking_init(cfg);
+    /* A peer that closes its end (Redis restarted, a scraper gone) must come
+       back as EPIPE from write(2), which every client here handles by
+       reconnecting; left at its default, SIGPIPE ends the process without a
+       word. hiredis and libuv write to sockets without MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
     wk.loop = tq_xmalloc(sizeof(uv_loop_t));

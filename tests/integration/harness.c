@@ -254,13 +254,13 @@ int h_worker_stop(pid_t pid, int timeout_ms)
     int st;
     for (int waited = 0; waited < timeout_ms; waited += 20) {
         pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        if (r == pid)   /* as a shell says it: 128 + signal for a killed process */
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         tq_sleep_ms(20);
     }
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
-    return -1;
+    return -1;   /* did not stop within timeout_ms */
 }
 
 static char *vsql(const char *fmt, va_list ap)

@@ -43,7 +43,8 @@ int h_enqueue(char **out, char **err, ...) __attribute__((sentinel));
 pid_t h_worker_start(const char *const *extra_env);
 /* A worker started some other way: killed in .fini if still running. */
 void h_worker_adopt(pid_t pid);
-/* SIGTERM, wait up to timeout_ms; returns exit code, or -1 if killed/timed out. */
+/* SIGTERM, wait up to timeout_ms; returns the exit code, 128 + n if signal n
+   ended it, -1 if it did not stop in time (then it is killed). */
 int h_worker_stop(pid_t pid, int timeout_ms);
 
 /* First column of first row as a heap string ("" for NULL), or NULL on error. */

@@ -249,8 +249,11 @@ Test(reliability, chaos_random_kill9_and_restart)
     bool done = h_wait_sql("200", (int)(deadline - tq_mono_ms()),
                            "SELECT count(*) FROM tq.tenants WHERE status = 'active'");
     long active = h_sql_long("SELECT count(*) FROM tq.tenants WHERE status = 'active'");
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(h_worker_stop(w[i], 20000), 0);
+    for (int i = 0; i < 3; i++) {
+        int rc = h_worker_stop(w[i], 20000);
+        cr_assert_eq(rc, 0, "worker %d (pid %d) ended with %d (128+n: signal n; -1: hung)", i,
+                     (int)w[i], rc);
+    }
     cr_assert(done, "only %ld of %d jobs finished", active, njobs);
     cr_assert_eq(double_successes(), 0, "a step was recorded succeeded twice");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps WHERE status <> 'succeeded'"), 0);
