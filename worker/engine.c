@@ -30,11 +30,14 @@ static void handle_closed(uv_handle_t *h)
     json_decref(j->cl.steps);
     free(j->ss);
     free(j);
+    e->closing--;
     atomic_fetch_add(e->free_slots, 1);
     atomic_fetch_sub(&wk_metrics.in_flight, 1);
     if (e->on_slot_free)
         e->on_slot_free(e->arg);
-    if (e->draining && e->njobs == 0 && e->drained_cb) {
+    /* Drained once no job is left and none is still closing: the callback
+       may free the engine, which a later handle_closed would still read. */
+    if (e->draining && e->njobs == 0 && e->closing == 0 && e->drained_cb) {
         void (*cb)(void *) = e->drained_cb;
         e->drained_cb = NULL;
         if (e->grace_armed)
@@ -53,6 +56,7 @@ static void job_free(struct wk_job *j)
     if (j->next)
         j->next->prev = j->prev;
     e->njobs--;
+    e->closing++;
     j->open_handles = (int)(2 * j->pl->nsteps);
     for (size_t i = 0; i < j->pl->nsteps; i++) {
         uv_close((uv_handle_t *)&j->ss[i].retry_timer, handle_closed);
@@ -418,7 +422,7 @@ void wk_engine_drain(struct wk_engine *e, void (*cb)(void *), void *arg)
     e->draining = true;
     e->drained_cb = cb;
     e->drained_arg = arg;
-    if (e->njobs == 0) {
+    if (e->njobs == 0 && e->closing == 0) {
         e->drained_cb = NULL;
         cb(arg);
         return;

@@ -76,6 +76,7 @@ struct wk_engine {
     void *arg;
     struct wk_job *jobs;
     int njobs;
+    int closing;                 /* jobs ended whose timers are still closing */
     bool draining;
     void (*drained_cb)(void *);
     void *drained_arg;
