@@ -144,8 +144,11 @@ static void end_job(struct wk_job *j, const char *jstatus, const char *tstatus, 
 
 static void release(struct wk_job *j, uint64_t due_ms)
 {
-    end_job(j, "queued", j->deprovision ? "deprovisioning" : j->rollback ? "rolling_back" : "queued", due_ms ? "retry_scheduled" : "handed_back",
-            NULL, due_ms ? WK_PARK : WK_RELEASE, due_ms);
+    const char *tstatus = j->deprovision ? "deprovisioning"
+                          : j->rollback  ? "rolling_back"
+                                         : "queued";
+    end_job(j, "queued", tstatus, due_ms ? "retry_scheduled" : "handed_back", NULL,
+            due_ms ? WK_PARK : WK_RELEASE, due_ms);
 }
 
 static void advance_once(struct wk_job *j)
