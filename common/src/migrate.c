@@ -150,6 +150,12 @@ static const char *const migrations[] = {
     "ALTER TABLE tq.job_steps DROP CONSTRAINT job_steps_job_id_fkey;"
     "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_job_id_fkey;"
     "ALTER TABLE tq.tenants SET (fillfactor = 50);",
+
+    /* 6: attempts are read by job and step, never by id alone: one index
+       (the key leads with job and step, id keeps it unique) instead of two. */
+    "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_pkey,"
+    "  ADD CONSTRAINT step_attempts_pkey PRIMARY KEY (job_id, step, id);"
+    "DROP INDEX tq.step_attempts_job;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

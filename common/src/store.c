@@ -40,18 +40,31 @@ static void arr_text(struct arr *a, const char *s)
         return;
     }
     tq_buf_puts(&a->b, "\"");
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            tq_buf_append(&a->b, "\\", 1);
-        tq_buf_append(&a->b, p, 1);
+    for (const char *p = s; *p;) {
+        size_t run = strcspn(p, "\"\\");
+        tq_buf_append(&a->b, p, run);
+        p += run;
+        if (*p) {
+            char esc[2] = {'\\', *p++};
+            tq_buf_append(&a->b, esc, 2);
+        }
     }
     tq_buf_puts(&a->b, "\"");
 }
 
+/* Thousands of numbers per flush: no printf machinery. */
 static void arr_i64(struct arr *a, int64_t v)
 {
+    char t[24], *p = t + sizeof(t);
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
     arr_sep(a);
-    tq_buf_printf(&a->b, "%" PRId64, v);
+    tq_buf_append(&a->b, p, (size_t)(t + sizeof(t) - p));
 }
 
 static void arr_bool(struct arr *a, bool v)
@@ -251,31 +264,55 @@ out:
 
 /* ---- flush ---- */
 
-static const char sql_steps[] =
+/*
+ * A flush is one statement (plus one per extra "round", below). Its fence is
+ * the UPDATE of each job row, looked up by id: a row whose epoch, owner or
+ * status moved on is not updated and not returned, and the step rows,
+ * attempts and audit events of that job join nothing and are not written.
+ * A concurrent claim of the same job waits for our commit (or we for its,
+ * and the recheck then sees the new epoch). Jobs with step rows but no job
+ * row of their own get a fence row that changes only updated_at (and, on a
+ * redelivered job that made progress, the delivery count and the lease).
+ * The fence is written as CASE ... END = epoch so the planner cannot
+ * estimate "few jobs are running" from the statistics and scan tq.jobs: it
+ * can only look each id up.
+ */
+static const char sql_flush[] =
     "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
-    "    $5::int[], $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[])"
-    "  AS v(job_id, epoch, step, status, ad, ud, st_ms, fin_ms, error, output, progress)),"
-    " d AS (SELECT job_id, max(epoch) AS epoch, bool_or(progress) AS progress FROM v GROUP BY job_id),"
-    /* The fence only reads and share-locks the job row (a concurrent claim
-       waits for our commit, then sees our epoch gone): no new row version per
-       flush. Leases are extended by the heartbeat; a delivery count is reset
-       only where it matters, on a redelivered job that made progress. Each
-       fence is a lookup by id (LATERAL): the planner would otherwise trust
-       "few jobs are running" and scan tq.jobs. */
-    " f AS (SELECT k.id, k.cancel_requested, d.progress, k.deliveries FROM d CROSS JOIN LATERAL"
-    "  (SELECT j.id, j.cancel_requested, j.deliveries FROM tq.jobs j WHERE j.id = d.job_id"
-    "   AND j.lease_epoch = d.epoch AND j.status = 'running' AND j.lease_owner = $13"
-    "   FOR SHARE) k),"
-    " p AS (UPDATE tq.jobs j SET deliveries = 0,"
-    "    lease_until = greatest(j.lease_until, now() + make_interval(secs => $12::int / 1000.0))"
-    "  FROM f WHERE j.id = f.id AND f.progress AND f.deliveries > 1 RETURNING 1),"
-    " u AS (INSERT INTO tq.job_steps AS s (job_id, step, status, attempts, undo_attempts,"
+    "    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bool[], $11::bool[])"
+    "  AS v(job_id, epoch, jstatus, tstatus, phase, event, reason, failed_step, nb_ms, rel,"
+    "    progress)),"
+    " j AS (UPDATE tq.jobs j SET status = coalesce(v.jstatus, j.status),"
+    "    phase = coalesce(v.phase, j.phase), updated_at = now(),"
+    "    error = coalesce(v.reason, j.error),"
+    "    failed_step = coalesce(v.failed_step, j.failed_step),"
+    "    deliveries = CASE WHEN v.progress AND j.deliveries > 1 THEN 0 ELSE j.deliveries END,"
+    "    not_before = CASE WHEN v.jstatus IS NULL THEN j.not_before"
+    "      WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) END,"
+    "    next_attempt_at = CASE WHEN v.jstatus IS NULL THEN j.next_attempt_at"
+    "      WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) END,"
+    "    lease_owner = CASE WHEN v.rel THEN NULL ELSE j.lease_owner END,"
+    "    lease_until = CASE WHEN v.rel THEN NULL"
+    "      WHEN v.progress AND j.deliveries > 1"
+    "        THEN greatest(j.lease_until, now() + make_interval(secs => $29::int / 1000.0))"
+    "      ELSE j.lease_until END,"
+    "    finished_at = CASE WHEN v.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
+    "      'blocked', 'rollback_failed') THEN now() ELSE j.finished_at END"
+    "  FROM v WHERE j.id = v.job_id"
+    "    AND CASE WHEN j.status = 'running' AND j.lease_owner = $30 THEN j.lease_epoch END"
+    "      = v.epoch"
+    "  RETURNING j.id, j.tenant_id, j.cancel_requested, v.tstatus, v.event, v.reason,"
+    "    v.failed_step),"
+    " s AS (INSERT INTO tq.job_steps AS s (job_id, step, status, attempts, undo_attempts,"
     "    started_at, finished_at, last_error, output)"
-    "  SELECT v.job_id, v.step, v.status, v.ad, v.ud,"
-    "    CASE WHEN v.st_ms > 0 THEN to_timestamp(v.st_ms / 1000.0) END,"
-    "    CASE WHEN v.fin_ms > 0 THEN to_timestamp(v.fin_ms / 1000.0) END,"
-    "    v.error, v.output::jsonb"
-    "  FROM v JOIN f ON f.id = v.job_id"
+    "  SELECT x.job_id, x.step, x.status, x.ad, x.ud,"
+    "    CASE WHEN x.st_ms > 0 THEN to_timestamp(x.st_ms / 1000.0) END,"
+    "    CASE WHEN x.fin_ms > 0 THEN to_timestamp(x.fin_ms / 1000.0) END,"
+    "    x.error, x.output::jsonb"
+    "  FROM unnest($12::bigint[], $13::text[], $14::text[], $15::int[], $16::int[],"
+    "      $17::bigint[], $18::bigint[], $19::text[], $20::text[])"
+    "    AS x(job_id, step, status, ad, ud, st_ms, fin_ms, error, output)"
+    "    JOIN j ON j.id = x.job_id"
     "  ON CONFLICT (job_id, step) DO UPDATE SET status = excluded.status,"
     "    attempts = s.attempts + excluded.attempts,"
     "    undo_attempts = s.undo_attempts + excluded.undo_attempts,"
@@ -283,48 +320,56 @@ static const char sql_steps[] =
     "    finished_at = excluded.finished_at,"
     "    last_error = coalesce(excluded.last_error, s.last_error),"
     "    output = coalesce(excluded.output, s.output)"
-    "  RETURNING s.job_id)"
-    " SELECT f.id, f.cancel_requested FROM f";
-
-static const char sql_attempts[] =
-    "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
-    "    $5::int[], $6::text[], $7::bigint[], $8::bigint[], $9::text[])"
-    "  AS v(job_id, epoch, step, phase, attempt, status, st_ms, fin_ms, error)),"
-    " ok AS (SELECT v.*, k.tenant_id FROM v CROSS JOIN LATERAL"
-    "   (SELECT j.tenant_id FROM tq.jobs j WHERE j.id = v.job_id AND j.lease_epoch = v.epoch"
-    "     AND j.lease_owner = $10 OFFSET 0) k),"
+    "  RETURNING 1),"
+    " at AS (SELECT x.*, j.tenant_id FROM unnest($21::bigint[], $22::text[], $23::text[],"
+    "      $24::int[], $25::text[], $26::bigint[], $27::bigint[], $28::text[])"
+    "    AS x(job_id, step, phase, attempt, status, st_ms, fin_ms, error)"
+    "    JOIN j ON j.id = x.job_id),"
     " a AS (INSERT INTO tq.step_attempts (job_id, step, phase, attempt, status, worker,"
     "    started_at, finished_at, error)"
-    "  SELECT job_id, step, phase, attempt, status, $10, to_timestamp(st_ms / 1000.0),"
-    "    to_timestamp(fin_ms / 1000.0), error FROM ok RETURNING 1)"
-    " INSERT INTO tq.audit_events (at, tenant_id, job_id, actor, event, detail)"
-    " SELECT to_timestamp(fin_ms / 1000.0), tenant_id, job_id, 'worker:' || $10,"
-    "   CASE WHEN phase = 'run' THEN 'step_' ELSE 'undo_' END || status,"
-    "   jsonb_strip_nulls(jsonb_build_object('step', step, 'attempt', attempt, 'error', error))"
-    " FROM ok";
+    "  SELECT job_id, step, phase, attempt, status, $30, to_timestamp(st_ms / 1000.0),"
+    "    to_timestamp(fin_ms / 1000.0), error FROM at RETURNING 1),"
+    " ae AS (INSERT INTO tq.audit_events (at, tenant_id, job_id, actor, event, detail)"
+    "  SELECT to_timestamp(fin_ms / 1000.0), tenant_id, job_id, 'worker:' || $30,"
+    "    CASE WHEN phase = 'run' THEN 'step_' ELSE 'undo_' END || status,"
+    "    jsonb_strip_nulls(jsonb_build_object('step', step, 'attempt', attempt, 'error', error))"
+    "  FROM at"
+    "  UNION ALL"
+    "  SELECT clock_timestamp(), j.tenant_id, j.id, 'worker:' || $30, j.event,"
+    "    jsonb_strip_nulls(jsonb_build_object('reason', j.reason, 'step', j.failed_step))"
+    "  FROM j WHERE j.event IS NOT NULL RETURNING 1),"
+    " rv AS (UPDATE tq.tenants tn SET last_validated_at = now(), updated_at = now(),"
+    "    drift = CASE WHEN j.event = 'drift_detected' THEN j.reason ELSE NULL END"
+    "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.event IN ('revalidated', 'drift_detected')"
+    "  RETURNING 1),"
+    " t AS (UPDATE tq.tenants tn SET status = j.tstatus, updated_at = now(),"
+    "    failure_reason = CASE WHEN j.tstatus IN ('active', 'deprovisioned', 'queued',"
+    "      'provisioning') THEN NULL ELSE coalesce(j.reason, tn.failure_reason) END,"
+    "    activated_at = CASE WHEN j.tstatus = 'active' THEN now() ELSE tn.activated_at END"
+    "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.tstatus IS NOT NULL RETURNING 1)"
+    " SELECT id, cancel_requested FROM j";
 
 /*
- * The fence locks each job row by id (LATERAL ... FOR UPDATE), so the UPDATE
- * itself needs nothing but the id and cannot be planned as a scan of tq.jobs.
+ * A job's second (third, ...) row of one flush: one UPDATE changes a row
+ * once, so these go in rounds after the flush statement, each fenced again.
  */
 static const char sql_jobs[] =
     "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
     "    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bool[])"
     "  AS v(job_id, epoch, jstatus, tstatus, phase, event, reason, failed_step, nb_ms, rel)),"
-    " f AS (SELECT v.* FROM v CROSS JOIN LATERAL"
-    "   (SELECT 1 FROM tq.jobs j WHERE j.id = v.job_id AND j.lease_epoch = v.epoch"
-    "     AND j.status = 'running' AND j.lease_owner = $11 FOR UPDATE) k),"
-    " j AS (UPDATE tq.jobs j SET status = f.jstatus, phase = f.phase, updated_at = now(),"
-    "    error = coalesce(f.reason, j.error),"
-    "    failed_step = coalesce(f.failed_step, j.failed_step),"
-    "    not_before = CASE WHEN f.nb_ms > 0 THEN to_timestamp(f.nb_ms / 1000.0) ELSE NULL END,"
-    "    next_attempt_at = CASE WHEN f.nb_ms > 0 THEN to_timestamp(f.nb_ms / 1000.0) ELSE NULL END,"
-    "    lease_owner = CASE WHEN f.rel THEN NULL ELSE j.lease_owner END,"
-    "    lease_until = CASE WHEN f.rel THEN NULL ELSE j.lease_until END,"
-    "    finished_at = CASE WHEN f.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
+    " j AS (UPDATE tq.jobs j SET status = v.jstatus, phase = v.phase, updated_at = now(),"
+    "    error = coalesce(v.reason, j.error),"
+    "    failed_step = coalesce(v.failed_step, j.failed_step),"
+    "    not_before = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
+    "    next_attempt_at = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
+    "    lease_owner = CASE WHEN v.rel THEN NULL ELSE j.lease_owner END,"
+    "    lease_until = CASE WHEN v.rel THEN NULL ELSE j.lease_until END,"
+    "    finished_at = CASE WHEN v.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
     "      'blocked', 'rollback_failed') THEN now() ELSE j.finished_at END"
-    "  FROM f WHERE j.id = f.job_id"
-    "  RETURNING j.id, j.tenant_id, f.tstatus, f.event, f.reason, f.failed_step),"
+    "  FROM v WHERE j.id = v.job_id"
+    "    AND CASE WHEN j.status = 'running' AND j.lease_owner = $11 THEN j.lease_epoch END"
+    "      = v.epoch"
+    "  RETURNING j.id, j.tenant_id, v.tstatus, v.event, v.reason, v.failed_step),"
     " rv AS (UPDATE tq.tenants tn SET last_validated_at = now(), updated_at = now(),"
     "    drift = CASE WHEN j.event = 'drift_detected' THEN j.reason ELSE NULL END"
     "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.event IN ('revalidated', 'drift_detected')"
@@ -365,10 +410,10 @@ static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64
 
 /* The parameters of one statement of a flush: array literals plus scalars. */
 struct params {
-    struct arr a[11];
+    struct arr a[28];
     int narr;
     char lease[16];
-    const char *p[13];
+    const char *p[30];
 };
 
 static void params_done(struct params *x, int narr)
@@ -378,54 +423,87 @@ static void params_done(struct params *x, int narr)
         x->p[i] = arr_done(&x->a[i]);
 }
 
-static void steps_params(struct params *x, const struct tq_flush *f)
+static void job_row_params(struct arr *a, const struct tq_job_row *s)
 {
-    for (int i = 0; i < 11; i++)
-        arr_init(&x->a[i]);
-    for (size_t i = 0; i < f->nsteps; i++) {
-        const struct tq_step_row *s = &f->steps[i];
-        arr_i64(&x->a[0], s->job_id);
-        arr_i64(&x->a[1], s->epoch);
-        arr_text(&x->a[2], s->step);
-        arr_text(&x->a[3], s->status);
-        arr_i64(&x->a[4], s->attempts_delta);
-        arr_i64(&x->a[5], s->undo_attempts_delta);
-        arr_i64(&x->a[6], s->started_ms);
-        arr_i64(&x->a[7], s->finished_ms);
-        arr_text(&x->a[8], s->error);
-        arr_text(&x->a[9], s->output);
-        arr_bool(&x->a[10], s->progress);
-    }
-    params_done(x, 11);
-    snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
-    x->p[11] = x->lease;
-    x->p[12] = f->worker;
-}
-
-static void attempts_params(struct params *x, const struct tq_flush *f)
-{
-    for (int i = 0; i < 9; i++)
-        arr_init(&x->a[i]);
-    for (size_t i = 0; i < f->nattempts; i++) {
-        const struct tq_attempt_row *s = &f->attempts[i];
-        arr_i64(&x->a[0], s->job_id);
-        arr_i64(&x->a[1], s->epoch);
-        arr_text(&x->a[2], s->step);
-        arr_text(&x->a[3], s->phase);
-        arr_i64(&x->a[4], s->attempt);
-        arr_text(&x->a[5], s->status);
-        arr_i64(&x->a[6], s->started_ms);
-        arr_i64(&x->a[7], s->finished_ms);
-        arr_text(&x->a[8], s->error);
-    }
-    params_done(x, 9);
-    x->p[9] = f->worker;
+    arr_text(&a[2], s->job_status);
+    arr_text(&a[3], s->tenant_status);
+    arr_text(&a[4], s->phase);
+    arr_text(&a[5], s->event);
+    arr_text(&a[6], s->reason);
+    arr_text(&a[7], s->failed_step);
+    arr_i64(&a[8], s->not_before_ms);
+    arr_bool(&a[9], s->release_lease);
 }
 
 /*
- * One UPDATE changes a row once, so several rows of one job in a batch (a
- * warning, then the outcome) go in rounds: round k holds each job's k-th row.
+ * The flush statement: one fence row per job of the batch (its first job
+ * row, or a bare fence), then every step row and attempt.
  */
+static void flush_params(struct params *x, const struct tq_flush *f, const int *round,
+                         const struct tq_flush_result *res, size_t nres)
+{
+    for (int i = 0; i < 28; i++)
+        arr_init(&x->a[i]);
+    for (size_t k = 0; k < nres; k++) {
+        int64_t id = res[k].job_id, epoch = 0;
+        const struct tq_job_row *row = NULL;
+        bool progress = false;
+        for (size_t i = 0; i < f->njobs; i++)
+            if (f->jobs[i].job_id == id && round[i] == 0) {
+                row = &f->jobs[i];
+                epoch = row->epoch;
+            }
+        for (size_t i = 0; i < f->nsteps; i++)
+            if (f->steps[i].job_id == id) {
+                progress = progress || f->steps[i].progress;
+                if (f->steps[i].epoch > epoch)
+                    epoch = f->steps[i].epoch;
+            }
+        for (size_t i = 0; i < f->nattempts; i++)
+            if (f->attempts[i].job_id == id && f->attempts[i].epoch > epoch)
+                epoch = f->attempts[i].epoch;
+        arr_i64(&x->a[0], id);
+        arr_i64(&x->a[1], epoch);
+        if (row) {
+            job_row_params(x->a, row);
+        } else {
+            for (int i = 2; i < 8; i++)
+                arr_text(&x->a[i], NULL);
+            arr_i64(&x->a[8], 0);
+            arr_bool(&x->a[9], false);
+        }
+        arr_bool(&x->a[10], progress);
+    }
+    for (size_t i = 0; i < f->nsteps; i++) {
+        const struct tq_step_row *s = &f->steps[i];
+        arr_i64(&x->a[11], s->job_id);
+        arr_text(&x->a[12], s->step);
+        arr_text(&x->a[13], s->status);
+        arr_i64(&x->a[14], s->attempts_delta);
+        arr_i64(&x->a[15], s->undo_attempts_delta);
+        arr_i64(&x->a[16], s->started_ms);
+        arr_i64(&x->a[17], s->finished_ms);
+        arr_text(&x->a[18], s->error);
+        arr_text(&x->a[19], s->output);
+    }
+    for (size_t i = 0; i < f->nattempts; i++) {
+        const struct tq_attempt_row *s = &f->attempts[i];
+        arr_i64(&x->a[20], s->job_id);
+        arr_text(&x->a[21], s->step);
+        arr_text(&x->a[22], s->phase);
+        arr_i64(&x->a[23], s->attempt);
+        arr_text(&x->a[24], s->status);
+        arr_i64(&x->a[25], s->started_ms);
+        arr_i64(&x->a[26], s->finished_ms);
+        arr_text(&x->a[27], s->error);
+    }
+    params_done(x, 28);
+    snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
+    x->p[28] = x->lease;
+    x->p[29] = f->worker;
+}
+
+/* Round k > 0: each job's k-th job row. */
 static void jobs_params(struct params *x, const struct tq_flush *f, const int *round, int k)
 {
     for (int i = 0; i < 10; i++)
@@ -433,25 +511,16 @@ static void jobs_params(struct params *x, const struct tq_flush *f, const int *r
     for (size_t i = 0; i < f->njobs; i++) {
         if (round[i] != k)
             continue;
-        const struct tq_job_row *s = &f->jobs[i];
-        arr_i64(&x->a[0], s->job_id);
-        arr_i64(&x->a[1], s->epoch);
-        arr_text(&x->a[2], s->job_status);
-        arr_text(&x->a[3], s->tenant_status);
-        arr_text(&x->a[4], s->phase);
-        arr_text(&x->a[5], s->event);
-        arr_text(&x->a[6], s->reason);
-        arr_text(&x->a[7], s->failed_step);
-        arr_i64(&x->a[8], s->not_before_ms);
-        arr_bool(&x->a[9], s->release_lease);
+        arr_i64(&x->a[0], f->jobs[i].job_id);
+        arr_i64(&x->a[1], f->jobs[i].epoch);
+        job_row_params(x->a, &f->jobs[i]);
     }
     params_done(x, 10);
     x->p[10] = f->worker;
 }
 
-/* Jobs whose step rows passed the fence are live; the rest with step rows are stale. */
-static void steps_result(PGresult *r, const struct tq_flush *f, struct tq_flush_result *res,
-                         size_t nres, bool *seen)
+/* The flush statement returns the jobs that passed the fence; the rest are stale. */
+static void flush_result(PGresult *r, struct tq_flush_result *res, size_t nres)
 {
     for (int i = 0; i < PQntuples(r); i++) {
         struct tq_flush_result *x = find(res, nres, strtoll(PQgetvalue(r, i, 0), NULL, 10));
@@ -460,16 +529,11 @@ static void steps_result(PGresult *r, const struct tq_flush *f, struct tq_flush_
             x->cancel_requested = PQgetvalue(r, i, 1)[0] == 't';
         }
     }
-    for (size_t i = 0; i < f->nsteps; i++) {
-        struct tq_flush_result *x = find(res, nres, f->steps[i].job_id);
-        if (x)
-            seen[x - res] = true;
-    }
 }
 
-/* A job row decides for its job: absent from RETURNING means stale. */
+/* A later round decides again for its jobs: absent from RETURNING means stale. */
 static void jobs_result(PGresult *r, const struct tq_flush *f, const int *round, int k,
-                        struct tq_flush_result *res, size_t nres, bool *seen)
+                        struct tq_flush_result *res, size_t nres)
 {
     for (size_t i = 0; i < f->njobs; i++) {
         if (round[i] != k)
@@ -480,8 +544,8 @@ static void jobs_result(PGresult *r, const struct tq_flush *f, const int *round,
         bool ok = false;
         for (int row = 0; row < PQntuples(r) && !ok; row++)
             ok = strtoll(PQgetvalue(r, row, 0), NULL, 10) == f->jobs[i].job_id;
-        x->stale = !ok;   /* same fence as the step rows, later in the transaction */
-        seen[x - res] = true;
+        if (!ok)
+            x->stale = true;
     }
 }
 
@@ -501,7 +565,7 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
         return TQ_OK;
 
     int *round = tq_xcalloc(f->njobs + 1, sizeof(int));
-    int rounds = 0;
+    int rounds = 1;
     for (size_t i = 0; i < f->njobs; i++) {
         for (size_t k = 0; k < i; k++)
             if (f->jobs[k].job_id == f->jobs[i].job_id)
@@ -509,38 +573,21 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
         if (round[i] + 1 > rounds)
             rounds = round[i] + 1;
     }
-    size_t n = (f->nsteps ? 1 : 0) + (f->nattempts ? 1 : 0) + (size_t)rounds;
+    size_t n = (size_t)rounds;
     struct params *x = tq_xcalloc(n, sizeof(*x));
     struct tq__stmt *st = tq_xcalloc(n, sizeof(*st));
-    size_t k = 0;
-    if (f->nsteps) {
-        steps_params(&x[k], f);
-        st[k] = (struct tq__stmt){"record step transitions", sql_steps, 13, x[k].p, NULL};
-        k++;
-    }
-    if (f->nattempts) {
-        attempts_params(&x[k], f);
-        st[k] = (struct tq__stmt){"record step attempts", sql_attempts, 10, x[k].p, NULL};
-        k++;
-    }
-    size_t first_round = k;
-    for (int r = 0; r < rounds; r++, k++) {
-        jobs_params(&x[k], f, round, r);
-        st[k] = (struct tq__stmt){"record job outcomes", sql_jobs, 11, x[k].p, NULL};
+    flush_params(&x[0], f, round, *res, *nres);
+    st[0] = (struct tq__stmt){"record job transitions", sql_flush, 30, x[0].p, NULL};
+    for (int r = 1; r < rounds; r++) {
+        jobs_params(&x[r], f, round, r);
+        st[r] = (struct tq__stmt){"record job outcomes", sql_jobs, 11, x[r].p, NULL};
     }
     /* One round trip, one transaction: on error nothing was written. */
     enum tq_err err = tq__pg_pipeline(pg, st, n);
     if (!err) {
-        bool *seen = tq_xcalloc(*nres, sizeof(bool));
-        if (f->nsteps)
-            steps_result(st[0].res, f, *res, *nres, seen);
-        for (int r = 0; r < rounds; r++)
-            jobs_result(st[first_round + (size_t)r].res, f, round, r, *res, *nres, seen);
-        /* Jobs with only attempt rows: fenced inside the statement; not stale by themselves. */
-        for (size_t i = 0; i < *nres; i++)
-            if (!seen[i])
-                (*res)[i].stale = false;
-        free(seen);
+        flush_result(st[0].res, *res, *nres);
+        for (int r = 1; r < rounds; r++)
+            jobs_result(st[r].res, f, round, r, *res, *nres);
     }
     for (size_t i = 0; i < n; i++) {
         PQclear(st[i].res);

@@ -62,6 +62,8 @@ echo "throughput: submitted $jobs jobs in $(awk -v a="$t0" -v b="$t1" 'BEGIN{pri
 for i in $(seq 1 "$workers"); do
   TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!)
 done
+# TQ_BENCH_ON_START runs beside the burst, e.g. "perf record -a -o /tmp/p.data -- sleep 1"
+[ -z "${TQ_BENCH_ON_START:-}" ] || { bash -c "$TQ_BENCH_ON_START" & pids+=($!); }
 # One psql session answers the polls (a psql process every 200 ms would cost
 # more CPU than a worker; a server-side loop would hold a snapshot and stop
 # PostgreSQL from pruning old row versions).
@@ -89,8 +91,8 @@ for i in $(seq 1 "$workers"); do echo "throughput: worker $i error lines: $(grep
 # not on the two cores at the moment measured.
 # The burst above leaves every table due for autovacuum; vacuum now, so the
 # latency phase measures dispatch on an idle system, not a vacuum run.
-psql -qAtX "$TQ_DATABASE_URL" -c "VACUUM (ANALYZE)" >/dev/null
 lat_n=${TQ_BENCH_LATENCY_JOBS:-200}
+[ "$lat_n" -gt 0 ] && psql -qAtX "$TQ_DATABASE_URL" -c "VACUUM (ANALYZE)" >/dev/null
 exec 3<>"/dev/tcp/127.0.0.1/$rport"
 : >"$dir/pushed"
 for i in $(seq 1 "$lat_n"); do
@@ -109,11 +111,12 @@ for i in $(seq 1 "$lat_n"); do
 done
 exec 3<&-
 while [ "$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE batch_id = 'latency' AND status = 'succeeded'")" -lt "$lat_n" ]; do sleep 0.2; done
-psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "CREATE TEMP TABLE pushed (id bigint, us bigint)" \
+[ "$lat_n" -gt 0 ] && psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "CREATE TEMP TABLE pushed (id bigint, us bigint)" \
   -c "\\copy pushed FROM '$dir/pushed' WITH (DELIMITER ' ')" \
   -c "SELECT 'throughput: dispatch latency, LPUSH to claim, $lat_n jobs (ms): p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 3), 'p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 3), 'max', round(max(ms)::numeric, 3) FROM (SELECT (extract(epoch FROM j.started_at) * 1000000 - p.us) / 1000.0 AS ms FROM tq.jobs j JOIN pushed p ON p.id = j.id) x" | grep throughput
 if [ -n "${TQ_BENCH_STATEMENTS:-}" ]; then   # needs TQ_BENCH_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"
   psql -qAtX "$TQ_DATABASE_URL" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
   psql -X "$TQ_DATABASE_URL" -c "SELECT calls, round(total_exec_time) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
   psql -X "$TQ_DATABASE_URL" -c "SELECT relname, n_tup_ins AS inserted, n_tup_upd AS updated, n_tup_hot_upd AS in_place FROM pg_stat_user_tables WHERE schemaname = 'tq' ORDER BY relname"
+  psql -X "$TQ_DATABASE_URL" -c "SELECT wal_records, pg_size_pretty(wal_bytes) AS wal, wal_fpi, wal_write, wal_sync FROM pg_stat_wal"
 fi

@@ -135,8 +135,10 @@ Test(reliability, sigstopped_worker_writes_nothing_after_losing_its_lease)
 
 /*
  * A flush is one pipelined round trip and one transaction: when a statement
- * late in it fails, the step rows before it are gone too, and the same
- * connection (and its prepared statements) serves the next flush.
+ * late in it fails (here the second "round": a job with a warning and then
+ * its outcome in one flush), the step rows of the first statement are gone
+ * too, and the same connection (and its prepared statements) serves the
+ * next flush.
  */
 Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
 {
@@ -158,11 +160,14 @@ Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
     struct tq_attempt_row att = {.job_id = id, .epoch = epoch, .step = "work", .phase = "run",
                                  .attempt = 1, .status = "succeeded", .started_ms = 1,
                                  .finished_ms = 2};
-    struct tq_job_row bad = {.job_id = id, .epoch = epoch, .job_status = "no-such-status",
-                             .tenant_status = "active", .phase = "forward", .event = "active",
-                             .release_lease = true};
+    struct tq_job_row rows[2] = {
+        {.job_id = id, .epoch = epoch, .job_status = "running", .phase = "forward",
+         .event = "step_warning", .reason = "slow"},
+        {.job_id = id, .epoch = epoch, .job_status = "no-such-status", .tenant_status = "active",
+         .phase = "forward", .event = "active", .release_lease = true},
+    };
     struct tq_flush f = {.steps = &step, .nsteps = 1, .attempts = &att, .nattempts = 1,
-                         .jobs = &bad, .njobs = 1, .worker = "test-1-a", .lease_ms = 15000};
+                         .jobs = rows, .njobs = 2, .worker = "test-1-a", .lease_ms = 15000};
     struct tq_flush_result *res = NULL;
     size_t nres = 0;
     for (int round = 0; round < 2; round++) {   /* the second time on prepared statements */
@@ -171,10 +176,10 @@ Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
                   tq_pg_errstr(pg));
         cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps"), 0, "step row rolled back");
         cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts"), 0, "attempt rolled back");
+        cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'step_warning'"),
+                     0, "the first round's audit event rolled back");
     }
-    struct tq_job_row good = bad;
-    good.job_status = "succeeded";
-    f.jobs = &good;
+    rows[1].job_status = "succeeded";
     cr_assert_eq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "%s", tq_pg_errstr(pg));
     cr_assert_eq(nres, 1);
     cr_assert(!res[0].stale);
@@ -184,8 +189,10 @@ Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
     char *st = h_sql("SELECT status FROM tq.tenants");
     cr_assert_str_eq(st, "active");
     free(st);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event IN"
+                            " ('step_warning', 'step_succeeded', 'active')"), 3);
     /* a stale epoch writes nothing and says so */
-    good.epoch = step.epoch = att.epoch = epoch + 1;
+    rows[0].epoch = rows[1].epoch = step.epoch = att.epoch = epoch + 1;
     cr_assert_eq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "%s", tq_pg_errstr(pg));
     cr_assert(nres == 1 && res[0].stale);
     free(res);
