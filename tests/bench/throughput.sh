@@ -59,8 +59,9 @@ t0=$(date +%s.%N)
 for f in "$dir"/part-*.jsonl; do "$bin/tq-enqueue" submit --file "$f" --batch "bench-$(basename "$f" .jsonl)" >/dev/null; done
 t1=$(date +%s.%N)
 echo "throughput: submitted $jobs jobs in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') s (batches of 10,000, one transaction each)"
+wpids=()
 for i in $(seq 1 "$workers"); do
-  TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!)
+  TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!); wpids+=($!)
 done
 # TQ_BENCH_ON_START runs beside the burst, e.g. "perf record -a -o /tmp/p.data -- sleep 1"
 [ -z "${TQ_BENCH_ON_START:-}" ] || { bash -c "$TQ_BENCH_ON_START" & pids+=($!); }
@@ -73,6 +74,13 @@ while :; do
   echo "SELECT count(*) FROM tq.jobs WHERE status = 'succeeded';" >&"${POLL[1]}"
   read -r done_n <&"${POLL[0]}"
   [ "$done_n" -ge "$jobs" ] && break
+  alive=0
+  for p in "${wpids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+  if [ "$alive" -eq 0 ]; then   # a bad setting ends every worker at start: say so, do not wait forever
+    echo "throughput: every worker exited with $done_n of $jobs jobs done; last lines of worker 1:" >&2
+    tail -n 3 "$dir/worker-1.log" >&2
+    exit 1
+  fi
   sleep 0.2
 done
 exec {POLL[1]}>&-
