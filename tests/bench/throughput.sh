@@ -16,29 +16,20 @@ bin=${TQ_BIN_DIR:-$top/.build/release/bin}
 [ -x "$bin/tq-worker" ] || { echo "throughput: build first (cmake --build .build/release)" >&2; exit 1; }
 dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
 chmod 755 "$dir"
-free_port() {   # first port from a random start where nothing listens
-  local p=$((20000 + RANDOM % 20000))
-  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-  echo "$p"
-}
+. "$top/tests/bench/lib.sh"
 rport=$(free_port); pport=$(free_port)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
-  as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$dir/pg" -m immediate -w stop >/dev/null 2>&1 || true
+  bench_pg_stop "$dir"
   rm -rf "$dir"
 }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 trap cleanup EXIT
 redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
   --logfile "$dir/redis.log" --save '' --appendonly no
-mkdir "$dir/pg" "$dir/pgrun"; if [ "$(id -u)" = 0 ]; then chown postgres "$dir/pg" "$dir/pgrun"; fi
-as_pg /usr/lib/postgresql/15/bin/initdb -D "$dir/pg" -U postgres --auth=trust -E UTF8 >/dev/null
-as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$dir/pg" -l "$dir/pgrun/pg.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p $pport -k $dir/pgrun -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on ${TQ_BENCH_PG_OPTS:-}" start >/dev/null
-createdb -h 127.0.0.1 -p "$pport" -U postgres tenantq
+bench_pg_start "$dir" "$pport"
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
 "$bin/tq-enqueue" migrate >/dev/null
