@@ -341,8 +341,8 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
        redelivery or a resumed rollback is what an operator looks for. */
     tq_log(j->cl.c.attempt > 1 || j->rollback ? TQ_LOG_INFO : TQ_LOG_DEBUG,
            "job %" PRId64 " (%s): claimed (%s%s, epoch %" PRId64 ", delivery %d)",
-            j->cl.c.job_id, j->cl.c.tenant_id, j->cl.c.kind, j->rollback ? ", rollback" : "",
-            j->cl.c.epoch, j->cl.c.attempt);
+           j->cl.c.job_id, j->cl.c.tenant_id, j->cl.c.kind, j->rollback ? ", rollback" : "",
+           j->cl.c.epoch, j->cl.c.attempt);
     /* The tenant shows the job from its first recorded transition on: this
        row travels with the first step rows, and the writer folds it into the
        job's next row when both wait in the same flush (the claim itself does
