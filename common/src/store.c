@@ -275,7 +275,9 @@ out:
  * redelivered job that made progress, the delivery count and the lease).
  * The fence is written as CASE ... END = epoch so the planner cannot
  * estimate "few jobs are running" from the statistics and scan tq.jobs: it
- * can only look each id up.
+ * can only look each id up. One UPDATE changes a row once, so a job's second
+ * job row of one flush (a warning, then the outcome) goes in a second run of
+ * the same statement, with job rows only, fenced again ("rounds").
  */
 static const char sql_flush[] =
     "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
@@ -349,42 +351,6 @@ static const char sql_flush[] =
     "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.tstatus IS NOT NULL RETURNING 1)"
     " SELECT id, cancel_requested FROM j";
 
-/*
- * A job's second (third, ...) row of one flush: one UPDATE changes a row
- * once, so these go in rounds after the flush statement, each fenced again.
- */
-static const char sql_jobs[] =
-    "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
-    "    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bool[])"
-    "  AS v(job_id, epoch, jstatus, tstatus, phase, event, reason, failed_step, nb_ms, rel)),"
-    " j AS (UPDATE tq.jobs j SET status = v.jstatus, phase = v.phase, updated_at = now(),"
-    "    error = coalesce(v.reason, j.error),"
-    "    failed_step = coalesce(v.failed_step, j.failed_step),"
-    "    not_before = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
-    "    next_attempt_at = CASE WHEN v.nb_ms > 0 THEN to_timestamp(v.nb_ms / 1000.0) ELSE NULL END,"
-    "    lease_owner = CASE WHEN v.rel THEN NULL ELSE j.lease_owner END,"
-    "    lease_until = CASE WHEN v.rel THEN NULL ELSE j.lease_until END,"
-    "    finished_at = CASE WHEN v.jstatus IN ('succeeded', 'failed', 'cancelled', 'dead',"
-    "      'blocked', 'rollback_failed') THEN now() ELSE j.finished_at END"
-    "  FROM v WHERE j.id = v.job_id"
-    "    AND CASE WHEN j.status = 'running' AND j.lease_owner = $11 THEN j.lease_epoch END"
-    "      = v.epoch"
-    "  RETURNING j.id, j.tenant_id, v.tstatus, v.event, v.reason, v.failed_step),"
-    " rv AS (UPDATE tq.tenants tn SET last_validated_at = now(), updated_at = now(),"
-    "    drift = CASE WHEN j.event = 'drift_detected' THEN j.reason ELSE NULL END"
-    "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.event IN ('revalidated', 'drift_detected')"
-    "  RETURNING 1),"
-    " t AS (UPDATE tq.tenants tn SET status = j.tstatus, updated_at = now(),"
-    "    failure_reason = CASE WHEN j.tstatus IN ('active', 'deprovisioned', 'queued',"
-    "      'provisioning') THEN NULL ELSE coalesce(j.reason, tn.failure_reason) END,"
-    "    activated_at = CASE WHEN j.tstatus = 'active' THEN now() ELSE tn.activated_at END"
-    "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.tstatus IS NOT NULL RETURNING 1),"
-    " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
-    "  SELECT j.tenant_id, j.id, 'worker:' || $11, j.event,"
-    "    jsonb_strip_nulls(jsonb_build_object('reason', j.reason, 'step', j.failed_step))"
-    "  FROM j WHERE j.event IS NOT NULL RETURNING 1)"
-    " SELECT id FROM j";
-
 static void result_for(struct tq_flush_result **res, size_t *nres, size_t *cap, int64_t id)
 {
     for (size_t i = 0; i < *nres; i++)
@@ -436,16 +402,25 @@ static void job_row_params(struct arr *a, const struct tq_job_row *s)
 }
 
 /*
- * The flush statement: one fence row per job of the batch (its first job
- * row, or a bare fence), then every step row and attempt.
+ * Round 0: one fence row per job of the batch (its first job row, or a bare
+ * fence), then every step row and attempt. Round k > 0: each job's k-th job
+ * row, nothing else.
  */
-static void flush_params(struct params *x, const struct tq_flush *f, const int *round,
+static void flush_params(struct params *x, const struct tq_flush *f, const int *round, int k,
                          const struct tq_flush_result *res, size_t nres)
 {
     for (int i = 0; i < 28; i++)
         arr_init(&x->a[i]);
-    for (size_t k = 0; k < nres; k++) {
-        int64_t id = res[k].job_id, epoch = 0;
+    for (size_t i = 0; k > 0 && i < f->njobs; i++) {
+        if (round[i] != k)
+            continue;
+        arr_i64(&x->a[0], f->jobs[i].job_id);
+        arr_i64(&x->a[1], f->jobs[i].epoch);
+        job_row_params(x->a, &f->jobs[i]);
+        arr_bool(&x->a[10], false);
+    }
+    for (size_t r = 0; k == 0 && r < nres; r++) {
+        int64_t id = res[r].job_id, epoch = 0;
         const struct tq_job_row *row = NULL;
         bool progress = false;
         for (size_t i = 0; i < f->njobs; i++)
@@ -474,7 +449,7 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         }
         arr_bool(&x->a[10], progress);
     }
-    for (size_t i = 0; i < f->nsteps; i++) {
+    for (size_t i = 0; k == 0 && i < f->nsteps; i++) {
         const struct tq_step_row *s = &f->steps[i];
         arr_i64(&x->a[11], s->job_id);
         arr_text(&x->a[12], s->step);
@@ -486,7 +461,7 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_text(&x->a[18], s->error);
         arr_text(&x->a[19], s->output);
     }
-    for (size_t i = 0; i < f->nattempts; i++) {
+    for (size_t i = 0; k == 0 && i < f->nattempts; i++) {
         const struct tq_attempt_row *s = &f->attempts[i];
         arr_i64(&x->a[20], s->job_id);
         arr_text(&x->a[21], s->step);
@@ -501,22 +476,6 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
     snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
     x->p[28] = x->lease;
     x->p[29] = f->worker;
-}
-
-/* Round k > 0: each job's k-th job row. */
-static void jobs_params(struct params *x, const struct tq_flush *f, const int *round, int k)
-{
-    for (int i = 0; i < 10; i++)
-        arr_init(&x->a[i]);
-    for (size_t i = 0; i < f->njobs; i++) {
-        if (round[i] != k)
-            continue;
-        arr_i64(&x->a[0], f->jobs[i].job_id);
-        arr_i64(&x->a[1], f->jobs[i].epoch);
-        job_row_params(x->a, &f->jobs[i]);
-    }
-    params_done(x, 10);
-    x->p[10] = f->worker;
 }
 
 /* The flush statement returns the jobs that passed the fence; the rest are stale. */
@@ -576,11 +535,10 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
     size_t n = (size_t)rounds;
     struct params *x = tq_xcalloc(n, sizeof(*x));
     struct tq__stmt *st = tq_xcalloc(n, sizeof(*st));
-    flush_params(&x[0], f, round, *res, *nres);
-    st[0] = (struct tq__stmt){"record job transitions", sql_flush, 30, x[0].p, NULL};
-    for (int r = 1; r < rounds; r++) {
-        jobs_params(&x[r], f, round, r);
-        st[r] = (struct tq__stmt){"record job outcomes", sql_jobs, 11, x[r].p, NULL};
+    for (int r = 0; r < rounds; r++) {
+        flush_params(&x[r], f, round, r, *res, *nres);
+        st[r] = (struct tq__stmt){r == 0 ? "record job transitions" : "record job outcomes",
+                                  sql_flush, 30, x[r].p, NULL};
     }
     /* One round trip, one transaction: on error nothing was written. */
     enum tq_err err = tq__pg_pipeline(pg, st, n);
