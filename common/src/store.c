@@ -351,20 +351,28 @@ static const char sql_flush[] =
     "  FROM j WHERE tn.tenant_id = j.tenant_id AND j.tstatus IS NOT NULL RETURNING 1)"
     " SELECT id, cancel_requested FROM j";
 
-static void result_for(struct tq_flush_result **res, size_t *nres, size_t *cap, int64_t id)
+/* The index of id's entry in *res, added (stale until PostgreSQL says otherwise) if new. */
+static size_t result_for(struct tq_flush_result **res, size_t *nres, size_t *cap, int64_t id)
 {
     for (size_t i = 0; i < *nres; i++)
         if ((*res)[i].job_id == id)
-            return;
+            return i;
     if (*nres == *cap) {
         *cap = *cap ? *cap * 2 : 16;
         *res = tq_xrealloc(*res, *cap * sizeof(**res));
     }
     (*res)[*nres].job_id = id;
-    (*res)[*nres].stale = true;   /* until PostgreSQL says otherwise */
+    (*res)[*nres].stale = true;
     (*res)[*nres].cancel_requested = false;
-    (*nres)++;
+    return (*nres)++;
 }
+
+/* Per job of a flush, its round-0 fence row: epoch, progress, first job row. */
+struct fence {
+    int64_t epoch;
+    bool progress;
+    const struct tq_job_row *row;
+};
 
 static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64_t id)
 {
@@ -407,7 +415,7 @@ static void job_row_params(struct arr *a, const struct tq_job_row *s)
  * row, nothing else.
  */
 static void flush_params(struct params *x, const struct tq_flush *f, const int *round, int k,
-                         const struct tq_flush_result *res, size_t nres)
+                         const struct tq_flush_result *res, const struct fence *fc, size_t nres)
 {
     for (int i = 0; i < 28; i++)
         arr_init(&x->a[i]);
@@ -420,34 +428,17 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_bool(&x->a[10], false);
     }
     for (size_t r = 0; k == 0 && r < nres; r++) {
-        int64_t id = res[r].job_id, epoch = 0;
-        const struct tq_job_row *row = NULL;
-        bool progress = false;
-        for (size_t i = 0; i < f->njobs; i++)
-            if (f->jobs[i].job_id == id && round[i] == 0) {
-                row = &f->jobs[i];
-                epoch = row->epoch;
-            }
-        for (size_t i = 0; i < f->nsteps; i++)
-            if (f->steps[i].job_id == id) {
-                progress = progress || f->steps[i].progress;
-                if (f->steps[i].epoch > epoch)
-                    epoch = f->steps[i].epoch;
-            }
-        for (size_t i = 0; i < f->nattempts; i++)
-            if (f->attempts[i].job_id == id && f->attempts[i].epoch > epoch)
-                epoch = f->attempts[i].epoch;
-        arr_i64(&x->a[0], id);
-        arr_i64(&x->a[1], epoch);
-        if (row) {
-            job_row_params(x->a, row);
+        arr_i64(&x->a[0], res[r].job_id);
+        arr_i64(&x->a[1], fc[r].epoch);
+        if (fc[r].row) {
+            job_row_params(x->a, fc[r].row);
         } else {
             for (int i = 2; i < 8; i++)
                 arr_text(&x->a[i], NULL);
             arr_i64(&x->a[8], 0);
             arr_bool(&x->a[9], false);
         }
-        arr_bool(&x->a[10], progress);
+        arr_bool(&x->a[10], fc[r].progress);
     }
     for (size_t i = 0; k == 0 && i < f->nsteps; i++) {
         const struct tq_step_row *s = &f->steps[i];
@@ -514,29 +505,49 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
     size_t cap = 0;
     *res = NULL;
     *nres = 0;
+    size_t *idx = tq_xcalloc(f->nsteps + f->nattempts + f->njobs + 1, sizeof(size_t));
+    size_t *sidx = idx, *aidx = idx + f->nsteps, *jidx = aidx + f->nattempts;
     for (size_t i = 0; i < f->nsteps; i++)
-        result_for(res, nres, &cap, f->steps[i].job_id);
+        sidx[i] = result_for(res, nres, &cap, f->steps[i].job_id);
     for (size_t i = 0; i < f->nattempts; i++)
-        result_for(res, nres, &cap, f->attempts[i].job_id);
+        aidx[i] = result_for(res, nres, &cap, f->attempts[i].job_id);
     for (size_t i = 0; i < f->njobs; i++)
-        result_for(res, nres, &cap, f->jobs[i].job_id);
-    if (*nres == 0)
+        jidx[i] = result_for(res, nres, &cap, f->jobs[i].job_id);
+    if (*nres == 0) {
+        free(idx);
         return TQ_OK;
+    }
 
+    /* Round k holds each job's k-th job row; round 0 also every fence. */
+    struct fence *fc = tq_xcalloc(*nres, sizeof(*fc));
+    int *seen = tq_xcalloc(*nres, sizeof(int));
     int *round = tq_xcalloc(f->njobs + 1, sizeof(int));
     int rounds = 1;
     for (size_t i = 0; i < f->njobs; i++) {
-        for (size_t k = 0; k < i; k++)
-            if (f->jobs[k].job_id == f->jobs[i].job_id)
-                round[i]++;
+        round[i] = seen[jidx[i]]++;
+        if (round[i] == 0) {
+            fc[jidx[i]].row = &f->jobs[i];
+            fc[jidx[i]].epoch = f->jobs[i].epoch;
+        }
         if (round[i] + 1 > rounds)
             rounds = round[i] + 1;
     }
+    for (size_t i = 0; i < f->nsteps; i++) {
+        struct fence *x = &fc[sidx[i]];
+        x->progress = x->progress || f->steps[i].progress;
+        if (f->steps[i].epoch > x->epoch)
+            x->epoch = f->steps[i].epoch;
+    }
+    for (size_t i = 0; i < f->nattempts; i++)
+        if (f->attempts[i].epoch > fc[aidx[i]].epoch)
+            fc[aidx[i]].epoch = f->attempts[i].epoch;
+    free(seen);
+    free(idx);
     size_t n = (size_t)rounds;
     struct params *x = tq_xcalloc(n, sizeof(*x));
     struct tq__stmt *st = tq_xcalloc(n, sizeof(*st));
     for (int r = 0; r < rounds; r++) {
-        flush_params(&x[r], f, round, r, *res, *nres);
+        flush_params(&x[r], f, round, r, *res, fc, *nres);
         st[r] = (struct tq__stmt){r == 0 ? "record job transitions" : "record job outcomes",
                                   sql_flush, 30, x[r].p, NULL};
     }
@@ -554,6 +565,7 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
     free(st);
     free(x);
     free(round);
+    free(fc);
     if (err) {
         free(*res);
         *res = NULL;
