@@ -13,7 +13,8 @@ bench_pg_start() {
   mkdir "$dir/pg" "$dir/pgrun"; if [ "$(id -u)" = 0 ]; then chown postgres "$dir/pg" "$dir/pgrun"; fi
   as_pg /usr/lib/postgresql/15/bin/initdb -D "$dir/pg" -U postgres --auth=trust -E UTF8 >/dev/null
   as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$dir/pg" -l "$dir/pgrun/pg.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/pgrun -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on ${TQ_BENCH_PG_OPTS:-}" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/pgrun -c max_connections=300 -c shared_buffers=512MB -c synchronous_commit=on ${TQ_BENCH_PG_OPTS:-}" start >/dev/null \
+    || { tail -n 5 "$dir/pgrun/pg.log" >&2; return 1; }
   createdb -h 127.0.0.1 -p "$port" -U postgres tenantq
 }
 bench_pg_stop() {   # bench_pg_stop DIR
