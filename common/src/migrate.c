@@ -156,6 +156,20 @@ static const char *const migrations[] = {
     "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_pkey,"
     "  ADD CONSTRAINT step_attempts_pkey PRIMARY KEY (job_id, step, id);"
     "DROP INDEX tq.step_attempts_job;",
+
+    /* Terraform state shared by every worker (exec steps with
+       terraform_backend "pg"; worker/README.md): the objects Terraform's pg
+       backend would create on first use (schema tq_terraform, one row per
+       workspace = tenant), made once here so that first inits on several
+       workers cannot race on CREATE SCHEMA and the backend's role needs no
+       CREATE privilege. The backend's own IF NOT EXISTS finds them. */
+    "CREATE SCHEMA IF NOT EXISTS tq_terraform;"
+    "CREATE SEQUENCE IF NOT EXISTS public.global_states_id_seq AS bigint;"
+    "CREATE TABLE IF NOT EXISTS tq_terraform.states ("
+    "  id bigint NOT NULL DEFAULT nextval('public.global_states_id_seq') PRIMARY KEY,"
+    "  name text UNIQUE,"
+    "  data text);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
