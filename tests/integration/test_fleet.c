@@ -1,0 +1,259 @@
+/*
+ * State shared by the fleet, with real workers standing in for hosts (each
+ * its own TQ_WORK_DIR, so nothing on one's disk reaches another):
+ *  - Terraform state in PostgreSQL (exec's terraform_backend "pg"): a worker
+ *    killed in the middle of an apply leaves its Terraform running; another
+ *    worker's retry waits for Terraform's lock, finds the resource in the
+ *    shared state and creates nothing twice; its undo destroys it once.
+ *  - fleet-wide limits (a step's "limit"): limited steps on several workers
+ *    never run more than max at once, judged from their attempt rows; a
+ *    worker killed with -9 holding a permit loses it within a lease.
+ * The multi-host version with network namespaces is tests/integration/fleet_netns.sh.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "harness.h"
+#include "tq/util.h"
+
+static pid_t orphan;   /* a Terraform left running by a killed worker */
+
+static void fleet_fini(void)
+{
+    if (orphan > 0)
+        kill(-orphan, SIGKILL);
+    h_teardown();
+}
+
+TestSuite(fleet, .init = h_setup, .fini = fleet_fini, .timeout = 300);
+
+/* ------------------------------------------------------------ helpers */
+
+/* Pipeline from steps written with ' for " (C strings stay readable). */
+static void pipeline(const char *name, const char *steps)
+{
+    struct tq_buf b;
+    tq_buf_init(&b);
+    tq_buf_printf(&b, "{\"name\":\"%s\",\"steps\":[%s]}", name, steps);
+    for (char *p = b.data; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    json_error_t je;
+    json_t *ok = json_loads(b.data, 0, &je);
+    cr_assert_not_null(ok, "test pipeline %s is not JSON: %s: %s", name, je.text, b.data);
+    json_decref(ok);
+    setenv("TQ_PIPELINE", h_write_file(name, b.data), 1);
+    tq_buf_cleanup(&b);
+}
+
+static void submit(const char *id, const char *region)
+{
+    char *err = NULL;
+    int r = h_enqueue(NULL, &err, "submit", "--tenant-id", id, "--name", id, "--tier", "Bronze",
+                      "--region", region, "--budget", "150000", "--owner", "ops@example.com",
+                      NULL);
+    cr_assert_eq(r, 0, "submit %s: %s", id, err);
+    free(err);
+}
+
+static void assert_status(const char *id, const char *status, int ms)
+{
+    if (h_wait_sql(status, ms, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", id))
+        return;
+    char *st = h_sql("SELECT status || ': ' || coalesce(failure_reason, '') FROM tq.tenants"
+                     " WHERE tenant_id = '%s'", id);
+    cr_assert_fail("tenant %s: expected %s, is %s", id, status, st ? st : "?");
+}
+
+/* A worker on "host" name: its own working directory; more K=V in extra. */
+static pid_t host_worker(const char *name, const char *lease_ms, const char *extra)
+{
+    static char work[4][320], lease[4][64];
+    static int n;
+    int i = n++ % 4;
+    snprintf(work[i], sizeof(work[i]), "TQ_WORK_DIR=%s/host-%s", H.tmpdir, name);
+    snprintf(lease[i], sizeof(lease[i]), "TQ_LEASE_MS=%s", lease_ms);
+    const char *env[] = {work[i], lease[i], extra, NULL};
+    return h_worker_start(env);
+}
+
+static void kill9(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+}
+
+/* Lines of path equal to line. */
+static int count_lines(const char *path, const char *line)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[512];
+    int n = 0;
+    while (fgets(buf, sizeof(buf), f)) {
+        buf[strcspn(buf, "\n")] = '\0';
+        n += strcmp(buf, line) == 0;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Entries in dir other than . and .. (-1: no such directory). */
+static int dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static bool wait_file(const char *path, int ms)
+{
+    for (int waited = 0; waited < ms; waited += 50) {
+        if (access(path, F_OK) == 0)
+            return true;
+        tq_sleep_ms(50);
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------ Terraform */
+
+/*
+ * One terraform_data resource whose creation and destruction append a line
+ * to TQ_TEST_TF_LOG (provisioners run once per create / destroy: the count
+ * of lines is the count of resources made). After the apply, a last command
+ * holds the step while the file TQ_TEST_TF_HOLD exists (recording its pid,
+ * which leads its own process group), so a test can kill the worker after
+ * Terraform wrote its state and before the step is recorded done.
+ */
+#define TF(...) "['${env.TQ_TEST_TF_BIN}'," __VA_ARGS__ "]"
+#define TF_STEP                                                                                    \
+    "{'name':'infra','kind':'exec','timeout_ms':180000,"                                           \
+    " 'retry':{'max_attempts':3,'base_ms':200,'max_ms':1000},'params':{"                           \
+    "  'terraform_backend':'pg',"                                                                  \
+    "  'files':{'main.tf.json':{'resource':{'terraform_data':{'bucket':{'input':'${tenant.id}',"  \
+    "   'provisioner':[{'local-exec':{'command':'echo created >> ${env.TQ_TEST_TF_LOG}'}},"        \
+    "    {'local-exec':{'when':'destroy','command':'echo destroyed >> ${env.TQ_TEST_TF_LOG}'}}]"   \
+    "  }}}}},"                                                                                     \
+    "  'env':{'TF_IN_AUTOMATION':'1','CHECKPOINT_DISABLE':'1','TF_CLI_CONFIG_FILE':'/dev/null',"   \
+    "   'HOLD':'${env.TQ_TEST_TF_HOLD}'},"                                                         \
+    "  'steps':[" TF("'init','-input=false','-no-color'") ","                                      \
+    TF("'workspace','select','-or-create=true','-no-color','${tenant.id}'") ","                   \
+    TF("'apply','-input=false','-no-color','-auto-approve','-lock-timeout=120s'") ","              \
+    "   ['/bin/sh','-c','if [ -e \\\"$HOLD\\\" ]; then echo $$ > \\\"$HOLD.pid\\\"; exec sleep 120; fi']],"   \
+    "  'undo_steps':[" TF("'init','-input=false','-no-color'") ","                                 \
+    TF("'workspace','select','-or-create=true','-no-color','${tenant.id}'") ","                   \
+    TF("'destroy','-input=false','-no-color','-auto-approve','-lock-timeout=120s'") ","            \
+    TF("'workspace','select','-no-color','default'") ","                                          \
+    TF("'workspace','delete','-no-color','-lock-timeout=120s','${tenant.id}'") "]}}"
+
+Test(fleet, terraform_state_in_postgresql_survives_a_dead_worker)
+{
+    const char *bin = getenv("TQ_TERRAFORM_BIN");
+    if (!bin || !*bin)
+        bin = "/usr/local/bin/terraform";
+    if (access(bin, X_OK) != 0)
+        cr_skip_test("no terraform binary (%s)", bin);
+    setenv("TQ_TEST_TF_BIN", bin, 1);
+    char log[320], hold[320], hold_pid[330], url[700];
+    snprintf(log, sizeof(log), "%s/tf-effects.log", H.tmpdir);
+    snprintf(hold, sizeof(hold), "%s/tf-hold", H.tmpdir);
+    snprintf(hold_pid, sizeof(hold_pid), "%s.pid", hold);
+    setenv("TQ_TEST_TF_LOG", log, 1);
+    setenv("TQ_TEST_TF_HOLD", hold, 1);
+    h_write_file("tf-hold", "");
+    /* trust authentication ignores the password: it is here to be looked for */
+    snprintf(url, sizeof(url), "%s password=tfpw-%s sslmode=disable", H.dsn, H.tag);
+    setenv("TQ_TERRAFORM_PG_URL", url, 1);
+    pipeline("tf-pg.json", TF_STEP);
+    const char *t = h_tenant("tf");
+    submit(t, "us-east-1");
+
+    /* host A applies, then dies with everything it ran before the step is recorded */
+    pid_t a = host_worker("a", "2000", NULL);
+    cr_assert(wait_file(hold_pid, 90000), "the apply on host A never finished");
+    cr_assert_eq(count_lines(log, "created"), 1);
+    char *owner_a = h_sql("SELECT lease_owner FROM tq.jobs WHERE tenant_id = '%s'", t);
+    kill9(a);
+    char *p = NULL;
+    size_t n;
+    cr_assert_eq(tq_read_file(hold_pid, 64, &p, &n), TQ_OK);
+    orphan = (pid_t)atol(p);
+    free(p);
+    cr_assert_gt(orphan, 0);
+    kill(-orphan, SIGKILL);
+    orphan = 0;
+    unlink(hold);
+
+    /* Terraform's lock on the workspace (an advisory lock on its row) holds
+       host B off while someone else has it */
+    long ws = h_sql_long("SELECT id FROM tq_terraform.states WHERE name = '%s'", t);
+    cr_assert_gt(ws, 0, "host A's apply made the tenant's workspace in tq_terraform");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM (SELECT pg_advisory_lock(%ld)) l", ws), 1);
+    pid_t b = host_worker("b", "2000", NULL);
+    cr_assert(h_wait_sql("2", 60000, "SELECT s.attempts FROM tq.job_steps s JOIN tq.jobs j ON"
+                         " j.id = s.job_id WHERE j.tenant_id = '%s' AND s.step = 'infra'"
+                         " AND j.lease_owner <> '%s'", t, owner_a),
+              "host B never took the step over");
+    tq_sleep_ms(3000);
+    cr_assert_neq(h_sql_long("SELECT count(*) FROM tq.tenants WHERE tenant_id = '%s'"
+                             " AND status = 'active'", t), 1,
+                  "host B applied although the workspace was locked");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM (SELECT pg_advisory_unlock(%ld)) l", ws), 1);
+
+    /* host B finds host A's resource in the shared state */
+    assert_status(t, "active", 120000);
+    cr_assert_eq(count_lines(log, "created"), 1,
+                 "host B must find host A's resource in the shared state, not create it again");
+    char *owner_b = h_sql("SELECT worker FROM tq.step_attempts s JOIN tq.jobs j ON j.id = s.job_id"
+                          " WHERE j.tenant_id = '%s' AND s.step = 'infra' AND s.status ="
+                          " 'succeeded'", t);
+    cr_assert(owner_b && *owner_b && strcmp(owner_a, owner_b) != 0,
+              "the step finished on another worker (%s, %s)", owner_a, owner_b);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq_terraform.states WHERE name = '%s'"
+                            " AND data LIKE '%%terraform_data%%'", t), 1,
+                 "the tenant's workspace in tq_terraform holds the resource");
+
+    /* the undo, on host B as well, destroys it once from the same state */
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "deprovision", t, NULL), 0, "deprovision: %s", err);
+    free(err);
+    assert_status(t, "deprovisioned", 120000);
+    cr_assert_eq(h_worker_stop(b, 20000), 0);
+    cr_assert_eq(count_lines(log, "destroyed"), 1, "destroyed once");
+    cr_assert_eq(count_lines(log, "created"), 1);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq_terraform.states WHERE name = '%s'", t), 0,
+                 "the tenant's workspace is deleted with its resources");
+
+    /* host B's scratch space went with each run; host A's died with it */
+    char dir[330];
+    snprintf(dir, sizeof(dir), "%s/host-b", H.tmpdir);
+    cr_assert_eq(dir_entries(dir), 0, "scratch directories left in %s", dir);
+    /* the backend's credentials were in the children's environment only */
+    char pat[64];
+    snprintf(pat, sizeof(pat), "tfpw-%s", H.tag);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps WHERE output::text LIKE '%%%s%%'"
+                            " OR last_error LIKE '%%%s%%'", pat, pat), 0);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE error LIKE '%%%s%%'",
+                            pat), 0);
+    free(owner_a);
+    free(owner_b);
+}
