@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "limits.h"
 #include "loop.h"
 #include "tq/log.h"
 #include "tq/util.h"
@@ -139,6 +140,7 @@ static void hb_work(uv_work_t *w)
     atomic_store(&wk_metrics.redis_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
+    wk_limits_renew();   /* fleet-wide permits share the worker's lease */
     int n = 0;
     long long ready, delayed, dead;
     if (tq_queue_depths(wk->hb_q, &ready, &delayed, &dead) == TQ_OK) {
@@ -301,6 +303,7 @@ int wk_run(const struct tq_config *cfg)
     snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
     wk_blocking_init(cfg);
+    wk_limits_init(cfg, wk.id);
     /* A peer that closes its end (Redis restarted, a scraper gone) must come
        back as EPIPE from write(2), which every client here handles by
        reconnecting; left at its default, SIGPIPE ends the process without a
@@ -378,6 +381,7 @@ out:
     free(wk.cancels);
     free(wk.held);
     wk_metrics_free();
+    wk_limits_shutdown();
     wk_blocking_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);

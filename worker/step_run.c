@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "limits.h"
 #include "tq/log.h"
 #include "tq/retry.h"
 #include "tq/util.h"
@@ -54,6 +55,11 @@ void wk_step_skip(struct wk_job *j, size_t i)
 
 void wk_step_start(struct wk_job *j, size_t i, bool undo)
 {
+    /* Fleet-wide limit (worker/limits.c): a step declaring "limit" starts
+       only with a permit; until then limits.c parks it in the retry wait and
+       calls wk_job_advance again. Keep this the first thing a start does. */
+    if (!wk_limit_admit(j, i, undo))
+        return;
     struct stepstate *ss = &j->ss[i];
     const struct tq_pipeline_step *def = &j->pl->steps[i];
     struct wk_step *s = tq_xcalloc(1, sizeof(*s));
@@ -179,6 +185,7 @@ void wk_step_done(struct wk_step *s, enum tq_err err)
     wk_metrics_step(def->kind, s->undo, (double)(now - s->started_ms) / 1000.0);
     ss->cur = NULL;
     j->running--;
+    wk_limit_release(j, s->index);   /* its fleet-wide permit, if any (worker/limits.c) */
     wk_job_emit_attempt(j, s, err == TQ_OK, err ? s->errstr : NULL);
 
     bool interrupted = err && s->cancelled && !ss->timed_out;   /* drain or lost lease */

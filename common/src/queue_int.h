@@ -15,5 +15,7 @@ redisReply *tq__queue_cmd(struct tq_queue *q, enum tq_err *err, const char *what
                           const char **argv);
 /* "<prefix>:{<queue>}:<suffix>" for q's configuration; caller frees. */
 char *tq__queue_key(const struct tq_queue *q, const char *suffix);
+/* The configuration q was opened with (fleet-wide keys such as limits). */
+const struct tq_config *tq__queue_cfg(const struct tq_queue *q);
 
 #endif

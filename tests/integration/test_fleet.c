@@ -257,3 +257,99 @@ Test(fleet, terraform_state_in_postgresql_survives_a_dead_worker)
     free(owner_a);
     free(owner_b);
 }
+
+/* ------------------------------------------------------------ limits */
+
+/* Most attempts of step that ran at one instant (from their recorded times). */
+static long max_overlap(const char *step)
+{
+    return h_sql_long("SELECT coalesce(max(c), 0) FROM (SELECT (SELECT count(*)"
+                      " FROM tq.step_attempts b WHERE b.step = '%s' AND b.phase = 'run'"
+                      " AND b.started_at <= a.started_at AND b.finished_at > a.started_at) c"
+                      " FROM tq.step_attempts a WHERE a.step = '%s' AND a.phase = 'run') x",
+                      step, step);
+}
+
+Test(fleet, limited_steps_never_run_more_than_max_at_once_across_workers)
+{
+    char steps[600];
+    snprintf(steps, sizeof(steps),
+             "{'name':'gate','kind':'sleep','params':{'ms':1000},"
+             " 'limit':{'key':'tf:${tenant.region}:%s','max':2}},"
+             "{'name':'after','kind':'noop','needs':['gate']}", H.tag);
+    pipeline("limit.json", steps);
+    char ids[8][64];
+    for (int i = 0; i < 8; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "lim%c-%s", 'a' + i, H.tag);
+        submit(ids[i], "eu-west-1");
+    }
+    pid_t w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = host_worker(i == 0 ? "a" : i == 1 ? "b" : "c", "3000", "TQ_CONCURRENCY=4");
+    /* a step waiting for its permit says so where status reads it */
+    cr_assert(h_wait_sql("t", 60000, "SELECT count(*) > 0 FROM tq.job_steps WHERE step = 'gate'"
+                         " AND status = 'pending' AND last_error = 'waiting for limit"
+                         " tf:eu-west-1:%s (2/2)'", H.tag),
+              "no step was seen waiting for the limit");
+    for (int i = 0; i < 8; i++)
+        if (!h_wait_sql("active", 60000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'",
+                        ids[i]))
+            cr_assert_fail("tenant %s did not become active", ids[i]);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(h_worker_stop(w[i], 15000), 0);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE step = 'gate'"
+                            " AND phase = 'run' AND status = 'succeeded'"), 8);
+    long most = max_overlap("gate");
+    cr_assert_leq(most, 2, "%ld limited steps ran at once (max 2)", most);
+    cr_assert_eq(most, 2, "the limit let two run at once");
+    cr_assert_geq(h_sql_long("SELECT count(DISTINCT worker) FROM tq.step_attempts"
+                             " WHERE step = 'gate'"), 2, "the limit was shared by several workers");
+    /* and `tq-enqueue status` shows it */
+    char *waited = h_sql("SELECT j.tenant_id FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id"
+                         " WHERE s.step = 'gate' AND s.last_error LIKE 'waiting for limit%%'"
+                         " LIMIT 1");
+    char *out = NULL;
+    cr_assert_eq(h_enqueue(&out, NULL, "status", waited, NULL), 0);
+    cr_assert(strstr(out, "waiting for limit tf:eu-west-1:"), "status of %s: %s", waited, out);
+    free(out);
+    free(waited);
+    /* nothing held once they are done */
+    char key[128];
+    snprintf(key, sizeof(key), "tq:limit:tf:eu-west-1:%s", H.tag);
+    cr_assert_eq(h_redis_long("ZCARD %s", key), 0, "permits left in %s", key);
+}
+
+Test(fleet, a_killed_holders_permit_comes_back_within_a_lease)
+{
+    char steps[600];
+    snprintf(steps, sizeof(steps),
+             "{'name':'hold','kind':'sleep','params':{'ms':4000},"
+             " 'limit':{'key':'solo:%s','max':1}}", H.tag);
+    pipeline("solo.json", steps);
+    const char *t = h_tenant("solo");
+    submit(t, "us-east-1");
+    char key[128];
+    snprintf(key, sizeof(key), "tq:limit:solo:%s", H.tag);
+    pid_t a = host_worker("a", "2000", NULL);
+    cr_assert(h_wait_sql("running", 30000, "SELECT status FROM tq.job_steps WHERE step = 'hold'"));
+    char *owner_a = h_sql("SELECT lease_owner FROM tq.jobs");
+    cr_assert_eq(h_redis_long("ZCARD %s", key), 1, "host A holds the only permit");
+    char *holder = h_redis("ZRANDMEMBER %s", key);
+    cr_assert(strncmp(holder, owner_a, strlen(owner_a)) == 0, "holder %s is not %s", holder,
+              owner_a);
+    kill9(a);
+    /* host B gets the job after A's lease, and the permit once A's lapses */
+    pid_t b = host_worker("b", "2000", NULL);
+    assert_status(t, "active", 60000);
+    cr_assert_eq(h_worker_stop(b, 15000), 0);
+    char *owner_b = h_sql("SELECT worker FROM tq.step_attempts WHERE step = 'hold'"
+                          " AND status = 'succeeded'");
+    cr_assert(owner_b && *owner_b && strcmp(owner_b, owner_a) != 0);
+    char *score = h_redis("ZSCORE %s %s", key, holder);
+    cr_assert_str_empty(score, "the dead holder's permit is gone");
+    free(score);
+    cr_assert_eq(h_redis_long("ZCARD %s", key), 0);
+    free(holder);
+    free(owner_a);
+    free(owner_b);
+}
