@@ -760,6 +760,7 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
 {
     pipeline("exec.json",
              "{'name':'run','kind':'exec','params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'steps':[['/bin/sh','-c','echo first; printf %s \\\"$GREETING\\\" > greeting.txt'],"
              "           ['/bin/sh','-c','cat greeting.txt; echo; pwd; env; echo FDS; ls -l /proc/$$/fd']],"
              "  'env':{'GREETING':'hello ${tenant.id}'},"
@@ -816,6 +817,7 @@ Test(infra, exec_failure_reports_the_last_stderr_line_and_runs_the_undo)
 {
     pipeline("execfail.json",
              "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'argv':['/bin/sh','-c','echo out; echo first problem >&2; echo disk quota exceeded >&2; exit 3'],"
              "  'undo_argv':['/bin/sh','-c','echo undone > undone.txt']}}");
     const char *t = h_tenant("execfail");
@@ -836,8 +838,10 @@ Test(infra, exec_timeout_kills_the_whole_process_group)
 {
     pipeline("exectimeout.json",
              "{'name':'polite','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'argv':['/bin/sh','-c','/bin/sleep 300 & echo $! > polite.pid; wait']}},"
              "{'name':'stubborn','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'argv':['/bin/sh','-c','trap \\\"\\\" TERM; /bin/sleep 300 & echo $! > stubborn.pid; wait']}}");
     const char *t = h_tenant("hang");
     submit(t, "Bronze");
@@ -900,7 +904,9 @@ Test(infra, exec_output_keeps_the_last_64_kib_of_each_stream)
 
 /*
  * The exec step's Terraform sequence with the real binary (TQ_TERRAFORM_BIN,
- * else /usr/local/bin/terraform) on a root that needs no provider download
+ * else /usr/local/bin/terraform), in an explicit per-tenant cwd with local
+ * state (the pg backend and scratch space: tests/integration/test_fleet.c),
+ * on a root that needs no provider download
  * (the built-in terraform_data resource): init, plan -out, apply; applied
  * twice (the second changes nothing); destroy on deprovision, twice.
  */
@@ -914,6 +920,7 @@ Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
     setenv("TQ_TEST_TF_BIN", bin, 1);
 #define TF(...) "['${env.TQ_TEST_TF_BIN}','-chdir=${env.TQ_WORK_DIR}/${tenant.id}'," __VA_ARGS__ "]"
 #define TF_PARAMS                                                                              \
+    "'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"                                                 \
     "'files':{'main.tf.json':{'resource':{'terraform_data':{'tenant':{'input':'${tenant.id}'}}}}},"  \
     "'env':{'TF_IN_AUTOMATION':'1','CHECKPOINT_DISABLE':'1','TF_CLI_CONFIG_FILE':'/dev/null'},"  \
     "'steps':[" TF("'init','-input=false','-no-color'") ","                                     \
