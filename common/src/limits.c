@@ -12,17 +12,27 @@
 #define NOW_MS "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + " \
                "math.floor(tonumber(t[2]) / 1000) "
 
+/*
+ * Only commands a least-privileged worker user has anyway (ZADD, ZREM,
+ * ZRANGEBYSCORE, ZCOUNT, TIME): the sets stay small (at most max live
+ * members), so membership is a scan of the live ones. A set empties, and
+ * Redis drops it, when its last permit is given back; expired members of a
+ * key nobody asks for again stay until someone does.
+ */
+
 /* KEYS[1] permits; ARGV holder, max, lease_ms. Returns {got, held}. */
 static const char lua_acquire[] =
     NOW_MS
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
-    "local lease = tonumber(ARGV[3]) "
-    "local n = redis.call('ZCARD', KEYS[1]) "
-    "local mine = redis.call('ZSCORE', KEYS[1], ARGV[1]) "
+    "local k = KEYS[1] "
+    "for _, m in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', now)) do "
+    "  redis.call('ZREM', k, m) "
+    "end "
+    "local live = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf') "
+    "local mine = false "
+    "for _, m in ipairs(live) do if m == ARGV[1] then mine = true end end "
+    "local n = #live "
     "if not mine and n >= tonumber(ARGV[2]) then return {0, n} end "
-    "redis.call('ZADD', KEYS[1], now + lease, ARGV[1]) "
-    /* the set outlives its longest permit; renewals keep it */
-    "redis.call('PEXPIRE', KEYS[1], 2 * lease) "
+    "redis.call('ZADD', k, now + tonumber(ARGV[3]), ARGV[1]) "
     "if mine then return {1, n} end "
     "return {1, n + 1}";
 
@@ -31,14 +41,12 @@ static const char lua_renew[] =
     NOW_MS
     "local lease = tonumber(ARGV[1]) local lost = 0 "
     "for i, k in ipairs(KEYS) do "
-    "  local s = redis.call('ZSCORE', k, ARGV[i + 1]) "
-    "  if s and tonumber(s) > now then "
-    "    redis.call('ZADD', k, 'XX', now + lease, ARGV[i + 1]) "
-    "    redis.call('PEXPIRE', k, 2 * lease) "
-    "  else "
-    "    if s then redis.call('ZREM', k, ARGV[i + 1]) end "
-    "    lost = lost + 1 "
+    "  local h = ARGV[i + 1] local found = false "
+    "  for _, m in ipairs(redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf')) do "
+    "    if m == h then found = true end "
     "  end "
+    "  if found then redis.call('ZADD', k, 'XX', now + lease, h) "
+    "  else redis.call('ZREM', k, h) lost = lost + 1 end "
     "end "
     "return lost";
 
