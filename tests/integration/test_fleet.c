@@ -291,6 +291,15 @@ Test(fleet, limited_steps_never_run_more_than_max_at_once_across_workers)
                          " AND status = 'pending' AND last_error = 'waiting for limit"
                          " tf:eu-west-1:%s (2/2)'", H.tag),
               "no step was seen waiting for the limit");
+    /* the batch view names the wait of a tenant with no running step */
+    bool shown = false;
+    for (int i = 0; i < 100 && !shown; i++) {
+        char *all = NULL;
+        cr_assert_eq(h_enqueue(&all, NULL, "status", "--all", NULL), 0);
+        shown = strstr(all, "waiting for limit tf:eu-west-1:") != NULL;
+        free(all);
+    }
+    cr_assert(shown, "status --all never showed a step waiting for the limit");
     for (int i = 0; i < 8; i++)
         if (!h_wait_sql("active", 60000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'",
                         ids[i]))
