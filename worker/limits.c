@@ -31,6 +31,7 @@
 #include "tq/util.h"
 
 #define POLL_MS 250   /* between two tries of a waiting step (+ up to 50% jitter) */
+#define BUSY_MS 20    /* the permit connection was in use: try again this soon */
 
 enum pst {
     P_ASKING,    /* a round trip is in flight (the job counts it as running) */
@@ -115,6 +116,7 @@ struct call {
     struct permit *p;       /* acquire: alive while the job counts it running */
     char *key, *holder;     /* release: copies (the permit is gone) */
     bool got;
+    bool busy;              /* not asked: the connection was in use */
     long long held;
     enum tq_err err;
     char errstr[200];
@@ -156,7 +158,12 @@ static void give_back(uv_loop_t *loop, struct permit *p)
 static void acquire_work(uv_work_t *w)
 {
     struct call *c = w->data;
-    pthread_mutex_lock(&L.conn_mu);
+    /* The connection busy (another try in flight, or Redis slow to answer):
+       do not hold a pool thread waiting for it, try again on the timer. */
+    if (pthread_mutex_trylock(&L.conn_mu) != 0) {
+        c->busy = true;
+        return;
+    }
     c->err = tq_limit_acquire(L.q, c->key, c->holder, c->p->max, L.cfg->lease_ms, &c->got,
                               &c->held);
     if (c->err)
@@ -211,22 +218,25 @@ static void acquire_after(uv_work_t *w, int status)
             give_back(loop, p);
         return;
     }
-    /* refused (or Redis unreachable): try again on the step's retry timer */
+    /* refused, Redis unreachable or the connection busy: try again on the
+       step's retry timer */
     p->st = P_WAITING;
     char why[sizeof(p->shown)];
     if (c->err)
         snprintf(why, sizeof(why), "waiting for limit %.60s (redis: %.60s)", p->key, c->errstr);
     else
         snprintf(why, sizeof(why), "waiting for limit %.100s (%lld/%u)", p->key, c->held, p->max);
-    if (strcmp(why, p->shown) != 0) {
+    if (!c->busy && strcmp(why, p->shown) != 0) {
         if (!p->shown[0])
             tq_info("job %" PRId64 " (%s): step %s %s", j->cl.c.job_id, j->cl.c.tenant_id,
                     j->pl->steps[i].name, why);
         snprintf(p->shown, sizeof(p->shown), "%s", why);
         wk_job_emit_step(j, i, S_PENDING, 0, 0, 0, 0, why, NULL, false);
     }
+    /* busy: only the connection was taken, ask again soon */
+    uint64_t base = c->busy ? BUSY_MS : POLL_MS;
     free(c);
-    uint64_t delay = POLL_MS + (uint64_t)(tq_random_unit() * POLL_MS / 2);
+    uint64_t delay = base + (uint64_t)(tq_random_unit() * (double)base / 2);
     uv_timer_start(&ss->retry_timer, on_wait_over, delay, 0);
     wk_job_advance(j);   /* decisions the round trip held up (rollback, drain) */
 }
