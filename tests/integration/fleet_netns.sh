@@ -63,6 +63,7 @@ MADE_LINKS=()
 
 cleanup() {
   set +e
+  exec 2>/dev/null   # best effort; and no "Killed" notices for our own kills
   local p n
   for p in "${WPID[@]}" "${STUB_PIDS[@]}"; do
     [ "$p" -gt 0 ] 2>/dev/null && kill -9 "$p" 2>/dev/null
@@ -83,7 +84,7 @@ cleanup() {
   fi
   for n in "${MADE_NS[@]}"; do ip netns del "$n" 2>/dev/null; done
   for n in "${MADE_LINKS[@]}"; do ip link del "$n" 2>/dev/null; done
-  if [ "${TQ_FLEET_KEEP:-0}" = 1 ]; then say "kept $T"; else rm -rf -- "$T"; fi
+  if [ "${TQ_FLEET_KEEP:-0}" = 1 ]; then echo "fleet: kept $T"; else rm -rf -- "$T"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
