@@ -14,12 +14,27 @@
  * which is what `tq-enqueue status` shows. Permits are not handed out in
  * arrival order: whoever asks first after one is given back gets it.
  *
+ * Before any of that, a step starts only under a lease PostgreSQL has
+ * confirmed: since the claim, or the heartbeat's last extension of the
+ * job's lease, less than 3/4 of a lease ago; and an undo only under a
+ * confirmation sent after the job decided to roll back (unless it was
+ * claimed to roll back). A worker cut off from PostgreSQL thus starts
+ * nothing once its leases may have lapsed, and never begins undoing what
+ * its partition made fail: once it can reach PostgreSQL again, the
+ * heartbeat learns which jobs are no longer its own and they are abandoned
+ * before they run another step. (A step already running when the link
+ * went down still ends, and its effect may land after another worker's:
+ * every step kind is idempotent for that.) The heartbeat extends at its
+ * next 1 s tick, not at lease/3, when a step is waiting for this.
+ *
  * Hooks (keep them small, the engine is refactored around them):
  * wk_step_start -> wk_limit_admit, wk_step_done -> wk_limit_release,
- * job_free -> wk_limits_forget, the heartbeat -> wk_limits_renew.
+ * job_free -> wk_limits_forget, the heartbeat -> wk_limits_renew and
+ * wk_leases_confirmed.
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +47,7 @@
 
 #define POLL_MS 250   /* between two tries of a waiting step (+ up to 50% jitter) */
 #define BUSY_MS 20    /* the permit connection was in use: try again this soon */
+#define CONFIRM_POLL_MS 100   /* a step waiting for its lease to be confirmed looks again */
 
 enum pst {
     P_ASKING,    /* a round trip is in flight (the job counts it as running) */
@@ -51,6 +67,18 @@ struct permit {
     char shown[160];  /* the wait as last recorded on the step */
     struct permit *next;
 };
+
+/* What PostgreSQL last confirmed about a job's lease. Loop thread only. */
+struct lease {
+    struct wk_job *job;
+    uint64_t at_ms;          /* tq_mono_ms when the last confirmation was asked for */
+    uint64_t undo_from_ms;   /* an undo needs a confirmation asked after this; 0: none yet */
+    bool logged;
+    struct lease *next;
+};
+
+static struct lease *leases;
+static atomic_bool want_confirm;
 
 static struct {
     pthread_mutex_t mu;        /* the list (loop thread writes, heartbeat reads) */
@@ -241,9 +269,83 @@ static void acquire_after(uv_work_t *w, int status)
     wk_job_advance(j);   /* decisions the round trip held up (rollback, drain) */
 }
 
+static struct lease *lease_of(struct wk_job *j)
+{
+    for (struct lease *l = leases; l; l = l->next)
+        if (l->job == j)
+            return l;
+    struct lease *l = tq_xcalloc(1, sizeof(*l));
+    l->job = j;
+    l->at_ms = j->started_mono_ms;   /* the claim took the lease just before */
+    if (j->cl.rollback || j->deprovision)
+        l->undo_from_ms = j->started_mono_ms - 1;   /* claimed to undo: the claim confirms it */
+    l->next = leases;
+    leases = l;
+    return l;
+}
+
+bool wk_leases_wanted(void)
+{
+    return atomic_exchange(&want_confirm, false);
+}
+
+void wk_leases_confirmed(struct wk_engine *e, const int64_t *asked, size_t nasked,
+                         const int64_t *ok, size_t nok, uint64_t sent_ms)
+{
+    for (struct wk_job *j = e->jobs; j; j = j->next) {
+        if (j->ended || j->stale)
+            continue;
+        int64_t id = j->cl.c.job_id;
+        bool was_asked = false, still = false;
+        for (size_t k = 0; k < nasked && !was_asked; k++)
+            was_asked = asked[k] == id;
+        if (!was_asked)
+            continue;   /* claimed after the heartbeat looked */
+        for (size_t k = 0; k < nok && !still; k++)
+            still = ok[k] == id;
+        if (still) {
+            struct lease *l = lease_of(j);
+            if (sent_ms > l->at_ms)
+                l->at_ms = sent_ms;
+            continue;
+        }
+        /* lapsed or taken over: abandon it now, not at its next write */
+        struct wk_report *r = tq_xcalloc(1, sizeof(*r));
+        r->job = j;
+        r->what = WK_R_STALE;
+        wk_engine_report(e, r);
+    }
+}
+
+/* The lease condition of the file comment; false: parked, looked at again soon. */
+static bool lease_confirmed(struct wk_job *j, size_t i, bool undo)
+{
+    uint32_t lease = L.cfg ? L.cfg->lease_ms : 0;
+    if (!lease)
+        return true;
+    struct lease *l = lease_of(j);
+    uint64_t now = tq_mono_ms();
+    if (undo && !l->undo_from_ms)
+        l->undo_from_ms = now;
+    bool fresh = now < l->at_ms + lease - lease / 4;
+    if (fresh && (!undo || l->at_ms > l->undo_from_ms))
+        return true;
+    atomic_store(&want_confirm, true);
+    if (!l->logged) {
+        l->logged = true;
+        tq_debug("job %" PRId64 " (%s): step %s waits for PostgreSQL to confirm the job's lease",
+                 j->cl.c.job_id, j->cl.c.tenant_id, j->pl->steps[i].name);
+    }
+    j->ss[i].st = undo ? S_UNDO_WAIT : S_WAIT_RETRY;
+    uv_timer_start(&j->ss[i].retry_timer, on_wait_over, CONFIRM_POLL_MS, 0);
+    return false;
+}
+
 bool wk_limit_admit(struct wk_job *j, size_t i, bool undo)
 {
     const struct tq_pipeline_step *def = &j->pl->steps[i];
+    if (!lease_confirmed(j, i, undo))
+        return false;
     if (!def->limit_key || !L.q)
         return true;
     struct permit *p = find(j, i);
@@ -294,6 +396,13 @@ void wk_limit_release(struct wk_job *j, size_t i)
 
 void wk_limits_forget(struct wk_job *j)
 {
+    for (struct lease **lp = &leases; *lp; lp = &(*lp)->next)
+        if ((*lp)->job == j) {
+            struct lease *l = *lp;
+            *lp = l->next;
+            free(l);
+            break;
+        }
     struct permit *p = L.list, *next;
     for (; p; p = next) {
         next = p->next;

@@ -40,6 +40,11 @@ struct worker {
     size_t ncancels;
     int64_t *held;             /* ids of jobs in hand, snapshot for hb_work */
     size_t nheld;
+    /* leases confirmed by hb_work (extended, still ours), for hb_after */
+    int64_t *confirmed;
+    size_t nconfirmed;
+    uint64_t confirm_sent_ms;
+    bool confirm_ok;
 };
 
 /* Push job ids (decimal) to ready; errors are left to the reconciler. */
@@ -121,9 +126,24 @@ static void chores(struct worker *wk)
  * effect at the next step boundary). Every lease/3: tell Redis we live,
  * extend the leases of jobs in hand, do chores.
  */
+/* Extend the leases of the jobs in hand, learning which are still ours. */
+static enum tq_err confirm_leases(struct worker *wk)
+{
+    free(wk->confirmed);
+    wk->confirmed = NULL;
+    wk->nconfirmed = 0;
+    wk->confirm_sent_ms = tq_mono_ms();
+    enum tq_err err = tq_pg_extend_leases_ids(wk->hb_pg, wk->id, wk->held, wk->nheld,
+                                              wk->cfg->lease_ms, &wk->confirmed,
+                                              &wk->nconfirmed);
+    wk->confirm_ok = err == TQ_OK;
+    return err;
+}
+
 static void hb_work(uv_work_t *w)
 {
     struct worker *wk = w->data;
+    wk->confirm_ok = false;
     free(wk->cancels);
     wk->cancels = NULL;
     wk->ncancels = 0;
@@ -133,22 +153,25 @@ static void hb_work(uv_work_t *w)
         wk->ncancels = 0;
     }
     uint64_t now = tq_mono_ms();
-    if (now < wk->next_beat_ms)
+    if (now < wk->next_beat_ms) {
+        /* a step waits for its job's lease to be confirmed (worker/limits.c) */
+        if (wk_leases_wanted())
+            confirm_leases(wk);
         return;
+    }
     wk->next_beat_ms = now + wk->cfg->lease_ms / 3;
     enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
     atomic_store(&wk_metrics.redis_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
     wk_limits_renew();   /* fleet-wide permits share the worker's lease */
-    int n = 0;
     long long ready, delayed, dead;
     if (tq_queue_depths(wk->hb_q, &ready, &delayed, &dead) == TQ_OK) {
         atomic_store(&wk_queue_ready, ready);
         atomic_store(&wk_queue_delayed, delayed);
         atomic_store(&wk_queue_dead, dead);
     }
-    err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
+    err = confirm_leases(wk);
     atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
@@ -164,6 +187,10 @@ static void hb_after(uv_work_t *w, int status)
     struct worker *wk = w->data;
     (void)status;
     wk->hb_busy = false;
+    /* steps start only under a lease PostgreSQL confirmed; lost ones are dropped */
+    if (wk->confirm_ok && !wk->stopping)
+        wk_leases_confirmed(wk->engine, wk->held, wk->nheld, wk->confirmed, wk->nconfirmed,
+                            wk->confirm_sent_ms);
     for (size_t i = 0; i < wk->ncancels && !wk->stopping; i++)
         wk_engine_cancel(wk->engine, wk->cancels[i]);
     maybe_close(wk);
@@ -380,6 +407,7 @@ out:
     tq_pg_close(wk.hb_pg);
     free(wk.cancels);
     free(wk.held);
+    free(wk.confirmed);
     wk_metrics_free();
     wk_limits_shutdown();
     wk_blocking_shutdown();
