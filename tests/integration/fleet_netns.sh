@@ -166,6 +166,9 @@ export TQ_NOTIFY_WEBHOOK_URL="http://$BRIP:9001/hooks/fleet"
 export TQ_TERRAFORM_PG_URL="host=$BRIP port=5432 user=postgres dbname=tenantq sslmode=disable"
 export TQ_TEST_TF_BIN=${TQ_TERRAFORM_BIN:-/usr/local/bin/terraform}
 export TQ_TEST_TF_LOG="$T/tf-effects.log" TQ_TEST_TF_HOLD="$T/tf-hold"
+export TQ_TEST_HELPER="$HERE/fleet_exec_helper.sh"
+# exec runs only what the worker allows (and never a shell): the helper, Terraform
+export TQ_EXEC_ALLOW="$TQ_TEST_HELPER:$TQ_TEST_TF_BIN"
 unset TQ_PREFIX TQ_HTTP_ADDR TQ_PIPELINE TQ_SECRETS_STORE
 # Tenant credentials: the shared store (issue 13.1) when this build has it;
 # otherwise one folder all three hosts share (the stand-in for it).
@@ -211,15 +214,29 @@ cat >"$T/tf.json" <<'EOF'
        "provisioner": [
          {"local-exec": {"command": "echo created >> ${env.TQ_TEST_TF_LOG}"}},
          {"local-exec": {"when": "destroy", "command": "echo destroyed >> ${env.TQ_TEST_TF_LOG}"}}]}}}}},
-     "env": {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", "TF_CLI_CONFIG_FILE": "/dev/null",
-             "HOLD": "${env.TQ_TEST_TF_HOLD}"},
+     "env": {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", "TF_CLI_CONFIG_FILE": "/dev/null"},
      "steps": [
        ["${env.TQ_TEST_TF_BIN}", "init", "-input=false", "-no-color"],
        ["${env.TQ_TEST_TF_BIN}", "workspace", "select", "-or-create=true", "-no-color", "${tenant.id}"],
        ["${env.TQ_TEST_TF_BIN}", "apply", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=120s"],
-       ["/bin/sh", "-c", "if [ -e \"$HOLD\" ]; then echo $$ > \"$HOLD.pid\"; exec sleep 120; fi"]]}}]}
+       ["${env.TQ_TEST_HELPER}", "hold", "${env.TQ_TEST_TF_HOLD}"]]}}]}
 EOF
 
+# cut: a step that fails on the host cut off (a file in that host's own work
+# folder says so) while it is cut off, after a step whose undo leaves a mark
+# in a shared file: the cut-off host must not begin undoing once it cannot
+# confirm its lease (its rollback would destroy what another host made).
+cat >"$T/cut.json" <<'EOF'
+{"name": "fleet-cut", "steps": [
+  {"name": "mark", "kind": "exec", "params": {
+     "argv": ["${env.TQ_TEST_HELPER}", "mark", "${env.TQ_TEST_CUT_LOG}", "made"],
+     "undo_argv": ["${env.TQ_TEST_HELPER}", "mark", "${env.TQ_TEST_CUT_LOG}", "undone"]}},
+  {"name": "wait", "kind": "sleep", "needs": ["mark"], "retry": {"max_attempts": 1},
+   "params": {"ms": 8000, "fail_if_exists": "${env.TQ_WORK_DIR}/cut-fail",
+              "error": "this host is cut off"}}]}
+EOF
+export TQ_TEST_CUT_LOG="$T/cut-effects.log"
+CUT_TENANT="cut-fleet-$ID"
 TF_TENANT="tf-fleet-$ID"
 if [ "$HAVE_TF" = 1 ]; then
   : >"$TQ_TEST_TF_HOLD"
@@ -279,6 +296,9 @@ if [ "$HAVE_TF" = 1 ]; then
 fi
 
 # ------------------------------------------------------------------ partition mid-batch
+TQ_PIPELINE="$T/cut.json" "$BIN/tq-enqueue" submit --tenant-id "$CUT_TENANT" --name "$CUT_TENANT" \
+  --tier Bronze --region us-east-1 --budget 150000 --owner ops@example.com >/dev/null ||
+  die "submit the cut tenant"
 tiers=(Gold Silver Bronze); budgets=(800000 300000 150000); regions=(us-east-1 us-west-2 eu-west-1)
 { echo "tenant_id,name,tier,region,budget,owner"
   for i in $(seq 1 60); do
@@ -290,14 +310,20 @@ TQ_PIPELINE="$REPO/deploy/pipelines/tenant-provision.json" "$BIN/tq-enqueue" sub
 TOTAL=$(q "SELECT count(*) FROM tq.tenants")
 say "submitted the batch of 60 on the default pipeline ($TOTAL tenants in all)"
 active() { q "SELECT count(*) FROM tq.tenants WHERE status = 'active'"; }
-wait_for 180 sh -c "[ \$(psql -qAtX -h $BRIP -U postgres -d tenantq -c \"SELECT count(*) FROM tq.tenants WHERE status = 'active' AND batch_id = 'fleet-$ID'\") -ge 5 ]" ||
-  die "the batch does not progress: $(active) active"
-P=0 best=-1
-for i in 1 2 3; do
-  [ "$i" -eq "$TF_HOST" ] && continue
-  n=$(q "SELECT count(*) FROM tq.jobs WHERE lease_owner = '${WID[$i]}' AND status = 'running'")
-  [ "$n" -gt "$best" ] && { best=$n; P=$i; }
-done
+# the host to cut off: the one running the cut tenant's 8 s step, once the
+# batch is under way (at most 3 s into that step)
+cut_running() {
+  [ "$(q "SELECT s.status FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id
+          WHERE j.tenant_id = '$CUT_TENANT' AND s.step = 'wait'")" = running ]
+}
+wait_for 60 cut_running || die "the cut tenant's step never ran"
+batch_going() {
+  [ "$(q "SELECT count(*) FROM tq.tenants WHERE status = 'active' AND batch_id = 'fleet-$ID'")" -ge 5 ]
+}
+wait_for 3 batch_going
+P=$(host_of "$(q "SELECT lease_owner FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")")
+[ "$P" -gt 0 ] || die "no host holds the cut tenant"
+mkdir -p "$T/h$P/work" && : >"$T/h$P/work/cut-fail"
 P_ID=${WID[$P]}
 ip link set "tqf${ID}a$P" down
 T_CUT=$(now)
@@ -377,8 +403,9 @@ live_permits() {
   r eval "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)
           return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')" 1 "$1"
 }
-check "no limit permit held" test -z "$(r --scan --pattern 'tq:limit:*' | while read -r k; do
-  [ "$(live_permits "$k")" -gt 0 ] && echo "$k"; done)"
+held=$(r --scan --pattern 'tq:limit:*' | while read -r k; do
+  [ "$(live_permits "$k")" -gt 0 ] && echo "$k $(r zrange "$k" 0 -1 withscores | paste -sd' ' -) now $(r time | head -1)"; done)
+check "no limit permit held${held:+: $held}" test -z "$held"
 
 echo "--- no effect applied twice"
 # Created once = created, and never deleted (so never created again): a
@@ -468,6 +495,13 @@ if [ "$NLOST" -gt 0 ]; then
 else
   bad "h$P held no job when it was cut off (nothing to take over)"
 fi
+
+check "the cut tenant's step failed on the host cut off, which decided to roll back (its log)" \
+  grep -q "($CUT_TENANT): rolling back: step wait" "$T/h$P/worker.log"
+check "the host cut off undid nothing after its lease could have lapsed" \
+  test "$(grep -c '^undone$' "$TQ_TEST_CUT_LOG" 2>/dev/null)" -eq 0
+check "the cut tenant finished on another host" \
+  test "$(q "SELECT status FROM tq.tenants WHERE tenant_id = '$CUT_TENANT'")" = active
 
 echo "--- Terraform and limits"
 if [ "$HAVE_TF" = 1 ]; then

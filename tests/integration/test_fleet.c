@@ -140,9 +140,10 @@ static bool wait_file(const char *path, int ms)
  * One terraform_data resource whose creation and destruction append a line
  * to TQ_TEST_TF_LOG (provisioners run once per create / destroy: the count
  * of lines is the count of resources made). After the apply, a last command
- * holds the step while the file TQ_TEST_TF_HOLD exists (recording its pid,
- * which leads its own process group), so a test can kill the worker after
- * Terraform wrote its state and before the step is recorded done.
+ * (fleet_exec_helper.sh hold) holds the step while the file TQ_TEST_TF_HOLD
+ * exists, recording its pid (which leads its own process group), so a test
+ * can kill the worker after Terraform wrote its state and before the step
+ * is recorded done.
  */
 #define TF(...) "['${env.TQ_TEST_TF_BIN}'," __VA_ARGS__ "]"
 #define TF_STEP                                                                                    \
@@ -153,12 +154,11 @@ static bool wait_file(const char *path, int ms)
     "   'provisioner':[{'local-exec':{'command':'echo created >> ${env.TQ_TEST_TF_LOG}'}},"        \
     "    {'local-exec':{'when':'destroy','command':'echo destroyed >> ${env.TQ_TEST_TF_LOG}'}}]"   \
     "  }}}}},"                                                                                     \
-    "  'env':{'TF_IN_AUTOMATION':'1','CHECKPOINT_DISABLE':'1','TF_CLI_CONFIG_FILE':'/dev/null',"   \
-    "   'HOLD':'${env.TQ_TEST_TF_HOLD}'},"                                                         \
+    "  'env':{'TF_IN_AUTOMATION':'1','CHECKPOINT_DISABLE':'1','TF_CLI_CONFIG_FILE':'/dev/null'},"  \
     "  'steps':[" TF("'init','-input=false','-no-color'") ","                                      \
     TF("'workspace','select','-or-create=true','-no-color','${tenant.id}'") ","                   \
     TF("'apply','-input=false','-no-color','-auto-approve','-lock-timeout=120s'") ","              \
-    "   ['/bin/sh','-c','if [ -e \\\"$HOLD\\\" ]; then echo $$ > \\\"$HOLD.pid\\\"; exec sleep 120; fi']],"   \
+    "   ['${env.TQ_TEST_HELPER}','hold','${env.TQ_TEST_TF_HOLD}']],"                                \
     "  'undo_steps':[" TF("'init','-input=false','-no-color'") ","                                 \
     TF("'workspace','select','-or-create=true','-no-color','${tenant.id}'") ","                   \
     TF("'destroy','-input=false','-no-color','-auto-approve','-lock-timeout=120s'") ","            \
@@ -173,6 +173,11 @@ Test(fleet, terraform_state_in_postgresql_survives_a_dead_worker)
     if (access(bin, X_OK) != 0)
         cr_skip_test("no terraform binary (%s)", bin);
     setenv("TQ_TEST_TF_BIN", bin, 1);
+    /* exec runs only what the worker allows, never a shell: the helper, Terraform */
+    setenv("TQ_TEST_HELPER", TQ_SOURCE_DIR "/tests/integration/fleet_exec_helper.sh", 1);
+    char allow[1200];
+    snprintf(allow, sizeof(allow), "%s:%s", getenv("TQ_TEST_HELPER"), bin);
+    setenv("TQ_EXEC_ALLOW", allow, 1);
     char log[320], hold[320], hold_pid[330], url[700];
     snprintf(log, sizeof(log), "%s/tf-effects.log", H.tmpdir);
     snprintf(hold, sizeof(hold), "%s/tf-hold", H.tmpdir);
