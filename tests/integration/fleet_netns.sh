@@ -403,9 +403,19 @@ live_permits() {
   r eval "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)
           return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')" 1 "$1"
 }
+# Every worker has stopped: a permit still valid belongs to no one (a
+# request the cut-off host sent before the cut can reach Redis when the
+# link comes back, after that host gave up on it) and must lapse within a
+# lease.
+permits_held() {
+  r --scan --pattern 'tq:limit:*' | while read -r k; do
+    [ "$(live_permits "$k")" -gt 0 ] && echo "$k"; done
+}
+no_permits() { [ -z "$(permits_held)" ]; }
+wait_for $((LEASE_MS / 1000 + 2)) no_permits
 held=$(r --scan --pattern 'tq:limit:*' | while read -r k; do
   [ "$(live_permits "$k")" -gt 0 ] && echo "$k $(r zrange "$k" 0 -1 withscores | paste -sd' ' -) now $(r time | head -1)"; done)
-check "no limit permit held${held:+: $held}" test -z "$held"
+check "no limit permit held (a lease after the last worker stopped)${held:+: $held}" test -z "$held"
 
 echo "--- no effect applied twice"
 # Created once = created, and never deleted (so never created again): a
