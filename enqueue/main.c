@@ -97,9 +97,27 @@ int cli_fail(struct cli *c, int exit_code, json_t *details, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
-    /* Messages echo user input: keep terminals and JSON parsers safe. */
-    cli_sanitize(raw, msg, sizeof(msg));
-    fprintf(stderr, "%s: %s\n", c->prog, msg);
+    /* Messages echo user input: keep terminals and JSON parsers safe. A
+       server's message may span lines (libpq: "refused\n\tIs the server
+       running..."): keep them as lines, never as escape codes. */
+    size_t len = strlen(raw);
+    while (len > 0 && (raw[len - 1] == '\n' || raw[len - 1] == ' ' || raw[len - 1] == '\t'))
+        raw[--len] = '\0';
+    cli_sanitize_lines(raw, msg, sizeof(msg), true);
+    /* stderr: later lines indented under the first, so none passes for a line of its own */
+    fprintf(stderr, "%s: ", c->prog);
+    for (const char *p = msg; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        fwrite(p, 1, n, stderr);
+        if (!nl)
+            break;
+        p = nl + 1;
+        while (*p == '\t' || *p == ' ')
+            p++;
+        fputs("\n    ", stderr);
+    }
+    fputc('\n', stderr);
     if (c->json) {
         json_t *e = json_pack("{s:s, s:s, s:i}", "code", code_name(exit_code), "message", msg,
                               "exit_code", exit_code);

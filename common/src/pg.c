@@ -316,7 +316,7 @@ static const char sql_insert_tenant[] =
 
 static const char sql_find_tenant[] =
     "SELECT tenant_id, name, tier, region, budget::text, owner, justification,"
-    "  status FROM tq.tenants WHERE tenant_id = $1 OR name = $2"
+    "  status FROM tq.tenants WHERE tenant_id = $1 OR lower(name) = lower($2)"
     " ORDER BY (tenant_id = $1) DESC LIMIT 1";
 
 static const char sql_insert_job[] =
@@ -366,6 +366,7 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
                  "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
                  PQgetvalue(r, 0, 1));
         PQclear(r);
+        it->conflict = "idempotency_key";
         return TQ_ECONFLICT;
     }
     PQclear(r);
@@ -392,12 +393,14 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
             PQclear(r);
             snprintf(errbuf, errlen, "tenant_id: \"%s\" conflicts with a concurrent request",
                      q->tenant_id);
+            it->conflict = "tenant_id";
             return TQ_ECONFLICT;
         }
         if (strcmp(PQgetvalue(r, 0, 0), q->tenant_id) != 0) {
             snprintf(errbuf, errlen, "name: \"%s\" is already taken by tenant \"%s\"",
                      q->name, PQgetvalue(r, 0, 0));
             PQclear(r);
+            it->conflict = "name";
             return TQ_ECONFLICT;
         }
         if (!same_request(r, q)) {
@@ -406,6 +409,7 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
                      "(a tenant is requested once; change it through the portal)",
                      q->tenant_id);
             PQclear(r);
+            it->conflict = "tenant_id";
             return TQ_ECONFLICT;
         }
         snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, 0, 7));
@@ -419,6 +423,7 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
             snprintf(errbuf, errlen,
                      "tenant_id: \"%s\" exists under another idempotency key",
                      q->tenant_id);
+            it->conflict = "tenant_id";
             return TQ_ECONFLICT;
         }
         it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -486,8 +491,20 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
                      " ON CONFLICT (id) DO NOTHING",
                      2, pb);
     }
+    /* Before any request: say what failed (a read-only database, say), not nothing. */
+    if (err)
+        snprintf(errbuf, errlen, "%s", pg->errstr);
     for (size_t i = 0; i < n && !err; i++) {
         err = submit_one(pg, &items[i], batch, pl, rules, actor, errbuf, errlen);
+        /* A batch names every tenant it asked for, those that existed too:
+           `status --batch` of a rerun shows them instead of "no such batch". */
+        if (!err && batch) {
+            const char *pm[] = {batch, items[i].req->tenant_id};
+            err = simple(pg, "record the batch's tenant",
+                         "INSERT INTO tq.batch_tenants (batch_id, tenant_id) VALUES ($1, $2)"
+                         " ON CONFLICT DO NOTHING",
+                         2, pm);
+        }
         if (err && err != TQ_ECONFLICT)
             snprintf(errbuf, errlen, "%s", pg->errstr);
         else if (err && n > 1) {
@@ -681,7 +698,8 @@ static const char sql_status[] =
     "   ORDER BY jj.id DESC LIMIT 1) j ON true"
     " LEFT JOIN tq.pipelines p ON p.hash = j.pipeline_hash"
     " WHERE ($1::text[] IS NULL OR t.tenant_id = ANY($1::text[]))"
-    "   AND ($2::text IS NULL OR t.batch_id = $2)) x";
+    "   AND ($2::text IS NULL OR t.batch_id = $2 OR t.tenant_id IN"
+    "     (SELECT bt.tenant_id FROM tq.batch_tenants bt WHERE bt.batch_id = $2))) x";
 
 /* Encode ids as a PostgreSQL array literal: {"a","b"} with quotes escaped. */
 static char *text_array(const char *const *ids, size_t n)

@@ -45,6 +45,9 @@ struct tq_submit_item {
     bool existed;                  /* the same request was already there */
     bool queued;                   /* false: waits in pending_approval */
     char status[32];               /* the tenant's status now */
+    const char *conflict;          /* on TQ_ECONFLICT, the field at fault in the item
+                                      that conflicts ("tenant_id", "name",
+                                      "idempotency_key"); NULL otherwise */
 };
 
 /*
