@@ -32,6 +32,7 @@ static const char usage[] =
     "  dead [--requeue X]      list dead jobs, or put one back in the queue\n"
     "  stats                   queue depths, workers, tenants by status\n"
     "  revalidate ID|--all     re-run the checks of active tenants (drift)\n"
+    "  history ID              every job, step, attempt and audit event of a tenant\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
@@ -177,7 +178,7 @@ int main(int argc, char **argv)
                 {"reject", cmd_reject},   {"cancel", cmd_cancel},
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
                 {"dead", cmd_dead},       {"stats", cmd_stats},
-                {"revalidate", cmd_revalidate}};
+                {"revalidate", cmd_revalidate}, {"history", cmd_history}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

@@ -625,6 +625,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         items[i].req = &l.reqs[i];
         items[i].idempotency_key = key;
         items[i].not_before_ms = not_before ? due_ms : 0;   /* in the submit transaction */
+        items[i].queue = c->cfg.queue;
     }
     if ((err = tq_pg_open(c->cfg.database_url, &pg))) {
         rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));

@@ -58,7 +58,7 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
     memset(c, 0, sizeof(*c));
     c->redis_url = tq_xstrdup(env_or("TQ_REDIS_URL", "redis://127.0.0.1:6379/0"));
     c->database_url = tq_xstrdup(env_or("TQ_DATABASE_URL", "dbname=tenantq"));
-    c->queue = tq_xstrdup(env_or("TQ_QUEUE", "provision"));
+    c->queue = tq_xstrdup(env_or("TQ_QUEUE", TQ_DEFAULT_QUEUE));
     c->prefix = tq_xstrdup(env_or("TQ_PREFIX", "tq"));
     c->http_addr = tq_xstrdup(getenv("TQ_HTTP_ADDR") ? getenv("TQ_HTTP_ADDR")
                                                      : "127.0.0.1:9464");

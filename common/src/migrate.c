@@ -176,6 +176,13 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (batch_id, tenant_id));"
     "INSERT INTO tq.batch_tenants (batch_id, tenant_id)"
     "  SELECT batch_id, tenant_id FROM tq.tenants WHERE batch_id IS NOT NULL;",
+
+    /* the queue whose workers own a tenant (NULL: recorded before this column,
+       the default queue's), and its revalidation schedule: when the next
+       drift check is due, kept here so that Redis losing its data or a worker
+       restarting never starts a round */
+    "ALTER TABLE tq.tenants ADD COLUMN queue text,"
+    "  ADD COLUMN revalidate_due_at timestamptz;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

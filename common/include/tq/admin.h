@@ -129,6 +129,15 @@ enum tq_err tq_admin_schedule(struct tq_pg *pg, const int64_t *job_ids, size_t n
  */
 enum tq_err tq_admin_pg_stats(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen);
 
+/*
+ * A tenant's history as one JSON object (shape in enqueue/README.md,
+ * `history`): every job with its steps and their attempts, and every audit
+ * event. *out is the caller's (json_decref). TQ_ENOTFOUND for an unknown
+ * tenant.
+ */
+enum tq_err tq_admin_history(struct tq_pg *pg, const char *tenant_id, json_t **out,
+                             char *errbuf, size_t errlen);
+
 /* ---- Redis side: safe to repeat, so safe to retry ---- */
 
 /*

@@ -21,10 +21,14 @@ struct tq_redis_addr {
     int db;
 };
 
+/* The queue when TQ_QUEUE is not set; also the queue of tenants recorded before
+   tenants.queue existed. */
+#define TQ_DEFAULT_QUEUE "provision"
+
 struct tq_config {
     char *redis_url;        /* TQ_REDIS_URL, default redis://127.0.0.1:6379/0 */
     char *database_url;     /* TQ_DATABASE_URL, libpq conninfo or URI */
-    char *queue;            /* TQ_QUEUE, default "provision" */
+    char *queue;            /* TQ_QUEUE, default TQ_DEFAULT_QUEUE */
     char *prefix;           /* TQ_PREFIX, default "tq" */
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
     char *pipeline_path;    /* TQ_PIPELINE */
