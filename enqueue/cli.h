@@ -13,7 +13,7 @@
 #include "tq/err.h"
 #include "tq/pg.h"
 
-/* Exit codes, the same for every subcommand (DESIGN.md §5). */
+/* Exit codes, the same for every subcommand (docs/design.md §5). */
 enum {
     EXIT_DONE = 0,
     EXIT_UNREACHABLE = 1,

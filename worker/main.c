@@ -1,6 +1,6 @@
 /*
  * tq-worker: pulls provisioning jobs from Redis and runs them. Configuration
- * comes from the environment (DESIGN.md §5); flags override it.
+ * comes from the environment (docs/design.md §5); flags override it.
  */
 #include <getopt.h>
 #include <stdio.h>

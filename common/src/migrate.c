@@ -3,7 +3,7 @@
  * transaction under one advisory lock, so concurrent `tq-enqueue migrate`
  * calls serialise and the second finds nothing left to do.
  * Table and column names are relied on by tools outside the code
- * (DESIGN.md §4): add, never rename.
+ * (docs/design.md §4): add, never rename.
  */
 #include <stdio.h>
 #include <stdlib.h>

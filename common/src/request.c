@@ -1,5 +1,5 @@
 /*
- * Request validation: every rule of DESIGN.md §1 lives here so that the CLI,
+ * Request validation: every rule of docs/design.md §1 lives here so that the CLI,
  * the batch loader and tests agree. Messages name the field and the rule.
  */
 #include "tq/request.h"

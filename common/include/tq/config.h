@@ -1,5 +1,5 @@
 /*
- * Process configuration from the environment (DESIGN.md §5); command-line
+ * Process configuration from the environment (docs/design.md §5); command-line
  * flags override fields after tq_config_from_env(). Strings are owned by the
  * struct and released by tq_config_cleanup().
  */

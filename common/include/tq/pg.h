@@ -1,6 +1,6 @@
 /*
  * The PostgreSQL store: the truth about tenants, jobs, steps and audit
- * (DESIGN.md §3-4). One struct tq_pg is one blocking libpq connection owned
+ * (docs/design.md §3-4). One struct tq_pg is one blocking libpq connection owned
  * by one thread; a broken connection is reset by the next call.
  *
  * Job-state writes of workers (claim, fenced transitions, outcomes) are

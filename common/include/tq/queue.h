@@ -1,5 +1,5 @@
 /*
- * The Redis side of the queue protocol (DESIGN.md §3): ready list, per-worker
+ * The Redis side of the queue protocol (docs/design.md §3): ready list, per-worker
  * processing list, heartbeats. Redis only dispatches ids; PostgreSQL decides
  * who runs a job (the claim), so every call here is safe to repeat.
  *

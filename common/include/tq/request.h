@@ -1,5 +1,5 @@
 /*
- * A tenant request and the domain rules of DESIGN.md §1: id format, tier
+ * A tenant request and the domain rules of docs/design.md §1: id format, tier
  * budget bands, region allow-list, approval threshold, and the per-tier
  * facts later steps carry into the tenant's config. Pure functions: no I/O.
  */
