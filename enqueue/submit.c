@@ -70,6 +70,12 @@ static const char usage[] =
     "\n"
     "A file is at most 16 MiB and 10,000 requests; NUL bytes, unknown columns,\n"
     "ragged rows and invalid UTF-8 are reported per line and nothing is written.\n"
+    "Every problem is reported at once: exit 2 when the command line itself is\n"
+    "malformed (a missing flag, a budget that is not a number, a bad time),\n"
+    "3 when the request breaks a rule (including anything inside a file).\n"
+    "\n"
+    "The pipeline is TQ_PIPELINE, by default:\n"
+    "  %s\n"
     "\n" CLI_EXIT_CODES;
 
 struct loaded {
@@ -506,9 +512,12 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         case 'B': batch = optarg; break;
         case 'N': not_before = optarg; break;
         case 'j': c->json = true; break;
-        case 'h':
-            fputs(usage, stdout);
+        case 'h': {
+            char *dflt = tq_default_pipeline();
+            printf(usage, dflt);
+            free(dflt);
             goto out;
+        }
         case ':':
             rc = cli_fail(c, EXIT_USAGE, NULL, "option \"%s\" needs a value",
                           cli_shown(argv[optind - 1]));

@@ -58,4 +58,12 @@ enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
 /* Redis key of the queue: "<prefix>:{<queue>}:<suffix>"; caller frees. */
 char *tq_key(const struct tq_config *c, const char *suffix);
 
+/*
+ * The default of TQ_PIPELINE, an absolute path (caller frees): the installed
+ * tenant-provision.json (beside a relocated install first, then
+ * TQ_PIPELINE_DIR set at build time), else the checkout's, for a binary
+ * run from its build tree.
+ */
+char *tq_default_pipeline(void);
+
 #endif
