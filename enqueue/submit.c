@@ -662,24 +662,16 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     }
 
     /* Now dispatch; if Redis is away the reconciler dispatches later. */
-    const char **ids = tq_xcalloc(l.n, sizeof(char *));
     int64_t *nids = tq_xcalloc(l.n, sizeof(*nids));
-    char (*idbuf)[24] = tq_xcalloc(l.n, sizeof(*idbuf));
     size_t nq = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        if (!items[i].queued)
-            continue;
-        snprintf(idbuf[nq], sizeof(idbuf[nq]), "%" PRId64, items[i].job_id);
-        ids[nq] = idbuf[nq];
-        nids[nq] = items[i].job_id;
-        nq++;
-    }
+    for (size_t i = 0; i < l.n; i++)
+        if (items[i].queued)
+            nids[nq++] = items[i].job_id;
     bool deferred = false;
     if (nq > 0) {
         err = tq_queue_open(&c->cfg, NULL, &q);
         if (!err)
-            err = due_ms > (int64_t)tq_now_ms() ? tq_admin_dispatch(q, nids, nq, due_ms)
-                                                 : tq_queue_push(q, ids, nq);
+            err = tq_queue_dispatch(q, nids, nq, due_ms > (int64_t)tq_now_ms() ? due_ms : 0);
         if (err) {
             deferred = true;
             fprintf(stderr,
@@ -689,8 +681,6 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         }
     }
     free(nids);
-    free(ids);
-    free(idbuf);
     print_result(c, batch, items, l.n, deferred, not_before ? due_ms : 0);
 out:
     tq_queue_close(q);

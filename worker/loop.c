@@ -41,20 +41,10 @@ struct worker {
     size_t nheld;
 };
 
-/* Push job ids (decimal) to ready; errors are left to the reconciler. */
+/* Push job ids to ready; errors are left to the reconciler. */
 static void push_ids(struct worker *wk, const int64_t *ids, size_t n)
 {
-    if (n == 0)
-        return;
-    char (*buf)[24] = tq_xcalloc(n, sizeof(*buf));
-    const char **argv = tq_xcalloc(n, sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        snprintf(buf[i], sizeof(buf[i]), "%" PRId64, ids[i]);
-        argv[i] = buf[i];
-    }
-    tq_queue_push(wk->hb_q, argv, n);
-    free(argv);
-    free(buf);
+    tq_queue_dispatch(wk->hb_q, ids, n, 0);
 }
 
 /*

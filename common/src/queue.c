@@ -4,6 +4,7 @@
  */
 #include "queue_int.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,7 +159,8 @@ const char *tq_queue_errstr(const struct tq_queue *q)
     return q->errstr;
 }
 
-enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids, size_t n)
+/* LPUSH decimal ids onto ready. */
+static enum tq_err lpush_ready(struct tq_queue *q, const char *const *ids, size_t n)
 {
     if (n == 0)
         return TQ_OK;
@@ -171,6 +173,36 @@ enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids, size_t n)
     redisReply *r = cmd(q, &err, "push to the ready list", (int)(n + 2), argv);
     free(argv);
     freeReplyObject(r);
+    return err;
+}
+
+enum tq_err tq_queue_dispatch(struct tq_queue *q, const int64_t *ids, size_t n, int64_t due_ms)
+{
+    if (n == 0)
+        return TQ_OK;
+    char (*num)[24] = tq_xcalloc(n + 1, sizeof(*num));
+    const char **argv = tq_xcalloc(2 + 2 * n, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        snprintf(num[i], sizeof(num[i]), "%" PRId64, ids[i]);
+    enum tq_err err;
+    if (due_ms <= 0) {
+        for (size_t i = 0; i < n; i++)
+            argv[i] = num[i];
+        err = lpush_ready(q, argv, n);
+    } else {
+        char *key = tq_key(q->cfg, "delayed");
+        snprintf(num[n], sizeof(num[n]), "%" PRId64, due_ms);
+        argv[0] = "ZADD";
+        argv[1] = key;
+        for (size_t i = 0; i < n; i++) {
+            argv[2 + 2 * i] = num[n];
+            argv[3 + 2 * i] = num[i];
+        }
+        freeReplyObject(cmd(q, &err, "schedule jobs (ZADD delayed)", (int)(2 + 2 * n), argv));
+        free(key);
+    }
+    free(argv);
+    free(num);
     return err;
 }
 
@@ -310,7 +342,7 @@ enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, si
         if (!bsearch(&ids[i], present, have, sizeof(char *), cmp_str))
             missing[nm++] = ids[i];
     if (nm > 0) {
-        err = tq_queue_push(q, missing, nm);
+        err = lpush_ready(q, missing, nm);
         if (!err)
             *pushed = (int)nm;
     }
