@@ -182,7 +182,10 @@ static const char *const migrations[] = {
        drift check is due, kept here so that Redis losing its data or a worker
        restarting never starts a round */
     "ALTER TABLE tq.tenants ADD COLUMN queue text,"
-    "  ADD COLUMN revalidate_due_at timestamptz;",
+    "  ADD COLUMN revalidate_due_at timestamptz;"
+    /* due checks are found by time; claims and outcomes never change this
+       column, so their tenant updates stay in place (HOT) */
+    "CREATE INDEX tenants_revalidate_due ON tq.tenants (revalidate_due_at);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
