@@ -1,5 +1,5 @@
 /*
- * Fleet-wide limits per resource key (issue 13.4). A step that declares
+ * Fleet-wide limits per resource key. A step that declares
  * "limit": {"key": "terraform:${tenant.region}", "max": 2} starts only with
  * one of the key's max permits. The permits live in Redis (tq/limits.h: a
  * sorted set of holder -> expiry per key) with this worker's lease: the

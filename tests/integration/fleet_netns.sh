@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/integration/fleet_netns.sh BIN_DIR: a fleet of three real hosts as
-# Linux network namespaces (issue 13), run by ctest as root.
+# Linux network namespaces, run by ctest as root.
 #
 #  - a bridge in the root namespace with an address of its own, on which a
 #    private Redis, a private PostgreSQL and the S3 and SaaS stand-ins listen;
@@ -170,7 +170,7 @@ export TQ_TEST_HELPER="$HERE/fleet_exec_helper.sh"
 # exec runs only what the worker allows (and never a shell): the helper, Terraform
 export TQ_EXEC_ALLOW="$TQ_TEST_HELPER:$TQ_TEST_TF_BIN"
 unset TQ_PREFIX TQ_HTTP_ADDR TQ_PIPELINE TQ_SECRETS_STORE
-# Tenant credentials: the shared store (issue 13.1) when this build has it;
+# Tenant credentials: the shared credential store when this build has it;
 # otherwise one folder all three hosts share (the stand-in for it).
 if "$BIN/tq-enqueue" credentials --help >/dev/null 2>&1; then
   STORE=1
@@ -375,7 +375,7 @@ if [ "$STORE" = 1 ]; then
     bad "no tenant whose database step ran on h1"
   fi
 else
-  REVAL_NOTE="SKIPPED sub-check: revalidation on another host with shared credentials needs the shared credential store (issue 13.1), which this build does not have (no 'tq-enqueue credentials'); the hosts share one TQ_SECRETS_DIR instead"
+  REVAL_NOTE="SKIPPED sub-check: revalidation on another host with shared credentials needs the shared credential store, which this build does not have (no 'tq-enqueue credentials'); the hosts share one TQ_SECRETS_DIR instead"
   echo "$REVAL_NOTE"
 fi
 

@@ -1,5 +1,5 @@
 /*
- * Fleet-wide limits (issue 13.4): at most `max` holders of a key at once
+ * Fleet-wide limits: at most `max` holders of a key at once
  * across every worker. The permits of a key are one Redis sorted set,
  * "<prefix>:limit:<key>", of holder -> expiry (ms, Redis's own clock), so
  * a dead worker's permits lapse one lease after its last renewal. Every
