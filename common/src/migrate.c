@@ -192,14 +192,24 @@ static const char *const migrations[] = {
        backend would create on first use (schema tq_terraform, one row per
        workspace = tenant), made once here so that first inits on several
        workers cannot race on CREATE SCHEMA and the backend's role needs no
-       CREATE privilege. The backend's own IF NOT EXISTS finds them. */
+       CREATE privilege. */
     "CREATE SCHEMA IF NOT EXISTS tq_terraform;"
     "CREATE SEQUENCE IF NOT EXISTS public.global_states_id_seq AS bigint;"
     "CREATE TABLE IF NOT EXISTS tq_terraform.states ("
     "  id bigint NOT NULL DEFAULT nextval('public.global_states_id_seq') PRIMARY KEY,"
     "  name text UNIQUE,"
     "  data text);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);",
+    "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);"
+    /* the worker's role (when this database has it) reads and writes states
+       and nothing else there; the backend block tells Terraform to create
+       nothing (skip_*_creation) */
+    "DO $$ BEGIN"
+    "  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tq_worker') THEN"
+    "    GRANT USAGE ON SCHEMA tq_terraform TO tq_worker;"
+    "    GRANT SELECT, INSERT, UPDATE, DELETE ON tq_terraform.states TO tq_worker;"
+    "    GRANT USAGE, SELECT ON SEQUENCE public.global_states_id_seq TO tq_worker;"
+    "  END IF;"
+    " END $$;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -74,7 +74,12 @@
 #define MAX_ARGS 256
 #define DEFAULT_WORK_DIR "/tmp/tenantq-work"
 #define TF_BACKEND_FILE "tq_backend.tf.json"
-#define TF_BACKEND_DOC "{\"terraform\": {\"backend\": {\"pg\": {\"schema_name\": \"tq_terraform\"}}}}\n"
+/* The schema, its table and index come from the platform's migrations: the
+   backend's role needs no CREATE (which its own creation would). */
+#define TF_BACKEND_DOC                                                                    \
+    "{\"terraform\": {\"backend\": {\"pg\": {\"schema_name\": \"tq_terraform\","            \
+    " \"skip_schema_creation\": true, \"skip_table_creation\": true,"                      \
+    " \"skip_index_creation\": true}}}}\n"
 
 /* The last OUT_CAP bytes of a stream, and how much there was. */
 struct cap {
