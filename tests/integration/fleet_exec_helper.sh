@@ -5,6 +5,7 @@
 #   hold FILE       while FILE exists: write this process's pid (which leads
 #                   its own process group) to FILE.pid and sleep 120 s
 #   mark LOG WORD   append WORD to LOG
+#   gate HOLD FAIL  wait while HOLD exists; then fail if FAIL exists
 set -eu
 case ${1-} in
   hold)
@@ -13,5 +14,8 @@ case ${1-} in
       exec sleep 120
     fi ;;
   mark) echo "$3" >>"$2" ;;
-  *) echo "usage: fleet_exec_helper.sh hold FILE | mark LOG WORD" >&2; exit 2 ;;
+  gate)
+    while [ -e "$2" ]; do sleep 0.1; done
+    if [ -e "$3" ]; then echo "this host is cut off" >&2; exit 1; fi ;;
+  *) echo "usage: fleet_exec_helper.sh hold FILE | mark LOG WORD | gate HOLD FAIL" >&2; exit 2 ;;
 esac

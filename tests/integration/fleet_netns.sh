@@ -222,8 +222,9 @@ cat >"$T/tf.json" <<'EOF'
        ["${env.TQ_TEST_HELPER}", "hold", "${env.TQ_TEST_TF_HOLD}"]]}}]}
 EOF
 
-# cut: a step that fails on the host cut off (a file in that host's own work
-# folder says so) while it is cut off, after a step whose undo leaves a mark
+# cut: a step that waits until the test lets it go, then fails on the host cut
+# off (a file in that host's own work folder says so) while it is cut off,
+# after a step whose undo leaves a mark
 # in a shared file: the cut-off host must not begin undoing once it cannot
 # confirm its lease (its rollback would destroy what another host made).
 cat >"$T/cut.json" <<'EOF'
@@ -231,11 +232,12 @@ cat >"$T/cut.json" <<'EOF'
   {"name": "mark", "kind": "exec", "params": {
      "argv": ["${env.TQ_TEST_HELPER}", "mark", "${env.TQ_TEST_CUT_LOG}", "made"],
      "undo_argv": ["${env.TQ_TEST_HELPER}", "mark", "${env.TQ_TEST_CUT_LOG}", "undone"]}},
-  {"name": "wait", "kind": "sleep", "needs": ["mark"], "retry": {"max_attempts": 1},
-   "params": {"ms": 8000, "fail_if_exists": "${env.TQ_WORK_DIR}/cut-fail",
-              "error": "this host is cut off"}}]}
+  {"name": "wait", "kind": "exec", "needs": ["mark"], "retry": {"max_attempts": 1},
+   "timeout_ms": 120000, "params": {
+     "argv": ["${env.TQ_TEST_HELPER}", "gate", "${env.TQ_TEST_CUT_HOLD}",
+              "${env.TQ_WORK_DIR}/cut-fail"]}}]}
 EOF
-export TQ_TEST_CUT_LOG="$T/cut-effects.log"
+export TQ_TEST_CUT_LOG="$T/cut-effects.log" TQ_TEST_CUT_HOLD="$T/cut-hold"
 CUT_TENANT="cut-fleet-$ID"
 TF_TENANT="tf-fleet-$ID"
 if [ "$HAVE_TF" = 1 ]; then
@@ -296,6 +298,7 @@ if [ "$HAVE_TF" = 1 ]; then
 fi
 
 # ------------------------------------------------------------------ partition mid-batch
+: >"$TQ_TEST_CUT_HOLD"
 TQ_PIPELINE="$T/cut.json" "$BIN/tq-enqueue" submit --tenant-id "$CUT_TENANT" --name "$CUT_TENANT" \
   --tier Bronze --region us-east-1 --budget 150000 --owner ops@example.com >/dev/null ||
   die "submit the cut tenant"
@@ -310,8 +313,8 @@ TQ_PIPELINE="$REPO/deploy/pipelines/tenant-provision.json" "$BIN/tq-enqueue" sub
 TOTAL=$(q "SELECT count(*) FROM tq.tenants")
 say "submitted the batch of 60 on the default pipeline ($TOTAL tenants in all)"
 active() { q "SELECT count(*) FROM tq.tenants WHERE status = 'active'"; }
-# the host to cut off: the one running the cut tenant's 8 s step, once the
-# batch is under way (at most 3 s into that step)
+# the host to cut off: the one running the cut tenant's held step, once the
+# batch is under way
 cut_running() {
   [ "$(q "SELECT s.status FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id
           WHERE j.tenant_id = '$CUT_TENANT' AND s.step = 'wait'")" = running ]
@@ -322,7 +325,7 @@ batch_going() {
 }
 wait_for 3 batch_going
 P=$(host_of "$(q "SELECT lease_owner FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")")
-[ "$P" -gt 0 ] || die "no host holds the cut tenant"
+[ "$P" -gt 0 ] || die "no host holds the cut tenant: $(q "SELECT status || ' ' || coalesce(lease_owner, '-') FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")"
 mkdir -p "$T/h$P/work" && : >"$T/h$P/work/cut-fail"
 P_ID=${WID[$P]}
 ip link set "tqf${ID}a$P" down
@@ -330,6 +333,7 @@ T_CUT=$(now)
 q "SELECT id || ' ' || lease_epoch FROM tq.jobs WHERE lease_owner = '$P_ID' AND status = 'running'" \
   >"$T/lost.txt"
 LOST_IDS=$(awk '{print $1}' "$T/lost.txt" | paste -sd, -)
+rm -f -- "$TQ_TEST_CUT_HOLD"   # the held step ends now, failing on the host cut off
 NLOST=$(grep -c . "$T/lost.txt")
 say "h$P ($P_ID) cut off at $(active) active, holding $NLOST job(s): ${LOST_IDS:-none}"
 sleep $((3 * LEASE_MS / 1000))
