@@ -120,6 +120,8 @@ int cmd_deprovision(struct cli *c, int argc, char **argv);
 int cmd_dead(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_revalidate(struct cli *c, int argc, char **argv);
+int cmd_credentials(struct cli *c, int argc, char **argv);   /* credentials.c */
+int cmd_secrets(struct cli *c, int argc, char **argv);       /* credentials.c */
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

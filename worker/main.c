@@ -24,12 +24,15 @@ static const char usage[] =
     "      --http ADDR       /healthz /readyz /metrics listener, host:port, \"\" = off\n"
     "                        (TQ_HTTP_ADDR, default 127.0.0.1:9464)\n"
     "      --lease-ms MS     job lease (TQ_LEASE_MS, default 15000)\n"
+    "      --allow-superuser run even when TQ_DATABASE_URL logs in as a PostgreSQL\n"
+    "                        superuser (TQ_ALLOW_SUPERUSER=1); refused otherwise\n"
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"
-    "environment: TQ_REDIS_URL, TQ_DATABASE_URL, TQ_SECRETS_DIR, TQ_LOG_FORMAT\n"
-    "(text|json), TQ_PREFIX. Example:\n"
-    "  eval \"$(deploy/local/env)\"; tq-worker --concurrency 8\n";
+    "environment: TQ_REDIS_URL, TQ_DATABASE_URL, TQ_LOG_FORMAT (text|json),\n"
+    "TQ_PREFIX, TQ_SECRETS_STORE (pg, the default, or file:DIR), TQ_SECRETS_KEY or\n"
+    "TQ_SECRETS_KEY_FILE (lines KID:BASE64-32-BYTES, first current). Example:\n"
+    "  eval \"$(deploy/local/env worker)\"; tq-worker --concurrency 8\n";
 
 int main(int argc, char **argv)
 {
@@ -40,7 +43,7 @@ int main(int argc, char **argv)
         tq_config_cleanup(&cfg);
         return 2;
     }
-    enum { OPT_HTTP = 256, OPT_LEASE, OPT_VERSION };
+    enum { OPT_HTTP = 256, OPT_LEASE, OPT_VERSION, OPT_SUPERUSER };
     static const struct option opts[] = {
         {"concurrency", required_argument, NULL, 'c'},
         {"queue", required_argument, NULL, 'q'},
@@ -48,6 +51,7 @@ int main(int argc, char **argv)
         {"lease-ms", required_argument, NULL, OPT_LEASE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"allow-superuser", no_argument, NULL, OPT_SUPERUSER},
         {NULL, 0, NULL, 0},
     };
     int o, rc = 0;
@@ -78,6 +82,9 @@ int main(int argc, char **argv)
                 goto out;
             }
             cfg.lease_ms = (uint32_t)n;
+            break;
+        case OPT_SUPERUSER:
+            cfg.allow_superuser = true;
             break;
         case 'h':
             fputs(usage, stdout);
