@@ -277,6 +277,8 @@ Test(e2e, concurrent_migrations_are_safe)
     for (int i = 0; i < 4; i++) {
         kids[i] = fork();
         if (kids[i] == 0) {
+            if (H.roles)   /* migrations are the migration role's job */
+                setenv("TQ_DATABASE_URL", H.migrate_dsn, 1);
             execl(TQ_ENQUEUE_BIN, "tq-enqueue", "migrate", (char *)NULL);
             _exit(127);
         }
