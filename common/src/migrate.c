@@ -5,6 +5,7 @@
  * Table and column names are relied on by tools outside the code
  * (DESIGN.md §4): add, never rename.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,15 +322,20 @@ enum tq_err tq_pg_schema_check(struct tq_pg *pg, int *have, int *want)
     *have = 0;
     *want = NMIGRATIONS;
     enum tq_err err;
-    PGresult *r = tq__pg_query(pg, &err, "read the schema version",
-                               "SELECT CASE WHEN to_regclass('tq.schema_migrations') IS NULL"
-                               " THEN 0 ELSE (SELECT coalesce(max(version), 0)"
-                               " FROM tq.schema_migrations) END",
-                               0, NULL);
+    PGresult *r = tq__pg_query(pg, &err, "look for the tq schema",
+                               "SELECT to_regclass('tq.schema_migrations') IS NOT NULL", 0, NULL);
     if (!r)
         return err;
-    *have = atoi(PQgetvalue(r, 0, 0));
+    bool exists = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
+    if (exists) {
+        r = tq__pg_query(pg, &err, "read the schema version",
+                         "SELECT coalesce(max(version), 0) FROM tq.schema_migrations", 0, NULL);
+        if (!r)
+            return err;
+        *have = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
     char why[200];
     if (*have == 0)
         snprintf(why, sizeof(why), "the database has no tq schema (run `tq-enqueue migrate` "
