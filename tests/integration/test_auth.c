@@ -450,10 +450,9 @@ Test(auth, rotate_reencrypts_under_the_current_key_old_ids_readable_until_then)
 Test(auth, another_worker_revalidates_with_the_shared_credentials)
 {
     const char *a = h_tenant("fleet");
-    /* the provisioning worker's disk is gone with it */
-    char dir1[300], env1[400];
-    snprintf(dir1, sizeof(dir1), "TQ_SECRETS_DIR=%s/host-a", H.tmpdir);
-    snprintf(env1, sizeof(env1), "%s", dir1);
+    /* each "host" has its own disk; the provisioning one's is gone with it */
+    char env1[400];
+    snprintf(env1, sizeof(env1), "TQ_WORK_DIR=%s/host-a", H.tmpdir);
     const char *ea[] = {env1, NULL};
     submit_ok(a);
     pid_t w = h_worker_start(ea);
@@ -464,7 +463,7 @@ Test(auth, another_worker_revalidates_with_the_shared_credentials)
     cr_assert_eq(system(cmd), 0);
     /* a second host with its own (empty) disk revalidates cleanly */
     char env2[400];
-    snprintf(env2, sizeof(env2), "TQ_SECRETS_DIR=%s/host-b", H.tmpdir);
+    snprintf(env2, sizeof(env2), "TQ_WORK_DIR=%s/host-b", H.tmpdir);
     const char *eb[] = {env2, NULL};
     cr_assert_eq(h_enqueue(NULL, NULL, "revalidate", a, NULL), 0);
     w = h_worker_start(eb);

@@ -776,7 +776,7 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
     cr_assert(strstr(out, "GREETING=hello"), "%s", out);
     cr_assert(strstr(out, "PATH=") && strstr(out, "HOME="), "%s", out);
     cr_assert_null(strstr(out, "TQ_DATABASE_URL"), "the worker's environment leaked: %s", out);
-    cr_assert_null(strstr(out, "TQ_SECRETS_DIR"), "the worker's environment leaked: %s", out);
+    cr_assert_null(strstr(out, "TQ_SECRETS_KEY"), "the worker's environment leaked: %s", out);
     const char *fds = strstr(out, "FDS\n");
     cr_assert_not_null(fds);
     fprintf(stderr, "exec child's descriptors:\n%s", fds + 4);
