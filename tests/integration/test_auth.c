@@ -521,6 +521,14 @@ Test(auth, file_store_is_opt_in_and_warns_next_to_other_workers)
             tq_sleep_ms(100);
     }
     cr_assert(warned, "the file store next to another worker must warn");
+    /* it still runs (a warning, not a refusal): it joins the fleet, then drains */
+    joined = false;
+    for (int i = 0; i < 200 && !joined; i++) {
+        joined = h_redis_long("SCARD tq:{%s}:workers", H.queue) == 2;
+        if (!joined)
+            tq_sleep_ms(100);
+    }
+    cr_assert(joined, "the file-store worker must start");
     cr_assert_eq(h_worker_stop(w, 15000), 0);
     cr_assert_eq(h_worker_stop(other, 15000), 0);
 }
