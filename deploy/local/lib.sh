@@ -434,7 +434,10 @@ tq_creds_load() {
   local f k v
   f="$(tq_state_dir "$1")/credentials"
   [ -r "$f" ] || return 1
-  while IFS='=' read -r k v; do
+  local line
+  # (not IFS='=' read: it would drop a trailing '=' of base64 padding)
+  while IFS= read -r line; do
+    k=${line%%=*} v=${line#*=}
     case $k in
       PG_*|REDIS_*|SECRETS_KEY) printf -v "TQ_CRED_$k" '%s' "$v" ;;
     esac
