@@ -493,10 +493,15 @@ static enum tq_err pg_failed(PGconn *db, PGresult *r, const char *what, char *er
                              size_t errlen)
 {
     const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    snprintf(errbuf, errlen, "could not %s: %s", what, msg ? msg : PQerrorMessage(db));
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    bool denied = state && strcmp(state, "42501") == 0;
+    snprintf(errbuf, errlen, "%s %s: %s%s", denied ? "cannot" : "could not", what,
+             msg ? msg : PQerrorMessage(db),
+             denied ? " (this database role may not; see docs/security.md)" : "");
     errbuf[strcspn(errbuf, "\n")] = '\0';
     PQclear(r);
-    return PQstatus(db) == CONNECTION_OK ? TQ_EPG : TQ_ECONNECT;
+    /* a refused privilege will not change on retry */
+    return denied ? TQ_EINVALID : PQstatus(db) == CONNECTION_OK ? TQ_EPG : TQ_ECONNECT;
 }
 
 static enum tq_err pg_put_sealed(PGconn *db, const char *tenant, const char *name,

@@ -219,9 +219,10 @@ tq_redis_start() {
   tq_creds_ensure "$name"
   tq_redis_acl_file "$name" "$dir/users.acl"
   tq_log "starting Redis ($name) on 127.0.0.1:$port (data in $dir, default user off)"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+  # umask 077: files Redis rewrites (ACL SAVE of users.acl) stay 0600.
+  (umask 077; exec redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-    --aclfile "$dir/users.acl" --save '' --appendonly no </dev/null \
+    --aclfile "$dir/users.acl" --save '' --appendonly no </dev/null) \
     || { tq_log_tail "$dir/redis.log"; tq_die "redis-server failed to start"; }
   for _ in $(seq 1 100); do   # 10 s
     tq_redis_ping "$port" && return 0

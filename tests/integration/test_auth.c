@@ -422,7 +422,10 @@ Test(auth, rotate_reencrypts_under_the_current_key_old_ids_readable_until_then)
     char dbenv[600];
     snprintf(dbenv, sizeof(dbenv), "TQ_DATABASE_URL=%s", H.cli_dsn);
     const char *as_cli[] = {dbenv, NULL};
-    cr_assert_neq(h_run_env(argv, as_cli, NULL, NULL), 0, "tq_cli may not rewrite secrets");
+    char *cli_err = NULL;
+    cr_assert_eq(h_run_env(argv, as_cli, NULL, &cli_err), 3, "tq_cli may not rewrite secrets");
+    cr_assert(strstr(cli_err, "permission denied"), "%s", cli_err);
+    free(cli_err);
     snprintf(dbenv, sizeof(dbenv), "TQ_DATABASE_URL=%s", H.worker_dsn);
     const char *as_worker[] = {dbenv, NULL};
     int rc = h_run_env(argv, as_worker, &out, &err);
