@@ -1,8 +1,9 @@
 /*
  * Step "check_pg": validation of the tenant's PostgreSQL footprint with the
- * tenant's OWN credentials (read from the shared credentials store, where
- * pg_tenant put them: any worker can check any tenant): a fresh PQconnectdbParams connection on the thread pool
- * (wk_step_offload), never the pooled platform connection. params.check:
+ * tenant's OWN credentials (from the shared credentials store, where
+ * pg_tenant put them, so any worker can check any tenant): a fresh
+ * PQconnectdbParams connection on the thread pool (wk_step_offload), never
+ * the pooled platform connection. params.check:
  *   connect    SELECT 1, then INSERT + SELECT + DELETE in its documents
  *              table (one transaction); latencies in the output
  *   isolation  as the tenant: every other tenant schema's documents and
