@@ -101,9 +101,13 @@ ok "base images debian:bookworm and debian:bookworm-slim made offline (${SECONDS
 # ------------------------------------------------------------------ 3. build
 SECONDS=0
 rev=$(git -C "$REPO" rev-parse HEAD 2> /dev/null || echo unknown)
+created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# podman's layer cache keys a LABEL step by its text, not by the build args
+# it expands (Docker's does): the same labels as --label, applied on top.
 if nice -n 10 timeout "$BUILD_TIMEOUT" podman "${ST[@]}" build --isolation=chroot --pull=never \
      --ignorefile "$REPO/deploy/docker/Dockerfile.dockerignore" -f "$REPO/deploy/docker/Dockerfile" \
-     --build-arg REVISION="$rev" --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+     --build-arg REVISION="$rev" --build-arg CREATED="$created" \
+     --label org.opencontainers.image.revision="$rev" --label org.opencontainers.image.created="$created" \
      -t "$IMAGE" "$REPO" > "$T/build.log" 2>&1; then
   ok "podman build deploy/docker/Dockerfile (${SECONDS}s)"
 else
@@ -125,6 +129,11 @@ for l in title description version revision created source licenses base.name; d
 done
 if printf '%s' "$labels" | grep -qF "\"org.opencontainers.image.revision\":\"$rev\""; then
   ok "OCI labels title, description, version, revision ($rev), created, licenses, base.name"
+  if printf '%s' "$labels" | grep -qF '"org.opencontainers.image.base.name":"docker.io/library/debian:bookworm-slim"'; then
+    ok "base.name label is docker.io/library/debian:bookworm-slim"
+  else
+    bad "base.name label: $labels"
+  fi
 else
   bad "OCI revision label is not $rev: $labels"
 fi
@@ -168,7 +177,7 @@ else
   die "image's tq-enqueue migrate: $(cat "$T/migrate.out")"
 fi
 if run -- tq-enqueue submit --json --tenant-id "$TENANT" --name "Image smoke $$" --tier Silver \
-     --region us-east-1 --budget 5000 --owner ops@example.com > "$T/submit.json" 2> "$T/submit.err"; then
+     --region us-east-1 --budget 300000 --owner ops@example.com > "$T/submit.json" 2> "$T/submit.err"; then
   ok "image's tq-enqueue submit: $(cat "$T/submit.json")"
 else
   die "image's tq-enqueue submit: $(cat "$T/submit.err")"
