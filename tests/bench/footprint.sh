@@ -56,9 +56,9 @@ for _ in $(seq 1 "$idle_s"); do
   sleep 1
 done
 t1=$(ticks "$wpid")
-echo "footprint: idle ${idle_s}s, concurrency $conc: RSS $((max_rss / 1024)) MiB (max of 1 s samples), CPU $(awk -v t=$((t1 - t0)) -v hz="$hz" -v s="$idle_s" 'BEGIN{printf "%.1f", t / hz / s * 1000}') millicores"
+echo "footprint: idle ${idle_s}s, concurrency $conc: RSS $((max_rss / 1024)) MiB (max of 1 s samples), CPU $(awk -v t=$((t1 - t0)) -v hz="$hz" -v s="$idle_s" 'BEGIN{printf "%.2f", t / hz / s * 1000}') millicores ($((t1 - t0)) ticks of 1/${hz} s)"
 
-awk -v n="$tenants" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"fp%05d\",\"name\":\"Footprint %d\",\"tier\":\"%s\",\"region\":\"us-east-1\",\"budget\":1000,\"owner\":\"o@example.com\"}\n", i, i, (i % 3 == 0 ? "Gold" : (i % 3 == 1 ? "Silver" : "Bronze")) }' > "$dir/tenants.jsonl"
+awk -v n="$tenants" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"fp%05d\",\"name\":\"Footprint %d\",\"tier\":\"%s\",\"region\":\"us-east-1\",\"budget\":%d,\"owner\":\"o@example.com\"}\n", i, i, (i % 3 == 0 ? "Gold" : (i % 3 == 1 ? "Silver" : "Bronze")), (i % 3 == 0 ? 800000 : (i % 3 == 1 ? 300000 : 100000)) }' > "$dir/tenants.jsonl"
 s0=$(date +%s.%N); c0=$(ticks "$wpid"); peak=0; prev=$c0
 "$bin/tq-enqueue" submit --file "$dir/tenants.jsonl" --batch footprint >/dev/null
 while :; do
