@@ -102,11 +102,15 @@ ok "base images debian:bookworm and debian:bookworm-slim made offline (${SECONDS
 SECONDS=0
 rev=$(git -C "$REPO" rev-parse HEAD 2> /dev/null || echo unknown)
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# What the build stage compiles, hashed: podman reuses a cached RUN step
+# unless its text or build args change.
+source_id=$(cd "$REPO" && find CMakeLists.txt common worker enqueue tests -type f -print0 | LC_ALL=C sort -z \
+  | xargs -0 sha256sum | sha256sum | cut -c1-16)
 # podman's layer cache keys a LABEL step by its text, not by the build args
 # it expands (Docker's does): the same labels as --label, applied on top.
 if nice -n 10 timeout "$BUILD_TIMEOUT" podman "${ST[@]}" build --isolation=chroot --pull=never \
      --ignorefile "$REPO/deploy/docker/Dockerfile.dockerignore" -f "$REPO/deploy/docker/Dockerfile" \
-     --build-arg REVISION="$rev" --build-arg CREATED="$created" \
+     --build-arg REVISION="$rev" --build-arg CREATED="$created" --build-arg SOURCE_ID="$source_id" \
      --label org.opencontainers.image.revision="$rev" --label org.opencontainers.image.created="$created" \
      -t "$IMAGE" "$REPO" > "$T/build.log" 2>&1; then
   ok "podman build deploy/docker/Dockerfile (${SECONDS}s)"
