@@ -26,9 +26,12 @@ TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
 TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 
 # python3 and curl: the test stubs in tests/stubs (Python standard library).
+# yamllint and python3-yaml: tests/deploy/k8s.sh (podman, buildah and
+# mmdebstrap are installed by tests/deploy/image.sh itself, only for it).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
-  postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl)
+  postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
+  yamllint python3-yaml)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
 # shellcheck disable=SC2034  # used by the scripts that source this file
