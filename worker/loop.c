@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "credentials.h"
 #include "limits.h"
 #include "loop.h"
 #include "tq/log.h"
@@ -362,6 +363,8 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", tq_pg_errstr(wk.hb_pg));
         goto out;
     }
+    if (wk_startup_checks(&wk.set, wk.hb_pg, wk.hb_q) != 0)
+        goto out;
     atomic_store(&wk_metrics.redis_ok, true);
     atomic_store(&wk_metrics.pg_ok, true);
     /* Registered and heartbeating before the fetcher reserves anything, so a
@@ -412,6 +415,7 @@ out:
     wk_metrics_free();
     wk_limits_shutdown();
     wk_blocking_shutdown();
+    wk_cred_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);
     free(wk.loop);
