@@ -22,7 +22,8 @@ TQ_LOCAL_DIR="$TQ_TOP/.tq-local"
 # python3 and curl: the test stubs in tests/stubs (Python standard library).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
-  postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl)
+  postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
+  libhttp-parser-dev python3-aiosmtpd clang-14)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
 # shellcheck disable=SC2034  # used by the scripts that source this file

@@ -197,3 +197,121 @@ Test(hostile, email_headers_cannot_be_injected)
     free(log);
     cr_assert_eq(h_worker_stop(w, 15000), 0);
 }
+
+static int count_lines(const char *log, const char *needle)
+{
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+Test(hostile, queue_values_that_are_not_jobs_are_dead_lettered_capped_and_logged_once)
+{
+    pipeline("noop.json", "{\"name\":\"work\",\"kind\":\"noop\"}");
+    const char *t = h_tenant("real");
+    submit_named(t, "Real Tenant");
+    long done_job = h_sql_long("SELECT id FROM tq.jobs WHERE tenant_id = '%s'", t);
+    char log_path[300];
+    snprintf(log_path, sizeof(log_path), "%s/worker.log", H.tmpdir);
+    pid_t w = st_worker_start(log_path);
+    cr_assert(h_wait_sql("succeeded", 30000, "SELECT status FROM tq.jobs WHERE id = %ld", done_job));
+
+    redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
+    cr_assert(rc && !rc->err);
+    char ready[128], dead[128];
+    snprintf(ready, sizeof(ready), "tq:{%s}:ready", H.queue);
+    snprintf(dead, sizeof(dead), "tq:{%s}:dead", H.queue);
+    size_t big_len = 16u << 20;   /* 16 MB: what matters is that it is not kept whole */
+    char *big = malloc(big_len);
+    memset(big, 'x', big_len);
+    const char *garbage[] = {"9223372036854775808", " 8", "+9", "notanumber",
+                             "7\n2026-11-29T10:00:00.000Z error worker: \x1b[2Jforged", "0012"};
+    size_t ng = sizeof(garbage) / sizeof(garbage[0]);
+    for (size_t i = 0; i < ng; i++)
+        freeReplyObject(redisCommand(rc, "LPUSH %s %s", ready, garbage[i]));
+    freeReplyObject(redisCommand(rc, "LPUSH %s %b", ready, "nul\0byte", (size_t)8));
+    freeReplyObject(redisCommand(rc, "LPUSH %s %b", ready, big, big_len));
+    freeReplyObject(redisCommand(rc, "LPUSH %s %s", ready, "999999"));   /* no such job */
+    freeReplyObject(redisCommand(rc, "LPUSH %s %ld", ready, done_job));  /* finished */
+    for (int i = 0; i < 40; i++)
+        freeReplyObject(redisCommand(rc, "LPUSH %s flood-%d", ready, i));
+    free(big);
+    size_t want_dead = ng + 2 + 40;
+    long len = 0;
+    for (int i = 0; i < 300; i++) {
+        redisReply *r = redisCommand(rc, "LLEN %s", dead);
+        len = r ? r->integer : -1;
+        freeReplyObject(r);
+        redisReply *r2 = redisCommand(rc, "LLEN %s", ready);
+        long rl = r2 ? r2->integer : -1;
+        freeReplyObject(r2);
+        if (len == (long)want_dead && rl == 0)
+            break;
+        tq_sleep_ms(100);
+    }
+    cr_assert_eq(len, (long)want_dead, "every value that is no job id is dead-lettered");
+    redisReply *all = redisCommand(rc, "LRANGE %s 0 -1", dead);
+    for (size_t i = 0; i < all->elements; i++)
+        cr_assert_leq(all->element[i]->len, 256, "a dead value is kept to 256 bytes, not %zu",
+                      all->element[i]->len);
+    freeReplyObject(all);
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs WHERE status <> 'succeeded'"), 0,
+                 "no real job was touched");
+
+    char *log = st_slurp(log_path);
+    cr_assert_null(strchr(log, '\x1b'), "no raw escape in the log");
+    cr_assert_null(strstr(log, "\n2026-11-29T10:00:00.000Z error worker"), "no forged line");
+    cr_assert_eq(count_lines(log, "\" 8\""), 1, "\" 8\" logged once: %s", log);
+    cr_assert_eq(count_lines(log, "\"+9\""), 1, "\"+9\" logged once");
+    cr_assert_eq(count_lines(log, "(out of range)"), 1, "the overflow is logged once");
+    cr_assert_eq(count_lines(log, "999999 in the ready list is no job"), 1, "%s", log);
+    char finished[96];
+    snprintf(finished, sizeof(finished), "job %ld in the ready list is already succeeded",
+             done_job);
+    cr_assert_eq(count_lines(log, finished), 1, "%s", log);
+    cr_assert_lt(count_lines(log, "is not a job id"), 40, "rate-limited, not one line per value");
+    cr_assert_geq(count_lines(log, "not logged"), 1, "the suppressed lines are counted");
+    free(log);
+
+    /* The operator sees every dead value and can drop them. */
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(h_enqueue(&out, NULL, "--json", "dead", NULL), 0);
+    json_t *o = h_json(out, "dead --json");
+    json_t *other = json_object_get(o, "other");
+    cr_assert_eq(json_array_size(other), want_dead, "%s", out);
+    bool seen_big = false, whole = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(other, i, e) {
+        json_int_t bytes = json_integer_value(json_object_get(e, "bytes"));
+        whole = whole || bytes == (json_int_t)big_len;
+        seen_big = seen_big || bytes == 256;
+    }
+    cr_assert_not(whole, "the 16 MB value was not kept whole");
+    cr_assert(seen_big, "the 16 MB value is listed, cut to 256 bytes");
+    json_decref(o);
+    free(out);
+    out = NULL;
+    cr_assert_eq(h_enqueue(&out, &err, "dead", NULL), 0);
+    cr_assert_not_null(strstr(out, "notanumber"), "garbage is listed in text too: %s", out);
+    cr_assert_null(strchr(out, '\x1b'));
+    free(out);
+    free(err);
+    err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "dead", "--requeue", "notanumber", NULL), 2,
+                 "requeue of garbage is a usage error");
+    cr_assert_not_null(strstr(err, "not a job id"), "%s", err);
+    free(err);
+    err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "dead", "--drop", "notanumber", NULL), 0, "%s", err);
+    free(err);
+    cr_assert_eq(h_enqueue(NULL, NULL, "dead", "--drop", "nul\\x00byte", NULL), 0,
+                 "a value with a NUL byte is dropped by its listed form");
+    cr_assert_eq(h_enqueue(NULL, NULL, "dead", "--drop", "notanumber", NULL), 4, "gone already");
+    redisReply *r = redisCommand(rc, "LLEN %s", dead);
+    cr_assert_eq(r->integer, (long long)want_dead - 2);
+    freeReplyObject(r);
+    redisFree(rc);
+}

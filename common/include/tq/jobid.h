@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tq/err.h"
+
 /* The most of a value that is not a job id we keep (dead list) or show. */
 #define TQ_GARBAGE_KEEP 256
 
@@ -45,5 +47,13 @@ struct tq_ratelimit {
     uint64_t dropped;
 };
 bool tq_ratelimit_ok(struct tq_ratelimit *rl, uint64_t now_ms, uint64_t *suppressed);
+
+struct tq_pg;
+/*
+ * The status of each job id into states[i] ("" when there is no such job),
+ * one statement. For logging why ids were not claimable.
+ */
+enum tq_err tq_pg_job_states(struct tq_pg *pg, const int64_t *ids, size_t n,
+                             char (*states)[24]);
 
 #endif
