@@ -14,6 +14,7 @@
 
 #include "loop.h"
 #include "tq/log.h"
+#include "tq/probe.h"
 #include "tq/util.h"
 
 struct worker {
@@ -136,21 +137,31 @@ static void hb_work(uv_work_t *w)
         return;
     wk->next_beat_ms = now + wk->cfg->lease_ms / 3;
     enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
-    atomic_store(&wk_metrics.redis_ok, err == TQ_OK);
-    if (err)
-        tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
     int n = 0;
     long long ready, delayed, dead;
-    if (tq_queue_depths(wk->hb_q, &ready, &delayed, &dead) == TQ_OK) {
+    if (!err)
+        err = tq_queue_depths(wk->hb_q, &ready, &delayed, &dead);
+    if (!err) {
         atomic_store(&wk_queue_ready, ready);
         atomic_store(&wk_queue_delayed, delayed);
         atomic_store(&wk_queue_dead, dead);
     }
+    wk_dep_report(WK_DEP_REDIS, err, tq_queue_errstr(wk->hb_q));
+    if (err)
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
+    /* A real round trip every beat, even with no lease to extend: the
+       dependency state must not outlive a stopped server. */
+    char problem[200] = "";
     err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
-    atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
+    if (!err)
+        err = tq_pg_probe(wk->hb_pg, problem, sizeof(problem));
+    wk_dep_report(WK_DEP_PG, err, tq_pg_errstr(wk->hb_pg));
+    wk_dep_pg_state(err ? NULL : problem);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
-    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok) &&
+    else if (problem[0])
+        tq_warn("heartbeat: %s", problem);
+    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok) && !problem[0] &&
         !atomic_load(&wk->draining))
         chores(wk);
 }
@@ -335,11 +346,12 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", tq_pg_errstr(wk.hb_pg));
         goto out;
     }
-    atomic_store(&wk_metrics.redis_ok, true);
-    atomic_store(&wk_metrics.pg_ok, true);
+    wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
+    wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
 
     if (cfg->http_addr && *cfg->http_addr &&
-        wk_http_start(wk.loop, cfg->http_addr, &wk.draining, &wk.http) != 0)
+        wk_http_start(wk.loop, cfg->http_addr, &wk.draining, 64 + 16 * (cfg->concurrency + 4),
+                      &wk.http) != 0)
         goto out;
 
     curl_global_init(CURL_GLOBAL_DEFAULT);

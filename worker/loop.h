@@ -13,9 +13,24 @@
 int wk_run(const struct tq_config *cfg);
 
 struct wk_http;
-/* Listen on addr ("host:port") for /healthz, /readyz, /metrics. 0 or -1 (logged). */
+/*
+ * Listen on addr ("host:port") for /healthz, /readyz, /metrics. 0 or -1
+ * (logged). fds_needed: descriptors the rest of the worker may need at
+ * once (slots, pools, curl); the listener keeps its connections below
+ * RLIMIT_NOFILE minus that.
+ */
 int wk_http_start(uv_loop_t *loop, const char *addr, const atomic_bool *draining,
-                  struct wk_http **out);
+                  int fds_needed, struct wk_http **out);
+
+/*
+ * What /readyz and tq_dependency_up report: the outcome of the last real
+ * round trip to a service (any thread may report; err and detail are what
+ * the call returned, detail as tq_queue_errstr/tq_pg_errstr gave it).
+ */
+enum wk_dep { WK_DEP_REDIS, WK_DEP_PG };
+void wk_dep_report(enum wk_dep d, enum tq_err err, const char *detail);
+/* The database answers but cannot serve us (read-only, not migrated); NULL: fine. */
+void wk_dep_pg_state(const char *problem);
 /* /readyz answers 503 from now on. */
 void wk_http_draining(struct wk_http *h);
 /* Close the listener and open connections; frees h once closed. */

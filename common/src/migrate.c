@@ -226,3 +226,8 @@ enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version)
         return err;
     }
 }
+
+int tq_pg_schema_target(void)
+{
+    return NMIGRATIONS;
+}
