@@ -13,14 +13,11 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include <http_parser.h>
-
+#include "http_request.h"
 #include "loop.h"
 #include "tq/log.h"
 #include "tq/util.h"
 
-#define HEAD_MAX 8192             /* request line + headers; more is 431 */
-#define URL_MAX 256
 #define HEADER_TIMEOUT_MS 5000    /* from accept to a complete request head */
 #define WRITE_TIMEOUT_MS 5000     /* a client that does not read its answer */
 #define CONN_CAP_MAX 256
@@ -42,11 +39,8 @@ struct conn {
     uv_timer_t timer;
     struct wk_http *h;
     struct conn *prev, *next;
-    http_parser parser;
-    char url[URL_MAX + 1];
-    size_t url_len;
-    size_t head_bytes;
-    bool url_too_long, head_done, responded, closing;
+    struct wk_http_req req;
+    bool head_done, responded, closing;
     int handles;                  /* tcp and timer: freed when both closed */
     uv_write_t wr;
     char *resp;
@@ -229,7 +223,7 @@ static void respond(struct conn *c, int code, const char *ctype, const char *bod
                          : code == 414 ? "URI Too Long"
                          : code == 431 ? "Request Header Fields Too Large"
                                        : "Service Unavailable";
-    bool head = c->head_done && c->parser.method == HTTP_HEAD;
+    bool head = c->head_done && wk_http_req_method(&c->req) == HTTP_HEAD;
     /* HEAD: the same headers as GET, Content-Length included, and no body. */
     c->resp = tq_xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                            "Connection: close\r\n\r\n%s",
@@ -246,18 +240,12 @@ static void respond(struct conn *c, int code, const char *ctype, const char *bod
 static void handle(struct conn *c)
 {
     const char *text = "text/plain; charset=utf-8";
-    struct http_parser_url u;
-    http_parser_url_init(&u);
-    char path[URL_MAX + 1] = "";
-    if (!c->url_too_long &&
-        http_parser_parse_url(c->url, c->url_len, c->parser.method == HTTP_CONNECT, &u) == 0 &&
-        (u.field_set & (1 << UF_PATH))) {
-        memcpy(path, c->url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
-        path[u.field_data[UF_PATH].len] = '\0';
-    }
-    if (c->url_too_long) {
+    char path[WK_HTTP_URL_MAX + 1];
+    enum http_method m = wk_http_req_method(&c->req);
+    wk_http_req_path(&c->req, path, sizeof(path));
+    if (wk_http_req_url_too_long(&c->req)) {
         respond(c, 414, text, "request target too long\n");
-    } else if (c->parser.method != HTTP_GET && c->parser.method != HTTP_HEAD) {
+    } else if (m != HTTP_GET && m != HTTP_HEAD) {
         respond(c, 405, text, "method not allowed\n");
     } else if (strcmp(path, "/healthz") == 0) {
         respond(c, 200, text, "ok\n");
@@ -278,32 +266,6 @@ static void handle(struct conn *c)
     }
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    if (c->url_len + len > URL_MAX) {
-        c->url_too_long = true;
-        return 0;
-    }
-    memcpy(c->url + c->url_len, at, len);
-    c->url_len += len;
-    c->url[c->url_len] = '\0';
-    return 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    struct conn *c = p->data;
-    c->head_done = true;
-    http_parser_pause(p, 1);   /* answer now; a body is never read */
-    return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_url = on_url,
-    .on_headers_complete = on_headers_complete,
-};
-
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = hd->data;
@@ -320,14 +282,19 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     }
     if (c->responded || c->closing || n == 0)
         return;
-    size_t used = http_parser_execute(&c->parser, &settings, buf->base, (size_t)n);
-    c->head_bytes += used;
-    if (c->head_done) {
+    switch (wk_http_req_feed(&c->req, buf->base, (size_t)n)) {
+    case WK_HTTP_MORE:
+        break;
+    case WK_HTTP_DONE:
+        c->head_done = true;
         handle(c);
-    } else if (c->head_bytes > HEAD_MAX || HTTP_PARSER_ERRNO(&c->parser) == HPE_HEADER_OVERFLOW) {
+        break;
+    case WK_HTTP_TOO_LARGE:
         respond(c, 431, "text/plain", "request head too large\n");
-    } else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+        break;
+    case WK_HTTP_BAD:
         respond(c, 400, "text/plain", "bad request\n");
+        break;
     }
 }
 
@@ -374,8 +341,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(server->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles = 2;
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    wk_http_req_init(&c->req);
     h->open_conns++;
     c->prev = h->tail;
     if (h->tail)
