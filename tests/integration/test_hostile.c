@@ -172,8 +172,14 @@ Test(hostile, email_headers_cannot_be_injected)
        else): it must still not add a header or a recipient. */
     free(h_sql("UPDATE tq.tenants SET name = E'Evil\\r\\nBcc: victim@example.com\\r\\nX-Injected: 1\\n"
                "Zoë' WHERE tenant_id = '%s'", t));
+    /* An owner address that would add a recipient or a header: refused, nothing sent. */
+    const char *t2 = h_tenant("mail2");
+    submit_named(t2, "Second");
+    free(h_sql("UPDATE tq.tenants SET owner = E'x@y.example>\\r\\nRCPT TO:<victim@example.com'"
+               " WHERE tenant_id = '%s'", t2));
     pid_t w = h_worker_start(NULL);
     cr_assert(h_wait_sql("active", 30000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t));
+    cr_assert(h_wait_sql("active", 30000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t2));
     char *log = NULL;
     for (int i = 0; i < 100; i++) {
         free(log);
@@ -183,6 +189,9 @@ Test(hostile, email_headers_cannot_be_injected)
         tq_sleep_ms(100);
     }
     cr_assert_not_null(strstr(log, "END MESSAGE"), "the SMTP server got a message: %s", log);
+    cr_assert_null(strstr(log, "To: <x@y.example"), "no message to the tampered owner: %s", log);
+    cr_assert_null(strstr(strstr(log, "END MESSAGE"), "MESSAGE FOLLOWS"),
+                   "one message only: the tampered owner got none: %s", log);
     /* Headers end at the first empty line (the server adds X-Peer there). */
     char *start = strstr(log, "MESSAGE FOLLOWS");
     char *hdr_end = strstr(start, "\nX-Peer:");
