@@ -27,11 +27,23 @@ int free_port(void)
     return ntohs(a.sin_port);
 }
 
-int connect_to(int port, bool nonblock)
+int connect_from(int port, bool nonblock, int src)
 {
     int s = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
     if (s < 0)
         return -1;
+    if (src > 1) {
+        /* 127.0.0.<src>, port chosen at connect: a flood spreads over source
+           addresses instead of using up the machine's ephemeral ports. */
+        int one = 1;
+        setsockopt(s, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        struct sockaddr_in b = {.sin_family = AF_INET,
+                                .sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)(src & 0xff))};
+        if (bind(s, (struct sockaddr *)&b, sizeof(b)) != 0) {
+            close(s);
+            return -1;
+        }
+    }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS) {
@@ -42,6 +54,11 @@ int connect_to(int port, bool nonblock)
 }
 
 /* Send req, read until the server closes (at most timeout_ms); heap answer. */
+int connect_to(int port, bool nonblock)
+{
+    return connect_from(port, nonblock, 1);
+}
+
 char *exchange(int port, const char *req, size_t req_len, int timeout_ms)
 {
     int s = connect_to(port, false);

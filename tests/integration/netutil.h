@@ -14,6 +14,8 @@
 int free_port(void);
 /* A connected (or, nonblock, connecting) socket to 127.0.0.1:port; -1 on error. */
 int connect_to(int port, bool nonblock);
+/* The same from 127.0.0.<src> (2..254); src 1: the default source. */
+int connect_from(int port, bool nonblock, int src);
 /* Send req, read until the server closes (at most timeout_ms); heap answer. */
 char *exchange(int port, const char *req, size_t req_len, int timeout_ms);
 /* The status of an HTTP/1.1 answer, 0 when there is none. */

@@ -112,7 +112,7 @@ Test(listener, idle_flood_leaves_healthz_and_provisioning_working)
     int *fds = tq_xcalloc((size_t)want, sizeof(int));
     int opened = 0;
     for (int i = 0; i < want; i++) {
-        fds[i] = connect_to(port, true);
+        fds[i] = connect_from(port, true, 2 + i % 40);
         if (fds[i] >= 0)
             opened++;
     }
