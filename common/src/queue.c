@@ -216,7 +216,7 @@ static char *screen(struct tq_queue *q, const char *v, size_t len)
     size_t lens[] = {4, strlen(bury_garbage_lua), 1, strlen(q->k_proc), strlen(k_dead), len,
                      strlen(keep)};
     enum tq_err err;
-    /* On failure the value stays in proc: the reaper hands it back, we see it again. */
+    /* On failure the value stays in our processing list until that list is reaped. */
     redisReply *r = cmd_len(q, &err, "move a value that is not a job id to the dead list", 7,
                             argv, lens);
     bool ok = err == TQ_OK;
