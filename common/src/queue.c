@@ -190,11 +190,15 @@ enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids, size_t n)
     return err;
 }
 
-/* KEYS: proc, dead. ARGV: the value, how much of it to keep. Kept once. */
+/*
+ * KEYS: proc, dead. ARGV: the value, how much of it to keep. Kept once (a
+ * copy already there moves to the tail), with the commands ack and bury
+ * already use, so the worker's Redis user needs nothing more.
+ */
 static const char bury_garbage_lua[] =
     "redis.call('LREM', KEYS[1], -1, ARGV[1]) "
     "local kept = string.sub(ARGV[1], 1, tonumber(ARGV[2])) "
-    "if not redis.call('LPOS', KEYS[2], kept) then redis.call('RPUSH', KEYS[2], kept) end "
+    "redis.call('LREM', KEYS[2], 0, kept) redis.call('RPUSH', KEYS[2], kept) "
     "return 1";
 
 /*
