@@ -30,6 +30,7 @@ struct wk_http {
     bool closing;
     int open_conns;               /* not yet closing; <= cap */
     int cap;
+    uint64_t dropped;             /* closed before an answer: room, timeout, EMFILE */
     struct conn *head, *tail;     /* open connections, oldest first */
     char rbuf[4096];              /* reads are handled at once: one buffer for all */
 };
@@ -171,7 +172,10 @@ static void conn_close(struct conn *c)
 
 static void on_timeout(uv_timer_t *t)
 {
-    conn_close(t->data);   /* a head that never completed, or an answer never read */
+    struct conn *c = t->data;
+    if (!c->responded)
+        c->h->dropped++;
+    conn_close(c);   /* a head that never completed, or an answer never read */
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -180,8 +184,19 @@ static void on_written(uv_write_t *w, int status)
     conn_close(w->data);
 }
 
-static void metrics_body(struct tq_buf *b, const atomic_bool *draining)
+static void metrics_body(struct tq_buf *b, const struct wk_http *h)
 {
+    const atomic_bool *draining = h->draining;
+    tq_buf_printf(b, "# HELP tq_http_connections Open connections to this listener.\n"
+                     "# TYPE tq_http_connections gauge\ntq_http_connections %d\n"
+                     "# HELP tq_http_connections_limit The listener's connection cap.\n"
+                     "# TYPE tq_http_connections_limit gauge\ntq_http_connections_limit %d\n"
+                     "# HELP tq_http_connections_dropped_total Connections closed before an "
+                     "answer: to make room at the cap, after the header timeout, or when out "
+                     "of descriptors.\n"
+                     "# TYPE tq_http_connections_dropped_total counter\n"
+                     "tq_http_connections_dropped_total %llu\n",
+                  h->open_conns, h->cap, (unsigned long long)h->dropped);
     tq_buf_puts(b, "# HELP tq_worker_up 1 while the worker's loop runs.\n"
                    "# TYPE tq_worker_up gauge\ntq_worker_up 1\n");
     tq_buf_printf(b, "# HELP tq_worker_draining 1 after SIGTERM.\n"
@@ -258,7 +273,7 @@ static void handle(struct conn *c)
     } else if (strcmp(path, "/metrics") == 0) {
         struct tq_buf b;
         tq_buf_init(&b);
-        metrics_body(&b, c->h->draining);
+        metrics_body(&b, c->h);
         respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data);
         tq_buf_cleanup(&b);
     } else {
@@ -308,6 +323,7 @@ static bool make_room(struct wk_http *h)
         return true;
     for (struct conn *c = h->head; c; c = c->next) {
         if (!c->responded) {
+            h->dropped++;
             conn_close(c);
             return true;
         }
@@ -328,13 +344,17 @@ static void on_connection(uv_stream_t *server, int status)
         }
         for (struct conn *c = h->head, *next; c; c = next) {
             next = c->next;
-            if (!c->responded)
+            if (!c->responded) {
+                h->dropped++;
                 conn_close(c);
+            }
         }
         return;
     }
     /* Accept even when we will not serve: libuv stops accepting until we do. */
     bool serve = !h->closing && make_room(h);
+    if (!serve)
+        h->dropped++;
     struct conn *c = tq_xcalloc(1, sizeof(*c));
     c->h = h;
     uv_tcp_init(server->loop, &c->tcp);

@@ -133,6 +133,19 @@ Test(listener, idle_flood_leaves_healthz_and_provisioning_working)
         free(r);
     }
     cr_assert_eq(healthz, 200, "/healthz answers while %d connections are held", opened);
+    char *m = get(port, "/metrics");
+#define SERIES(name) "\n" name " "
+    const char *open_s = strstr(m, SERIES("tq_http_connections"));
+    const char *cap_s = strstr(m, SERIES("tq_http_connections_limit"));
+    const char *drop_s = strstr(m, SERIES("tq_http_connections_dropped_total"));
+    cr_assert(open_s && cap_s && drop_s, "%s", m);
+    long held = atol(open_s + strlen(SERIES("tq_http_connections")));
+    long cap = atol(cap_s + strlen(SERIES("tq_http_connections_limit")));
+    long dropped = atol(drop_s + strlen(SERIES("tq_http_connections_dropped_total")));
+    cr_assert_leq(held, cap, "the listener holds at most its cap");
+    cr_assert_lt(cap, 512, "the cap is below RLIMIT_NOFILE");
+    cr_assert_gt(dropped, 0, "the flood met the cap");
+    free(m);
     cr_assert(h_wait_sql("active", 60000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t),
               "the tenant provisioned during the flood is active");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE status = 'failed'"), 0,
