@@ -19,11 +19,13 @@ TQ_SCRIPT_NAME=${TQ_SCRIPT_NAME:-$(basename -- "$0")}
 TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
 TQ_LOCAL_DIR="$TQ_TOP/.tq-local"
 
-# python3 and curl: the test stubs in tests/stubs (Python standard library).
+# python3 and curl: the test stubs in tests/stubs (Python standard library);
+# libhttp-parser-dev: the worker's HTTP listener; python3-aiosmtpd: an SMTP server
+# for the notification tests; clang-14 + libclang-rt-14-dev: tests/fuzz (libFuzzer).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
   postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
-  libhttp-parser-dev python3-aiosmtpd clang-14)
+  libhttp-parser-dev python3-aiosmtpd clang-14 libclang-rt-14-dev)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
 # shellcheck disable=SC2034  # used by the scripts that source this file
