@@ -19,7 +19,7 @@
 static const char usage[] =
     "usage: tq-enqueue dead [--json]\n"
     "       tq-enqueue dead --requeue JOBID|TENANT [--by WHO] [--json]\n"
-    "       tq-enqueue dead --drop VALUE [--json]\n"
+    "       tq-enqueue dead --drop VALUE [--by WHO] [--json]\n"
     "\n"
     "List dead jobs (id, tenant, reason, deliveries, when) and every other value\n"
     "of the Redis dead list (not a job id, no such job, a job that is not dead),\n"
@@ -28,13 +28,14 @@ static const char usage[] =
     "ready; audit \"requeued\". A job that is not dead is refused (exit 3);\n"
     "unknown ids exit 4; a value of the dead list that is no job id exits 2.\n"
     "--drop removes a value from the dead list (as listed: \\xHH stands for a\n"
-    "byte); a job that is dead in the database is refused (exit 3: requeue it).\n"
+    "byte); audit \"dead_value_dropped\". A job that is dead in the database is\n"
+    "refused (exit 3: requeue it).\n"
     "Values that are not job ids are kept to their first 256 bytes.\n"
     "\n"
     "options:\n"
     "  --requeue X  a job id (digits) or a tenant id\n"
     "  --drop V     a value of the dead list, as listed\n"
-    "  --by WHO     who requeues, for the audit log (default \"" CLI_DEFAULT_ACTOR "\")\n"
+    "  --by WHO     who requeues or drops, for the audit log (default \"" CLI_DEFAULT_ACTOR "\")\n"
     "  --json       {\"dead\": [{\"job_id\", \"tenant_id\", \"kind\", \"dead_reason\",\n"
     "                \"deliveries\", \"attempt\", \"updated_at\"}], \"other\": [{\"value\",\n"
     "                \"bytes\", \"job_id\", \"why\"}] or null when Redis is unreachable};\n"
@@ -149,7 +150,7 @@ static int list(struct cli *c, struct tq_pg *pg)
     return EXIT_DONE;
 }
 
-static int drop(struct cli *c, struct tq_pg *pg, const char *shown)
+static int drop(struct cli *c, struct tq_pg *pg, const char *shown, const char *by)
 {
     size_t cap = strlen(shown) + 1;
     char *raw = tq_xmalloc(cap);
@@ -185,6 +186,10 @@ static int drop(struct cli *c, struct tq_pg *pg, const char *shown)
     else if (removed == 0)
         rc = cli_fail(c, EXIT_NOTFOUND, NULL, "drop: no such value in the dead list: %s",
                       cli_shown(shown));
+    else if ((err = tq_pg_audit_dead_drop(pg, by, shown, removed)))
+        rc = cli_fail(c, cli_exit_for(err), NULL,
+                      "drop: removed %lld value(s) but could not write the audit event: %s",
+                      removed, tq_pg_errstr(pg));
     else if (c->json)
         cli_print_json(json_pack("{s:I}", "dropped", (json_int_t)removed));
     else
@@ -287,12 +292,12 @@ int cmd_dead(struct cli *c, int argc, char **argv)
     }
     if (optind < argc)
         return cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
-    if (by && !target)
-        return cli_fail(c, EXIT_USAGE, NULL, "--by applies to --requeue only");
+    if (by && !target && !dropv)
+        return cli_fail(c, EXIT_USAGE, NULL, "--by applies to --requeue and --drop only");
     if ((rc = cli_check_text(c, "by", by, CLI_BY_MAX, by != NULL, false)) != EXIT_DONE)
         return rc;
-    if (dropv && (target || by))
-        return cli_fail(c, EXIT_USAGE, NULL, "--drop goes alone (not with --requeue or --by)");
+    if (dropv && target)
+        return cli_fail(c, EXIT_USAGE, NULL, "--drop and --requeue are separate actions");
     if (dropv && !*dropv)
         return cli_fail(c, EXIT_USAGE, NULL, "--drop: the value is empty");
     if (target) {
@@ -307,7 +312,7 @@ int cmd_dead(struct cli *c, int argc, char **argv)
     }
     struct tq_pg *pg = NULL;
     if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE)
-        rc = dropv    ? drop(c, pg, dropv)
+        rc = dropv    ? drop(c, pg, dropv, by ? by : CLI_DEFAULT_ACTOR)
              : target ? requeue(c, pg, target, by ? by : CLI_DEFAULT_ACTOR)
                       : list(c, pg);
     tq_pg_close(pg);

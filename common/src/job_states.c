@@ -39,3 +39,19 @@ enum tq_err tq_pg_job_states(struct tq_pg *pg, const int64_t *ids, size_t n,
     PQclear(r);
     return err;
 }
+
+enum tq_err tq_pg_audit_dead_drop(struct tq_pg *pg, const char *actor, const char *value,
+                                  long long removed)
+{
+    char n[24];
+    snprintf(n, sizeof(n), "%lld", removed);
+    const char *p[] = {actor, value, n};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "write the audit event of the drop",
+                               "INSERT INTO tq.audit_events(actor, event, detail)"
+                               " VALUES ($1, 'dead_value_dropped',"
+                               "  jsonb_build_object('value', $2::text, 'removed', $3::int))",
+                               3, p);
+    PQclear(r);
+    return err;
+}

@@ -314,8 +314,12 @@ Test(hostile, queue_values_that_are_not_jobs_are_dead_lettered_capped_and_logged
     cr_assert_not_null(strstr(err, "not a job id"), "%s", err);
     free(err);
     err = NULL;
-    cr_assert_eq(h_enqueue(NULL, &err, "dead", "--drop", "notanumber", NULL), 0, "%s", err);
+    cr_assert_eq(h_enqueue(NULL, &err, "dead", "--drop", "notanumber", "--by", "ops@example.com",
+                           NULL), 0, "%s", err);
     free(err);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'dead_value_dropped'"
+                            " AND actor = 'ops@example.com' AND detail->>'value' = 'notanumber'"),
+                 1, "the drop is audited");
     cr_assert_eq(h_enqueue(NULL, NULL, "dead", "--drop", "nul\\x00byte", NULL), 0,
                  "a value with a NUL byte is dropped by its listed form");
     cr_assert_eq(h_enqueue(NULL, NULL, "dead", "--drop", "notanumber", NULL), 4, "gone already");

@@ -56,4 +56,11 @@ struct tq_pg;
 enum tq_err tq_pg_job_states(struct tq_pg *pg, const int64_t *ids, size_t n,
                              char (*states)[24]);
 
+/*
+ * Audit "dead_value_dropped" {value (as listed), removed}: an operator
+ * dropped values from the Redis dead list (no tenant, no job).
+ */
+enum tq_err tq_pg_audit_dead_drop(struct tq_pg *pg, const char *actor, const char *value,
+                                  long long removed);
+
 #endif
