@@ -42,9 +42,13 @@ void tq_log(enum tq_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* libpq's messages end with a newline: a line end is ours to write. */
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
     /* Every byte may become four: the escaped copy is cut, never overrun. */
     char shown[4 * sizeof(msg)];
-    tq_value_escape(msg, strlen(msg), sizeof(msg), shown, sizeof(shown));
+    tq_value_escape(msg, n, sizeof(msg), shown, sizeof(shown));
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

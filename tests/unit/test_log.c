@@ -21,7 +21,7 @@ static char *captured(enum tq_log_format fmt, const char *arg)
     int saved = dup(STDERR_FILENO);
     dup2(fileno(tmp), STDERR_FILENO);
     tq_log_init("test", fmt, TQ_LOG_DEBUG);
-    tq_info("fetcher: \"%s\" is not a job id", arg);
+    tq_info("%s", arg);
     dup2(saved, STDERR_FILENO);
     close(saved);
     long n = ftell(tmp);
@@ -47,6 +47,14 @@ Test(log, text_lines_escape_controls)
     cr_assert_not_null(strstr(out, "7\\x0a2026"), "the newline is shown as \\x0a: %s", out);
     cr_assert_not_null(strstr(out, "\\x1b[2Jowned"), "%s", out);
     cr_assert_not_null(strstr(out, "\\x5cx"), "a backslash is escaped too: %s", out);
+    free(out);
+}
+
+Test(log, a_trailing_newline_is_not_shown)
+{
+    char *out = captured(TQ_LOG_TEXT, "Connection refused\n\tIs the server running?\n");
+    cr_assert_not_null(strstr(out, "Connection refused\\x0a\\x09Is the server running?\n"),
+                       "%s", out);
     free(out);
 }
 
