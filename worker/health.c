@@ -50,11 +50,11 @@ struct conn {
 /* ------------------------------------------------------------ dependencies */
 
 struct dep {
-    bool ok;                      /* the last round trip */
+    enum tq_err err;              /* TQ_OK: nothing wrong */
     char why[240];                /* what is wrong, "" when nothing */
 };
 static pthread_mutex_t dep_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct dep deps[2] = {{true, ""}, {true, ""}};
+static struct dep deps[2];
 static char pg_state[240];        /* read-only, unmigrated (heartbeat probe) */
 
 /* One line, printable: details from servers may carry newlines. */
@@ -95,20 +95,41 @@ static const char *pg_class(enum tq_err err, const char *d)
     return "postgresql refuses a statement";
 }
 
-void wk_dep_report(enum wk_dep d, enum tq_err err, const char *detail)
+/*
+ * The service answered unless the connection failed: that is
+ * tq_dependency_up. What it answered decides readiness. A success of the
+ * fetcher or the writer proves the service reachable, not that what the
+ * heartbeat found wrong (out of memory, a key of the wrong type) is gone:
+ * only the next beat clears that, so /readyz does not flap between the two.
+ */
+static void report(enum wk_dep d, enum tq_err err, const char *detail, bool beat)
 {
     pthread_mutex_lock(&dep_mu);
-    deps[d].ok = err == TQ_OK;
-    if (err == TQ_OK)
-        deps[d].why[0] = '\0';
-    else
-        snprintf(deps[d].why, sizeof(deps[d].why), "%s (%s)",
+    struct dep *x = &deps[d];
+    if (err != TQ_OK) {
+        x->err = err;
+        snprintf(x->why, sizeof(x->why), "%s (%s)",
                  d == WK_DEP_REDIS ? redis_class(err, detail ? detail : "")
                                    : pg_class(err, detail ? detail : ""),
                  detail ? detail : "");
-    one_line(deps[d].why);
-    atomic_store(d == WK_DEP_REDIS ? &wk_metrics.redis_ok : &wk_metrics.pg_ok, err == TQ_OK);
+        one_line(x->why);
+    } else if (beat || x->err == TQ_ECONNECT) {
+        x->err = TQ_OK;
+        x->why[0] = '\0';
+    }
+    atomic_store(d == WK_DEP_REDIS ? &wk_metrics.redis_ok : &wk_metrics.pg_ok,
+                 err != TQ_ECONNECT);
     pthread_mutex_unlock(&dep_mu);
+}
+
+void wk_dep_report(enum wk_dep d, enum tq_err err, const char *detail)
+{
+    report(d, err, detail, false);
+}
+
+void wk_dep_beat(enum wk_dep d, enum tq_err err, const char *detail)
+{
+    report(d, err, detail, true);
 }
 
 void wk_dep_pg_state(const char *problem)
@@ -119,16 +140,15 @@ void wk_dep_pg_state(const char *problem)
     pthread_mutex_unlock(&dep_mu);
 }
 
-/* "" when ready, else "not ready: ...; ...\n" into out. */
+/* false when ready, else true with "not ready: ...\n" in out. */
 static bool not_ready(const atomic_bool *draining, char *out, size_t len)
 {
-    out[0] = '\0';
     pthread_mutex_lock(&dep_mu);
+    const struct dep *r = &deps[WK_DEP_REDIS], *p = &deps[WK_DEP_PG];
     snprintf(out, len, "not ready:%s%s%s%s%s%s%s\n", atomic_load(draining) ? " draining;" : "",
-             deps[WK_DEP_REDIS].ok ? "" : " ", deps[WK_DEP_REDIS].ok ? "" : deps[WK_DEP_REDIS].why,
-             deps[WK_DEP_PG].ok ? "" : " ", deps[WK_DEP_PG].ok ? "" : deps[WK_DEP_PG].why,
-             pg_state[0] ? " " : "", pg_state);
-    bool bad = atomic_load(draining) || !deps[0].ok || !deps[1].ok || pg_state[0];
+             r->err ? " " : "", r->why, p->err ? " " : "", p->why, pg_state[0] ? " " : "",
+             pg_state);
+    bool bad = atomic_load(draining) || r->err || p->err || pg_state[0];
     pthread_mutex_unlock(&dep_mu);
     return bad;
 }
@@ -219,8 +239,9 @@ static void metrics_body(struct tq_buf *b, const struct wk_http *h)
     tq_buf_printf(b, "# HELP tq_step_retries_total Step attempts that failed and were retried.\n"
                      "# TYPE tq_step_retries_total counter\ntq_step_retries_total %llu\n",
                   (unsigned long long)atomic_load(&wk_metrics.step_retries));
-    tq_buf_printf(b, "# HELP tq_dependency_up Whether the last round trip to the service "
-                     "succeeded (heartbeat, fetch or write, whichever came last).\n"
+    tq_buf_printf(b, "# HELP tq_dependency_up Whether the service answered the last round "
+                     "trip (heartbeat, fetch or write, whichever came last); /readyz says "
+                     "whether what it answered lets us work.\n"
                      "# TYPE tq_dependency_up gauge\n"
                      "tq_dependency_up{service=\"redis\"} %d\n"
                      "tq_dependency_up{service=\"postgresql\"} %d\n",

@@ -30,6 +30,7 @@ struct worker {
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
     uv_work_t hb_work;
+    char last_problem[200];     /* the database's, at the last beat (heartbeat only) */
     bool hb_busy;
     bool stopping;
     struct tq_queue *hb_q;
@@ -146,7 +147,8 @@ static void hb_work(uv_work_t *w)
         atomic_store(&wk_queue_delayed, delayed);
         atomic_store(&wk_queue_dead, dead);
     }
-    wk_dep_report(WK_DEP_REDIS, err, tq_queue_errstr(wk->hb_q));
+    wk_dep_beat(WK_DEP_REDIS, err, tq_queue_errstr(wk->hb_q));
+    bool redis_fine = err == TQ_OK;
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
     /* A real round trip every beat, even with no lease to extend: the
@@ -155,14 +157,17 @@ static void hb_work(uv_work_t *w)
     err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
     if (!err)
         err = tq_pg_probe(wk->hb_pg, problem, sizeof(problem));
-    wk_dep_report(WK_DEP_PG, err, tq_pg_errstr(wk->hb_pg));
+    wk_dep_beat(WK_DEP_PG, err, tq_pg_errstr(wk->hb_pg));
     wk_dep_pg_state(err ? NULL : problem);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
-    else if (problem[0])
-        tq_warn("heartbeat: %s", problem);
-    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok) && !problem[0] &&
-        !atomic_load(&wk->draining))
+    else if (problem[0] && strcmp(problem, wk->last_problem) != 0)
+        tq_warn("heartbeat: %s", problem);   /* once per change, not every beat */
+    else if (!problem[0] && wk->last_problem[0])
+        tq_info("heartbeat: postgresql serves us again");
+    if (!err)
+        snprintf(wk->last_problem, sizeof(wk->last_problem), "%s", problem);
+    if (redis_fine && !err && !problem[0] && !atomic_load(&wk->draining))
         chores(wk);
 }
 

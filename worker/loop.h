@@ -23,12 +23,16 @@ int wk_http_start(uv_loop_t *loop, const char *addr, const atomic_bool *draining
                   int fds_needed, struct wk_http **out);
 
 /*
- * What /readyz and tq_dependency_up report: the outcome of the last real
- * round trip to a service (any thread may report; err and detail are what
- * the call returned, detail as tq_queue_errstr/tq_pg_errstr gave it).
+ * What /readyz and tq_dependency_up report, from real round trips (any
+ * thread; err and detail as the call returned them, detail from
+ * tq_queue_errstr/tq_pg_errstr). tq_dependency_up: the service answered
+ * the last one. /readyz: any failure is shown at once; a success clears
+ * "unreachable", and only a heartbeat's success (wk_dep_beat) clears what
+ * the service refused.
  */
 enum wk_dep { WK_DEP_REDIS, WK_DEP_PG };
 void wk_dep_report(enum wk_dep d, enum tq_err err, const char *detail);
+void wk_dep_beat(enum wk_dep d, enum tq_err err, const char *detail);
 /* The database answers but cannot serve us (read-only, not migrated); NULL: fine. */
 void wk_dep_pg_state(const char *problem);
 /* /readyz answers 503 from now on. */

@@ -68,25 +68,42 @@ Test(readiness, redis_refusals_are_not_unreachable)
 {
     int port = free_port();
     pid_t w = ready_worker(port);
-    /* Someone made the ready list a string: every reserve gets WRONGTYPE. */
-    free(s_redis("DEL tq:{%s}:ready", H.queue));
-    free(s_redis("SET tq:{%s}:ready garbage", H.queue));
+    /* Someone made the delayed set a string: the heartbeat's read of it gets
+       WRONGTYPE, while the fetcher's reserves from ready still succeed. */
+    free(s_redis("SET tq:{%s}:delayed garbage", H.queue));
     char *r = readyz_until(port, "WRONGTYPE", 20000);
     cr_assert_eq(status_of(r), 503, "%s", r);
     cr_assert_not_null(strstr(r, "wrong type"), "%s", r);
     cr_assert_null(strstr(r, "unreachable"), "Redis answered: %s", r);
     free(r);
-    free(s_redis("DEL tq:{%s}:ready", H.queue));
+    for (int i = 0; i < 10; i++) {
+        tq_sleep_ms(200);
+        r = get(port, "/readyz");
+        cr_assert_eq(status_of(r), 503, "a successful reserve does not hide it, answer %d: %s", i,
+                     r);
+        free(r);
+    }
+    free(s_redis("DEL tq:{%s}:delayed", H.queue));
     r = readyz_until(port, "ready\n", 20000);
     cr_assert_eq(status_of(r), 200, "%s", r);
     free(r);
     /* Out of memory (noeviction): writes are refused. */
     free(s_redis("CONFIG SET maxmemory 1"));
     r = readyz_until(port, "OOM", 20000);
-    free(s_redis("CONFIG SET maxmemory 0"));
     cr_assert_eq(status_of(r), 503, "%s", r);
     cr_assert_not_null(strstr(r, "out of memory"), "%s", r);
     cr_assert_null(strstr(r, "unreachable"), "%s", r);
+    free(r);
+    /* The fetcher's reads still succeed meanwhile: they must not flip it back to ready. */
+    for (int i = 0; i < 10; i++) {
+        tq_sleep_ms(200);
+        r = get(port, "/readyz");
+        cr_assert_eq(status_of(r), 503, "still out of memory, answer %d: %s", i, r);
+        free(r);
+    }
+    free(s_redis("CONFIG SET maxmemory 0"));
+    r = readyz_until(port, "ready\n", 20000);
+    cr_assert_eq(status_of(r), 200, "ready again once Redis has memory: %s", r);
     free(r);
     cr_assert_eq(h_worker_stop(w, 20000), 0);
 }
