@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +256,10 @@ static json_t *secret(const char *tenant, const char *name)
 static void assert_all_gone(const char *tenant)
 {
     cr_assert_eq(pg_objects(tenant), 0, "%s: role or schema left behind", tenant);
+    char *id = ident(tenant);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_roles WHERE rolname = 'tq_o_%s'", id), 0,
+                 "%s: owner role left behind", tenant);
+    free(id);
     cr_assert_not(acl_user_listed(rc, tenant), "%s: ACL user left behind", tenant);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenant_configs WHERE tenant_id = '%s'", tenant),
                  0, "%s: config row left behind", tenant);
@@ -555,7 +560,7 @@ Test(infra, rollback_after_a_failing_integration_step_removes_everything)
                  "postgres, redis, config, workspace and the failed step were undone");
 }
 
-Test(infra, pg_isolation_fails_when_another_schema_is_granted)
+Test(infra, pg_isolation_fails_when_the_tenant_role_itself_is_widened)
 {
     pipeline("pgiso.json",
              "{'name':'postgres','kind':'pg_tenant','retry':{'max_attempts':1}},"
@@ -569,16 +574,18 @@ Test(infra, pg_isolation_fails_when_another_schema_is_granted)
     assert_status(victim, "active", 60000);
     submit(t, "Silver");
     cr_assert(wait_step(t, "hold", "running", 30000));
-    char *iv = ident(victim), *it = ident(t);
-    char *r = h_sql("GRANT USAGE ON SCHEMA t_%s TO tq_t_%s", iv, it);
+    char *it = ident(t);
+    /* the tenant's own role may read everything: its own leak */
+    char *r = h_sql("GRANT pg_read_all_data TO tq_t_%s", it);
     free(r);
-    r = h_sql("GRANT SELECT ON t_%s.documents TO tq_t_%s", iv, it);
-    free(r);
-    /* the check catches it at once, and the rollback removes the granted role too */
+    /* the check catches it at once, and the rollback removes the roles too */
     assert_status(t, "failed", 60000);
     worker_stop_checked(w, log);
     char *e = step_error(t, "pg_isolation");
-    cr_assert(strstr(e, "isolation leak") && strstr(e, "documents"), "names the leak: %s", e);
+    char want[200];
+    snprintf(want, sizeof(want), "Isolation leak as tq_t_%s. Tried to confirm that tq_t_%s is a"
+             " member of no role, and it is a member of pg_read_all_data.", it, it);
+    cr_assert_str_eq(e, want, "names the leak in one sentence");
     free(e);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON j.id = a.job_id"
                             " WHERE j.tenant_id = '%s' AND a.step = 'pg_isolation' AND a.phase = 'run'",
@@ -586,8 +593,174 @@ Test(infra, pg_isolation_fails_when_another_schema_is_granted)
                  "security: no retry");
     assert_all_gone(t);
     cr_assert_eq(pg_objects(victim), 2, "the victim is untouched");
-    free(iv);
     free(it);
+}
+
+/* A connection as the tenant's own login role, from the credentials it was given. */
+static PGconn *tenant_login(const char *tenant)
+{
+    json_t *pg = secret(tenant, "postgres.json");
+    const char *kw[] = {"host", "port", "dbname", "user", "password", NULL};
+    const char *val[] = {json_string_value(json_object_get(pg, "host")),
+                         json_string_value(json_object_get(pg, "port")),
+                         json_string_value(json_object_get(pg, "dbname")),
+                         json_string_value(json_object_get(pg, "user")),
+                         json_string_value(json_object_get(pg, "password")), NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 0);
+    json_decref(pg);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "login as %s: %s", tenant, PQerrorMessage(c));
+    return c;
+}
+
+/* Run sql as the tenant; "ok" or the SQLSTATE. */
+static const char *as_tenant(PGconn *c, const char *fmt, ...)
+{
+    static char out[8][16];
+    static int next;
+    char *b = out[next++ % 8];
+    char sql[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(b, 16, "%s", st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? "ok"
+                          : code ? code : "error");
+    PQclear(r);
+    return b;
+}
+
+/* PUBLIC's entries in the ACLs of the tenant's schema and table. */
+static long public_grants(const char *id)
+{
+    return h_sql_long("SELECT (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a"
+                      " WHERE n.nspname = 't_%s' AND a.grantee = 0) + (SELECT count(*) FROM"
+                      " pg_class c, aclexplode(c.relacl) a WHERE c.oid = 't_%s.documents'::regclass"
+                      " AND a.grantee = 0)", id, id);
+}
+
+Test(infra, tenant_login_cannot_widen_its_own_isolation)
+{
+    pipeline("own.json", "{'name':'postgres','kind':'pg_tenant'},"
+             "{'name':'pg_isolation','kind':'check_pg','needs':['postgres'],'class':'security',"
+             " 'params':{'check':'isolation'}}");
+    const char *t = h_tenant("owner"), *other = h_tenant("bystander");
+    submit(t, "Silver");
+    submit(other, "Silver");
+    const char *log = log_path("worker-own.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 60000);
+    assert_status(other, "active", 60000);
+    worker_stop_checked(w, log);
+    char *id = ident(t), *oid = ident(other);
+
+    /* the design: a NOLOGIN owner, the login role holds USAGE + DML only, PUBLIC nothing */
+    char *own = h_sql("SELECT pg_get_userbyid(n.nspowner) || ' ' || pg_get_userbyid(c.relowner)"
+                      " FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid AND"
+                      " c.relname = 'documents' WHERE n.nspname = 't_%s'", id);
+    char want[200];
+    snprintf(want, sizeof(want), "tq_o_%s tq_o_%s", id, id);
+    cr_assert_str_eq(own, want, "schema and table owned by the owner role");
+    free(own);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_roles WHERE rolname = 'tq_o_%s' AND NOT"
+                            " rolcanlogin", id), 1, "the owner role cannot log in");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON"
+                            " r.oid = m.member WHERE r.rolname = 'tq_t_%s'", id), 0,
+                 "the login role is a member of no role");
+    cr_assert_eq(public_grants(id), 0);
+    char *privs = h_sql("SELECT string_agg(p, ',' ORDER BY p) FROM unnest(ARRAY['SELECT',"
+                        " 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p"
+                        " WHERE has_table_privilege('tq_t_%s', 't_%s.documents', p)", id, id);
+    cr_assert_str_eq(privs, "DELETE,INSERT,SELECT,UPDATE");
+    free(privs);
+    cr_assert_eq(h_sql_long("SELECT has_schema_privilege('tq_t_%s', 't_%s', 'CREATE')::int", id,
+                            id), 0);
+
+    /* the tenant tries to widen it with its own credentials: nothing changes */
+    PGconn *c = tenant_login(t);
+    as_tenant(c, "GRANT USAGE ON SCHEMA t_%s TO PUBLIC", id);
+    as_tenant(c, "GRANT SELECT, INSERT ON t_%s.documents TO PUBLIC", id);
+    as_tenant(c, "GRANT SELECT ON t_%s.documents TO tq_t_%s", id, oid);
+    cr_assert_neq(strcmp(as_tenant(c, "ALTER TABLE t_%s.documents DISABLE ROW LEVEL SECURITY",
+                                   id), "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "ALTER TABLE t_%s.documents NO FORCE ROW LEVEL SECURITY",
+                                   id), "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "DROP POLICY tenant_isolation ON t_%s.documents", id),
+                         "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "ALTER TABLE t_%s.documents OWNER TO tq_t_%s", id, id),
+                         "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "INSERT INTO t_%s.documents (tenant_id, title) VALUES"
+                                      " ('%s', 'forged')", id, other), "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "CREATE TABLE t_%s.mine (x int)", id), "ok"), 0);
+    cr_assert_str_eq(as_tenant(c, "INSERT INTO t_%s.documents (title) VALUES ('mine')", id), "ok",
+                     "its own rows still work");
+    PQfinish(c);
+
+    cr_assert_eq(public_grants(id), 0, "PUBLIC keeps nothing");
+    cr_assert_eq(h_sql_long("SELECT has_table_privilege('tq_t_%s', 't_%s.documents', 'SELECT')::int",
+                            oid, id), 0, "no other tenant gained anything");
+    cr_assert_eq(h_sql_long("SELECT (relrowsecurity AND relforcerowsecurity)::int FROM pg_class"
+                            " WHERE oid = 't_%s.documents'::regclass", id), 1, "RLS still forced");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM t_%s.documents WHERE tenant_id <> '%s'", id, t),
+                 0, "no row tagged with another tenant");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_policies WHERE schemaname = 't_%s'", id), 1);
+    free(id);
+    free(oid);
+}
+
+Test(infra, pg_isolation_blames_the_tenant_whose_grant_leaks)
+{
+    pipeline("blame.json", "{'name':'postgres','kind':'pg_tenant'},"
+             "{'name':'pg_isolation','kind':'check_pg','needs':['postgres'],'class':'security',"
+             " 'params':{'check':'isolation'}}");
+    const char *a = h_tenant("leaker"), *b = h_tenant("newcomer");
+    submit(a, "Silver");
+    const char *log = log_path("worker-blame.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(a, "active", 60000);
+    /* a misconfiguration as the platform would see it: A's objects granted to everyone */
+    char *ia = ident(a);
+    free(h_sql("GRANT USAGE ON SCHEMA t_%s TO PUBLIC", ia));
+    free(h_sql("GRANT SELECT ON t_%s.documents TO PUBLIC", ia));
+
+    /* B onboards: A's leak is no reason to fail it */
+    submit(b, "Silver");
+    assert_status(b, "active", 60000);
+    json_t *o = step_output(b, "pg_isolation");
+    cr_assert_eq(json_integer_value(json_object_get(o, "leaks")), 0);
+    json_t *fl = json_object_get(o, "foreign_leaks");
+    char want[80];
+    snprintf(want, sizeof(want), "t_%s", ia);
+    cr_assert_eq(json_array_size(fl), 1, "A's leak is blamed on A");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(fl, 0), "schema")), want);
+    json_decref(o);
+
+    /* revalidation: drift on A alone */
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", a, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 60000, "SELECT count(*) FROM tq.audit_events WHERE event ="
+                         " 'drift_detected' AND tenant_id = '%s'", a));
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", b, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 60000, "SELECT count(*) FROM tq.audit_events WHERE event ="
+                         " 'revalidated' AND tenant_id = '%s'", b));
+    worker_stop_checked(w, log);
+    char *da = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants"
+                     " WHERE tenant_id = '%s'", a);
+    char *db = h_sql("SELECT status || '|' || coalesce(drift, '') FROM tq.tenants"
+                     " WHERE tenant_id = '%s'", b);
+    cr_assert(strncmp(da, "active ", 7) == 0 && strstr(da, "PUBLIC holds USAGE on schema t_") &&
+              strstr(da, "PUBLIC holds SELECT on t_") && strstr(da, "Tried to confirm that"),
+              "A drifts, named in a sentence: %s", da);
+    cr_assert_str_eq(db, "active|", "B has no drift");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'drift_detected'"
+                            " AND tenant_id = '%s'", b), 0);
+    free(da);
+    free(db);
+    free(ia);
 }
 
 Test(infra, redis_isolation_fails_when_the_acl_is_widened)

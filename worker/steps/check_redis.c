@@ -93,10 +93,9 @@ static enum tq_err check_run(struct wk_step *s)
     snprintf(user, sizeof(user), "%s", v ? v : "");
     v = json_string_value(json_object_get(cred, "key_prefix"));
     snprintf(prefix, sizeof(prefix), "%s", v ? v : "");
+    /* our own copy, wiped at the end (jansson's strings are const: never written to) */
     v = json_string_value(json_object_get(cred, "password"));
     snprintf(password, sizeof(password), "%s", v ? v : "");
-    if (v)
-        memset((char *)v, 0, strlen(v));
     json_decref(cred);
     cred = NULL;
     if (!a.host[0] || a.port <= 0 || !user[0] || !prefix[0] || !password[0]) {

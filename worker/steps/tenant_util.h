@@ -24,10 +24,15 @@ struct wk_step;
 /* Connect and command timeout of the Redis steps (a param may lower it). */
 #define WK_REDIS_IO_MS 5000
 
-/* "acme-corp" -> ident acme_corp, role tq_t_acme_corp, schema t_acme_corp, prefix t:acme-corp: */
+/*
+ * "acme-corp" -> ident acme_corp, login role tq_t_acme_corp, owner role
+ * tq_o_acme_corp (NOLOGIN: owns the schema and its objects), schema
+ * t_acme_corp, key prefix t:acme-corp:
+ */
 struct wk_tenant_names {
     char ident[TQ_TENANT_ID_MAX + 1];
     char role[64];
+    char owner[64];
     char schema[64];
     char key_prefix[64];
 };
