@@ -783,13 +783,119 @@ Test(infra, redis_isolation_fails_when_the_acl_is_widened)
     assert_status(t, "failed", 60000);
     worker_stop_checked(w, log);
     char *e = step_error(t, "redis_isolation");
-    cr_assert(strstr(e, "isolation leak") && strstr(e, "another tenant's key"), "%s", e);
+    char want[200];
+    char *iw = ident(t);
+    snprintf(want, sizeof(want), "Isolation leak as redis user tq_t_%s. Tried to GET another"
+             " tenant's key, and it was allowed.", iw);
+    free(iw);
+    cr_assert(strncmp(e, want, strlen(want)) == 0, "one sentence per leak: %s", e);
     free(e);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE step = 'redis_isolation'"
                             " AND phase = 'run'"), 1,
                  "security: no retry");
     cr_assert_not(acl_user_listed(rc, t), "rollback removed the ACL user");
     cr_assert_not(secret_exists(t, "redis.json"));
+}
+
+/* AUTH as the tenant's own Redis user, from the credentials it was given. */
+static redisContext *tenant_redis(const char *tenant)
+{
+    json_t *rd = secret(tenant, "redis.json");
+    redisContext *c = redisConnect(json_string_value(json_object_get(rd, "host")),
+                                   (int)json_integer_value(json_object_get(rd, "port")));
+    cr_assert(c && !c->err);
+    redisReply *r = redisCommand(c, "AUTH %s %s", json_string_value(json_object_get(rd, "user")),
+                                 json_string_value(json_object_get(rd, "password")));
+    cr_assert(r && r->type == REDIS_REPLY_STATUS, "AUTH as %s's user", tenant);
+    freeReplyObject(r);
+    json_decref(rd);
+    return c;
+}
+
+Test(infra, redis_tenant_cannot_list_keys_or_switch_databases)
+{
+    pipeline("rdlist.json",
+             "{'name':'redis','kind':'redis_acl'},"
+             "{'name':'redis_isolation','kind':'check_redis','needs':['redis'],'class':'security'}");
+    const char *t = h_tenant("lister"), *other = h_tenant("hidden");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-rdlist.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 60000);
+    worker_stop_checked(w, log);
+    json_t *o = step_output(t, "redis_isolation");
+    cr_assert_eq(json_integer_value(json_object_get(o, "leaks")), 0);
+    cr_assert_geq(json_array_size(json_object_get(o, "probes")), 18);
+    json_decref(o);
+
+    char key[128];
+    snprintf(key, sizeof(key), "t:%s:secret-name", other);
+    freeReplyObject(redisCommand(rc, "SET %s 1 EX 60", key));
+    redisContext *c = tenant_redis(t);
+    const char *cmds[] = {"SCAN 0", "SCAN 0 MATCH t:* COUNT 1000", "RANDOMKEY", "DBSIZE",
+                          "KEYS *", "SELECT 1", "SWAPDB 0 1", "PUBSUB CHANNELS",
+                          "PUBSUB NUMSUB x", "MEMORY STATS", "INFO keyspace"};
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        redisReply *r = redisCommand(c, cmds[i]);
+        cr_assert(r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0,
+                  "%s must be refused to the tenant, got type %d %s", cmds[i], r ? r->type : -1,
+                  r && r->str ? r->str : "");
+        freeReplyObject(r);
+    }
+    /* its own keys still work, structures included */
+    redisReply *r = redisCommand(c, "HSET t:%s:h f v", t);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    r = redisCommand(c, "HSCAN t:%s:h 0", t);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(r);
+    r = redisCommand(c, "MEMORY USAGE t:%s:h", t);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    redisFree(c);
+    freeReplyObject(redisCommand(rc, "DEL t:%s:h %s", t, key));
+}
+
+Test(infra, redis_usage_check_records_drift_when_a_tenant_outgrows_its_limits)
+{
+    pipeline("rdusage.json",
+             "{'name':'redis','kind':'redis_acl'},"
+             "{'name':'redis_usage','kind':'check_redis','needs':['redis'],'class':'performance',"
+             " 'params':{'check':'usage','max_keys':3,'max_memory_mb':1}}");
+    const char *t = h_tenant("grower"), *other = h_tenant("neighbour");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-rdusage.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 60000);
+    json_t *o = step_output(t, "redis_usage");
+    cr_assert_eq(json_integer_value(json_object_get(o, "keys")), 0);
+    cr_assert(json_is_true(json_object_get(o, "complete")));
+    json_decref(o);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
+                            " AND event = 'performance_warning'", t), 0);
+    /* the tenant writes five keys of 1 KiB; a neighbour's keys count for the neighbour */
+    redisContext *c = tenant_redis(t);
+    char big[1024];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    for (int i = 0; i < 5; i++)
+        freeReplyObject(redisCommand(c, "SET t:%s:k%d %s", t, i, big));
+    redisFree(c);
+    for (int i = 0; i < 10; i++)
+        freeReplyObject(redisCommand(rc, "SET t:%s:k%d 1", other, i));
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 60000, "SELECT count(*) FROM tq.audit_events WHERE event ="
+                         " 'drift_detected' AND tenant_id = '%s'", t));
+    worker_stop_checked(w, log);
+    char *d = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants"
+                    " WHERE tenant_id = '%s'", t);
+    cr_assert(strncmp(d, "active ", 7) == 0 && strstr(d, " 5 keys using ") &&
+              strstr(d, "over its limit of 3 keys and 1 MiB."), "%s", d);
+    free(d);
+    for (int i = 0; i < 10; i++)
+        freeReplyObject(redisCommand(rc, "DEL t:%s:k%d t:%s:k%d", t, i, other, i));
 }
 
 Test(infra, pg_connect_fails_when_the_role_cannot_log_in)

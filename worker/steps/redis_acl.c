@@ -8,9 +8,15 @@
  * error text, output, job row or Redis key; only the ACL command carries it.
  *
  * Run:  ACL SETUSER <user> reset on >PW ~t:<tenant>:* &t:<tenant>:*
- *       +@all -@dangerous -@admin -@scripting
+ *       +@all -@dangerous -@admin -@scripting, then minus every command that
+ *       lists or counts the whole keyspace or other tenants' channels, or
+ *       switches or copies across databases (wk_redis_tenant_denied: SCAN,
+ *       RANDOMKEY, DBSIZE, SELECT, MOVE, COPY, PUBSUB CHANNELS/NUMSUB/...)
  *       ("reset" first: every run leaves the same one user, with a fresh
  *       password), then ACL SAVE when CONFIG GET aclfile is not empty.
+ *       Tenants live in database 0 (a tenant redis URL naming another
+ *       database is refused). What ACLs cannot bound (memory, key count)
+ *       is measured by check_redis "usage"; see docs/tenant-isolation.md.
  *       The file is written (fsync) before the ACL changes and renamed
  *       right after, so the delivered password and the server's agree
  *       unless the rename itself fails; a rerun rotates both.
@@ -100,6 +106,14 @@ static enum tq_err acl_run(struct wk_step *s)
     enum tq_err err = open_admin(s, &a, &c);
     if (err)
         goto out;
+    if (a.db != 0) {
+        /* SELECT is denied to tenants: ACLs cannot limit it to one database */
+        snprintf(s->errstr, sizeof(s->errstr), "cannot give tenants database %d: Redis ACLs"
+                 " cannot limit SELECT to one database, so tenant namespaces live in database 0",
+                 a.db);
+        err = TQ_EINVALID;
+        goto out;
+    }
     if ((err = tq_random_password(password, PASSWORD_LEN))) {
         snprintf(s->errstr, sizeof(s->errstr), "could not read the OS random source");
         goto out;
@@ -123,10 +137,12 @@ static enum tq_err acl_run(struct wk_step *s)
     snprintf(pass_rule, sizeof(pass_rule), ">%s", password);
     snprintf(keys, sizeof(keys), "~%s*", n.key_prefix);
     snprintf(chans, sizeof(chans), "&%s*", n.key_prefix);
-    const char *argv[] = {"ACL",   "SETUSER",     n.role,    "reset",  "on",
-                          pass_rule, keys,        chans,     "+@all",  "-@dangerous",
-                          "-@admin", "-@scripting"};
-    r = redisCommandArgv(c, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL);
+    const char *argv[8 + sizeof(wk_redis_tenant_denied) / sizeof(wk_redis_tenant_denied[0])] = {
+        "ACL", "SETUSER", n.role, "reset", "on", pass_rule, keys, chans};
+    int argc = 8;
+    for (size_t i = 0; i < sizeof(wk_redis_tenant_denied) / sizeof(wk_redis_tenant_denied[0]); i++)
+        argv[argc++] = wk_redis_tenant_denied[i];
+    r = redisCommandArgv(c, argc, argv, NULL);
     memset(pass_rule, 0, sizeof(pass_rule));
     if (!r || r->type != REDIS_REPLY_STATUS) {
         snprintf(s->errstr, sizeof(s->errstr), "could not set redis ACL user %s: %s", n.role,

@@ -21,6 +21,13 @@
 
 struct wk_step;
 
+/*
+ * ACL rules redis_acl adds after "+@all -@dangerous -@admin -@scripting":
+ * the commands a tenant must not run because they list or count keys or
+ * channels beyond its prefix, or switch or copy across databases.
+ */
+extern const char *const wk_redis_tenant_denied[20];
+
 /* Connect and command timeout of the Redis steps (a param may lower it). */
 #define WK_REDIS_IO_MS 5000
 
