@@ -66,6 +66,9 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
         env_or("TQ_PIPELINE", "deploy/pipelines/tenant-provision.json"));
     const char *sd = env_or("TQ_SECRETS_DIR", NULL);
     c->secrets_dir = sd ? tq_xstrdup(sd) : NULL;
+    c->exec_allow = tq_xstrdup(env_or("TQ_EXEC_ALLOW", ""));
+    const char *tf = env_or("TQ_TERRAFORM_BIN", NULL);
+    c->terraform_bin = tf && *tf ? tq_xstrdup(tf) : NULL;
     split_regions(c, env_or("TQ_REGIONS", "us-east-1,us-west-2,eu-west-1"));
 
     const char *lf = env_or("TQ_LOG_FORMAT", "text");
@@ -120,6 +123,8 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->http_addr);
     free(c->pipeline_path);
     free(c->secrets_dir);
+    free(c->exec_allow);
+    free(c->terraform_bin);
     for (size_t i = 0; i < c->nregions; i++)
         free(c->regions[i]);
     memset(c, 0, sizeof(*c));

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "tq/redact.h"
 #include "tq/util.h"
 
 static const char *component = "tenantq";
@@ -35,6 +36,7 @@ void tq_log(enum tq_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    tq_redact(msg);   /* no known secret reaches a log line */
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

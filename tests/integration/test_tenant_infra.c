@@ -90,6 +90,32 @@ static void pipeline(const char *name, const char *steps)
     tq_buf_cleanup(&b);
 }
 
+/*
+ * An operator-installed program for exec: a script in <tmpdir>/bin, put on
+ * TQ_EXEC_ALLOW for the workers this test starts (shells themselves never
+ * are). Returns its path (static slot).
+ */
+static const char *allow_script(const char *name, const char *body)
+{
+    static char paths[8][320];
+    static int next;
+    char *path = paths[next++ % 8];
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/bin", H.tmpdir);
+    mkdir(dir, 0700);
+    snprintf(path, 320, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fprintf(f, "#!/bin/sh\n%s\n", body);
+    fclose(f);
+    chmod(path, 0700);
+    const char *old = getenv("TQ_EXEC_ALLOW");
+    char *allow = tq_xasprintf("%s%s%s", old && *old ? old : "", old && *old ? ":" : "", path);
+    setenv("TQ_EXEC_ALLOW", allow, 1);
+    free(allow);
+    return path;
+}
+
 static void submit(const char *id, const char *tier)
 {
     const char *budget = strcmp(tier, "Gold") == 0 ? "800000"
@@ -539,12 +565,14 @@ Test(infra, rollback_after_a_failing_integration_step_removes_everything)
     snprintf(steps, sizeof(steps),
              RESOURCES ","
              "{'name':'workspace','kind':'exec','params':{"
-             "  'argv':['/bin/sh','-c','echo made > made.txt'],"
-             "  'undo_argv':['/bin/sh','-c','rm -f made.txt'],'remove_cwd_on_undo':true}},"
+             "  'argv':['%s'],"
+             "  'undo_argv':['%s'],'remove_cwd_on_undo':true}},"
              "{'name':'vector','kind':'sleep','class':'integration',"
              " 'needs':['postgres','redis','config','workspace'],"
              " 'params':{'ms':10,'fail_attempts':99,'error':'vector insert refused'},"
-             " 'retry':{'max_attempts':2,'base_ms':20,'max_ms':50}}");
+             " 'retry':{'max_attempts':2,'base_ms':20,'max_ms':50}}",
+             allow_script("made.sh", "echo made > made.txt"),
+             allow_script("unmade.sh", "rm -f made.txt"));
     pipeline("rb.json", steps);
     const char *t = h_tenant("rb");
     submit(t, "Silver");
@@ -1037,12 +1065,15 @@ Test(infra, redis_acl_saved_to_the_aclfile_of_a_separate_tenant_redis)
 
 Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_directory)
 {
-    pipeline("exec.json",
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','params':{"
-             "  'steps':[['/bin/sh','-c','echo first; printf %s \\\"$GREETING\\\" > greeting.txt'],"
-             "           ['/bin/sh','-c','cat greeting.txt; echo; pwd; env; echo FDS; ls -l /proc/$$/fd']],"
+             "  'steps':[['%s'],['%s']],"
              "  'env':{'GREETING':'hello ${tenant.id}'},"
-             "  'files':{'main.tf':'# tenant ${tenant.id}\\n'}}}");
+             "  'files':{'main.tf':'# tenant ${tenant.id}\\n'}}}",
+             allow_script("first.sh", "echo first; printf %s \"$GREETING\" > greeting.txt"),
+             allow_script("second.sh", "cat greeting.txt; echo; pwd; env; echo FDS; ls -l /proc/$$/fd"));
+    pipeline("exec.json", steps);
     const char *t = h_tenant("exec");
     submit(t, "Bronze");
     const char *log = log_path("worker-exec.log");
@@ -1071,6 +1102,8 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
         const char *eol = strchr(l + 1, '\n');
         if (!arrow || (eol && arrow > eol))
             continue;
+        if (strncmp(arrow + 4, H.tmpdir, strlen(H.tmpdir)) == 0 && strstr(arrow, "/bin/second.sh"))
+            continue;   /* the shell reading the script it runs */
         const char *num = arrow;
         while (num > l && num[-1] != ' ')
             num--;
@@ -1093,10 +1126,14 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
 
 Test(infra, exec_failure_reports_the_last_stderr_line_and_runs_the_undo)
 {
-    pipeline("execfail.json",
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','echo out; echo first problem >&2; echo disk quota exceeded >&2; exit 3'],"
-             "  'undo_argv':['/bin/sh','-c','echo undone > undone.txt']}}");
+             "  'argv':['%s'], 'undo_argv':['%s']}}",
+             allow_script("fail.sh", "echo out; echo first problem >&2;"
+                                     " echo disk quota exceeded >&2; exit 3"),
+             allow_script("undone.sh", "echo undone > undone.txt"));
+    pipeline("execfail.json", steps);
     const char *t = h_tenant("execfail");
     submit(t, "Bronze");
     const char *log = log_path("worker-execfail.log");
@@ -1113,11 +1150,15 @@ Test(infra, exec_failure_reports_the_last_stderr_line_and_runs_the_undo)
 
 Test(infra, exec_timeout_kills_the_whole_process_group)
 {
-    pipeline("exectimeout.json",
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
              "{'name':'polite','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','/bin/sleep 300 & echo $! > polite.pid; wait']}},"
+             "  'argv':['%s']}},"
              "{'name':'stubborn','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','trap \\\"\\\" TERM; /bin/sleep 300 & echo $! > stubborn.pid; wait']}}");
+             "  'argv':['%s']}}",
+             allow_script("polite.sh", "/bin/sleep 300 & echo $! > polite.pid; wait"),
+             allow_script("stubborn.sh", "trap \"\" TERM; /bin/sleep 300 & echo $! > stubborn.pid; wait"));
+    pipeline("exectimeout.json", steps);
     const char *t = h_tenant("hang");
     submit(t, "Bronze");
     const char *log = log_path("worker-exectimeout.log");
@@ -1153,10 +1194,11 @@ Test(infra, exec_timeout_kills_the_whole_process_group)
 
 Test(infra, exec_output_keeps_the_last_64_kib_of_each_stream)
 {
-    pipeline("execbig.json",
-             "{'name':'big','kind':'exec','params':{"
-             "  'argv':['/bin/sh','-c','head -c 5000000 /dev/zero | tr \\\"\\\\000\\\" a; echo;"
-             " echo END; head -c 100000 /dev/zero | tr \\\"\\\\000\\\" b >&2']}}");
+    char steps[1024];
+    snprintf(steps, sizeof(steps), "{'name':'big','kind':'exec','params':{'argv':['%s']}}",
+             allow_script("big.sh", "head -c 5000000 /dev/zero | tr '\\000' a; echo;"
+                                    " echo END; head -c 100000 /dev/zero | tr '\\000' b >&2"));
+    pipeline("execbig.json", steps);
     const char *t = h_tenant("big");
     submit(t, "Bronze");
     const char *log = log_path("worker-execbig.log");
@@ -1191,6 +1233,7 @@ Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
     if (access(bin, X_OK) != 0)
         cr_skip_test("no terraform binary (%s)", bin);
     setenv("TQ_TEST_TF_BIN", bin, 1);
+    setenv("TQ_EXEC_ALLOW", bin, 1);
 #define TF(...) "['${env.TQ_TEST_TF_BIN}','-chdir=${env.TQ_WORK_DIR}/${tenant.id}'," __VA_ARGS__ "]"
 #define TF_PARAMS                                                                              \
     "'files':{'main.tf.json':{'resource':{'terraform_data':{'tenant':{'input':'${tenant.id}'}}}}},"  \
@@ -1235,4 +1278,93 @@ Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
     cr_assert_neq(access(path, F_OK), 0, "the working directory is removed after destroy");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE phase = 'undo'"
                             " AND status = 'succeeded'"), 2, "destroy ran for both steps");
+}
+
+/* ------------------------------------------------------------ exec allow-list, redaction */
+
+Test(infra, exec_runs_only_allowed_programs_and_never_a_shell)
+{
+    /* a shell is refused even when the configuration lists it */
+    setenv("TQ_EXEC_ALLOW", "/bin/sh:/usr/bin/env:/bin/bash", 1);
+    pipeline("shell.json",
+             "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
+             "  'argv':['/bin/sh','-c','id > pwned.txt']}}");
+    const char *t = h_tenant("shell");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-shell.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "failed", 60000);
+    char *e = step_error(t, "run");
+    cr_assert(strstr(e, "\"/bin/sh\" is a shell, which exec never runs"), "%s", e);
+    free(e);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/pwned.txt", work_dir, t);
+    cr_assert_neq(access(path, F_OK), 0, "the shell never ran");
+    worker_stop_checked(w, log);
+
+    /* a program off the list is refused; on the list it runs */
+    const char *ok = allow_script("allowed.sh", "echo allowed > allowed.txt");
+    char steps[1024];
+    snprintf(steps, sizeof(steps),
+             "{'name':'run','kind':'exec','params':{'argv':['%s']}},"
+             "{'name':'other','kind':'exec','needs':['run'],'retry':{'max_attempts':1},"
+             " 'params':{'argv':['/usr/bin/touch','touched.txt']}}", ok);
+    pipeline("offlist.json", steps);
+    const char *t2 = h_tenant("offlist");
+    submit(t2, "Bronze");
+    w = worker_start_logged(log, NULL);
+    assert_status(t2, "failed", 60000);
+    worker_stop_checked(w, log);
+    e = step_error(t2, "other");
+    cr_assert(strstr(e, "\"/usr/bin/touch\" is not on the worker's allow-list TQ_EXEC_ALLOW"),
+              "%s", e);
+    free(e);
+    snprintf(path, sizeof(path), "%s/%s/touched.txt", work_dir, t2);
+    cr_assert_neq(access(path, F_OK), 0, "touch never ran");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON"
+                            " j.id = a.job_id WHERE j.tenant_id = '%s' AND a.step = 'run'"
+                            " AND a.phase = 'run' AND a.status = 'succeeded'", t2), 1,
+                 "the allowed program ran");
+}
+
+Test(infra, secrets_a_pipeline_references_are_redacted_everywhere)
+{
+    char secret[41], token[41];
+    tq_random_password(secret, 40);
+    tq_random_password(token, 40);
+    setenv("TQ_S3_SECRET_KEY", secret, 1);
+    setenv("TQ_VECTOR_TOKEN", token, 1);
+    const char *echo = allow_script("echo-secret.sh",
+                                    "echo \"key=$S token=$T\"; echo \"stderr key=$S\" >&2");
+    const char *fail = allow_script("fail-secret.sh", "echo \"refused: key=$S token=$T\" >&2;"
+                                                      " exit 1");
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
+             "{'name':'show','kind':'exec','params':{'argv':['%s','${env.TQ_S3_SECRET_KEY}'],"
+             " 'env':{'S':'${env.TQ_S3_SECRET_KEY}','T':'${env.TQ_VECTOR_TOKEN}'}}},"
+             "{'name':'fail','kind':'exec','needs':['show'],"
+             " 'retry':{'max_attempts':2,'base_ms':10,'max_ms':20},"
+             " 'params':{'argv':['%s'],"
+             " 'env':{'S':'${env.TQ_S3_SECRET_KEY}','T':'${env.TQ_VECTOR_TOKEN}'}}}",
+             echo, fail);
+    pipeline("secret.json", steps);
+    const char *t = h_tenant("secret");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-secret.log");
+    const char *env[] = {"TQ_DEBUG=1", NULL};
+    pid_t w = worker_start_logged(log, env);
+    assert_status(t, "failed", 60000);
+    worker_stop_checked(w, log);
+    /* the steps ran and printed the secrets, masked */
+    json_t *o = step_output(t, "show");
+    const char *out = json_string_value(json_object_get(o, "stdout"));
+    cr_assert(out && strstr(out, "key=****") && strstr(out, "token=****"), "%s", out);
+    json_decref(o);
+    char *e = step_error(t, "fail");
+    cr_assert(strstr(e, "refused: key=****"), "%s", e);
+    free(e);
+    char *logtext = slurp(log);
+    assert_secret_nowhere("S3 secret key", secret, logtext);
+    assert_secret_nowhere("vector token", token, logtext);
+    free(logtext);
 }

@@ -28,6 +28,7 @@
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/log.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 #define PASSWORD_LEN 32
@@ -175,6 +176,7 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
         snprintf(ctx->errstr, sizeof(ctx->errstr), "could not read the OS random source");
         goto out;
     }
+    tq_redact_add(password);   /* masked out of anything logged while the step runs */
     /* Hash on our side: the plaintext never reaches the server or its logs. */
     verifier = PQencryptPasswordConn(c, password, q.n.role, "scram-sha-256");
     if (!verifier) {
@@ -252,6 +254,8 @@ out:
         wk_secret_discard(tmp);
         free(tmp);
     }
+    if (password[0])
+        tq_redact_remove(password);
     memset(password, 0, sizeof(password));
     if (verifier) {
         memset(verifier, 0, strlen(verifier));

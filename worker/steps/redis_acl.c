@@ -32,6 +32,7 @@
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/log.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 #define PASSWORD_LEN 32
@@ -118,6 +119,7 @@ static enum tq_err acl_run(struct wk_step *s)
         snprintf(s->errstr, sizeof(s->errstr), "could not read the OS random source");
         goto out;
     }
+    tq_redact_add(password);   /* masked out of anything logged while the step runs */
     if (dir) {
         json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "host", a.host, "port", a.port,
                               "user", n.role, "password", password, "key_prefix", n.key_prefix);
@@ -181,6 +183,8 @@ out:
         wk_secret_discard(tmp);
         free(tmp);
     }
+    if (password[0])
+        tq_redact_remove(password);
     memset(password, 0, sizeof(password));
     redisFree(c);
     return err;

@@ -29,6 +29,8 @@ struct tq_config {
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
     char *pipeline_path;    /* TQ_PIPELINE */
     char *secrets_dir;      /* TQ_SECRETS_DIR; NULL = credentials not delivered */
+    char *exec_allow;       /* TQ_EXEC_ALLOW: colon-separated absolute paths exec may run; "" none */
+    char *terraform_bin;    /* TQ_TERRAFORM_BIN; when set, exec may run it too; NULL none */
     int concurrency;        /* TQ_CONCURRENCY, default 4, 1..256 */
     uint32_t lease_ms;      /* TQ_LEASE_MS, default 15000 (see worker/README.md) */
     int64_t approval_threshold_inr;   /* TQ_APPROVAL_THRESHOLD, default 1000000 */
