@@ -120,6 +120,7 @@ int cmd_deprovision(struct cli *c, int argc, char **argv);
 int cmd_dead(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_revalidate(struct cli *c, int argc, char **argv);
+int cmd_pipeline(struct cli *c, int argc, char **argv);
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

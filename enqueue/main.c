@@ -42,7 +42,7 @@ static const char usage[] =
     "  --version   print the version\n"
     "\n"
     "environment: TQ_DATABASE_URL (libpq conninfo or URI), TQ_REDIS_URL\n"
-    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PREFIX, TQ_PIPELINE,\n"
+    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PREFIX,\n"
     "TQ_REGIONS, TQ_APPROVAL_THRESHOLD. `eval \"$(deploy/local/env)\"` sets them\n"
     "locally.\n"
     "\n"
@@ -159,7 +159,7 @@ int main(int argc, char **argv)
                 {"reject", cmd_reject},   {"cancel", cmd_cancel},
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
                 {"dead", cmd_dead},       {"stats", cmd_stats},
-                {"revalidate", cmd_revalidate}};
+                {"revalidate", cmd_revalidate}, {"pipeline", cmd_pipeline}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

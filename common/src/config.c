@@ -62,8 +62,6 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
     c->prefix = tq_xstrdup(env_or("TQ_PREFIX", "tq"));
     c->http_addr = tq_xstrdup(getenv("TQ_HTTP_ADDR") ? getenv("TQ_HTTP_ADDR")
                                                      : "127.0.0.1:9464");
-    c->pipeline_path = tq_xstrdup(
-        env_or("TQ_PIPELINE", "deploy/pipelines/tenant-provision.json"));
     const char *sd = env_or("TQ_SECRETS_DIR", NULL);
     c->secrets_dir = sd ? tq_xstrdup(sd) : NULL;
     c->exec_allow = tq_xstrdup(env_or("TQ_EXEC_ALLOW", ""));
@@ -121,7 +119,6 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->queue);
     free(c->prefix);
     free(c->http_addr);
-    free(c->pipeline_path);
     free(c->secrets_dir);
     free(c->exec_allow);
     free(c->terraform_bin);

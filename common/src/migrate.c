@@ -156,6 +156,15 @@ static const char *const migrations[] = {
     "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_pkey,"
     "  ADD CONSTRAINT step_attempts_pkey PRIMARY KEY (job_id, step, id);"
     "DROP INDEX tq.step_attempts_job;",
+    /* 7: operator-owned named pipelines (tq/pipeline_registry.h) */
+    "CREATE TABLE tq.pipeline_names ("
+    "  name text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9._-]{0,62}$'),"
+    "  pipeline_hash text NOT NULL REFERENCES tq.pipelines(hash),"
+    "  is_default boolean NOT NULL DEFAULT false,"
+    "  registered_at timestamptz NOT NULL DEFAULT now(),"
+    "  registered_by text NOT NULL DEFAULT '');"
+    "CREATE UNIQUE INDEX pipeline_names_one_default ON tq.pipeline_names (is_default)"
+    "  WHERE is_default;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -544,7 +544,6 @@ tq_demo_env_lines() {
   sdir=$(tq_state_dir "$TQ_DEMO")
   printf 'export TQ_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
   printf 'export TQ_DATABASE_URL=%q\n' "postgresql://postgres@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
-  printf 'export TQ_PIPELINE=%q\n' "$TQ_TOP/deploy/pipelines/tenant-provision.json"
   printf 'export TQ_SECRETS_DIR=%q\n' "$sdir/secrets"
   printf 'export TQ_TENANT_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
   printf 'export TQ_ENVIRONMENT=%q\n' "local"
@@ -605,6 +604,14 @@ tq_demo_up() {
   [ -x "$TQ_BIN_DIR/tq-enqueue" ] || tq_die "$TQ_BIN_DIR/tq-enqueue not found (did the build succeed?)"
   tq_log "tq-enqueue migrate"
   "$TQ_BIN_DIR/tq-enqueue" migrate >&2 || tq_die "tq-enqueue migrate failed"
+  # The operator's named pipelines (submit picks one; tenant-provision is the default).
+  local pl
+  for pl in "$TQ_TOP"/deploy/pipelines/*.json; do
+    local extra=()
+    [ "$(basename -- "$pl")" != tenant-provision.json ] || extra=(--default)
+    "$TQ_BIN_DIR/tq-enqueue" pipeline register "$pl" --by deploy/local "${extra[@]}" >&2 \
+      || tq_die "tq-enqueue pipeline register $pl failed"
+  done
 }
 
 # ---------------------------------------------------------------- JSON

@@ -22,7 +22,7 @@
 static void setup(void)
 {
     h_setup();
-    h_setenv("TQ_PIPELINE",
+    h_use_pipeline(
              h_write_file("cli-pipeline.json",
                           "{\"name\": \"cli-test\", \"version\": 1, \"steps\": ["
                           "{\"name\": \"one\", \"kind\": \"noop\"},"

@@ -86,7 +86,7 @@ static void pipeline(const char *name, const char *steps)
     cr_assert_not_null(ok, "test pipeline %s is not JSON: %s: %s", name, je.text, b.data);
     json_decref(ok);
     const char *path = h_write_file(name, b.data);
-    setenv("TQ_PIPELINE", path, 1);
+    h_use_pipeline(path);
     tq_buf_cleanup(&b);
 }
 

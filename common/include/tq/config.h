@@ -27,7 +27,6 @@ struct tq_config {
     char *queue;            /* TQ_QUEUE, default "provision" */
     char *prefix;           /* TQ_PREFIX, default "tq" */
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
-    char *pipeline_path;    /* TQ_PIPELINE */
     char *secrets_dir;      /* TQ_SECRETS_DIR; NULL = credentials not delivered */
     char *exec_allow;       /* TQ_EXEC_ALLOW: colon-separated absolute paths exec may run; "" none */
     char *terraform_bin;    /* TQ_TERRAFORM_BIN; when set, exec may run it too; NULL none */
