@@ -28,7 +28,8 @@ static const char usage[] =
     "      --version         print the version\n"
     "\n"
     "environment: TQ_REDIS_URL, TQ_DATABASE_URL, TQ_SECRETS_DIR, TQ_LOG_FORMAT\n"
-    "(text|json), TQ_PREFIX. Example:\n"
+    "(text|json), TQ_PREFIX, TQ_EXEC_ALLOW (colon-separated absolute paths the\n"
+    "exec step may run; never a shell). Example:\n"
     "  eval \"$(deploy/local/env)\"; tq-worker --concurrency 8\n";
 
 int main(int argc, char **argv)
