@@ -81,8 +81,7 @@ static int do_register(struct cli *c, const char *file, const char *name, bool d
     char why[1024];
     enum tq_err err = tq_pipeline_load(file, &pl, why, sizeof(why));
     if (err)
-        return cli_fail(c, err == TQ_EIO || err == TQ_ENOTFOUND ? EXIT_USAGE : EXIT_REJECTED,
-                        NULL, "%s; nothing was registered", why);
+        return cli_fail(c, EXIT_USAGE, NULL, "%s; nothing was registered", why);
     if (!name)
         name = pl->name;
     if (!tq_pipeline_name_valid(name, why, sizeof(why))) {
