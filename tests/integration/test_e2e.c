@@ -81,13 +81,14 @@ Test(e2e, submit_then_worker_makes_the_tenant_active)
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id"
                             " WHERE j.tenant_id = '%s' AND s.status = 'succeeded' AND s.step IN"
                             " ('postgres', 'redis', 'config', 'check-db', 'check-db-isolation',"
-                            " 'check-cache-isolation', 'check-latency', 'check-audit', 'notify')", a), 9);
+                            " 'check-cache-isolation', 'check-cache-usage', 'check-latency',"
+                            " 'check-audit', 'notify')", a), 10);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs WHERE tenant_id = '%s' AND status = 'succeeded'"
                             " AND lease_owner IS NULL", a), 1);
     cr_assert_eq(h_sql_long("SELECT count(DISTINCT event) FROM tq.audit_events WHERE tenant_id = '%s'"
                             " AND event IN ('submitted', 'approved', 'step_succeeded', 'active')", a), 4);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
-                            " AND event = 'step_succeeded'", a), 9, "one audit event per step that ran");
+                            " AND event = 'step_succeeded'", a), 10, "one audit event per step that ran");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenant_configs WHERE tenant_id = '%s'"
                             " AND config->>'model' = 'gpt-4'", a), 1, "Gold tier config");
     /* acked: nothing left in Redis lists */

@@ -24,7 +24,7 @@ Test(redact, environment_secrets_and_url_passwords)
                   " e pg pw 456 f provision-queue";
     cr_assert(tq_redact(text));
     cr_assert_str_eq(text, "a *************** b ****************** c *************** d"
-                           " ************ e ********** f provision-queue");
+                           " ************ e ********* f provision-queue");
 }
 
 Test(redact, added_values_until_removed_and_short_values_ignored)
