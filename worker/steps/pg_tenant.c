@@ -277,12 +277,15 @@ static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
         /*
          * DROP OWNED BY also revokes privileges someone granted the roles on
          * other objects (a widened grant would otherwise pin a role). It
-         * fails for a missing role, hence the checks inside the block.
+         * fails for a missing role, and for a role whose privileges we do
+         * not have (a non-superuser worker is a member of the owner role,
+         * not of the login role, which owns nothing), hence the checks.
          */
         char *sql = tq_xasprintf(
             "BEGIN; DROP SCHEMA IF EXISTS %s CASCADE;"
             " DO $tq$ DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY[%s, %s] LOOP"
-            "   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN"
+            "   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)"
+            "      AND pg_has_role(current_user, r, 'USAGE') THEN"
             "     EXECUTE 'DROP OWNED BY ' || quote_ident(r); END IF; END LOOP; END $tq$;"
             " DROP ROLE IF EXISTS %s; DROP ROLE IF EXISTS %s; COMMIT;",
             q.q_schema, q.l_role, q.l_owner, q.q_role, q.q_owner);
