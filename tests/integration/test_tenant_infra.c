@@ -1340,7 +1340,7 @@ Test(infra, secrets_a_pipeline_references_are_redacted_everywhere)
                                                       " exit 1");
     char steps[2048];
     snprintf(steps, sizeof(steps),
-             "{'name':'show','kind':'exec','params':{'argv':['%s','${env.TQ_S3_SECRET_KEY}'],"
+             "{'name':'show','kind':'exec','params':{'argv':['%s'],"
              " 'env':{'S':'${env.TQ_S3_SECRET_KEY}','T':'${env.TQ_VECTOR_TOKEN}'}}},"
              "{'name':'fail','kind':'exec','needs':['show'],"
              " 'retry':{'max_attempts':2,'base_ms':10,'max_ms':20},"
@@ -1363,6 +1363,22 @@ Test(infra, secrets_a_pipeline_references_are_redacted_everywhere)
     char *e = step_error(t, "fail");
     cr_assert(strstr(e, "refused: key=****"), "%s", e);
     free(e);
+    /* a secret in argv is refused before anything runs (argv is visible to all) */
+    snprintf(steps, sizeof(steps), "{'name':'argv','kind':'exec','retry':{'max_attempts':1},"
+             " 'params':{'argv':['%s','--key=${env.TQ_S3_SECRET_KEY}']}}", echo);
+    pipeline("secret-argv.json", steps);
+    const char *t2 = h_tenant("secretargv");
+    submit(t2, "Bronze");
+    w = worker_start_logged(log, env);
+    assert_status(t2, "failed", 60000);
+    worker_stop_checked(w, log);
+    e = step_error(t2, "argv");
+    cr_assert(strstr(e, "params.argv[1] carries a secret; pass it in params.env"), "%s", e);
+    free(e);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON"
+                            " j.id = a.job_id WHERE j.tenant_id = '%s' AND a.phase = 'run'"
+                            " AND a.status = 'succeeded'", t2), 0, "nothing ran");
+
     char *logtext = slurp(log);
     assert_secret_nowhere("S3 secret key", secret, logtext);
     assert_secret_nowhere("vector token", token, logtext);

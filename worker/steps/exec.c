@@ -5,7 +5,8 @@
  * TQ_EXEC_ALLOW (colon-separated) or to TQ_TERRAFORM_BIN; a shell (sh, bash,
  * dash, ..., env, busybox, anything in /etc/shells) is refused even when
  * listed, as it would run whatever text a pipeline gives it. A refused
- * command is TQ_EINVALID before anything runs.
+ * command is TQ_EINVALID before anything runs, and so is an argv element
+ * that carries a known secret (tq/redact.h): secrets go in params.env.
  * Params (rendered templates):
  *   argv        ["prog", "arg", ...]          one command, or
  *   steps       [["prog", ...], ...]          commands run in sequence; the
@@ -56,6 +57,7 @@
 
 #include "../worker.h"
 #include "tenant_util.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 #define OUT_CAP (64 * 1024)
@@ -277,6 +279,16 @@ static bool argv_valid(struct wk_step *s, const json_t *a, const char *what)
         if (!json_is_string(x) || (i == 0 && json_string_length(x) == 0)) {
             snprintf(s->errstr, sizeof(s->errstr), "params.%s[%zu] must be a %sstring", what, i,
                      i == 0 ? "non-empty " : "");
+            return false;
+        }
+        /* command lines are visible to every local user: secrets go in params.env */
+        char *copy = tq_xstrdup(json_string_value(x));
+        bool secret = tq_redact(copy);
+        free(copy);
+        if (secret) {
+            snprintf(s->errstr, sizeof(s->errstr), "params.%s[%zu] carries a secret; pass it"
+                     " in params.env instead (command lines are visible to every local user)",
+                     what, i);
             return false;
         }
     }
