@@ -362,7 +362,8 @@ static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk
     *self_clean = attrs_ok && members_ok;
 
     r = catalog(s, c, "SELECT c.relrowsecurity::text, c.relforcerowsecurity::text,"
-                      " pg_get_userbyid(n.nspowner), pg_get_userbyid(c.relowner)"
+                      " pg_get_userbyid(n.nspowner), pg_get_userbyid(c.relowner),"
+                      " (SELECT rolcanlogin FROM pg_roles WHERE oid = c.relowner)::text"
                       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                       " WHERE n.nspname = $1 AND c.relname = 'documents'", n->schema, &err);
     if (!r)
@@ -382,11 +383,16 @@ static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk
            !(enabled && forced));
     const char *nsp_owner = PQgetvalue(r, 0, 2), *rel_owner = PQgetvalue(r, 0, 3);
     bool owned = strcmp(nsp_owner, n->owner) == 0 && strcmp(rel_owner, n->owner) == 0;
+    bool can_login = strcmp(PQgetvalue(r, 0, 4), "true") == 0;
     snprintf(tried, sizeof(tried), "confirm that schema %s and its documents table are owned"
-             " by %s", n->schema, n->owner);
-    snprintf(happened, sizeof(happened), owned ? "they are" : "the schema is owned by %s and"
-             " the table by %s", nsp_owner, rel_owner);
-    record(p, tried, happened, !owned);
+             " by %s, which cannot log in", n->schema, n->owner);
+    if (!owned)
+        snprintf(happened, sizeof(happened), "the schema is owned by %s and the table by %s",
+                 nsp_owner, rel_owner);
+    else
+        snprintf(happened, sizeof(happened), can_login ? "%s can log in" : "they are",
+                 n->owner);
+    record(p, tried, happened, !owned || can_login);
     PQclear(r);
 
     r = catalog(s, c, FOREIGN_GRANTS_SQL, n->schema, &err);
