@@ -1,6 +1,6 @@
 /*
  * tq-worker: pulls provisioning jobs from Redis and runs them. Configuration
- * comes from the environment (DESIGN.md §5); flags override it.
+ * comes from the environment (docs/design.md §5); flags override it.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -27,9 +27,28 @@ static const char usage[] =
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"
-    "environment: TQ_REDIS_URL, TQ_DATABASE_URL, TQ_SECRETS_DIR, TQ_LOG_FORMAT\n"
-    "(text|json), TQ_PREFIX, TQ_EXEC_ALLOW (colon-separated absolute paths the\n"
-    "exec step may run; never a shell). Example:\n"
+    "environment (the worker reads these and no other; worker/README.md says more):\n"
+    "  services    TQ_REDIS_URL (redis://[:password@]host:port[/db]),\n"
+    "              TQ_DATABASE_URL (libpq conninfo or URI), TQ_PREFIX (key prefix, tq)\n"
+    "  the worker  TQ_QUEUE, TQ_CONCURRENCY, TQ_HTTP_ADDR, TQ_LEASE_MS (as above),\n"
+    "              TQ_LOG_FORMAT (text|json), TQ_DEBUG, TQ_GRACE_MS, TQ_BATCH,\n"
+    "              TQ_MAX_DELIVERIES, TQ_LONG_WAIT_MS, TQ_REVALIDATE_INTERVAL_MS,\n"
+    "              TQ_ALLOW_EVICTION\n"
+    "  steps       TQ_SECRETS_DIR, TQ_WORK_DIR, TQ_TENANT_REDIS_URL,\n"
+    "              TQ_EXEC_ALLOW (colon-separated absolute paths exec may run;\n"
+    "              never a shell), TQ_TERRAFORM_BIN (exec may run it too),\n"
+    "              TQ_NOTIFY_WEBHOOK_URL, TQ_SMTP_URL, TQ_NOTIFY_FROM, TQ_NOTIFY_TO\n"
+    "  pipelines   ${env.X} in a pipeline reads X when the step runs; the shipped\n"
+    "              ones use TQ_S3_ENDPOINT, TQ_S3_REGION, TQ_S3_ACCESS_KEY,\n"
+    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL, TQ_VECTOR_TOKEN, TQ_DASHBOARD_URL,\n"
+    "              TQ_DASHBOARD_TOKEN, TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE,\n"
+    "              TQ_ENVIRONMENT\n"
+    "The worker runs the pipeline stored with each job; operators register the\n"
+    "pipelines a submit may name (tq-enqueue pipeline register).\n"
+    "Every value of a secret setting (names with SECRET, TOKEN, PASSWORD, or\n"
+    "ending in _KEY; URL passwords) is masked in logs, step outputs and errors.\n"
+    "\n"
+    "example:\n"
     "  eval \"$(deploy/local/env)\"; tq-worker --concurrency 8\n";
 
 int main(int argc, char **argv)
