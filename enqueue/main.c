@@ -33,6 +33,9 @@ static const char usage[] =
     "  stats                   queue depths, workers, tenants by status\n"
     "  revalidate ID|--all     re-run the checks of active tenants (drift)\n"
     "  history ID              every job, step, attempt and audit event of a tenant\n"
+    "  credentials ID          an active tenant's generated credentials, for its\n"
+    "                          owner (needs the secrets key; every read is audited)\n"
+    "  secrets rotate          re-encrypt stored secrets under the current key\n"
     "  pipeline register FILE | list\n"
     "                          the operator's named pipelines (submit picks one)\n"
     "\n"
@@ -181,6 +184,7 @@ int main(int argc, char **argv)
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
                 {"dead", cmd_dead},       {"stats", cmd_stats},
                 {"revalidate", cmd_revalidate}, {"history", cmd_history},
+                {"credentials", cmd_credentials}, {"secrets", cmd_secrets},
                 {"pipeline", cmd_pipeline}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)

@@ -16,8 +16,11 @@
  * running it again re-asserts the same objects, ownership and grants (a
  * schema an older version gave to the login role moves to the owner role),
  * and rotates the password (one effect). The password leaves this process
- * only as a SCRAM verifier (to PostgreSQL) and as a 0600 file in
- * TQ_SECRETS_DIR; it is never logged.
+ * only as a SCRAM verifier (to PostgreSQL) and encrypted into the shared
+ * credentials store (worker/credentials.h), written inside the step's
+ * transaction; it is never logged. A worker that is no superuser (tq_worker,
+ * CREATEROLE) grants itself the owner role, which PostgreSQL requires to
+ * give the role objects; it is never a member of the login role.
  * Undo: drop the schema, then both roles (DROP OWNED BY first, which also
  * revokes grants someone gave them elsewhere).
  */
@@ -25,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../credentials.h"
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/log.h"
@@ -164,8 +168,7 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
 {
     struct names q;
     char password[PASSWORD_LEN + 1] = "";
-    char *verifier = NULL, *l_verifier = NULL, *tmp = NULL;
-    const char *dir = ctx->cfg->secrets_dir;
+    char *verifier = NULL, *l_verifier = NULL;
     const char *tenant = ctx->claim->tenant_id;
     struct tq_buf sql;
     tq_buf_init(&sql);
@@ -192,17 +195,6 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
         snprintf(ctx->errstr, sizeof(ctx->errstr), "could not quote the verifier");
         goto out;
     }
-    if (dir) {
-        /* Written (fsync) now, renamed into place after the commit. */
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "host", PQhost(c), "port",
-                              PQport(c), "dbname", PQdb(c), "user", q.n.role, "password",
-                              password, "schema", q.n.schema);
-        err = wk_secret_prepare(dir, tenant, "postgres.json", o, &tmp, ctx->errstr,
-                                sizeof(ctx->errstr));
-        json_decref(o);
-        if (err)
-            goto out;
-    }
 
     if ((err = run_sql(c, "BEGIN", "begin", ctx->errstr, sizeof(ctx->errstr))))
         goto out;
@@ -224,36 +216,28 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
     if ((err = run_sql(c, sql.data, "create the tenant's roles, schema and table",
                        ctx->errstr, sizeof(ctx->errstr))))
         goto rollback;
+    /* Delivered in the same transaction (pg store): the role's password and
+       the stored one change together or not at all. */
+    json_t *cred = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "host", PQhost(c), "port",
+                             PQport(c), "dbname", PQdb(c), "user", q.n.role, "password",
+                             password, "schema", q.n.schema);
+    err = wk_cred_put(ctx, c, "postgres", cred);
+    json_decref(cred);   /* jansson's copy of the password is freed, not wiped: it is const */
+    if (err)
+        goto rollback;
     if ((err = run_sql(c, "COMMIT", "commit", ctx->errstr, sizeof(ctx->errstr))))
         goto out;
-    /* The server now knows only the new password: deliver it. */
-    if (tmp) {
-        err = wk_secret_commit(dir, tenant, "postgres.json", tmp, ctx->errstr,
-                               sizeof(ctx->errstr));
-        free(tmp);
-        tmp = NULL;
-        if (err)
-            goto out;
-    } else {
-        tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its database password was not delivered",
-                tenant);
-    }
     json_object_set_new(ctx->output, "schema", json_string(q.n.schema));
     json_object_set_new(ctx->output, "role", json_string(q.n.role));
     json_object_set_new(ctx->output, "owner", json_string(q.n.owner));
     json_object_set_new(ctx->output, "table", json_string("documents"));
     json_object_set_new(ctx->output, "row_level_security", json_true());
     json_object_set_new(ctx->output, "role_existed", json_boolean(login_exists));
-    json_object_set_new(ctx->output, "credentials",
-                        json_string(dir ? "delivered" : "not_delivered"));
+    json_object_set_new(ctx->output, "credentials", json_string("delivered"));
     goto out;
 rollback:
     PQclear(PQexec(c, "ROLLBACK"));
 out:
-    if (tmp) {
-        wk_secret_discard(tmp);
-        free(tmp);
-    }
     if (password[0])
         tq_redact_remove(password);
     memset(password, 0, sizeof(password));
@@ -277,27 +261,28 @@ static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
         /*
          * DROP OWNED BY also revokes privileges someone granted the roles on
          * other objects (a widened grant would otherwise pin a role). It
-         * fails for a missing role, and for a role whose privileges we do
-         * not have (a non-superuser worker is a member of the owner role,
-         * not of the login role, which owns nothing), hence the checks.
+         * needs the role's privileges: a worker that is no superuser grants
+         * itself each role first (both go at the end of this transaction).
+         * A missing role is skipped, hence the checks inside the block.
          */
         char *sql = tq_xasprintf(
-            "BEGIN; DROP SCHEMA IF EXISTS %s CASCADE;"
+            "BEGIN;"
             " DO $tq$ DECLARE r text; BEGIN FOREACH r IN ARRAY ARRAY[%s, %s] LOOP"
-            "   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)"
-            "      AND pg_has_role(current_user, r, 'USAGE') THEN"
+            "   IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN"
+            "     IF NOT pg_has_role(current_user, r, 'USAGE') THEN"
+            "       EXECUTE 'GRANT ' || quote_ident(r) || ' TO CURRENT_USER'; END IF;"
             "     EXECUTE 'DROP OWNED BY ' || quote_ident(r); END IF; END LOOP; END $tq$;"
+            " DROP SCHEMA IF EXISTS %s CASCADE;"
             " DROP ROLE IF EXISTS %s; DROP ROLE IF EXISTS %s; COMMIT;",
-            q.q_schema, q.l_role, q.l_owner, q.q_role, q.q_owner);
+            q.l_role, q.l_owner, q.q_schema, q.q_role, q.q_owner);
         err = run_sql(c, sql, "drop the tenant's schema and roles", ctx->errstr,
                       sizeof(ctx->errstr));
         free(sql);
         if (err)
             PQclear(PQexec(c, "ROLLBACK"));
     }
-    if (!err && ctx->cfg->secrets_dir)
-        err = wk_secret_remove(ctx->cfg->secrets_dir, ctx->claim->tenant_id, "postgres.json",
-                               ctx->errstr, sizeof(ctx->errstr));
+    if (!err)
+        err = wk_cred_destroy(ctx, c, "postgres");
     names_free(&q);
     return err;
 }
