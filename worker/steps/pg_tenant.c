@@ -119,8 +119,10 @@ static int role_exists(PGconn *c, const char *l_role, char *errstr, size_t errle
 static void footprint_sql(struct tq_buf *sql, const struct names *q, bool owner_exists,
                           bool login_exists, const char *l_verifier)
 {
-    tq_buf_printf(sql, "%s ROLE %s NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE"
-                       " NOREPLICATION NOBYPASSRLS;",
+    /* SUPERUSER, REPLICATION and BYPASSRLS are off by default and only a
+       superuser may touch them (tq_worker may not even name them); check_pg
+       verifies them. */
+    tq_buf_printf(sql, "%s ROLE %s NOLOGIN NOINHERIT NOCREATEDB NOCREATEROLE;",
                   owner_exists ? "ALTER" : "CREATE", q->q_owner);
     /* Members may give a role objects; a superuser needs no membership. */
     tq_buf_printf(sql, "DO $tq$ BEGIN IF NOT (SELECT rolsuper FROM pg_roles"
@@ -128,8 +130,7 @@ static void footprint_sql(struct tq_buf *sql, const struct names *q, bool owner_
                        " 'MEMBER') THEN EXECUTE 'GRANT ' || quote_ident(%s) || ' TO '"
                        " || quote_ident(current_user); END IF; END $tq$;",
                   q->l_owner, q->l_owner);
-    tq_buf_printf(sql, "%s ROLE %s LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE"
-                       " NOREPLICATION NOBYPASSRLS PASSWORD %s;",
+    tq_buf_printf(sql, "%s ROLE %s LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD %s;",
                   login_exists ? "ALTER" : "CREATE", q->q_role, l_verifier);
     /* The login role is a member of no role (it would inherit nothing, but SET ROLE works). */
     tq_buf_printf(sql, "DO $tq$ DECLARE g text; BEGIN FOR g IN SELECT quote_ident(r.rolname)"
