@@ -392,3 +392,8 @@ enum tq_err tq_pg_schema_check(struct tq_pg *pg, int *have, int *want)
     tq__pg_fail(pg, why, NULL);
     return TQ_EINVALID;
 }
+
+int tq_pg_schema_target(void)
+{
+    return NMIGRATIONS;
+}

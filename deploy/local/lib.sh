@@ -25,12 +25,15 @@ TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
 # TQ_LOCAL_DIR: where the state folders live (tests point it at a temp dir).
 TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 
-# python3 and curl: the test stubs in tests/stubs (Python standard library).
+# python3 and curl: the test stubs in tests/stubs (Python standard library);
+# libhttp-parser-dev: the worker's HTTP listener; python3-aiosmtpd: an SMTP server
+# for the notification tests; clang-14 + libclang-rt-14-dev: tests/fuzz (libFuzzer).
 # yamllint and python3-yaml: tests/deploy/k8s.sh (podman, buildah and
 # mmdebstrap are installed by tests/deploy/image.sh itself, only for it).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
   postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
+  libhttp-parser-dev python3-aiosmtpd clang-14 libclang-rt-14-dev
   yamllint python3-yaml)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
