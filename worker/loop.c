@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "credentials.h"
 #include "loop.h"
 #include "tq/log.h"
 #include "tq/probe.h"
@@ -348,6 +349,8 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", tq_pg_errstr(wk.hb_pg));
         goto out;
     }
+    if (wk_startup_checks(&wk.set, wk.hb_pg, wk.hb_q) != 0)
+        goto out;
     wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
     wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
     /* Registered and heartbeating before the fetcher reserves anything, so a
@@ -397,6 +400,7 @@ out:
     free(wk.held);
     wk_metrics_free();
     wk_blocking_shutdown();
+    wk_cred_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);
     free(wk.loop);
