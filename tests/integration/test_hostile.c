@@ -226,7 +226,7 @@ Test(hostile, queue_values_that_are_not_jobs_are_dead_lettered_capped_and_logged
     pid_t w = st_worker_start(log_path);
     cr_assert(h_wait_sql("succeeded", 30000, "SELECT status FROM tq.jobs WHERE id = %ld", done_job));
 
-    redisContext *rc = redisConnect("127.0.0.1", H.redis_port);
+    redisContext *rc = h_redis_connect();
     cr_assert(rc && !rc->err);
     char ready[128], dead[128];
     snprintf(ready, sizeof(ready), "tq:{%s}:ready", H.queue);
