@@ -353,10 +353,6 @@ int wk_run(const struct tq_config *cfg)
         goto out;
     wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
     wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
-    /* Registered and heartbeating before the fetcher reserves anything, so a
-       reaper never takes our first processing list for a dead worker's. */
-    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
-        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
 
     if (cfg->http_addr && *cfg->http_addr &&
         wk_http_start(wk.loop, cfg->http_addr, &wk.draining, 64 + 16 * (cfg->concurrency + 4),
@@ -377,6 +373,11 @@ int wk_run(const struct tq_config *cfg)
     /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
     uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
     uv_timer_start(&wk.hb_timer, hb_tick, 0, tick ? tick : 1000);
+    /* Registered and heartbeating before the fetcher reserves anything, so a
+       reaper never takes our first processing list for a dead worker's; and
+       after the signal handlers, so whoever sees us registered can SIGTERM us. */
+    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
     wk.fetcher = wk_fetcher_start(wk.loop, &wk.set, &wk.free_slots, deliver_claimed, &wk);
 
     tq_info("worker %s started: queue %s, %d slot(s), lease %u ms%s%s", wk.id, cfg->queue,
