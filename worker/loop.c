@@ -368,16 +368,16 @@ int wk_run(const struct tq_config *cfg)
     wk.sig_term.data = wk.sig_int.data = &wk;
     uv_signal_start(&wk.sig_term, on_signal, SIGTERM);
     uv_signal_start(&wk.sig_int, on_signal, SIGINT);
+    /* Registered and heartbeating before the fetcher reserves anything, so a
+       reaper never takes our first processing list for a dead worker's; and
+       only once SIGTERM is ours, so a stop that follows registration drains. */
+    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
     uv_timer_init(wk.loop, &wk.hb_timer);
     wk.hb_timer.data = &wk;
     /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
     uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
     uv_timer_start(&wk.hb_timer, hb_tick, 0, tick ? tick : 1000);
-    /* Registered and heartbeating before the fetcher reserves anything, so a
-       reaper never takes our first processing list for a dead worker's; and
-       after the signal handlers, so whoever sees us registered can SIGTERM us. */
-    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
-        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
     wk.fetcher = wk_fetcher_start(wk.loop, &wk.set, &wk.free_slots, deliver_claimed, &wk);
 
     tq_info("worker %s started: queue %s, %d slot(s), lease %u ms%s%s", wk.id, cfg->queue,
