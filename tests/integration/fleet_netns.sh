@@ -169,7 +169,7 @@ export TQ_TEST_TF_LOG="$T/tf-effects.log" TQ_TEST_TF_HOLD="$T/tf-hold"
 export TQ_TEST_HELPER="$HERE/fleet_exec_helper.sh"
 # exec runs only what the worker allows (and never a shell): the helper, Terraform
 export TQ_EXEC_ALLOW="$TQ_TEST_HELPER:$TQ_TEST_TF_BIN"
-unset TQ_PREFIX TQ_HTTP_ADDR TQ_PIPELINE TQ_SECRETS_STORE
+unset TQ_PREFIX TQ_HTTP_ADDR TQ_SECRETS_STORE
 # Tenant credentials: the shared credential store when this build has it;
 # otherwise one folder all three hosts share (the stand-in for it).
 if "$BIN/tq-enqueue" credentials --help >/dev/null 2>&1; then
@@ -238,18 +238,25 @@ cat >"$T/cut.json" <<'EOF'
               "${env.TQ_WORK_DIR}/cut-fail"]}}]}
 EOF
 export TQ_TEST_CUT_LOG="$T/cut-effects.log" TQ_TEST_CUT_HOLD="$T/cut-hold"
+# pipelines are the operator's: registered by name (as the admin account,
+# here the database's superuser), then named by each submit
+for p in "$REPO/deploy/pipelines/tenant-provision.json:tenant-provision" \
+         "$T/gate.json:fleet-gate" "$T/tf.json:fleet-tf" "$T/cut.json:fleet-cut"; do
+  "$BIN/tq-enqueue" pipeline register "${p%%:*}" --name "${p##*:}" --by fleet-test >/dev/null ||
+    die "register pipeline ${p##*:}"
+done
 CUT_TENANT="cut-fleet-$ID"
 TF_TENANT="tf-fleet-$ID"
 if [ "$HAVE_TF" = 1 ]; then
   : >"$TQ_TEST_TF_HOLD"
-  TQ_PIPELINE="$T/tf.json" "$BIN/tq-enqueue" submit --tenant-id "$TF_TENANT" --name "$TF_TENANT" \
+  "$BIN/tq-enqueue" submit --pipeline fleet-tf --tenant-id "$TF_TENANT" --name "$TF_TENANT" \
     --tier Bronze --region eu-west-1 --budget 150000 --owner ops@example.com >/dev/null ||
     die "submit the Terraform tenant"
 fi
 { echo "tenant_id,name,tier,region,budget,owner"
   for i in $(seq 1 9); do echo "gate$i-$ID,Gate $i $ID,Bronze,eu-west-1,150000,ops@example.com"; done
 } >"$T/gate.csv"
-TQ_PIPELINE="$T/gate.json" "$BIN/tq-enqueue" submit --file "$T/gate.csv" --batch "gate-$ID" \
+"$BIN/tq-enqueue" submit --pipeline fleet-gate --file "$T/gate.csv" --batch "gate-$ID" \
   >/dev/null || die "submit the gate batch"
 
 # ------------------------------------------------------------------ hosts
@@ -299,7 +306,7 @@ fi
 
 # ------------------------------------------------------------------ partition mid-batch
 : >"$TQ_TEST_CUT_HOLD"
-TQ_PIPELINE="$T/cut.json" "$BIN/tq-enqueue" submit --tenant-id "$CUT_TENANT" --name "$CUT_TENANT" \
+"$BIN/tq-enqueue" submit --pipeline fleet-cut --tenant-id "$CUT_TENANT" --name "$CUT_TENANT" \
   --tier Bronze --region us-east-1 --budget 150000 --owner ops@example.com >/dev/null ||
   die "submit the cut tenant"
 tiers=(Gold Silver Bronze); budgets=(800000 300000 150000); regions=(us-east-1 us-west-2 eu-west-1)
@@ -308,7 +315,7 @@ tiers=(Gold Silver Bronze); budgets=(800000 300000 150000); regions=(us-east-1 u
     echo "fl$i-$ID,Fleet $i $ID,${tiers[$((i % 3))]},${regions[$(((i / 3) % 3))]},${budgets[$((i % 3))]},ops@example.com"
   done
 } >"$T/fleet.csv"
-TQ_PIPELINE="$REPO/deploy/pipelines/tenant-provision.json" "$BIN/tq-enqueue" submit \
+"$BIN/tq-enqueue" submit --pipeline tenant-provision \
   --file "$T/fleet.csv" --batch "fleet-$ID" >/dev/null || die "submit the fleet batch"
 TOTAL=$(q "SELECT count(*) FROM tq.tenants")
 say "submitted the batch of 60 on the default pipeline ($TOTAL tenants in all)"

@@ -39,7 +39,8 @@ TestSuite(fleet, .init = h_setup, .fini = fleet_fini, .timeout = 300);
 
 /* ------------------------------------------------------------ helpers */
 
-/* Pipeline from steps written with ' for " (C strings stay readable). */
+/* Pipeline from steps written with ' for " (C strings stay readable), registered
+   (as the operator would) as the default: submits name no steps of their own. */
 static void pipeline(const char *name, const char *steps)
 {
     struct tq_buf b;
@@ -52,7 +53,7 @@ static void pipeline(const char *name, const char *steps)
     json_t *ok = json_loads(b.data, 0, &je);
     cr_assert_not_null(ok, "test pipeline %s is not JSON: %s: %s", name, je.text, b.data);
     json_decref(ok);
-    setenv("TQ_PIPELINE", h_write_file(name, b.data), 1);
+    h_use_pipeline(h_write_file(name, b.data));   /* registered as the default */
     tq_buf_cleanup(&b);
 }
 
