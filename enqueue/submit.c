@@ -17,6 +17,7 @@
 #include <csv.h>
 
 #include "cli.h"
+#include "stream.h"
 #include "tq/admin.h"
 #include "tq/pg.h"
 #include "tq/pipeline.h"
@@ -35,6 +36,7 @@ static const char usage[] =
     "                         --budget INR --owner EMAIL [--justification TEXT]\n"
     "       tq-enqueue submit --file FILE [--batch NAME]\n"
     "       (either form also takes [--not-before TIME] [--json])\n"
+    "       tq-enqueue submit --stream [--batch NAME]\n"
     "\n"
     "Validate tenant requests and queue their provisioning. A batch file is\n"
     "validated whole: if any row is bad, nothing is written and every bad row is\n"
@@ -60,6 +62,10 @@ static const char usage[] =
     "  --not-before TIME       start no earlier than TIME: RFC 3339\n"
     "                          (2026-11-27T18:00:00Z, 2026-11-27T23:30:00+05:30) or\n"
     "                          relative +30s, +5m, +2h, +1d; at most 366 days ahead\n"
+    "  --stream                one JSON request per line on stdin (the --file keys,\n"
+    "                          and optional \"idempotency_key\" and \"ref\"), one JSON\n"
+    "                          answer per line on stdout, in order, each committed\n"
+    "                          before it is written; connections stay open\n"
     "  --json                  print {\"batch\":..., \"requests\":[...]} on stdout\n"
     "\n"
     "examples:\n"
@@ -522,13 +528,14 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         {"batch", required_argument, NULL, 'B'},
         {"not-before", required_argument, NULL, 'N'},
         {"json", no_argument, NULL, 'j'},
+        {"stream", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct loaded l = {NULL, NULL, 0, json_array(), false, false};
     struct tq_request one;
     memset(&one, 0, sizeof(one));
-    bool by_flags = false;
+    bool by_flags = false, stream = false;
     const char *file = NULL, *batch = NULL, *key = NULL, *not_before = NULL;
     int64_t due_ms = 0;
     struct tq_pipeline *pl = NULL;
@@ -554,6 +561,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         case 'B': batch = optarg; break;
         case 'N': not_before = optarg; break;
         case 'j': c->json = true; break;
+        case 'S': stream = true; break;
         case 'h': {
             char *dflt = tq_default_pipeline();
             printf(usage, dflt);
@@ -581,7 +589,13 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         rc = cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
         goto out;
     }
-    if (by_flags == (file != NULL)) {
+    if (stream && (by_flags || file || key || not_before)) {
+        rc = cli_fail(c, EXIT_USAGE, NULL,
+                      "--stream reads requests from stdin: give no request flags, --file, "
+                      "--idempotency-key or --not-before with it");
+        goto out;
+    }
+    if (!stream && by_flags == (file != NULL)) {
         rc = cli_fail(c, EXIT_USAGE, NULL,
                       "give either the request's flags (--tenant-id ...) or --file, not %s",
                       file ? "both" : "neither");
@@ -612,6 +626,16 @@ int cmd_submit(struct cli *c, int argc, char **argv)
             add_problem(&l, 0, "idempotency_key", "must be 1-200 bytes", false);
         else if (kp)
             add_problem(&l, 0, "idempotency_key", kp, false);
+    }
+    if (stream && json_array_size(l.errors) > 0) {
+        rc = report_problems(c, &l, EXIT_USAGE);
+        goto out;
+    }
+    if (stream) {
+        const struct tq_rules srules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
+                                        c->cfg.approval_threshold_inr};
+        rc = submit_stream(c, batch, &srules);
+        goto out;
     }
     /* A file cannot be read with the command line's own problems unsolved. */
     if (file && json_array_size(l.errors) > 0) {
