@@ -32,6 +32,7 @@ bench_pg_start "$dir" "$pport"
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_LOG_FORMAT=text
 "$bin/tq-enqueue" migrate >/dev/null
+[ -z "${TQ_BENCH_SETUP_SQL:-}" ] || psql -qX "$TQ_DATABASE_URL" -c "$TQ_BENCH_SETUP_SQL" >/dev/null
 best=0
 for r in $(seq 1 "$runs"); do
   awk -v n="$rows" -v r="$r" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"b%02d-%07d\",\"name\":\"B %d %d\",\"tier\":\"Bronze\",\"region\":\"us-east-1\",\"budget\":1000,\"owner\":\"o@example.com\"}\n", r, i, r, i }' > "$dir/run-$r.jsonl"
