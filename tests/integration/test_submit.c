@@ -6,6 +6,7 @@
  * servers, tests/integration/services.c).
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,10 @@ static void co_start(struct co *co, const char *batch)
     int to[2], from[2];
     cr_assert_eq(pipe(to), 0);
     cr_assert_eq(pipe(from), 0);
+    /* Our ends close on exec: a server the test starts later (pg_ctl, redis)
+       must not hold the stream's stdin open, or it never sees its end. */
+    fcntl(to[1], F_SETFD, FD_CLOEXEC);
+    fcntl(from[0], F_SETFD, FD_CLOEXEC);
     char errpath[512];
     snprintf(errpath, sizeof(errpath), "%s/stream.err", H.tmpdir);
     co->pid = fork();
