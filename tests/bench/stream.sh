@@ -56,12 +56,12 @@ redis-cli -p "$rport" del 'tq:{provision}:ready' >/dev/null   # not for the work
 psql -qAtX "$TQ_DATABASE_URL" -c "UPDATE tq.jobs SET status = 'cancelled' WHERE batch_id = 'stream'" -c "VACUUM (ANALYZE)" >/dev/null
 
 # 2. latency, one request at a time, idle worker with 8 slots
-TQ_CONCURRENCY=8 "$bin/tq-worker" 2>"$dir/worker-idle.log" & wpid=$!; pids+=($wpid)
+TQ_CONCURRENCY=8 "$bin/tq-worker" 2>"$dir/worker-idle.log" & wpid=$!; pids+=("$wpid")
 sleep 2
 echo "worker_rss_idle_8_slots $(rss_kb "$wpid") kB"
 gen l "$lat_n" > "$dir/lat.jsonl"
 coproc S { "$bin/tq-enqueue" submit --stream --batch latency 2>"$dir/stream.err"; }
-spid=$S_PID; pids+=($spid)
+spid=$S_PID; pids+=("$spid")
 : > "$dir/sent"
 while IFS= read -r line; do
   sleep 0.005   # a portal's requests arrive apart: the worker is idle each time
@@ -71,7 +71,7 @@ while IFS= read -r line; do
   id=${ans#*\"job_id\":}; id=${id%%,*}
   echo "$id $t" >> "$dir/sent"
 done < "$dir/lat.jsonl"
-exec {S[1]}>&-
+eval "exec ${S[1]}>&-"   # our end of its stdin: the stream ends
 wait "$spid" 2>/dev/null || true
 until [ "$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE batch_id = 'latency' AND status = 'succeeded'")" -ge "$lat_n" ]; do sleep 0.2; done
 psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "CREATE TEMP TABLE sent (id bigint, us bigint)" \
@@ -90,7 +90,7 @@ kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true
 gen b "$n" > "$dir/busy.jsonl"
 split -l 10000 -d -a 3 --additional-suffix=.jsonl "$dir/busy.jsonl" "$dir/busy-part-"
 for f in "$dir"/busy-part-*.jsonl; do "$bin/tq-enqueue" submit --file "$f" --batch "busy-$(basename "$f" .jsonl)" >/dev/null; done
-TQ_CONCURRENCY=256 "$bin/tq-worker" 2>"$dir/worker-busy.log" & wpid=$!; pids+=($wpid)
+TQ_CONCURRENCY=256 "$bin/tq-worker" 2>"$dir/worker-busy.log" & wpid=$!; pids+=("$wpid")
 max=0
 while :; do
   r=$(rss_kb "$wpid" 2>/dev/null || echo 0); [ "${r:-0}" -gt "$max" ] && max=$r
