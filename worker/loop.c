@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "credentials.h"
 #include "loop.h"
 #include "tq/log.h"
 #include "tq/util.h"
@@ -332,6 +333,8 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", tq_pg_errstr(wk.hb_pg));
         goto out;
     }
+    if (wk_startup_checks(&wk.set, wk.hb_pg, wk.hb_q) != 0)
+        goto out;
     atomic_store(&wk_metrics.redis_ok, true);
     atomic_store(&wk_metrics.pg_ok, true);
     /* Registered and heartbeating before the fetcher reserves anything, so a
@@ -380,6 +383,7 @@ out:
     free(wk.held);
     wk_metrics_free();
     wk_blocking_shutdown();
+    wk_cred_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);
     free(wk.loop);

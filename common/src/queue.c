@@ -77,7 +77,10 @@ static enum tq_err ensure(struct tq_queue *q)
     }
     redisSetTimeout(q->rc, io_timeout);
     enum tq_err err = TQ_OK;
-    if (q->addr.password[0])
+    if (q->addr.password[0] && q->addr.user[0])
+        err = simple(q, "authenticate",
+                     redisCommand(q->rc, "AUTH %s %s", q->addr.user, q->addr.password));
+    else if (q->addr.password[0])
         err = simple(q, "authenticate", redisCommand(q->rc, "AUTH %s", q->addr.password));
     if (!err && q->addr.db)
         err = simple(q, "select database", redisCommand(q->rc, "SELECT %d", q->addr.db));
@@ -280,6 +283,25 @@ enum tq_err tq_queue_unregister(struct tq_queue *q)
         return err;
     const char *rem[] = {"SREM", q->k_workers, q->worker_id};
     freeReplyObject(cmd(q, &err, "unregister worker", 3, rem));
+    return err;
+}
+
+enum tq_err tq_queue_other_workers(struct tq_queue *q, long long *n)
+{
+    *n = -1;
+    const char *argv[] = {"SMEMBERS", q->k_workers};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "read the worker set", 2, argv);
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        *n = 0;
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                (!q->worker_id || strcmp(r->element[i]->str, q->worker_id) != 0))
+                (*n)++;
+    } else if (!err) {
+        err = set_err(q, TQ_EREDIS, "could not read the worker set: unexpected reply");
+    }
+    freeReplyObject(r);
     return err;
 }
 

@@ -102,6 +102,9 @@ enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved);
 enum tq_err tq_queue_depths(struct tq_queue *q, long long *ready, long long *delayed,
                             long long *dead);
 
+/* Worker ids in the heartbeat set other than q's own (live or not yet reaped). */
+enum tq_err tq_queue_other_workers(struct tq_queue *q, long long *n);
+
 /* LLEN of "<prefix>:{<queue>}:<suffix>", e.g. "ready". */
 enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix,
                           long long *len);
