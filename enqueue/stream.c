@@ -27,6 +27,7 @@
 #include "stream.h"
 #include "tq/pg.h"
 #include "tq/pipeline.h"
+#include "tq/pipeline_registry.h"
 #include "tq/queue.h"
 #include "tq/request.h"
 #include "tq/util.h"
@@ -320,14 +321,24 @@ static void fill(struct reader *rd)
     }
 }
 
-int submit_stream(struct cli *c, const char *batch, const struct tq_rules *rules)
+int submit_stream(struct cli *c, const char *batch, const char *pipeline,
+                  const struct tq_rules *rules)
 {
     struct stream s = {c, batch, rules, NULL, NULL, NULL};
     char why[1024];
-    if (tq_pipeline_load(c->cfg.pipeline_path, &s.pl, why, sizeof(why)))
-        return cli_fail(c, EXIT_USAGE, NULL, "TQ_PIPELINE: %s", why);
-    /* Not reachable now: every request tries again and answers for itself. */
-    (void)tq_pg_open(c->cfg.database_url, &s.pg);
+    enum tq_err err = tq_pg_open(c->cfg.database_url, &s.pg);
+    /* only an operator-registered pipeline, read once: the stream's requests
+       all run on it */
+    if (!err)
+        err = tq_pipeline_named(s.pg, pipeline, &s.pl, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "%s", tq_pg_errstr(s.pg));
+    if (err) {
+        tq_pg_close(s.pg);
+        return cli_fail(c, err == TQ_ENOTFOUND ? EXIT_USAGE : cli_exit_for(err), NULL,
+                        "%s%s; nothing was submitted", err == TQ_ENOTFOUND ? "--pipeline: " : "",
+                        why);
+    }
     struct reader rd = {NULL, 0, 0, false, false, 0};
     struct pending *g = tq_xcalloc(GROUP_MAX, sizeof(*g));
     while (!rd.eof || rd.len > 0) {

@@ -5,8 +5,11 @@
 #include "cli.h"
 #include "tq/request.h"
 
-/* Answer every line of stdin until its end; EXIT_DONE, or EXIT_USAGE if the
-   pipeline cannot be loaded (reported). */
-int submit_stream(struct cli *c, const char *batch, const struct tq_rules *rules);
+/* Answer every line of stdin until its end, on the registered pipeline
+   `pipeline` (NULL: the fleet's default). EXIT_DONE, or the exit code after
+   reporting when PostgreSQL cannot be reached or the pipeline is unknown at
+   the start. */
+int submit_stream(struct cli *c, const char *batch, const char *pipeline,
+                  const struct tq_rules *rules);
 
 #endif

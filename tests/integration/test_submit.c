@@ -20,12 +20,12 @@
 #include "services.h"
 #include "tq/util.h"
 
+/* One no-op step, registered as the default (a submit never brings its own). */
 static void use_pipeline(void)
 {
-    h_setenv("TQ_PIPELINE",
-             h_write_file("submit-pipeline.json",
-                          "{\"name\": \"submit-test\", \"version\": 1, \"steps\": ["
-                          "{\"name\": \"one\", \"kind\": \"noop\"}]}"));
+    h_use_pipeline(h_write_file("submit-test.json",
+                                "{\"name\": \"submit-test\", \"version\": 1, \"steps\": ["
+                                "{\"name\": \"one\", \"kind\": \"noop\"}]}"));
 }
 
 static void bulk_init(void)
