@@ -36,12 +36,8 @@ static const char usage[] =
     "usage: tq-enqueue submit --tenant-id ID --name NAME --tier TIER --region REGION\n"
     "                         --budget INR --owner EMAIL [--justification TEXT]\n"
     "       tq-enqueue submit --file FILE [--batch NAME]\n"
-<<<<<<< HEAD
-    "       (either form also takes [--not-before TIME] [--json])\n"
-    "       tq-enqueue submit --stream [--batch NAME] [--pipeline NAME]\n"
-=======
     "       (either form also takes [--pipeline NAME] [--not-before TIME] [--json])\n"
->>>>>>> main
+    "       tq-enqueue submit --stream [--batch NAME] [--pipeline NAME]\n"
     "\n"
     "Validate tenant requests and queue their provisioning. A batch file is\n"
     "validated whole: if any row is bad, nothing is written and every bad row is\n"
@@ -67,15 +63,12 @@ static const char usage[] =
     "  --not-before TIME       start no earlier than TIME: RFC 3339\n"
     "                          (2026-11-27T18:00:00Z, 2026-11-27T23:30:00+05:30) or\n"
     "                          relative +30s, +5m, +2h, +1d; at most 366 days ahead\n"
-<<<<<<< HEAD
     "  --stream                one JSON request per line on stdin (the --file keys,\n"
     "                          and optional \"idempotency_key\" and \"ref\"), one JSON\n"
     "                          answer per line on stdout, in order, each committed\n"
     "                          before it is written; connections stay open\n"
-=======
     "  --pipeline NAME         one of the operator's named pipelines (tq-enqueue\n"
     "                          pipeline list); default: the fleet's default\n"
->>>>>>> main
     "  --json                  print {\"batch\":..., \"requests\":[...]} on stdout\n"
     "\n"
     "examples:\n"
