@@ -44,7 +44,7 @@ SAAS_TOKEN=$tok python3 "$top/tests/stubs/saas_stub.py" --port 0 --port-file "$d
 for i in $(seq 1 100); do [ -s "$dir/s3.port" ] && [ -s "$dir/saas.port" ] && break; sleep 0.1; done
 [ -s "$dir/s3.port" ] && [ -s "$dir/saas.port" ] || { echo "onboard: the stand-ins did not start" >&2; exit 1; }
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
-export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text TQ_PIPELINE="$top/deploy/pipelines/tenant-provision.json"
+export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
 export TQ_TENANT_REDIS_URL=$TQ_REDIS_URL TQ_ENVIRONMENT=bench
 s3_port=$(cat "$dir/s3.port"); saas_port=$(cat "$dir/saas.port")
 export TQ_S3_ENDPOINT="http://127.0.0.1:$s3_port" TQ_S3_REGION=us-east-1
@@ -58,6 +58,7 @@ export TQ_ALLOW_SUPERUSER=1
 TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
 export TQ_SECRETS_KEY
 "$bin/tq-enqueue" migrate >/dev/null
+"$bin/tq-enqueue" pipeline register "$top/deploy/pipelines/tenant-provision.json" --default >/dev/null
 for i in $(seq 1 "$workers"); do
   TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!)
 done

@@ -43,7 +43,7 @@ TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
 export TQ_SECRETS_KEY
 "$bin/tq-enqueue" migrate >/dev/null
 printf '{"name":"bench","steps":[{"name":"s1","kind":"noop"}]}\n' > "$dir/pipeline.json"
-export TQ_PIPELINE="$dir/pipeline.json"
+"$bin/tq-enqueue" pipeline register "$dir/pipeline.json" --default >/dev/null
 gen() {   # gen PREFIX COUNT
   awk -v n="$2" -v p="$1" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"%s%07d\",\"name\":\"%s %d\",\"tier\":\"Bronze\",\"region\":\"us-east-1\",\"budget\":1000,\"owner\":\"o@example.com\"}\n", p, i, p, i }'
 }

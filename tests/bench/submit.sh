@@ -32,6 +32,8 @@ bench_pg_start "$dir" "$pport"
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_LOG_FORMAT=text
 "$bin/tq-enqueue" migrate >/dev/null
+printf '{"name":"bench","steps":[{"name":"s1","kind":"noop"}]}\n' > "$dir/pipeline.json"
+"$bin/tq-enqueue" pipeline register "$dir/pipeline.json" --default >/dev/null
 [ -z "${TQ_BENCH_SETUP_SQL:-}" ] || psql -qX "$TQ_DATABASE_URL" -c "$TQ_BENCH_SETUP_SQL" >/dev/null
 best=0
 for r in $(seq 1 "$runs"); do
