@@ -71,7 +71,8 @@ static char *batch_file(int bad_region_line, int dup_line)
 
 #define SQL_COUNTS                                                                         \
     "SELECT (SELECT count(*) FROM tq.tenants) || '/' || (SELECT count(*) FROM tq.jobs) || '/'" \
-    " || (SELECT count(*) FROM tq.audit_events) || '/' || (SELECT count(*) FROM tq.batch_tenants)"
+    " || (SELECT count(*) FROM tq.audit_events WHERE tenant_id IS NOT NULL) || '/'"        \
+    " || (SELECT count(*) FROM tq.batch_tenants)"
 
 Test(bulk, ten_thousand_rows_all_or_nothing_and_rerun_creates_nothing_twice)
 {
@@ -379,6 +380,7 @@ Test(stream, postgres_restarted_mid_stream_reconnects_and_nothing_is_half_done)
     co_end(&co);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenants"), 3);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs"), 3);
-    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events"), 6);
+    /* the tenants' events (registering the pipeline has its own) */
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id IS NOT NULL"), 6);
     cr_assert_eq(s_redis_long("LLEN tq:{%s}:ready", H.queue), 3);
 }
