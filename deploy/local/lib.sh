@@ -480,12 +480,10 @@ tq_redis_acl_file() {
      # their redis.call()s as this user. ACL SETUSER/DELUSER/GETUSER/SAVE
      # manage tenant namespaces: that makes this user an administrator in
      # effect (see docs/security.md). CONFIG GET: the noeviction check.
-     # %R~t:* +memory|usage: check_redis "usage" measures tenants' keys (read only).
-     echo "user tq-worker on #$(h "$TQ_CRED_REDIS_WORKER") ~tq:* %R~t:* resetchannels -@all" \
+     echo "user tq-worker on #$(h "$TQ_CRED_REDIS_WORKER") ~tq:* resetchannels -@all" \
        "+select +ping +blmove +lmove +lpush +rpush +lrem +lrange +llen +set +get +del" \
        "+exists +sadd +srem +smembers +zadd +zrem +zcard +zcount +zrangebyscore +pttl" \
-       "+time +eval +scan +config|get +acl|setuser +acl|deluser +acl|getuser +acl|save" \
-       "+memory|usage"
+       "+time +eval +scan +config|get +acl|setuser +acl|deluser +acl|getuser +acl|save"
      # cli: submit (LPUSH/ZADD), status and stats (reads), dead and requeue
      # (LRANGE/LREM and the admin Lua script).
      echo "user tq-cli on #$(h "$TQ_CRED_REDIS_CLI") ~tq:* resetchannels -@all" \

@@ -17,9 +17,10 @@
  *     seconds and are deleted again, MOVE and COPY name a missing key,
  *     SELECT names database 0. Any probe that is not refused is a leak:
  *     TQ_ESTEP, one sentence per leak ("Tried to X, and it was allowed.").
- *   usage: what ACLs cannot bound, measured as the platform (the tenant
- *     redis URL's user; the tenant itself may not SCAN): the keys under
- *     t:<tenant>: and their MEMORY USAGE, against params.max_keys (default
+ *   usage: what ACLs cannot bound: the keys under t:<tenant>:, listed by
+ *     the platform (the tenant redis URL's user; the tenant itself may not
+ *     SCAN, and SCAN needs no key access), and their MEMORY USAGE, asked as
+ *     the tenant (the platform's user has no access to tenants' keys), against params.max_keys (default
  *     100000) and params.max_memory_mb (default 256). Over either is
  *     TQ_ESTEP naming both figures (give the step a class, e.g.
  *     performance: a warning, drift on revalidation). The scan stops once
@@ -81,53 +82,76 @@ static bool expect_noperm(redisContext *c, struct probes *p, const char *probe, 
     return true;
 }
 
-static enum tq_err check_run(struct wk_step *s)
+/*
+ * A connection AUTHenticated as the tenant's own ACL user, from the
+ * credentials redis_acl stored. user / prefix (may be NULL) get its name and
+ * key prefix. *out owned by the caller (redisFree) on success.
+ */
+static enum tq_err tenant_open(struct wk_step *s, redisContext **out, char *user, size_t ulen,
+                               char *prefix, size_t plen)
 {
-    const char *tenant = s->claim->tenant_id;
     struct tq_redis_addr a = {.db = 0};
     json_t *cred = NULL;
     redisContext *c = NULL;
-    struct probes p = {.list = json_array()};
-    tq_buf_init(&p.leaks);
-    char user[64] = "", prefix[64] = "", password[256] = "";
-    enum tq_err err;
-
-    if ((err = wk_cred_get(s, NULL, "redis", &cred)))
-        goto out;
-    snprintf(a.host, sizeof(a.host), "%s", json_string_value(json_object_get(cred, "host"))
-                                                ? json_string_value(json_object_get(cred, "host"))
-                                                : "");
+    char name[64] = "", pfx[64] = "", password[256] = "";
+    *out = NULL;
+    enum tq_err err = wk_cred_get(s, NULL, "redis", &cred);
+    if (err)
+        return err;
+    const char *v = json_string_value(json_object_get(cred, "host"));
+    snprintf(a.host, sizeof(a.host), "%s", v ? v : "");
     a.port = (int)json_integer_value(json_object_get(cred, "port"));
     a.db = (int)json_integer_value(json_object_get(cred, "db"));
-    const char *v = json_string_value(json_object_get(cred, "user"));
-    snprintf(user, sizeof(user), "%s", v ? v : "");
+    v = json_string_value(json_object_get(cred, "user"));
+    snprintf(name, sizeof(name), "%s", v ? v : "");
     v = json_string_value(json_object_get(cred, "key_prefix"));
-    snprintf(prefix, sizeof(prefix), "%s", v ? v : "");
+    snprintf(pfx, sizeof(pfx), "%s", v ? v : "");
     /* our own copy, wiped at the end (jansson's strings are const: never written to) */
     v = json_string_value(json_object_get(cred, "password"));
     snprintf(password, sizeof(password), "%s", v ? v : "");
     json_decref(cred);
-    cred = NULL;
-    if (!a.host[0] || a.port <= 0 || !user[0] || !prefix[0] || !password[0]) {
-        snprintf(s->errstr, sizeof(s->errstr),
-                 "cannot check: the stored redis credentials lack host, port, user, key_prefix or password");
+    if (user)
+        snprintf(user, ulen, "%s", name);
+    if (prefix)
+        snprintf(prefix, plen, "%s", pfx);
+    if (!a.host[0] || a.port <= 0 || !name[0] || !pfx[0] || !password[0]) {
+        snprintf(s->errstr, sizeof(s->errstr), "cannot check: the stored redis credentials lack"
+                 " host, port, user, key_prefix or password");
         err = TQ_EINVALID;
         goto out;
     }
     /* connect without AUTH (a.password empty), then AUTH as the tenant's user */
     if ((err = wk_redis_open(&a, WK_REDIS_IO_MS, &c, s->errstr, sizeof(s->errstr))))
         goto out;
-    const char *auth[] = {"AUTH", user, password};
+    const char *auth[] = {"AUTH", name, password};
     redisReply *r = redisCommandArgv(c, 3, auth, NULL);
     if (!r || r->type == REDIS_REPLY_ERROR) {
-        snprintf(s->errstr, sizeof(s->errstr), "could not authenticate to redis as %s: %s", user,
+        snprintf(s->errstr, sizeof(s->errstr), "could not authenticate to redis as %s: %s", name,
                  r ? r->str : c->errstr);
         wk_scrub(s->errstr, password);
         err = r ? TQ_ESTEP : TQ_ECONNECT;
         freeReplyObject(r);
+        redisFree(c);
         goto out;
     }
     freeReplyObject(r);
+    *out = c;
+out:
+    memset(password, 0, sizeof(password));
+    return err;
+}
+
+static enum tq_err check_run(struct wk_step *s)
+{
+    redisContext *c = NULL;
+    redisReply *r;
+    struct probes p = {.list = json_array()};
+    tq_buf_init(&p.leaks);
+    char user[64] = "", prefix[64] = "";
+    const char *tenant = s->claim->tenant_id;
+    enum tq_err err = tenant_open(s, &c, user, sizeof(user), prefix, sizeof(prefix));
+    if (err)
+        goto out;
 
     /* its own prefix works */
     char own_key[128], token[17];
@@ -215,8 +239,6 @@ out:
     json_object_set_new(s->output, "leaks", json_integer(p.nleaks));
     json_object_set_new(s->output, "probes", p.list);
     tq_buf_cleanup(&p.leaks);
-    memset(password, 0, sizeof(password));
-    json_decref(cred);
     redisFree(c);
     return err;
 }
@@ -250,10 +272,14 @@ static enum tq_err usage_run(struct wk_step *s)
         snprintf(s->errstr, sizeof(s->errstr), "cannot use the tenant redis url: %s", why);
         return TQ_EINVALID;
     }
-    redisContext *c = NULL;
+    redisContext *c = NULL, *tc = NULL;
     enum tq_err err = wk_redis_open(&a, WK_REDIS_IO_MS, &c, s->errstr, sizeof(s->errstr));
     if (err)
         return err;
+    /* MEMORY USAGE needs read access to the keys: asked as the tenant itself
+       (its own keys), so the platform's user needs no access to tenants' data */
+    if ((err = tenant_open(s, &tc, NULL, 0, NULL, 0)))
+        goto out;
     char match[96], cursor[32] = "0";
     snprintf(match, sizeof(match), "%s*", n.key_prefix);
     long long keys = 0, bytes = 0, scanned_rounds = 0;
@@ -278,18 +304,23 @@ static enum tq_err usage_run(struct wk_step *s)
         for (size_t i = 0; i < page->elements; i++) {
             const char *mu[] = {"MEMORY", "USAGE", page->element[i]->str};
             size_t len[] = {6, 5, page->element[i]->len};
-            redisAppendCommandArgv(c, 3, mu, len);
+            redisAppendCommandArgv(tc, 3, mu, len);
         }
         for (size_t i = 0; i < page->elements; i++) {
             void *rep = NULL;
-            if (redisGetReply(c, &rep) != REDIS_OK) {
+            if (redisGetReply(tc, &rep) != REDIS_OK) {
                 snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE: %s",
-                         c->errstr);
+                         tc->errstr);
                 freeReplyObject(r);
                 err = TQ_ECONNECT;
                 goto out;
             }
             redisReply *m = rep;
+            if (m->type == REDIS_REPLY_ERROR && !err) {
+                snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE as the"
+                         " tenant: %s", m->str);
+                err = TQ_EREDIS;
+            }
             if (m->type == REDIS_REPLY_INTEGER) {   /* nil: the key expired meanwhile */
                 bytes += m->integer;
                 keys++;
@@ -297,6 +328,8 @@ static enum tq_err usage_run(struct wk_step *s)
             freeReplyObject(m);
         }
         freeReplyObject(r);
+        if (err)
+            goto out;
     }
     long long max_bytes = max_mb * 1024 * 1024;
     json_object_set_new(s->output, "key_prefix", json_string(n.key_prefix));
@@ -317,6 +350,7 @@ static enum tq_err usage_run(struct wk_step *s)
         err = TQ_ETIMEOUT;
     }
 out:
+    redisFree(tc);
     redisFree(c);
     return err;
 }
