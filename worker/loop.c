@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "step_int.h"
 #include "tq/log.h"
 #include "tq/util.h"
 
@@ -266,16 +267,6 @@ static void make_worker_id(char *out, size_t len)
     snprintf(out, len, "%s-%ld-%02x%02x%02x%02x", host, (long)getpid(), r[0], r[1], r[2], r[3]);
 }
 
-static uint32_t env_u32(const char *name, uint32_t dflt)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return dflt;
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    return *end ? dflt : (uint32_t)n;
-}
-
 int wk_run(const struct tq_config *cfg)
 {
     struct worker wk;
@@ -284,23 +275,18 @@ int wk_run(const struct tq_config *cfg)
     make_worker_id(wk.id, sizeof(wk.id));
     atomic_store(&wk.draining, false);
     atomic_store(&wk.free_slots, cfg->concurrency);
-    wk.set = (struct wk_settings){
-        .cfg = cfg,
-        .worker_id = wk.id,
-        .grace_ms = env_u32("TQ_GRACE_MS", 20000),
-        .long_wait_ms = env_u32("TQ_LONG_WAIT_MS", 15000),
-        .max_deliveries = (int)env_u32("TQ_MAX_DELIVERIES", 10),
-        .batch = (int)env_u32("TQ_BATCH", 128),
-        .revalidate_ms = env_u32("TQ_REVALIDATE_INTERVAL_MS", 86400000),
-    };
-    if (wk.set.batch < 1)
-        wk.set.batch = 1;
+    wk_settings_load(&wk.set, cfg, wk.id);
+    char why[256];
+    if (wk_step_kinds_check(why, sizeof(why)) != 0) {
+        tq_error("cannot start: %s", why);
+        return 1;
+    }
 
     /* Blocking step work and the heartbeat share the pool: size it first. */
     char pool[16];
     snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
-    wk_blocking_init(cfg);
+    wk_blocking_init(cfg->database_url);
     /* A peer that closes its end (Redis restarted, a scraper gone) must come
        back as EPIPE from write(2), which every client here handles by
        reconnecting; left at its default, SIGPIPE ends the process without a
@@ -319,7 +305,7 @@ int wk_run(const struct tq_config *cfg)
     char policy[64];
     err = tq_queue_eviction_policy(wk.hb_q, policy, sizeof(policy));
     if (!err && strcmp(policy, "noeviction") != 0) {
-        if (!getenv("TQ_ALLOW_EVICTION")) {
+        if (!wk.set.allow_eviction) {
             tq_error("cannot start: redis maxmemory-policy is \"%s\"; anything but noeviction "
                      "silently drops queue keys (set it to noeviction, or TQ_ALLOW_EVICTION=1 "
                      "to run anyway)", policy);

@@ -91,8 +91,9 @@ static void start_send(struct wk_curl *c, struct wk_notice *n, struct send *x)
         sent(x->e, CURLE_FAILED_INIT, x);
 }
 
-void wk_notify(struct wk_curl *c, const struct tq_claim *cl, const char *event, const char *text,
-               const char *webhook_url, const char *smtp_url, wk_notify_cb *cb, void *arg)
+void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const struct tq_claim *cl,
+               const char *event, const char *text, const char *webhook_url,
+               const char *smtp_url, wk_notify_cb *cb, void *arg)
 {
     struct wk_notice *n = tq_xcalloc(1, sizeof(*n));
     n->cb = cb;
@@ -118,12 +119,8 @@ void wk_notify(struct wk_curl *c, const struct tq_claim *cl, const char *event, 
         curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, sink);
         start_send(c, n, x);
     }
-    const char *to = getenv("TQ_NOTIFY_TO");
-    if (!to || !*to)
-        to = cl->owner;
-    const char *from = getenv("TQ_NOTIFY_FROM");
-    if (!from || !*from)
-        from = "tenantq@localhost";
+    const char *to = set->notify_to ? set->notify_to : cl->owner;
+    const char *from = set->notify_from ? set->notify_from : "tenantq@localhost";
     if (smtp_url && *smtp_url) {
         struct send *x = tq_xcalloc(1, sizeof(*x));
         x->e = curl_easy_init();

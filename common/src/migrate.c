@@ -156,6 +156,12 @@ static const char *const migrations[] = {
     "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_pkey,"
     "  ADD CONSTRAINT step_attempts_pkey PRIMARY KEY (job_id, step, id);"
     "DROP INDEX tq.step_attempts_job;",
+
+    /* Per attempt: may the request have reached its server? An attempt that
+       never left (connection refused, name not resolved) had no effect, and
+       a step none of whose attempts reached its server needs no undo. Rows
+       written before this column existed may have. */
+    "ALTER TABLE tq.step_attempts ADD COLUMN reached boolean NOT NULL DEFAULT true;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/request.h"
 #include "tq/util.h"
@@ -68,13 +68,13 @@ static const char *str_field(const json_t *o, const char *k)
 static enum tq_err tenant_connect(struct wk_step *s, struct conn *c)
 {
     memset(c, 0, sizeof(*c));
-    if (!s->cfg->secrets_dir) {
+    if (!s->set->secrets_dir) {
         snprintf(s->errstr, sizeof(s->errstr),
                  "cannot check with the tenant's credentials: TQ_SECRETS_DIR is not set");
         return TQ_EINVALID;
     }
     json_t *cred;
-    enum tq_err err = wk_secret_read(s->cfg->secrets_dir, s->claim->tenant_id, "postgres.json",
+    enum tq_err err = wk_secret_read(s->set->secrets_dir, s->claim->tenant_id, "postgres.json",
                                      &cred, s->errstr, sizeof(s->errstr));
     if (err)
         return err;

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/util.h"
 
@@ -75,13 +75,13 @@ static enum tq_err check_run(struct wk_step *s)
     char user[64] = "", prefix[64] = "", password[256] = "";
     enum tq_err err;
 
-    if (!s->cfg->secrets_dir) {
+    if (!s->set->secrets_dir) {
         snprintf(s->errstr, sizeof(s->errstr),
                  "cannot check with the tenant's credentials: TQ_SECRETS_DIR is not set");
         err = TQ_EINVALID;
         goto out;
     }
-    if ((err = wk_secret_read(s->cfg->secrets_dir, tenant, "redis.json", &cred, s->errstr,
+    if ((err = wk_secret_read(s->set->secrets_dir, tenant, "redis.json", &cred, s->errstr,
                               sizeof(s->errstr))))
         goto out;
     snprintf(a.host, sizeof(a.host), "%s", json_string_value(json_object_get(cred, "host"))

@@ -46,7 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/util.h"
 
@@ -272,7 +272,7 @@ static char **make_env(struct wk_step *s, const char *cwd)
     const json_t *e = json_object_get(s->params, "env");
     size_t n = json_is_object(e) ? json_object_size(e) : 0, k = 0;
     char **v = tq_xcalloc(n + 3, sizeof(*v));
-    const char *path = getenv("PATH"), *home = getenv("HOME");
+    const char *path = s->set->child_path, *home = s->set->child_home;
     bool has_path = json_object_get(e, "PATH") != NULL, has_home = json_object_get(e, "HOME") != NULL;
     if (!has_path)
         v[k++] = tq_xasprintf("PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -678,7 +678,7 @@ static enum tq_err exec_start(struct wk_step *s)
     if (c) {
         cwd = tq_xstrdup(json_string_value(c));
     } else {
-        const char *base = getenv("TQ_WORK_DIR");
+        const char *base = s->set->work_dir;
         cwd = tq_xasprintf("%s/%s", base && *base == '/' ? base : DEFAULT_WORK_DIR,
                            s->claim->tenant_id);
     }

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 
 static void sent(const char *webhook, const char *email, void *arg)
 {
@@ -27,7 +27,7 @@ static enum tq_err start(struct wk_step *s)
 {
     const json_t *p = s->params;
     const char *event = json_string_value(json_object_get(p, "event"));
-    wk_notify(s->curl, s->claim, event ? event : "activated",
+    wk_notify(s->curl, s->set, s->claim, event ? event : "activated",
               json_string_value(json_object_get(p, "text")),
               json_string_value(json_object_get(p, "webhook_url")),
               json_string_value(json_object_get(p, "smtp_url")), sent, s);

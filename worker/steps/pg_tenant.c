@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/log.h"
 #include "tq/util.h"
 
@@ -78,7 +78,7 @@ static enum tq_err deliver_secret(const struct wk_step *ctx, PGconn *c,
                                   const char *role, const char *password,
                                   char *errstr, size_t errlen)
 {
-    const char *dir = ctx->cfg->secrets_dir;
+    const char *dir = ctx->set->secrets_dir;
     char *tdir = tq_xasprintf("%s/%s", dir, ctx->claim->tenant_id);
     char *path = tq_xasprintf("%s/postgres.json", tdir);
     char *tmp = tq_xasprintf("%s/.postgres.json.tmp", tdir);
@@ -218,7 +218,7 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
                        ctx->errstr, sizeof(ctx->errstr))))
         goto rollback;
     /* Deliver before commit: if delivery fails the role keeps its old password. */
-    if (ctx->cfg->secrets_dir) {
+    if (ctx->set->secrets_dir) {
         if ((err = deliver_secret(ctx, c, n.role, password, ctx->errstr,
                                   sizeof(ctx->errstr))))
             goto rollback;
@@ -231,8 +231,8 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
     json_object_set_new(ctx->output, "row_level_security", json_true());
     json_object_set_new(ctx->output, "role_existed", json_boolean(exists));
     json_object_set_new(ctx->output, "credentials",
-                        json_string(ctx->cfg->secrets_dir ? "delivered" : "not_delivered"));
-    if (!ctx->cfg->secrets_dir)
+                        json_string(ctx->set->secrets_dir ? "delivered" : "not_delivered"));
+    if (!ctx->set->secrets_dir)
         tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its database password was not delivered",
                 ctx->claim->tenant_id);
     goto out;
@@ -274,8 +274,8 @@ static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
         if (err)
             PQclear(PQexec(c, "ROLLBACK"));
     }
-    if (!err && ctx->cfg->secrets_dir) {
-        char *p = tq_xasprintf("%s/%s/postgres.json", ctx->cfg->secrets_dir,
+    if (!err && ctx->set->secrets_dir) {
+        char *p = tq_xasprintf("%s/%s/postgres.json", ctx->set->secrets_dir,
                                ctx->claim->tenant_id);
         unlink(p);
         free(p);

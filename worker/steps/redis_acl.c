@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/log.h"
 #include "tq/util.h"
@@ -94,7 +94,7 @@ static enum tq_err acl_run(struct wk_step *s)
     char password[PASSWORD_LEN + 1] = "";
     char *tmp = NULL;
     const char *tenant = s->claim->tenant_id;
-    const char *dir = s->cfg->secrets_dir;
+    const char *dir = s->set->secrets_dir;
     wk_tenant_names(tenant, &n);
 
     enum tq_err err = open_admin(s, &a, &c);
@@ -192,8 +192,8 @@ static enum tq_err acl_undo(struct wk_step *s)
     bool has_file, saved;
     if ((err = maybe_save(s, c, &has_file, &saved)))
         goto out;
-    if (s->cfg->secrets_dir &&
-        (err = wk_secret_remove(s->cfg->secrets_dir, s->claim->tenant_id, "redis.json", s->errstr,
+    if (s->set->secrets_dir &&
+        (err = wk_secret_remove(s->set->secrets_dir, s->claim->tenant_id, "redis.json", s->errstr,
                                 sizeof(s->errstr))))
         goto out;
     json_object_set_new(s->output, "user", json_string(n.role));

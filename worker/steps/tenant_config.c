@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/request.h"
 
 static json_t *config_for(const struct tq_tier_info *t)
