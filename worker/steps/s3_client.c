@@ -76,6 +76,7 @@ static bool bucket_name_ok(const char *b)
 enum tq_err wk_s3_new(struct wk_step *s, struct wk_s3 **out)
 {
     *out = NULL;
+    s->unsent = true;   /* until a request may have reached S3 (on_done) */
     const char *endpoint = param(s, "endpoint", s->set->s3_endpoint, NULL);
     const char *region = param(s, "region", s->set->s3_region, "us-east-1");
     const char *ak = param(s, "access_key", s->set->s3_access_key, NULL);
@@ -214,6 +215,9 @@ static void on_done(CURL *e, CURLcode rc, void *arg)
     struct wk_s3 *c = arg;
     c->rc = rc;
     c->aborted = rc == CURLE_ABORTED_BY_CALLBACK;
+    /* one request that may have reached S3 makes the whole attempt "may have run" */
+    if (!wk_curl_unsent(rc))
+        c->s->unsent = false;
     c->status = 0;
     if (!c->aborted)
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &c->status);

@@ -29,6 +29,14 @@ void tq_pg_close(struct tq_pg *pg);
 const char *tq_pg_errstr(const struct tq_pg *pg);
 /* The live connection (reconnecting first if needed), or NULL. Borrowed. */
 PGconn *tq_pg_conn(struct tq_pg *pg);
+/*
+ * The error of a failed statement on db, by its SQLSTATE: TQ_ECONNECT when
+ * the connection is gone (class 08, 57P01-03), TQ_EPG (retryable) for
+ * serialization failures, deadlocks and other conditions a retry may clear,
+ * TQ_ESQL (not retryable) for syntax, permission, constraint and data
+ * errors. res may be NULL. Any thread owning db.
+ */
+enum tq_err tq_pg_classify(const PGconn *db, const PGresult *res);
 /* Run SQL text with no parameters and no result; for steps and tests. */
 enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql);
 
