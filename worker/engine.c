@@ -210,6 +210,8 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
     const char *reason = move_reason(j, m);
     if (m->act == WK_DROP) {
         wk_writer_drop(j->eng->w, j, j->id);
+        if (j->eng->abandoned)
+            job_free(j);
         return;
     }
     if (m->next == WK_PH_ENDED && m->audit && strcmp(m->audit, "drift_detected") == 0)
@@ -217,8 +219,11 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
     if (m->job != TQ_JS_NONE)
         wk_job_emit_job(j, m->job, m->tenant, m->audit, reason, m->act,
                         m->act == WK_PARK ? j->park_due_ms : 0);
-    if (m->next == WK_PH_ENDED)
+    if (m->next == WK_PH_ENDED) {
         ended(j, m, reason);
+        if (j->eng->abandoned)
+            job_free(j);   /* past the final deadline: no report will come for it */
+    }
 }
 
 void wk_job_event(struct wk_job *j, enum wk_event ev)
@@ -426,7 +431,7 @@ static void on_grace(uv_timer_t *t)
                 wk_step_cancel(j->ss[i].cur);
 }
 
-void wk_engine_drain(struct wk_engine *e, void (*cb)(void *), void *arg)
+void wk_engine_drain(struct wk_engine *e, uint32_t grace_ms, void (*cb)(void *), void *arg)
 {
     e->draining = true;
     e->drained_cb = cb;
@@ -436,7 +441,7 @@ void wk_engine_drain(struct wk_engine *e, void (*cb)(void *), void *arg)
         cb(arg);
         return;
     }
-    uv_timer_start(&e->grace, on_grace, e->set.grace_ms, 0);
+    uv_timer_start(&e->grace, on_grace, grace_ms, 0);
     e->grace_armed = true;
     struct wk_job *next;
     for (struct wk_job *j = e->jobs; j; j = next) {
@@ -473,6 +478,17 @@ size_t wk_engine_job_ids(const struct wk_engine *e, int64_t *out, size_t cap)
 int wk_engine_jobs(const struct wk_engine *e)
 {
     return e->njobs;
+}
+
+void wk_engine_abandon(struct wk_engine *e)
+{
+    e->abandoned = true;
+    struct wk_job *next;
+    for (struct wk_job *j = e->jobs; j; j = next) {
+        next = j->next;
+        if (j->phase == WK_PH_ENDED)
+            job_free(j);
+    }
 }
 
 static void engine_closed(uv_handle_t *h)

@@ -58,6 +58,7 @@ struct wk_engine {
     int njobs;
     int closing;                 /* jobs ended whose timers are still closing */
     bool draining;
+    bool abandoned;              /* past the drain's final deadline: ended jobs freed at once */
     void (*drained_cb)(void *);
     void *drained_arg;
     uv_timer_t grace;

@@ -29,6 +29,10 @@ struct wk_fetcher {
     struct tq_pipeline *pipelines[PIPELINES_MAX];
     size_t npipelines;
     uv_async_t async;
+    atomic_bool exited;       /* the thread has returned; the loop joins it */
+    bool joined;
+    void (*stopped_cb)(void *);
+    void *stopped_arg;
     pthread_mutex_t omu;
     struct wk_claimed *out, *out_tail;
     void (*deliver)(void *, struct wk_claimed *);
@@ -81,6 +85,16 @@ static void hand_over(struct wk_fetcher *f, struct wk_claimed *c)
 static void on_async(uv_async_t *a)
 {
     struct wk_fetcher *f = a->data;
+    bool exited = atomic_load(&f->exited) && !f->joined;
+    if (exited) {
+        /* the thread returned (it sent this wake-up last): joining does not wait */
+        pthread_join(f->th, NULL);
+        f->joined = true;
+        tq_queue_close(f->q);
+        tq_pg_close(f->pg);
+        f->q = NULL;
+        f->pg = NULL;
+    }
     pthread_mutex_lock(&f->omu);
     struct wk_claimed *c = f->out;
     f->out = f->out_tail = NULL;
@@ -90,6 +104,11 @@ static void on_async(uv_async_t *a)
         c->next = NULL;
         f->deliver(f->arg, c);
         c = next;
+    }
+    if (exited && f->stopped_cb) {
+        void (*cb)(void *) = f->stopped_cb;
+        f->stopped_cb = NULL;
+        cb(f->stopped_arg);
     }
 }
 
@@ -235,6 +254,8 @@ static void *fetcher_main(void *arg)
         if (atomic_load(f->free_slots) > 0)
             cycle(f, &rb, &pb);
     }
+    atomic_store(&f->exited, true);
+    uv_async_send(&f->async);   /* the loop joins us and delivers the last claims */
     return NULL;
 }
 
@@ -248,6 +269,7 @@ struct wk_fetcher *wk_fetcher_start(uv_loop_t *loop, const struct wk_settings *s
     f->deliver = deliver;
     f->arg = arg;
     atomic_store(&f->stop, false);
+    atomic_init(&f->exited, false);
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_init(&f->omu, NULL);
     pthread_cond_init(&f->cond, NULL);
@@ -278,14 +300,12 @@ static void async_closed(uv_handle_t *h)
     free(f);
 }
 
-void wk_fetcher_stop(struct wk_fetcher *f)
+void wk_fetcher_stop(struct wk_fetcher *f, void (*cb)(void *), void *arg)
 {
+    f->stopped_cb = cb;
+    f->stopped_arg = arg;
     atomic_store(&f->stop, true);
     wk_fetcher_poke(f);
-    pthread_join(f->th, NULL);
-    tq_queue_close(f->q);
-    tq_pg_close(f->pg);
-    on_async(&f->async);   /* jobs claimed at the last moment still reach the engine */
 }
 
 /* Free after the engine has let go of every job (pipelines are shared with them). */

@@ -29,6 +29,9 @@ struct worker {
     struct wk_fetcher *fetcher;
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
+    uv_timer_t final;          /* drain: stop waiting for PostgreSQL after grace + FINAL_SLACK_MS */
+    bool abandoned;            /* past it: the writer's reports no longer reach the engine */
+    uint64_t signal_ms;        /* when the drain began; the grace counts from here */
     uv_work_t hb_work;
     bool hb_busy;
     bool stopping;
@@ -190,6 +193,10 @@ static void deliver_claimed(void *arg, struct wk_claimed *c)
 static void deliver_report(void *arg, struct wk_report *r)
 {
     struct worker *wk = arg;
+    if (wk->abandoned) {
+        free(r);   /* its job was let go at the final deadline */
+        return;
+    }
     wk_engine_report(wk->engine, r);
 }
 
@@ -202,12 +209,13 @@ static void slot_free(void *arg)
 
 static void maybe_close(struct worker *wk)
 {
-    if (!wk->stopping || wk->hb_busy)
+    if (!wk->stopping || wk->hb_busy || wk->writer)
         return;
     if (!uv_is_closing((uv_handle_t *)&wk->hb_timer)) {
         uv_close((uv_handle_t *)&wk->sig_term, NULL);
         uv_close((uv_handle_t *)&wk->sig_int, NULL);
         uv_close((uv_handle_t *)&wk->hb_timer, NULL);
+        uv_close((uv_handle_t *)&wk->final, NULL);
         if (wk->http)
             wk_http_close(wk->http);
         wk_engine_free(wk->engine);
@@ -215,6 +223,13 @@ static void maybe_close(struct worker *wk)
         wk_fetcher_free(wk->fetcher);
         wk->fetcher = NULL;
     }
+}
+
+static void writer_stopped(void *arg)
+{
+    struct worker *wk = arg;
+    wk->writer = NULL;
+    maybe_close(wk);
 }
 
 static void drained(void *arg);
@@ -225,20 +240,48 @@ static void recheck_drained(uv_timer_t *t)
 }
 
 /*
- * Every job has ended and its last row is written: let notifications in
- * flight finish (bounded by their own 15 s timeout), then stop the threads.
+ * Every job has ended and its last row is written (or given up at the final
+ * deadline): let notifications in flight finish (bounded by their own 15 s
+ * timeout), then stop the writer. Nothing here waits on a thread.
  */
 static void drained(void *arg)
 {
     struct worker *wk = arg;
-    if (wk_curl_transfers(wk->set.curl) > 0) {
+    if (wk_curl_transfers(wk->set.curl) > 0 && !wk->abandoned) {
         wk->hb_timer.data = wk;
         uv_timer_start(&wk->hb_timer, recheck_drained, 50, 0);
         return;
     }
-    wk_writer_stop(wk->writer);   /* flushes what is left */
+    uv_timer_stop(&wk->final);
     wk->stopping = true;
-    maybe_close(wk);
+    wk_writer_stop(wk->writer, writer_stopped, wk);   /* flushes what is left */
+}
+
+/*
+ * The drain's last word, grace + FINAL_SLACK_MS after the signal: rows the
+ * writer could not commit by now (PostgreSQL away) are dropped and the jobs
+ * let go. Nothing is lost: they stay leased to us in PostgreSQL and in our
+ * processing list in Redis, and return to the queue when the lease ends.
+ */
+#define FINAL_SLACK_MS 500
+static void on_final(uv_timer_t *t)
+{
+    struct worker *wk = t->data;
+    tq_warn("drain: %d job(s) still waiting for PostgreSQL after the grace period; exiting "
+            "without them (they return to the queue when their lease ends)",
+            wk_engine_jobs(wk->engine));
+    wk->abandoned = true;
+    wk_writer_give_up(wk->writer);
+    wk_engine_abandon(wk->engine);
+}
+
+/* The fetcher's last claims reached the engine: now drain it. */
+static void fetcher_stopped(void *arg)
+{
+    struct worker *wk = arg;
+    uint64_t spent = tq_mono_ms() - wk->signal_ms;
+    wk_engine_drain(wk->engine, spent < wk->set.grace_ms ? (uint32_t)(wk->set.grace_ms - spent) : 0,
+                    drained, wk);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -251,9 +294,10 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     tq_info("%s: draining (no new jobs; jobs in hand finish their step or are handed back)", name);
     uv_timer_stop(&wk->hb_timer);
+    wk->signal_ms = tq_mono_ms();
+    uv_timer_start(&wk->final, on_final, (uint64_t)wk->set.grace_ms + FINAL_SLACK_MS, 0);
     /* the fetcher's last batch reaches the engine, which hands it back */
-    wk_fetcher_stop(wk->fetcher);
-    wk_engine_drain(wk->engine, drained, wk);
+    wk_fetcher_stop(wk->fetcher, fetcher_stopped, wk);
 }
 
 static void make_worker_id(char *out, size_t len)
@@ -339,6 +383,8 @@ int wk_run(const struct tq_config *cfg)
     uv_signal_start(&wk.sig_int, on_signal, SIGINT);
     uv_timer_init(wk.loop, &wk.hb_timer);
     wk.hb_timer.data = &wk;
+    uv_timer_init(wk.loop, &wk.final);
+    wk.final.data = &wk;
     /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
     uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
     uv_timer_start(&wk.hb_timer, hb_tick, 0, tick ? tick : 1000);

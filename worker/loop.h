@@ -16,8 +16,6 @@ struct wk_http;
 /* Listen on addr ("host:port") for /healthz, /readyz, /metrics. 0 or -1 (logged). */
 int wk_http_start(uv_loop_t *loop, const char *addr, const atomic_bool *draining,
                   struct wk_http **out);
-/* /readyz answers 503 from now on. */
-void wk_http_draining(struct wk_http *h);
 /* Close the listener and open connections; frees h once closed. */
 void wk_http_close(struct wk_http *h);
 

@@ -82,8 +82,17 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c);
 void wk_engine_report(struct wk_engine *e, struct wk_report *r);
 /* An operator asked to cancel job_id (if this engine holds it). */
 void wk_engine_cancel(struct wk_engine *e, int64_t job_id);
-/* Stop starting steps; hand back jobs; cb runs once no job is left. */
-void wk_engine_drain(struct wk_engine *e, void (*cb)(void *arg), void *arg);
+/*
+ * Stop starting steps; hand back jobs; after grace_ms cancel the steps still
+ * running; cb runs once no job is left (its last row written, or let go).
+ */
+void wk_engine_drain(struct wk_engine *e, uint32_t grace_ms, void (*cb)(void *arg), void *arg);
+/*
+ * The drain's final deadline: stop waiting for the writer. Jobs whose last
+ * row is queued are let go now, the others as soon as they end; the writer's
+ * reports must no longer be delivered (loop.c drops them).
+ */
+void wk_engine_abandon(struct wk_engine *e);
 int wk_engine_jobs(const struct wk_engine *e);
 /* Ids of the jobs held now, at most cap; returns how many were written. */
 size_t wk_engine_job_ids(const struct wk_engine *e, int64_t *out, size_t cap);
@@ -109,8 +118,19 @@ void wk_writer_job(struct wk_writer *w, struct wk_job *job, const struct tq_job_
                    enum wk_redis_act act, const char *redis_id, uint64_t due_ms);
 /* Only a Redis action (a stale job's id leaves our processing list), then WK_R_ENDED. */
 void wk_writer_drop(struct wk_writer *w, struct wk_job *job, const char *redis_id);
-/* Flush what is queued, then stop the thread. Blocks the caller until done. */
-void wk_writer_stop(struct wk_writer *w);
+/*
+ * Flush what is queued, then stop the thread; never blocks the caller. cb
+ * runs once on the loop thread after the thread has ended (reports still
+ * queued delivered first); w is freed after cb returns.
+ */
+void wk_writer_stop(struct wk_writer *w, void (*cb)(void *arg), void *arg);
+/*
+ * Shutdown past its grace: stop retrying PostgreSQL and drop what is not
+ * written (no Redis action, no report follows for it). Nothing is lost: the
+ * jobs stay leased to us, and return to the queue when the lease ends.
+ * Any thread.
+ */
+void wk_writer_give_up(struct wk_writer *w);
 
 /* ------------------------------------------------------------ fetcher */
 
@@ -120,8 +140,12 @@ struct wk_fetcher *wk_fetcher_start(uv_loop_t *loop, const struct wk_settings *s
                                     void (*deliver)(void *arg, struct wk_claimed *c), void *arg);
 /* Wake the fetcher: a slot is free. Any thread. */
 void wk_fetcher_poke(struct wk_fetcher *f);
-/* Stop reserving; joins the thread (at most one reserve timeout, 1 s). */
-void wk_fetcher_stop(struct wk_fetcher *f);
+/*
+ * Stop reserving; never blocks the caller. cb runs once on the loop thread
+ * after the thread ended (at most one reserve timeout, 1 s) and the jobs it
+ * claimed last reached the engine.
+ */
+void wk_fetcher_stop(struct wk_fetcher *f, void (*cb)(void *arg), void *arg);
 /* Release the pipelines and handles once no job uses them. */
 void wk_fetcher_free(struct wk_fetcher *f);
 

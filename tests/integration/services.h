@@ -16,14 +16,21 @@ struct s_svc {
     char dsn[256];
     char redis_url[128];
     bool up;
+    bool aclfile;         /* Redis keeps ACL users in a file (they survive a restart) */
 };
 
 extern struct s_svc S;
 
 void s_start(void);                 /* after h_setup() */
+void s_start_with(bool aclfile);    /* s_start, Redis with an ACL file as production runs it */
 void s_stop(void);                  /* before h_teardown() */
 void s_redis_restart(bool wipe);    /* SHUTDOWN NOSAVE (+ delete its files), start again */
 void s_pg_restart(void);            /* pg_ctl restart -m fast */
+/* An outage: stop a server (Redis saves its data first, as a restart does), start it again. */
+void s_pg_stop(void);
+void s_pg_start(void);
+void s_redis_stop(void);
+void s_redis_start(void);
 long s_redis_long(const char *fmt, ...);
 char *s_redis(const char *fmt, ...);
 

@@ -64,12 +64,6 @@ enum tq_err tq_queue_promote(struct tq_queue *q, int limit, int *moved);
  */
 enum tq_err tq_queue_eviction_policy(struct tq_queue *q, char *buf, size_t len);
 
-/* Remove id from our processing list: the job's outcome is durable. */
-enum tq_err tq_queue_ack(struct tq_queue *q, const char *id);
-
-/* Hand id back: atomically remove it from proc and put it first in ready. */
-enum tq_err tq_queue_release(struct tq_queue *q, const char *id);
-
 /* Refresh hb:<worker> (TTL ttl_ms) and membership of the workers set. */
 enum tq_err tq_queue_heartbeat(struct tq_queue *q, uint32_t ttl_ms);
 /* Forget this worker (drop hb key and set membership) at clean exit. */
