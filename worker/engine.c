@@ -30,6 +30,7 @@ static void handle_closed(uv_handle_t *h)
         return;
     struct wk_engine *e = j->eng;
     json_decref(j->cl.steps);
+    wk_pipeline_release(j->pref);
     free(j->ss);
     free(j);
     e->closing--;
@@ -37,15 +38,10 @@ static void handle_closed(uv_handle_t *h)
     atomic_fetch_sub(&wk_metrics.in_flight, 1);
     if (e->on_slot_free)
         e->on_slot_free(e->arg);
-    /* Drained once no job is left and none is still closing: the callback
-       may free the engine, which a later handle_closed would still read. */
-    if (e->draining && e->njobs == 0 && e->closing == 0 && e->drained_cb) {
-        void (*cb)(void *) = e->drained_cb;
-        e->drained_cb = NULL;
-        if (e->grace_armed)
-            uv_timer_stop(&e->grace);
-        cb(e->drained_arg);
-    }
+    /* Idle once no job is left and none is still closing (a later
+       handle_closed would read the engine the caller may free after). */
+    if (e->draining && e->njobs == 0 && e->closing == 0 && e->drained_cb)
+        e->drained_cb(e->drained_arg);
 }
 
 static void job_free(struct wk_job *j)
@@ -339,6 +335,7 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     j->eng = e;
     j->cl = c->cl;
     j->pl = c->pl;
+    j->pref = c->pref;
     memcpy(j->id, c->id, sizeof(j->id));
     free(c);
     j->kind = strcmp(j->cl.c.kind, "deprovision") == 0 ? WK_KIND_DEPROVISION
@@ -424,7 +421,8 @@ void wk_engine_cancel(struct wk_engine *e, int64_t job_id)
 static void on_grace(uv_timer_t *t)
 {
     struct wk_engine *e = t->data;
-    tq_warn("drain grace period over: cancelling %d job(s)' running steps", e->njobs);
+    if (e->njobs > 0)
+        tq_warn("drain grace period over: cancelling %d job(s)' running steps", e->njobs);
     for (struct wk_job *j = e->jobs; j; j = j->next)
         for (size_t i = 0; i < j->pl->nsteps; i++)
             if (j->ss[i].cur)
@@ -436,18 +434,20 @@ void wk_engine_drain(struct wk_engine *e, uint32_t grace_ms, void (*cb)(void *),
     e->draining = true;
     e->drained_cb = cb;
     e->drained_arg = arg;
-    if (e->njobs == 0 && e->closing == 0) {
-        e->drained_cb = NULL;
-        cb(arg);
-        return;
-    }
+    /* jobs the fetcher still delivers are handed back; the grace covers them too */
     uv_timer_start(&e->grace, on_grace, grace_ms, 0);
-    e->grace_armed = true;
     struct wk_job *next;
     for (struct wk_job *j = e->jobs; j; j = next) {
         next = j->next;
         wk_job_event(j, WK_EV_DRAIN);
     }
+    if (e->njobs == 0 && e->closing == 0)
+        cb(arg);
+}
+
+bool wk_engine_idle(const struct wk_engine *e)
+{
+    return e->njobs == 0 && e->closing == 0;
 }
 
 struct wk_engine *wk_engine_new(uv_loop_t *loop, const struct wk_settings *set,

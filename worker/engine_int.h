@@ -33,7 +33,8 @@ struct stepstate {
 struct wk_job {
     struct wk_engine *eng;
     struct tq_claimed cl;
-    const struct tq_pipeline *pl;
+    const struct tq_pipeline *pl;   /* held through pref until the job is freed */
+    struct wk_pipeline *pref;
     char id[24];
     struct stepstate *ss;
     enum wk_job_kind kind;
@@ -62,7 +63,6 @@ struct wk_engine {
     void (*drained_cb)(void *);
     void *drained_arg;
     uv_timer_t grace;
-    bool grace_armed;
 };
 
 /* engine.c */

@@ -15,7 +15,6 @@
 #include "tq/util.h"
 #include "worker.h"
 
-#define PIPELINES_MAX 32
 
 struct wk_fetcher {
     struct wk_settings set;
@@ -26,8 +25,12 @@ struct wk_fetcher {
     atomic_int *free_slots;
     struct tq_queue *q;
     struct tq_pg *pg;
-    struct tq_pipeline *pipelines[PIPELINES_MAX];
-    size_t npipelines;
+    /* Parsed pipelines by hash, shared with the jobs that run them: at most
+       set.pipeline_cache kept unused, least recently used evicted first;
+       one a job holds is never evicted (its refs come back from the loop). */
+    struct wk_pipeline **pipelines;
+    size_t npipelines, cappipelines;
+    uint64_t tick;
     uv_async_t async;
     atomic_bool exited;       /* the thread has returned; the loop joins it */
     bool joined;
@@ -39,13 +42,34 @@ struct wk_fetcher {
     void *arg;
 };
 
-static const struct tq_pipeline *pipeline(struct wk_fetcher *f, const char *hash, char *why,
-                                          size_t whylen, bool *gone)
+/* Drop least recently used pipelines no job holds until at most keep remain. */
+static void evict(struct wk_fetcher *f, size_t keep)
+{
+    while (f->npipelines > keep) {
+        size_t victim = f->npipelines;
+        for (size_t i = 0; i < f->npipelines; i++)
+            if (atomic_load(&f->pipelines[i]->refs) == 0 &&
+                (victim == f->npipelines || f->pipelines[i]->used < f->pipelines[victim]->used))
+                victim = i;
+        if (victim == f->npipelines)
+            return;   /* every one is in use: the cache holds what jobs hold */
+        tq_pipeline_free(f->pipelines[victim]->pl);
+        free(f->pipelines[victim]);
+        f->pipelines[victim] = f->pipelines[--f->npipelines];
+    }
+}
+
+/* The pipeline with that hash, held for one job (wk_pipeline_release). */
+static struct wk_pipeline *pipeline(struct wk_fetcher *f, const char *hash, char *why,
+                                    size_t whylen, bool *gone)
 {
     *gone = false;
     for (size_t i = 0; i < f->npipelines; i++)
-        if (strcmp(f->pipelines[i]->hash, hash) == 0)
+        if (strcmp(f->pipelines[i]->pl->hash, hash) == 0) {
+            f->pipelines[i]->used = ++f->tick;
+            atomic_fetch_add(&f->pipelines[i]->refs, 1);
             return f->pipelines[i];
+        }
     char *text = NULL;
     enum tq_err err = tq_pg_pipeline_get(f->pg, hash, &text);
     if (err) {
@@ -60,15 +84,22 @@ static const struct tq_pipeline *pipeline(struct wk_fetcher *f, const char *hash
         *gone = true;   /* it will not parse next time either */
         return NULL;
     }
-    if (f->npipelines == PIPELINES_MAX) {
-        /* Jobs may still point at cached pipelines: keep them, refuse to grow. */
-        tq_error("fetcher: more than %d distinct pipelines in flight", PIPELINES_MAX);
-        tq_pipeline_free(p);
-        snprintf(why, whylen, "too many distinct pipelines in flight");
-        return NULL;
+    evict(f, (size_t)f->set.pipeline_cache - 1);
+    if (f->npipelines == f->cappipelines) {
+        f->cappipelines = f->cappipelines ? 2 * f->cappipelines : 16;
+        f->pipelines = tq_xrealloc(f->pipelines, f->cappipelines * sizeof(*f->pipelines));
     }
-    f->pipelines[f->npipelines++] = p;
-    return p;
+    struct wk_pipeline *e = tq_xcalloc(1, sizeof(*e));
+    e->pl = p;
+    e->used = ++f->tick;
+    atomic_init(&e->refs, 1);
+    f->pipelines[f->npipelines++] = e;
+    return e;
+}
+
+void wk_pipeline_release(struct wk_pipeline *p)
+{
+    atomic_fetch_sub(&p->refs, 1);
 }
 
 static void hand_over(struct wk_fetcher *f, struct wk_claimed *c)
@@ -187,7 +218,7 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     for (size_t k = 0; k < ncl; k++) {
         char why[512] = "";
         bool gone = false;
-        const struct tq_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
+        struct wk_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
         char id[24];
         snprintf(id, sizeof(id), "%" PRId64, cl[k].c.job_id);
         if (!p) {
@@ -209,7 +240,8 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
         }
         struct wk_claimed *c = tq_xcalloc(1, sizeof(*c));
         c->cl = cl[k];
-        c->pl = p;
+        c->pl = p->pl;
+        c->pref = p;
         memcpy(c->id, id, sizeof(id));
         atomic_fetch_sub(f->free_slots, 1);
         hand_over(f, c);
@@ -292,8 +324,11 @@ void wk_fetcher_poke(struct wk_fetcher *f)
 static void async_closed(uv_handle_t *h)
 {
     struct wk_fetcher *f = h->data;
-    for (size_t i = 0; i < f->npipelines; i++)
-        tq_pipeline_free(f->pipelines[i]);
+    for (size_t i = 0; i < f->npipelines; i++) {
+        tq_pipeline_free(f->pipelines[i]->pl);
+        free(f->pipelines[i]);
+    }
+    free(f->pipelines);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->omu);
     pthread_cond_destroy(&f->cond);

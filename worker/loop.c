@@ -31,7 +31,8 @@ struct worker {
     uv_timer_t hb_timer;
     uv_timer_t final;          /* drain: stop waiting for PostgreSQL after grace + FINAL_SLACK_MS */
     bool abandoned;            /* past it: the writer's reports no longer reach the engine */
-    uint64_t signal_ms;        /* when the drain began; the grace counts from here */
+    bool fetcher_stopped;      /* drain: its thread has ended */
+    bool drain_done;           /* drain: every job gone; the writer is stopping */
     uv_work_t hb_work;
     bool hb_busy;
     bool stopping;
@@ -275,13 +276,21 @@ static void on_final(uv_timer_t *t)
     wk_engine_abandon(wk->engine);
 }
 
-/* The fetcher's last claims reached the engine: now drain it. */
+/* Drained: the fetcher has stopped (its last claims reached the engine) and no job is left. */
+static void maybe_drained(void *arg)
+{
+    struct worker *wk = arg;
+    if (wk->fetcher_stopped && !wk->drain_done && wk_engine_idle(wk->engine)) {
+        wk->drain_done = true;
+        drained(wk);
+    }
+}
+
 static void fetcher_stopped(void *arg)
 {
     struct worker *wk = arg;
-    uint64_t spent = tq_mono_ms() - wk->signal_ms;
-    wk_engine_drain(wk->engine, spent < wk->set.grace_ms ? (uint32_t)(wk->set.grace_ms - spent) : 0,
-                    drained, wk);
+    wk->fetcher_stopped = true;
+    maybe_drained(wk);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -294,9 +303,9 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     tq_info("%s: draining (no new jobs; jobs in hand finish their step or are handed back)", name);
     uv_timer_stop(&wk->hb_timer);
-    wk->signal_ms = tq_mono_ms();
     uv_timer_start(&wk->final, on_final, (uint64_t)wk->set.grace_ms + FINAL_SLACK_MS, 0);
     /* the fetcher's last batch reaches the engine, which hands it back */
+    wk_engine_drain(wk->engine, wk->set.grace_ms, maybe_drained, wk);
     wk_fetcher_stop(wk->fetcher, fetcher_stopped, wk);
 }
 

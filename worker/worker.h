@@ -59,10 +59,20 @@ struct wk_settings {
 /* Fill set from cfg and the environment; strings borrowed from cfg and the environment. */
 void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, const char *worker_id);
 
+/* A parsed pipeline in the fetcher's cache, held by the jobs that run it. */
+struct wk_pipeline {
+    struct tq_pipeline *pl;
+    atomic_int refs;       /* jobs holding it: +1 on the fetcher thread, -1 on the loop */
+    uint64_t used;         /* fetcher's clock of its last use (LRU) */
+};
+/* A job let go of its pipeline (loop thread); the fetcher may evict it now. */
+void wk_pipeline_release(struct wk_pipeline *p);
+
 /* A job the fetcher claimed, handed to the loop. */
 struct wk_claimed {
     struct tq_claimed cl;
-    const struct tq_pipeline *pl;   /* owned by the fetcher's cache */
+    const struct tq_pipeline *pl;   /* the cache's (pref), valid until wk_pipeline_release */
+    struct wk_pipeline *pref;
     char id[24];
     struct wk_claimed *next;
 };
@@ -83,10 +93,14 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r);
 /* An operator asked to cancel job_id (if this engine holds it). */
 void wk_engine_cancel(struct wk_engine *e, int64_t job_id);
 /*
- * Stop starting steps; hand back jobs; after grace_ms cancel the steps still
- * running; cb runs once no job is left (its last row written, or let go).
+ * Stop starting steps; hand back jobs (also those run after this call);
+ * after grace_ms cancel the steps still running. cb runs whenever no job is
+ * left (each one's last row written, or let go): at once if none is held,
+ * and again if jobs delivered later have gone too.
  */
 void wk_engine_drain(struct wk_engine *e, uint32_t grace_ms, void (*cb)(void *arg), void *arg);
+/* No job held, none still closing. */
+bool wk_engine_idle(const struct wk_engine *e);
 /*
  * The drain's final deadline: stop waiting for the writer. Jobs whose last
  * row is queued are let go now, the others as soon as they end; the writer's

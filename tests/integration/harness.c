@@ -76,7 +76,7 @@ void h_setup(void)
     snprintf(H.queue, sizeof(H.queue), "t%s", H.tag);
     snprintf(H.tmpdir, sizeof(H.tmpdir), "/tmp/tqtest-%s", H.tag);
     mkdir(H.tmpdir, 0700);
-    snprintf(H.secrets_dir, sizeof(H.secrets_dir), "%s/secrets", H.tmpdir);
+    snprintf(H.secrets_dir, sizeof(H.secrets_dir), "%.200s/secrets", H.tmpdir);
     rc = redisConnect("127.0.0.1", H.redis_port);
     cr_assert(rc && !rc->err, "cannot connect to redis on %d", H.redis_port);
 

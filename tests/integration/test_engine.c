@@ -543,3 +543,33 @@ Test(engine, sql_errors_are_classed_by_sqlstate)
     tq_pg_close(pg);
 }
 
+/*
+ * Issue 17: the fetcher's pipeline cache never evicted; after 32 distinct
+ * pipelines a worker handed back every job that used a 33rd, forever.
+ */
+Test(engine, forty_distinct_pipelines_all_run)
+{
+    enum { N = 40 };
+    const char *ids[N];
+    for (int i = 0; i < N; i++) {
+        char name[32], steps[128];
+        snprintf(name, sizeof(name), "pl%02d.json", i);
+        snprintf(steps, sizeof(steps), "{\"name\":\"step%02d\",\"kind\":\"noop\"}", i);
+        pipeline(name, steps);
+        char stem[16];
+        snprintf(stem, sizeof(stem), "pl%02d", i);
+        ids[i] = tq_xstrdup(h_tenant(stem));
+        submit(ids[i]);
+    }
+    pid_t w = h_worker_start(NULL);
+    char want[8];
+    snprintf(want, sizeof(want), "%d", N);
+    bool all = h_wait_sql(want, 60000, "SELECT count(*) FROM tq.tenants WHERE status = 'active'");
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert(all, "%ld of %d tenants active",
+              h_sql_long("SELECT count(*) FROM tq.tenants WHERE status = 'active'"), N);
+    cr_assert_eq(h_sql_long("SELECT count(DISTINCT pipeline_hash) FROM tq.jobs"), N);
+    for (int i = 0; i < N; i++)
+        free((char *)ids[i]);
+}
+

@@ -107,8 +107,8 @@ static enum tq_err tenant_connect(struct wk_step *s, struct conn *c)
     json_decref(cred);
     if (PQstatus(c->db) != CONNECTION_OK) {
         /* libpq's connection messages never contain the password */
-        snprintf(s->errstr, sizeof(s->errstr), "could not connect as %s to %s:%s: %s", c->user,
-                 c->host, c->port, PQerrorMessage(c->db));
+        snprintf(s->errstr, sizeof(s->errstr), "could not connect as %.48s to %.48s:%.8s: %.120s",
+                 c->user, c->host, c->port, PQerrorMessage(c->db));
         s->errstr[strcspn(s->errstr, "\n")] = '\0';
         return TQ_ECONNECT;
     }

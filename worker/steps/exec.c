@@ -91,6 +91,8 @@ struct run {
     size_t next;
     bool remove_cwd;
     json_t *results;
+    uv_work_t rm_work;            /* removing cwd on the thread pool: a tree may be large */
+    int rm_errno;                 /* 0: removed */
 };
 
 /* ------------------------------------------------------------ text */
@@ -451,21 +453,47 @@ static void timer_closed(uv_handle_t *h)
     wk_step_done(s, err);
 }
 
+static void close_timer(struct run *r, enum tq_err err)
+{
+    r->final = err;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
+static void rm_work(uv_work_t *w)
+{
+    struct run *r = w->data;
+    r->rm_errno = rm_tree(r->cwd) == 0 ? 0 : (errno ? errno : EIO);
+}
+
+static void rm_after(uv_work_t *w, int status)
+{
+    struct run *r = w->data;
+    enum tq_err err = TQ_OK;
+    if (status != 0 || r->rm_errno != 0) {
+        snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
+                 status != 0 ? uv_strerror(status) : strerror(r->rm_errno));
+        err = TQ_EIO;
+    }
+    close_timer(r, err);
+}
+
 static void finish(struct run *r, enum tq_err err)
 {
     r->finishing = true;
     r->s->kind_data = NULL;
-    if (!err && r->remove_cwd) {
-        /* undo done: the tenant's working directory goes with it */
-        if (rm_tree(r->cwd) != 0) {
-            snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
-                     strerror(errno));
-            err = TQ_EIO;
-        }
-    }
-    r->final = err;
     uv_timer_stop(&r->timer);
-    uv_close((uv_handle_t *)&r->timer, timer_closed);
+    /* undo done: the tenant's working directory goes with it, off the loop thread */
+    if (!err && r->remove_cwd) {
+        r->rm_work.data = r;
+        int rc = uv_queue_work(r->s->loop, &r->rm_work, rm_work, rm_after);
+        if (rc == 0)
+            return;
+        snprintf(r->s->errstr, sizeof(r->s->errstr), "could not queue the removal of \"%s\": %s",
+                 r->cwd, uv_strerror(rc));
+        err = TQ_EIO;
+    }
+    close_timer(r, err);
 }
 
 static json_t *result_json(struct run *r, const char *argv0)
@@ -519,7 +547,7 @@ static void command_done(struct run *r)
             snprintf(how, sizeof(how), "killed by signal %d", r->term_signal);
         else
             snprintf(how, sizeof(how), "exit code %lld", (long long)r->exit_status);
-        snprintf(s->errstr, sizeof(s->errstr), "\"%.60s\" (command %zu of %zu) ended with %s%s%s",
+        snprintf(s->errstr, sizeof(s->errstr), "\"%.48s\" (command %zu of %zu) ended with %s%s%.80s",
                  argv0, r->next + 1, n, how, line[0] ? ": " : "", line);
         finish(r, TQ_ESTEP);
         return;
