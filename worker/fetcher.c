@@ -151,6 +151,77 @@ static void backoff(struct wk_fetcher *f, uint32_t *ms)
     *ms = *ms * 2 > 5000 ? 5000 : *ms * 2;
 }
 
+/* Log a Redis failure of a follow-up action once; the reaper or reconciler repairs it. */
+static void queue_failed(struct wk_fetcher *f, enum tq_err err, const char *what, const char *id)
+{
+    if (err)
+        tq_warn("fetcher: could not %s %s: %s; the reaper or the reconciler will", what, id,
+                tq_queue_errstr(f->q));
+}
+
+/* Reserved ids the claim did not take: dead-lettered, or already decided elsewhere. */
+static void settle_unclaimed(struct wk_fetcher *f, char **ids, size_t n,
+                             const struct tq_claimed *cl, size_t ncl, const int64_t *dead,
+                             size_t ndead)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        long long v = strtoll(ids[i], &end, 10);
+        bool claimed = false, is_dead = false;
+        for (size_t k = 0; k < ncl && !claimed; k++)
+            claimed = cl[k].c.job_id == v;
+        for (size_t k = 0; k < ndead && !is_dead; k++)
+            is_dead = dead[k] == v;
+        if (is_dead) {
+            tq_error("fetcher: job %s delivered %d times without progress; dead-lettered", ids[i],
+                     f->set.max_deliveries);
+            queue_failed(f, tq_queue_bury(f->q, ids[i]), "dead-letter", ids[i]);
+            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+        } else if (!claimed && !*end && v > 0) {
+            const char *one[] = {ids[i]};
+            /* duplicate delivery: the claim decided */
+            queue_failed(f, tq_queue_ack_batch(f->q, one, 1), "drop duplicate", ids[i]);
+        }
+    }
+}
+
+/* Claimed jobs to the loop, each with its pipeline; a job whose pipeline is unusable is buried. */
+static void hand_over_claimed(struct wk_fetcher *f, struct tq_claimed *cl, size_t ncl)
+{
+    for (size_t k = 0; k < ncl; k++) {
+        char why[512] = "";
+        bool gone = false;
+        struct wk_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
+        char id[24];
+        snprintf(id, sizeof(id), "%" PRId64, cl[k].c.job_id);
+        if (!p) {
+            if (gone) {
+                char reason[600];
+                snprintf(reason, sizeof(reason), "pipeline %.12s cannot be used: %s",
+                         cl[k].c.pipeline_hash, why);
+                tq_error("fetcher: job %s: %s; dead-lettered", id, reason);
+                if (tq_store_dead(f->pg, cl[k].c.job_id, cl[k].c.epoch, reason))
+                    tq_warn("fetcher: could not record job %s dead: %s", id, tq_pg_errstr(f->pg));
+                queue_failed(f, tq_queue_bury(f->q, id), "dead-letter", id);
+                atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+            } else {
+                tq_error("fetcher: job %s: %s; handing it back", id, why);
+                const char *one[] = {id};
+                queue_failed(f, tq_queue_release_batch(f->q, one, 1), "hand back", id);
+            }
+            json_decref(cl[k].steps);
+            continue;
+        }
+        struct wk_claimed *c = tq_xcalloc(1, sizeof(*c));
+        c->cl = cl[k];
+        c->pl = p->pl;
+        c->pref = p;
+        memcpy(c->id, id, sizeof(id));
+        atomic_fetch_sub(f->free_slots, 1);
+        hand_over(f, c);
+    }
+}
+
 static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_backoff)
 {
     int free_slots = atomic_load(f->free_slots);
@@ -168,6 +239,16 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     *redis_backoff = 100;
     if (n == 0)
         return;
+    if (atomic_load(&f->stop)) {
+        /* draining: a claim now would only be handed back (and count a delivery) */
+        if (tq_queue_release_batch(f->q, (const char *const *)ids, n) != TQ_OK)
+            tq_warn("fetcher: could not hand back %zu id(s) at shutdown: %s; the reaper will",
+                    n, tq_queue_errstr(f->q));
+        for (size_t i = 0; i < n; i++)
+            free(ids[i]);
+        free(ids);
+        return;
+    }
 
     int64_t *jid = tq_xcalloc(n, sizeof(int64_t));
     size_t nj = 0;
@@ -177,7 +258,7 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
         if (*end || v <= 0 || strlen(ids[i]) > 20) {
             /* Not a job id: poison. Keep it for a person, with the reason in the log. */
             tq_error("fetcher: \"%.40s\" is not a job id; moving it to the dead list", ids[i]);
-            tq_queue_bury(f->q, ids[i]);
+            queue_failed(f, tq_queue_bury(f->q, ids[i]), "dead-letter", "a malformed id");
             atomic_fetch_add(&wk_metrics.jobs_dead, 1);
             continue;
         }
@@ -191,61 +272,15 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     if (err) {
         atomic_store(&wk_metrics.pg_ok, false);
         tq_error("fetcher: %s; handing %zu job(s) back", tq_pg_errstr(f->pg), nj);
-        tq_queue_release_batch(f->q, (const char *const *)ids, n);
+        queue_failed(f, tq_queue_release_batch(f->q, (const char *const *)ids, n), "hand back",
+                     "the batch");
         backoff(f, pg_backoff);
         goto out;
     }
     atomic_store(&wk_metrics.pg_ok, true);
     *pg_backoff = 100;
-    for (size_t i = 0; i < n; i++) {
-        char *end;
-        long long v = strtoll(ids[i], &end, 10);
-        bool claimed = false, is_dead = false;
-        for (size_t k = 0; k < ncl && !claimed; k++)
-            claimed = cl[k].c.job_id == v;
-        for (size_t k = 0; k < ndead && !is_dead; k++)
-            is_dead = dead[k] == v;
-        if (is_dead) {
-            tq_error("fetcher: job %s delivered %d times without progress; dead-lettered", ids[i],
-                     f->set.max_deliveries);
-            tq_queue_bury(f->q, ids[i]);
-            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
-        } else if (!claimed && !*end && v > 0) {
-            const char *one[] = {ids[i]};
-            tq_queue_ack_batch(f->q, one, 1);   /* duplicate delivery: the claim decided */
-        }
-    }
-    for (size_t k = 0; k < ncl; k++) {
-        char why[512] = "";
-        bool gone = false;
-        struct wk_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
-        char id[24];
-        snprintf(id, sizeof(id), "%" PRId64, cl[k].c.job_id);
-        if (!p) {
-            if (gone) {
-                char reason[600];
-                snprintf(reason, sizeof(reason), "pipeline %.12s cannot be used: %s",
-                         cl[k].c.pipeline_hash, why);
-                tq_error("fetcher: job %s: %s; dead-lettered", id, reason);
-                tq_store_dead(f->pg, cl[k].c.job_id, cl[k].c.epoch, reason);
-                tq_queue_bury(f->q, id);
-                atomic_fetch_add(&wk_metrics.jobs_dead, 1);
-            } else {
-                tq_error("fetcher: job %s: %s; handing it back", id, why);
-                const char *one[] = {id};
-                tq_queue_release_batch(f->q, one, 1);
-            }
-            json_decref(cl[k].steps);
-            continue;
-        }
-        struct wk_claimed *c = tq_xcalloc(1, sizeof(*c));
-        c->cl = cl[k];
-        c->pl = p->pl;
-        c->pref = p;
-        memcpy(c->id, id, sizeof(id));
-        atomic_fetch_sub(f->free_slots, 1);
-        hand_over(f, c);
-    }
+    settle_unclaimed(f, ids, n, cl, ncl, dead, ndead);
+    hand_over_claimed(f, cl, ncl);
     uv_async_send(&f->async);
 out:
     free(cl);
@@ -264,7 +299,8 @@ static void *fetcher_main(void *arg)
     while (!atomic_load(&f->stop)) {
         if (tq_mono_ms() >= next_promote) {
             int moved = 0;
-            tq_queue_promote(f->q, 1000, &moved);
+            if (tq_queue_promote(f->q, 1000, &moved) && atomic_load(&wk_metrics.redis_ok))
+                tq_warn("fetcher: could not promote due delayed ids: %s", tq_queue_errstr(f->q));
             next_promote = tq_mono_ms() + 250;
         }
         pthread_mutex_lock(&f->mu);

@@ -57,7 +57,9 @@ static void push_ids(struct worker *wk, const int64_t *ids, size_t n)
         snprintf(buf[i], sizeof(buf[i]), "%" PRId64, ids[i]);
         argv[i] = buf[i];
     }
-    tq_queue_push(wk->hb_q, argv, n);
+    if (tq_queue_push(wk->hb_q, argv, n))
+        tq_warn("could not dispatch %zu job(s): %s; the reconciler will", n,
+                tq_queue_errstr(wk->hb_q));
     free(argv);
     free(buf);
 }
@@ -182,7 +184,11 @@ static void hb_tick(uv_timer_t *t)
     wk->held = tq_xrealloc(wk->held, (size_t)(wk->cfg->concurrency + 1) * sizeof(int64_t));
     wk->nheld = wk_engine_job_ids(wk->engine, wk->held, (size_t)wk->cfg->concurrency + 1);
     wk->hb_work.data = wk;
-    uv_queue_work(wk->loop, &wk->hb_work, hb_work, hb_after);
+    int rc = uv_queue_work(wk->loop, &wk->hb_work, hb_work, hb_after);
+    if (rc != 0) {
+        wk->hb_busy = false;   /* the next tick tries again */
+        tq_warn("heartbeat: could not queue it: %s", uv_strerror(rc));
+    }
 }
 
 static void deliver_claimed(void *arg, struct wk_claimed *c)
@@ -403,7 +409,9 @@ int wk_run(const struct tq_config *cfg)
             cfg->concurrency, cfg->lease_ms, wk.http ? ", http " : "",
             wk.http ? cfg->http_addr : "");
     uv_run(wk.loop, UV_RUN_DEFAULT);
-    tq_queue_unregister(wk.hb_q);
+    if (tq_queue_unregister(wk.hb_q))
+        tq_warn("could not unregister from redis: %s; the reaper will after the lease",
+                tq_queue_errstr(wk.hb_q));
     tq_info("worker %s stopped: %" PRIuFAST64 " succeeded, %" PRIuFAST64 " failed, %" PRIuFAST64
             " handed back, %" PRIuFAST64 " lost to other workers",
             wk.id, atomic_load(&wk_metrics.jobs_succeeded), atomic_load(&wk_metrics.jobs_failed),

@@ -123,6 +123,22 @@ enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res)
                    state ? state : "", state ? ")" : "");
 }
 
+enum tq_err tq_pg_connect_classify(const PGconn *db)
+{
+    const char *m = db ? PQerrorMessage(db) : "";
+    /* no FATAL: the server never answered (refused, unreachable, timed out) */
+    if (!strstr(m, "FATAL:"))
+        return TQ_ECONNECT;
+    /* the server answered, but is going away or coming back: an outage too */
+    static const char *const away[] = {"starting up", "shutting down", "in recovery",
+                                       "connection slots", "too many connections",
+                                       "terminating connection", NULL};
+    for (size_t i = 0; away[i]; i++)
+        if (strstr(m, away[i]))
+            return TQ_ECONNECT;
+    return TQ_EPG;   /* it refused us (role, password, database): a verdict, not an outage */
+}
+
 enum tq_err tq_pg_classify(const PGconn *db, const PGresult *res)
 {
     if (!db || PQstatus(db) != CONNECTION_OK)

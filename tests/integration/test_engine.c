@@ -355,7 +355,11 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     pipeline("drift.json", steps);
     const char *t = h_tenant("drift");
     submit(t);
-    pid_t w = h_worker_start(NULL);
+    int port = 20000 + (int)((getpid() + 7919) % 20000);
+    char http[64];
+    snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
+    const char *env[] = {http, NULL};
+    pid_t w = h_worker_start(env);
     cr_assert(wait_status(t, "active", 30000));
     /* clean revalidation */
     char *err = NULL;
@@ -367,7 +371,15 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
     free(err);
     cr_assert(h_wait_sql("1", 30000, "SELECT count(*) FROM tq.audit_events WHERE event = 'drift_detected'"));
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    char *m = h_http("GET", url);
     cr_assert_eq(h_worker_stop(w, 15000), 0);
+    /* issue 12 item 4: revalidations and drift are counted */
+    cr_assert(strstr(m, "tq_revalidations_total{result=\"clean\"} 1"), "%s", m);
+    cr_assert(strstr(m, "tq_revalidations_total{result=\"drift\"} 1"), "%s", m);
+    cr_assert(strstr(m, "tq_drift_detected_total{step=\"isolation\"} 1"), "%s", m);
+    free(m);
     char *st = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants WHERE tenant_id = '%s'", t);
     cr_assert(strncmp(st, "active ", 7) == 0 && strstr(st, "role can read t_other"), "%s", st);
     free(st);

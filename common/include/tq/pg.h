@@ -37,6 +37,13 @@ PGconn *tq_pg_conn(struct tq_pg *pg);
  * errors. res may be NULL. Any thread owning db.
  */
 enum tq_err tq_pg_classify(const PGconn *db, const PGresult *res);
+/*
+ * The error of a connection attempt that failed: TQ_ECONNECT when the
+ * server could not be reached or is starting up or shutting down (an
+ * outage), TQ_EPG when it answered and refused (no such role, no login,
+ * bad password, no such database).
+ */
+enum tq_err tq_pg_connect_classify(const PGconn *db);
 /* Run SQL text with no parameters and no result; for steps and tests. */
 enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql);
 
