@@ -1,7 +1,8 @@
 /*
  * Batched, fenced job-state writes (see tq/store.h). Rows travel as
- * PostgreSQL array literals and are expanded with unnest(), so a batch of a
- * thousand transitions is one statement per table, not a thousand.
+ * PostgreSQL array literals and are expanded with unnest(): a flush is one
+ * prepared statement (fenced by each job row's own UPDATE) per round of job
+ * rows, all sent in one pipeline — one round trip and one transaction.
  */
 #include "tq/store.h"
 

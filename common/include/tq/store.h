@@ -5,7 +5,7 @@
  * lease epoch of the claim: rows of a job whose epoch moved on change
  * nothing, and the job is reported stale.
  *
- * All functions block; call them from the worker's fetcher or store thread,
+ * All functions block; call them from the worker's fetcher or writer thread,
  * each with its own struct tq_pg.
  */
 #ifndef TQ_STORE_H
