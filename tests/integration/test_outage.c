@@ -142,3 +142,39 @@ Test(outage, sigterm_while_postgres_is_down_exits_within_grace_and_loses_nothing
     cr_assert_eq(h_worker_stop(b, 15000), 0);
     cr_assert(all, "every job the stopped worker held is finished by the next one");
 }
+
+/*
+ * An undo waits out an outage too: a rollback that meets PostgreSQL away
+ * retries its undo until the database is back, and the tenant ends failed
+ * with everything undone — not rollback_failed.
+ */
+Test(outage, an_undo_waits_out_a_postgres_outage)
+{
+    char flag[300], text[2048];
+    snprintf(flag, sizeof(flag), "%s/gate", H.tmpdir);
+    h_write_file("gate", "x");
+    snprintf(text, sizeof(text), "{\"name\":\"undo\",\"steps\":["
+             "{\"name\":\"postgres\",\"kind\":\"pg_tenant\"},"
+             "{\"name\":\"hold\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"params\":{\"ms\":1500}},"
+             "{\"name\":\"gate\",\"kind\":\"sleep\",\"needs\":[\"hold\"],\"class\":\"security\","
+             " \"params\":{\"ms\":10,\"fail_if_exists\":\"%s\"}}]}", flag);
+    setenv("TQ_PIPELINE", h_write_file("undo.json", text), 1);
+    submit_batch(1);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(h_wait_sql("running", 60000, "SELECT status FROM tq.job_steps WHERE step = 'hold'"));
+    s_pg_stop();   /* gate fails while the database is away: the undo of postgres cannot run */
+    tq_sleep_ms(30000);
+    s_pg_start();
+    bool done = h_wait_sql("1", 120000, "SELECT (status IN ('failed', 'rollback_failed'))::int"
+                           " FROM tq.tenants");
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert(done, "the rollback ends");
+    char *st = h_sql("SELECT status FROM tq.tenants");
+    cr_assert_str_eq(st, "failed", "the undo waited for the database");
+    free(st);
+    st = h_sql("SELECT status FROM tq.job_steps WHERE step = 'postgres'");
+    cr_assert_str_eq(st, "compensated");
+    free(st);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tq_t_out0_%%'"), 0,
+                 "the tenant's role is gone");
+}
