@@ -1,6 +1,6 @@
 /*
  * tq-worker: pulls provisioning jobs from Redis and runs them. Configuration
- * comes from the environment (DESIGN.md §5); flags override it.
+ * comes from the environment (docs/design.md §5); flags override it.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -27,8 +27,24 @@ static const char usage[] =
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"
-    "environment: TQ_REDIS_URL, TQ_DATABASE_URL, TQ_SECRETS_DIR, TQ_LOG_FORMAT\n"
-    "(text|json), TQ_PREFIX. Example:\n"
+    "environment (the worker reads these and no other; worker/README.md says more):\n"
+    "  services    TQ_REDIS_URL (redis://[:password@]host:port[/db]),\n"
+    "              TQ_DATABASE_URL (libpq conninfo or URI), TQ_PREFIX (key prefix, tq)\n"
+    "  the worker  TQ_QUEUE, TQ_CONCURRENCY, TQ_HTTP_ADDR, TQ_LEASE_MS (as above),\n"
+    "              TQ_LOG_FORMAT (text|json), TQ_DEBUG, TQ_GRACE_MS, TQ_BATCH,\n"
+    "              TQ_MAX_DELIVERIES, TQ_LONG_WAIT_MS, TQ_REVALIDATE_INTERVAL_MS,\n"
+    "              TQ_ALLOW_EVICTION, TQ_OUTAGE_MS (how long a step waits out an\n"
+    "              unreachable dependency, 300000), TQ_PIPELINE_CACHE (32)\n"
+    "  steps       TQ_SECRETS_DIR, TQ_WORK_DIR, TQ_EXEC_ALLOW, TQ_TENANT_REDIS_URL,\n"
+    "              TQ_NOTIFY_WEBHOOK_URL, TQ_SMTP_URL, TQ_NOTIFY_FROM, TQ_NOTIFY_TO\n"
+    "  pipelines   ${env.X} in a pipeline reads X when the step runs; the shipped\n"
+    "              ones use TQ_S3_ENDPOINT, TQ_S3_REGION, TQ_S3_ACCESS_KEY,\n"
+    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL, TQ_VECTOR_TOKEN, TQ_DASHBOARD_URL,\n"
+    "              TQ_DASHBOARD_TOKEN, TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE,\n"
+    "              TQ_ENVIRONMENT\n"
+    "The worker runs the pipeline stored with each job: TQ_PIPELINE is the CLI's.\n"
+    "\n"
+    "example:\n"
     "  eval \"$(deploy/local/env)\"; tq-worker --concurrency 8\n";
 
 int main(int argc, char **argv)

@@ -1,5 +1,5 @@
 /*
- * Labelled metrics for /metrics (DESIGN.md §5): provisioning duration per
+ * Labelled metrics for /metrics (docs/design.md §5): provisioning duration per
  * tier and region (histogram), successes per tier, failures per tier and
  * step, step durations per kind (histogram), revalidations by result and
  * drift by step, rollbacks, queue depths.

@@ -181,7 +181,7 @@ struct wk_metrics {
 };
 extern struct wk_metrics wk_metrics;
 
-/* metrics.c: labelled series, loop thread only (DESIGN.md §5 names). */
+/* metrics.c: labelled series, loop thread only (docs/design.md §5 names). */
 void wk_metrics_provisioned(const char *tier, const char *region, double seconds);
 void wk_metrics_failed(const char *tier, const char *step);
 void wk_metrics_step(const char *kind, bool undo, double seconds);

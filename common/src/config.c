@@ -1,4 +1,6 @@
 /* Environment configuration and the Redis URL parser (see tq/config.h). */
+/* realpath(3) is XSI */
+#define _XOPEN_SOURCE 700
 #include "tq/config.h"
 
 #include <ctype.h>
@@ -6,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tq/util.h"
 
@@ -52,18 +56,62 @@ static void split_regions(struct tq_config *c, const char *list)
     free(copy);
 }
 
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/*
+ * The default pipeline, as an absolute path whatever the working directory:
+ * beside a relocated install (<exe>/../share/tenantq/pipelines), then the
+ * configured install directory, then the checkout a build-tree binary came
+ * from. None there: the install directory's path, which the error names.
+ */
+char *tq_default_pipeline(void)
+{
+    static const char file[] = "tenant-provision.json";
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char *p = tq_xasprintf("%s/../" TQ_INSTALL_DATADIR "/tenantq/pipelines/%s", exe, file);
+            char *real = is_file(p) ? realpath(p, NULL) : NULL;
+            free(p);
+            if (real) {
+                char *out = tq_xstrdup(real);   /* ours: tq_xstrdup's allocator */
+                free(real);
+                return out;
+            }
+        }
+    }
+    char *p = tq_xasprintf("%s/%s", TQ_PIPELINE_DIR, file);
+    if (is_file(p))
+        return p;
+    char *src = tq_xasprintf("%s/%s", TQ_SOURCE_PIPELINE_DIR, file);
+    if (is_file(src)) {
+        free(p);
+        return src;
+    }
+    free(src);
+    return p;
+}
+
 enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
                                size_t errlen)
 {
     memset(c, 0, sizeof(*c));
     c->redis_url = tq_xstrdup(env_or("TQ_REDIS_URL", "redis://127.0.0.1:6379/0"));
     c->database_url = tq_xstrdup(env_or("TQ_DATABASE_URL", "dbname=tenantq"));
-    c->queue = tq_xstrdup(env_or("TQ_QUEUE", "provision"));
+    c->queue = tq_xstrdup(env_or("TQ_QUEUE", TQ_DEFAULT_QUEUE));
     c->prefix = tq_xstrdup(env_or("TQ_PREFIX", "tq"));
     c->http_addr = tq_xstrdup(getenv("TQ_HTTP_ADDR") ? getenv("TQ_HTTP_ADDR")
                                                      : "127.0.0.1:9464");
-    c->pipeline_path = tq_xstrdup(
-        env_or("TQ_PIPELINE", "deploy/pipelines/tenant-provision.json"));
+    const char *pl = env_or("TQ_PIPELINE", NULL);
+    c->pipeline_path = pl ? tq_xstrdup(pl) : tq_default_pipeline();
     const char *sd = env_or("TQ_SECRETS_DIR", NULL);
     c->secrets_dir = sd ? tq_xstrdup(sd) : NULL;
     split_regions(c, env_or("TQ_REGIONS", "us-east-1,us-west-2,eu-west-1"));

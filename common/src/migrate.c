@@ -3,7 +3,7 @@
  * transaction under one advisory lock, so concurrent `tq-enqueue migrate`
  * calls serialise and the second finds nothing left to do.
  * Table and column names are relied on by tools outside the code
- * (DESIGN.md §4): add, never rename.
+ * (docs/design.md §4): add, never rename.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +156,36 @@ static const char *const migrations[] = {
     "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_pkey,"
     "  ADD CONSTRAINT step_attempts_pkey PRIMARY KEY (job_id, step, id);"
     "DROP INDEX tq.step_attempts_job;",
+
+    /* tenant names are unique whatever their case ("Idem A" is "IDEM A"); a
+       database that already holds such a pair keeps working, with a warning,
+       until an operator renames one (the CLI checks the same rule) */
+    "DO $$ BEGIN"
+    "  IF EXISTS (SELECT 1 FROM tq.tenants GROUP BY lower(name) HAVING count(*) > 1) THEN"
+    "    RAISE WARNING 'tq.tenants holds names that differ only in case;"
+    " case-insensitive uniqueness is not enforced until they are renamed';"
+    "  ELSE"
+    "    CREATE UNIQUE INDEX tenants_name_lower ON tq.tenants (lower(name));"
+    "  END IF;"
+    " END $$;"
+    /* a batch names every tenant it asked for, including requests that
+       already existed (a rerun of the same file) */
+    "CREATE TABLE tq.batch_tenants ("
+    "  batch_id text NOT NULL REFERENCES tq.batches(id),"
+    "  tenant_id text NOT NULL REFERENCES tq.tenants(tenant_id),"
+    "  PRIMARY KEY (batch_id, tenant_id));"
+    "INSERT INTO tq.batch_tenants (batch_id, tenant_id)"
+    "  SELECT batch_id, tenant_id FROM tq.tenants WHERE batch_id IS NOT NULL;",
+
+    /* the queue whose workers own a tenant (NULL: recorded before this column,
+       the default queue's), and its revalidation schedule: when the next
+       drift check is due, kept here so that Redis losing its data or a worker
+       restarting never starts a round */
+    "ALTER TABLE tq.tenants ADD COLUMN queue text,"
+    "  ADD COLUMN revalidate_due_at timestamptz;"
+    /* due checks are found by time; claims and outcomes never change this
+       column, so their tenant updates stay in place (HOT) */
+    "CREATE INDEX tenants_revalidate_due ON tq.tenants (revalidate_due_at);",
 
     /* Per attempt: may the request have reached its server? An attempt that
        never left (connection refused, name not resolved) had no effect, and

@@ -17,7 +17,8 @@
 
 TQ_SCRIPT_NAME=${TQ_SCRIPT_NAME:-$(basename -- "$0")}
 TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
-TQ_LOCAL_DIR="$TQ_TOP/.tq-local"
+# TQ_LOCAL_DIR: where the state folders live (tests point it at a temp dir).
+TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 
 # python3 and curl: the test stubs in tests/stubs (Python standard library).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
@@ -139,8 +140,9 @@ tq_state_dir() { echo "$TQ_LOCAL_DIR/$1"; }
 
 # /tmp twin of a state folder, for PostgreSQL when postgres cannot reach it.
 tq_tmp_twin_root() {
-  local h
-  h=$(printf '%s' "$TQ_TOP" | sha256sum | cut -c1-10)
+  local h key=$TQ_TOP
+  [ "$TQ_LOCAL_DIR" = "$TQ_TOP/.tq-local" ] || key=$TQ_LOCAL_DIR
+  h=$(printf '%s' "$key" | sha256sum | cut -c1-10)
   echo "/tmp/tq-local-$h"
 }
 
@@ -512,13 +514,44 @@ TQ_BIN_DIR=${TQ_BIN_DIR:-$TQ_TOP/.build/release/bin}
 
 # Ports of the demo services: what is recorded, else env, else defaults.
 # An explicit TQ_LOCAL_*_PORT wins over the record (up checks conflicts).
+# The stand-ins' ports are recorded in STATE/stub-ports when they start
+# (tq_demo_stubs_up picks free ones); until then they are empty.
 tq_demo_ports() {
   local rec_r='' rec_p=''
   if tq_read_ports "$TQ_DEMO"; then rec_r=$TQ_STATE_REDIS_PORT rec_p=$TQ_STATE_PG_PORT; fi
   TQ_DEMO_REDIS_PORT=${TQ_LOCAL_REDIS_PORT:-${rec_r:-6390}}
   TQ_DEMO_PG_PORT=${TQ_LOCAL_PG_PORT:-${rec_p:-5440}}
-  TQ_DEMO_S3_PORT=${TQ_LOCAL_S3_PORT:-9390}
-  TQ_DEMO_SAAS_PORT=${TQ_LOCAL_SAAS_PORT:-9391}
+  tq_read_stub_ports
+}
+
+# Sets TQ_DEMO_S3_PORT and TQ_DEMO_SAAS_PORT from STATE/stub-ports (empty
+# when the stand-ins have not been started).
+tq_read_stub_ports() {
+  local f k v
+  f="$(tq_state_dir "$TQ_DEMO")/stub-ports"
+  TQ_DEMO_S3_PORT='' TQ_DEMO_SAAS_PORT=''
+  [ -r "$f" ] || return 0
+  while IFS='=' read -r k v; do
+    case $k in
+      S3_PORT) TQ_DEMO_S3_PORT=$v ;;
+      SAAS_PORT) TQ_DEMO_SAAS_PORT=$v ;;
+    esac
+  done <"$f"
+}
+
+# tq_stub_port STUB RECORDED WANTED DEFAULT: the port STUB runs on (if its pid
+# file says it runs), else WANTED (TQ_LOCAL_*_PORT, must be free), else the
+# first free port from DEFAULT, so two checkouts on one machine never collide.
+tq_stub_port() {
+  local stub=$1 recorded=$2 wanted=$3 dflt=$4 pidf
+  pidf="$(tq_state_dir "$TQ_DEMO")/stub-$stub.pid"
+  if [ -n "$recorded" ] && [ -f "$pidf" ] && tq_pid_is "$(cat -- "$pidf")" "$stub.py"; then
+    echo "$recorded"
+  elif [ -n "$wanted" ]; then
+    echo "$wanted"
+  else
+    tq_free_port "$dflt"
+  fi
 }
 
 # Starts the stand-ins of the demo with credentials made once per state folder.
@@ -533,10 +566,32 @@ tq_demo_stubs_up() {
       head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; echo
     } >"$cred")
   fi
+  # Free ports, picked one after the other (the first is taken before the
+  # second is looked for) and recorded for `env`.
+  tq_read_stub_ports
+  TQ_DEMO_S3_PORT=$(tq_stub_port s3server "$TQ_DEMO_S3_PORT" "${TQ_LOCAL_S3_PORT:-}" 9390)
   # Secrets by environment, never on a command line (process lists show those).
   S3_ACCESS_KEY=$(sed -n 1p "$cred") S3_SECRET_KEY=$(sed -n 2p "$cred") \
     tq_stub_start "$TQ_DEMO" s3server "$TQ_DEMO_S3_PORT" --quiet --data "$sdir/s3"
+  TQ_DEMO_SAAS_PORT=$(tq_stub_port saas_stub "$TQ_DEMO_SAAS_PORT" "${TQ_LOCAL_SAAS_PORT:-}" 9391)
   SAAS_TOKEN=$(sed -n 3p "$cred") tq_stub_start "$TQ_DEMO" saas_stub "$TQ_DEMO_SAAS_PORT" --quiet
+  printf 'S3_PORT=%s\nSAAS_PORT=%s\n' "$TQ_DEMO_S3_PORT" "$TQ_DEMO_SAAS_PORT" >"$sdir/stub-ports"
+}
+
+# Workers registered with the demo's Redis that still heartbeat (started by
+# hand after `eval "$(deploy/local/env)"`): one line "queue worker-id pid" each.
+tq_demo_live_workers() {
+  local k q id pid
+  redis-cli -p "$TQ_DEMO_REDIS_PORT" --scan --pattern '*:workers' 2>/dev/null | while read -r k; do
+    q=${k#*\{}; q=${q%%\}*}
+    redis-cli -p "$TQ_DEMO_REDIS_PORT" smembers "$k" 2>/dev/null | while read -r id; do
+      [ -n "$id" ] || continue
+      [ "$(redis-cli -p "$TQ_DEMO_REDIS_PORT" exists "${k%workers}hb:$id" 2>/dev/null)" = 1 ] || continue
+      # worker ids are <host>-<pid>-<random>
+      pid=${id%-*}; pid=${pid##*-}
+      echo "$q $id $pid"
+    done
+  done
 }
 
 tq_demo_env_lines() {
@@ -549,7 +604,7 @@ tq_demo_env_lines() {
   printf 'export TQ_TENANT_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
   printf 'export TQ_ENVIRONMENT=%q\n' "local"
   # Local stand-ins (tests/stubs): an S3 that checks SigV4, and the SaaS APIs.
-  if [ -r "$sdir/stub-credentials" ]; then
+  if [ -r "$sdir/stub-credentials" ] && [ -n "$TQ_DEMO_S3_PORT" ]; then
     printf 'export TQ_S3_ENDPOINT=%q\n' "http://127.0.0.1:$TQ_DEMO_S3_PORT"
     printf 'export TQ_S3_REGION=%q\n' "us-east-1"
     printf 'export TQ_S3_ACCESS_KEY=%q\n' "$(sed -n 1p "$sdir/stub-credentials")"
@@ -562,6 +617,14 @@ tq_demo_env_lines() {
   fi
   # shellcheck disable=SC2016  # $PATH is expanded by the shell that evals this
   printf 'export PATH=%q:"$PATH"\n' "$TQ_BIN_DIR"
+}
+
+# Where the demo services run and how to reach them, on stderr; no secret.
+tq_demo_how_to_reach() {
+  tq_log "ready: Redis 127.0.0.1:$TQ_DEMO_REDIS_PORT, PostgreSQL 127.0.0.1:$TQ_DEMO_PG_PORT (database $TQ_DEMO_DB)"
+  [ -z "$TQ_DEMO_S3_PORT" ] || tq_log "stand-ins: S3 http://127.0.0.1:$TQ_DEMO_S3_PORT, SaaS APIs http://127.0.0.1:$TQ_DEMO_SAAS_PORT (credentials in $(tq_state_dir "$TQ_DEMO")/stub-credentials)"
+  tq_log "to use them in a shell: eval \"\$(deploy/local/env)\"  (then tq-enqueue status --all, tq-worker, psql \"\$TQ_DATABASE_URL\")"
+  tq_log "to stop them: deploy/local/down [--purge]"
 }
 
 # Exports the same variables into the current shell.

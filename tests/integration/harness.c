@@ -53,6 +53,51 @@ static void admin_exec(const char *sql)
     PQfinish(a);
 }
 
+/*
+ * What a test leaves behind when it crashes or times out before .fini (a
+ * database, roles, Redis keys, a temp dir, private servers) is cleaned after
+ * the run by the runner process, which outlives the test processes: each
+ * test writes its tag to a run file (one line a test), and the POST_ALL hook
+ * cleans every tag in it. So a run against servers someone else started
+ * leaves no databases behind.
+ */
+static char run_file[256];
+
+static void cleanup_tag(const char *tag, const char *admin_dsn, int redis_port);
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    snprintf(run_file, sizeof(run_file), "/tmp/tqtest-run-%ld", (long)getpid());
+    unlink(run_file);
+    setenv("TQ_TEST_RUN_FILE", run_file, 1);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    const char *port = getenv("TQ_TEST_REDIS_PORT");
+    const char *dsn = getenv("TQ_TEST_PG_DSN");
+    FILE *f = run_file[0] ? fopen(run_file, "r") : NULL;
+    char tag[64];
+    while (f && fgets(tag, sizeof(tag), f)) {
+        tag[strcspn(tag, "\n")] = '\0';
+        if (*tag && dsn && port)
+            cleanup_tag(tag, dsn, atoi(port));
+    }
+    if (f)
+        fclose(f);
+    if (run_file[0])
+        unlink(run_file);
+    /* No services and not required: the tests did not run. Say so to ctest
+       (SKIP_RETURN_CODE 77) instead of "passed". */
+    if ((!port || !dsn) && !getenv("TQ_TEST_REQUIRE_SERVICES") && stats->tests_passed == 0) {
+        fprintf(stderr, "harness: no test services (TQ_TEST_REDIS_PORT, TQ_TEST_PG_DSN): "
+                        "%zu test(s) skipped\n", (size_t)stats->nb_tests);
+        fflush(NULL);
+        _exit(77);
+    }
+}
+
 void h_setup(void)
 {
     const char *port = getenv("TQ_TEST_REDIS_PORT");
@@ -69,6 +114,12 @@ void h_setup(void)
     snprintf(H.tag, sizeof(H.tag), "p%ld%03u", (long)getpid(), r % 1000);
     snprintf(H.dbname, sizeof(H.dbname), "tqt_%s", H.tag);
     snprintf(H.admin_dsn, sizeof(H.admin_dsn), "%s", dsn);
+    const char *rf = getenv("TQ_TEST_RUN_FILE");
+    FILE *runf = rf ? fopen(rf, "a") : NULL;
+    if (runf) {
+        fprintf(runf, "%s\n", H.tag);
+        fclose(runf);
+    }
     PGconn *a = connect_or_die(dsn);
     snprintf(H.dsn, sizeof(H.dsn), "host=%s port=%s user=%s dbname=%s", PQhost(a), PQport(a),
              PQuser(a), H.dbname);
@@ -100,10 +151,58 @@ void h_setup(void)
 
 static void reap_workers(void);
 
+/* Drop what a test of tag made on the shared servers; each part is harmless if absent. */
+static void cleanup_tag(const char *tag, const char *admin_dsn, int redis_port)
+{
+    for (const char *p = tag; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+            return;   /* not one of ours: never build SQL from it */
+    PGconn *a = PQconnectdb(admin_dsn);
+    if (PQstatus(a) == CONNECTION_OK) {
+        PQsetNoticeProcessor(a, quiet, NULL);
+        char sql[512];
+        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS tqt_%s WITH (FORCE)", tag);
+        PQclear(PQexec(a, sql));
+        snprintf(sql, sizeof(sql),
+                 "SELECT quote_ident(rolname) FROM pg_roles WHERE rolname LIKE '%%\\_%s'", tag);
+        PGresult *r = PQexec(a, sql);
+        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+            char drop[256];
+            snprintf(drop, sizeof(drop), "DROP ROLE IF EXISTS %s", PQgetvalue(r, i, 0));
+            PQclear(PQexec(a, drop));
+        }
+        PQclear(r);
+    }
+    PQfinish(a);
+    redisContext *c = redisConnect("127.0.0.1", redis_port);
+    if (c && !c->err) {
+        redisReply *k = redisCommand(c, "KEYS tq:{t%s}:*", tag);
+        for (size_t i = 0; k && k->type == REDIS_REPLY_ARRAY && i < k->elements; i++)
+            freeReplyObject(redisCommand(c, "DEL %s", k->element[i]->str));
+        freeReplyObject(k);
+    }
+    redisFree(c);
+    /* private servers of services.c (s_start) that a crash left running */
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "d=/tmp/tqsvc-%s; [ -d $d ] || exit 0;"
+             " [ -f $d/redis/redis.pid ] && kill \"$(cat $d/redis/redis.pid)\" 2>/dev/null;"
+             " [ -f $d/pg/data/postmaster.pid ] &&"
+             " kill -QUIT \"$(head -n 1 $d/pg/data/postmaster.pid)\" 2>/dev/null;"
+             " sleep 0.5; rm -rf $d; exit 0",
+             tag);
+    if (system(cmd) != 0)
+        fprintf(stderr, "harness: could not clean /tmp/tqsvc-%s\n", tag);
+    snprintf(cmd, sizeof(cmd), "rm -rf /tmp/tqtest-%s", tag);
+    if (system(cmd) != 0)
+        fprintf(stderr, "harness: could not remove /tmp/tqtest-%s\n", tag);
+}
+
 void h_teardown(void)
 {
     reap_workers();
-    if (!H.db)
+    /* services.c's s_stop() closes H.db early: the shared database is ours all the same */
+    if (!H.dbname[0])
         return;
     PQfinish(H.db);
     H.db = NULL;

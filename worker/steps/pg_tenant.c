@@ -123,6 +123,9 @@ static enum tq_err deliver_secret(const struct wk_step *ctx, PGconn *c,
 out:
     if (fd >= 0)
         close(fd);
+    /* a full disk (ENOSPC) must not leave an empty or partial temp file */
+    if (err)
+        unlink(tmp);
     if (text) {
         memset(text, 0, strlen(text));
         free(text);

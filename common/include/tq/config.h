@@ -1,5 +1,5 @@
 /*
- * Process configuration from the environment (DESIGN.md §5); command-line
+ * Process configuration from the environment (docs/design.md §5); command-line
  * flags override fields after tq_config_from_env(). Strings are owned by the
  * struct and released by tq_config_cleanup().
  */
@@ -21,10 +21,14 @@ struct tq_redis_addr {
     int db;
 };
 
+/* The queue when TQ_QUEUE is not set; also the queue of tenants recorded before
+   tenants.queue existed. */
+#define TQ_DEFAULT_QUEUE "provision"
+
 struct tq_config {
     char *redis_url;        /* TQ_REDIS_URL, default redis://127.0.0.1:6379/0 */
     char *database_url;     /* TQ_DATABASE_URL, libpq conninfo or URI */
-    char *queue;            /* TQ_QUEUE, default "provision" */
+    char *queue;            /* TQ_QUEUE, default TQ_DEFAULT_QUEUE */
     char *prefix;           /* TQ_PREFIX, default "tq" */
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
     char *pipeline_path;    /* TQ_PIPELINE */
@@ -53,5 +57,13 @@ enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
 
 /* Redis key of the queue: "<prefix>:{<queue>}:<suffix>"; caller frees. */
 char *tq_key(const struct tq_config *c, const char *suffix);
+
+/*
+ * The default of TQ_PIPELINE, an absolute path (caller frees): the installed
+ * tenant-provision.json (beside a relocated install first, then
+ * TQ_PIPELINE_DIR set at build time), else the checkout's, for a binary
+ * run from its build tree.
+ */
+char *tq_default_pipeline(void);
 
 #endif
