@@ -126,6 +126,8 @@ int cmd_dead(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_revalidate(struct cli *c, int argc, char **argv);
 int cmd_history(struct cli *c, int argc, char **argv);
+int cmd_credentials(struct cli *c, int argc, char **argv);   /* credentials.c */
+int cmd_secrets(struct cli *c, int argc, char **argv);       /* credentials.c */
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

@@ -33,6 +33,9 @@ static const char usage[] =
     "  stats                   queue depths, workers, tenants by status\n"
     "  revalidate ID|--all     re-run the checks of active tenants (drift)\n"
     "  history ID              every job, step, attempt and audit event of a tenant\n"
+    "  credentials ID          an active tenant's generated credentials, for its\n"
+    "                          owner (needs the secrets key; every read is audited)\n"
+    "  secrets rotate          re-encrypt stored secrets under the current key\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
@@ -179,7 +182,8 @@ int main(int argc, char **argv)
                 {"reject", cmd_reject},   {"cancel", cmd_cancel},
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
                 {"dead", cmd_dead},       {"stats", cmd_stats},
-                {"revalidate", cmd_revalidate}, {"history", cmd_history}};
+                {"revalidate", cmd_revalidate}, {"history", cmd_history},
+                {"credentials", cmd_credentials}, {"secrets", cmd_secrets}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

@@ -327,6 +327,210 @@ EOF
   fi
 fi
 
+# ------------------------------------------------------------------ 4b. tenant role, fleet
+# Static asserts on terraform/fleet (parsed in step 1).
+"$PY" - "$T/parsed.json" > "$T/static-fleet.out" <<'EOF'
+import json, re, sys
+
+parsed = json.load(open(sys.argv[1]))
+
+
+def check(desc, cond, detail=""):
+    print(("ok   - " if cond else "FAIL - ") + "fleet: " + desc + ("" if cond or not detail else " (%s)" % detail))
+
+
+def merged(prefix):
+    out = {}
+    for rel, doc in parsed.items():
+        if rel.startswith(prefix) and "/" not in rel[len(prefix):]:
+            for block, body in doc.items():
+                if isinstance(body, dict):
+                    for name, val in body.items():
+                        if block in ("resource", "data"):
+                            out.setdefault(block, {}).setdefault(name, {}).update(val)
+                        else:
+                            out.setdefault(block, {}).setdefault(name, val)
+                else:
+                    out.setdefault(block, []).extend(body if isinstance(body, list) else [body])
+    return out
+
+
+for f in ("main.tf", "variables.tf", "outputs.tf", "versions.tf"):
+    check("file fleet/%s exists" % f, "fleet/" + f in parsed)
+m = merged("fleet/")
+var = {k: v[0] for k, v in m.get("variable", {}).items()}
+for name, v in sorted(var.items()):
+    check("variable %s has a type and a description" % name, bool(v.get("type")) and bool(v.get("description")))
+    if v.get("type") not in ("${bool}", "bool") and name != "tags":
+        check("variable %s has a validation" % name, bool(v.get("validation")))
+res = {t: {n: v[0] for n, v in names.items()} for t, names in m.get("resource", {}).items()}
+pg = res.get("aws_elasticache_parameter_group", {}).get("redis", {})
+params = {p.get("name"): p.get("value") for p in pg.get("parameter", [])}
+check("ElastiCache parameter group sets maxmemory-policy noeviction", params.get("maxmemory-policy") == "noeviction", params)
+rg = res.get("aws_elasticache_replication_group", {}).get("redis", {})
+check("the replication group uses that parameter group",
+      rg.get("parameter_group_name") == "${aws_elasticache_parameter_group.redis.name}", rg.get("parameter_group_name"))
+db = res.get("aws_db_instance", {}).get("postgres", {})
+check("RDS engine postgres, version from a variable validated as 15",
+      db.get("engine") == "postgres" and db.get("engine_version") == "${var.postgres_engine_version}"
+      and "^15" in json.dumps(var.get("postgres_engine_version", {}).get("validation")))
+check("RDS password managed by RDS (Secrets Manager), none in the configuration",
+      db.get("manage_master_user_password") is True and "password" not in db)
+check("RDS encrypted, private, deletion protection from a variable",
+      db.get("storage_encrypted") is True and db.get("publicly_accessible") is False
+      and db.get("deletion_protection") == "${var.deletion_protection}")
+text = json.dumps({k: v for k, v in parsed.items() if k.startswith("fleet/")})
+check("no credentials in the files (access_key, secret_key, token, password literals)",
+      not re.search(r'"(access_key|secret_key|token|auth_token|password)"\s*:', text))
+check("provider region from var.region only", (m.get("provider", {}).get("aws") or [{}])[0] == {"region": "${var.region}"},
+      m.get("provider"))
+for out in ("redis_address", "postgres_address", "worker_role_arn", "data_subnet_cidrs", "kustomize_fleet_env"):
+    check("output %s" % out, out in m.get("output", {}))
+EOF
+tally "$T/static-fleet.out"
+# Every key the production overlay's fleet.env has is written by the output.
+FLEET_ENV="$REPO/deploy/k8s/overlays/production/fleet.env"
+if [ -f "$FLEET_ENV" ]; then
+  missing=""
+  for k in $(sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' "$FLEET_ENV"); do
+    grep -q "\"$k=" "$HERE/fleet/outputs.tf" || missing="$missing $k"
+  done
+  if [ -z "$missing" ]; then ok "fleet: output kustomize_fleet_env writes every key of deploy/k8s/overlays/production/fleet.env"
+  else bad "fleet: kustomize_fleet_env lacks$missing"; fi
+fi
+
+if [ "$HAVE_MIRROR" = 1 ]; then
+  # The tenant's own role: limited to its bucket and region.
+  if AWS_ACCESS_KEY_ID=AKIAPLANONLY AWS_SECRET_ACCESS_KEY=plan-only "$TF" -chdir="$T/root" plan -input=false -no-color -lock=false \
+      -out="$T/role.plan" -var tenant_id=acme-corp -var tier=Gold -var region=eu-west-1 -var environment=test \
+      -var s3_endpoint=http://127.0.0.1:9 -var 'role_trusted_arns=["arn:aws:iam::123456789012:role/tenantq-prod-worker"]' \
+      > "$T/plan-role.out" 2>&1 && "$TF" -chdir="$T/root" show -json "$T/role.plan" > "$T/role.json" 2> "$T/show-role.err"; then
+    "$PY" - "$T/role.json" > "$T/role.check" <<'EOF'
+import json, sys
+plan = json.load(open(sys.argv[1]))
+res = {r["address"]: r["values"] for r in plan["planned_values"]["root_module"]["resources"] if r["mode"] == "managed"}
+ok = lambda c, d, x="": print(("ok   - " if c else "FAIL - ") + "tenant role: " + d + ("" if c else " (%s)" % (x,)))
+role = res.get("aws_iam_role.tenant[0]", {})
+ok(role.get("name") == "tenantq-tenant-acme-corp" and role.get("path") == "/tenantq/tenants/",
+   "role tenantq-tenant-acme-corp under /tenantq/tenants/", role.get("name"))
+trust = json.loads(role.get("assume_role_policy") or "{}")
+ok([s["Principal"] for s in trust.get("Statement", [])] == [{"AWS": "arn:aws:iam::123456789012:role/tenantq-prod-worker"}],
+   "only the given principal may assume it", trust)
+ok(role.get("tags", {}).get("TenantID") == "acme-corp", "role carries the cost tags", role.get("tags"))
+pol = json.loads(res.get("aws_iam_role_policy.tenant_bucket[0]", {}).get("policy") or "{}")
+stm = pol.get("Statement", [])
+resources = sorted(r for s in stm for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
+ok(resources == ["arn:aws:s3:::rag-acme-corp-documents", "arn:aws:s3:::rag-acme-corp-documents/*"],
+   "policy names the tenant's bucket and its objects only", resources)
+ok(all(s.get("Effect") == "Allow" and "*" not in json.dumps(s["Action"]) for s in stm), "no wildcard actions", stm)
+ok(all(s.get("Condition", {}).get("StringEquals", {}).get("aws:RequestedRegion") in ("eu-west-1", ["eu-west-1"]) for s in stm),
+   "every statement pinned to the tenant's region eu-west-1", [s.get("Condition") for s in stm])
+ok(len(res) == 7, "7 resources planned with a role", sorted(res))
+EOF
+    tally "$T/role.check"
+  else
+    bad "plan with role_trusted_arns: $(tail -20 "$T/plan-role.out")"
+  fi
+
+  # terraform/fleet: init, validate, and a plan that calls no AWS API (an
+  # override file gives the provider dummy keys and a closed endpoint; the
+  # module looks nothing up).
+  mkdir -p "$T/fleet"
+  cp "$HERE"/fleet/*.tf "$T/fleet/"
+  if "$TF" -chdir="$T/fleet" init -input=false -no-color -backend=false -plugin-dir="$PLUGIN_DIR" > "$T/finit.out" 2>&1; then
+    ok "fleet: terraform init from the local provider mirror"
+    if "$TF" -chdir="$T/fleet" validate -no-color > "$T/fvalidate.out" 2>&1; then
+      ok "fleet: terraform validate"
+    else
+      bad "fleet: terraform validate: $(cat "$T/fvalidate.out")"
+    fi
+    cat > "$T/fleet/offline_override.tf" <<'EOF'
+provider "aws" {
+  access_key                  = "AKIAPLANONLY"
+  secret_key                  = "plan-only"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  endpoints {
+    ec2         = "http://127.0.0.1:9"
+    elasticache = "http://127.0.0.1:9"
+    iam         = "http://127.0.0.1:9"
+    rds         = "http://127.0.0.1:9"
+    sts         = "http://127.0.0.1:9"
+  }
+}
+EOF
+    cat > "$T/fleet/test.tfvars" <<'EOF'
+name                      = "tenantq-test"
+environment               = "test"
+region                    = "us-east-1"
+vpc_id                    = "vpc-0123456789abcdef0"
+data_subnets              = { "subnet-0aaaaaaaaaaaaaaa1" = "10.0.32.0/20", "subnet-0bbbbbbbbbbbbbbb2" = "10.0.48.0/20" }
+client_security_group_ids = ["sg-0123456789abcdef0"]
+eks_oidc_provider_arn     = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/ABCDEF0123456789"
+eks_oidc_issuer           = "oidc.eks.us-east-1.amazonaws.com/id/ABCDEF0123456789"
+EOF
+    if "$TF" -chdir="$T/fleet" plan -input=false -no-color -lock=false -var-file=test.tfvars -out="$T/fleet.plan" \
+         > "$T/fplan.out" 2>&1 && "$TF" -chdir="$T/fleet" show -json "$T/fleet.plan" > "$T/fleet.json" 2> "$T/fshow.err"; then
+      "$PY" - "$T/fleet.json" > "$T/fleet.check" <<'EOF'
+import json, sys
+plan = json.load(open(sys.argv[1]))
+res = {r["address"]: r["values"] for r in plan["planned_values"]["root_module"]["resources"] if r["mode"] == "managed"}
+ok = lambda c, d, x="": print(("ok   - " if c else "FAIL - ") + "fleet plan: " + d + ("" if c else " (%s)" % (x,)))
+pg = res.get("aws_elasticache_parameter_group.redis", {})
+ok({"name": "maxmemory-policy", "value": "noeviction"} in pg.get("parameter", []) and pg.get("family") == "redis7",
+   "ElastiCache redis7 parameter group with maxmemory-policy noeviction", pg.get("parameter"))
+rg = res.get("aws_elasticache_replication_group.redis", {})
+# at_rest_encryption_enabled is a string in provider 5.100 ("true"), a bool before.
+ok(rg.get("num_cache_clusters") == 2 and rg.get("automatic_failover_enabled") is True
+   and str(rg.get("at_rest_encryption_enabled")).lower() == "true",
+   "Redis primary + 1 replica, failover, encrypted at rest", rg)
+db = res.get("aws_db_instance.postgres", {})
+ok(db.get("engine") == "postgres" and str(db.get("engine_version")).split(".")[0] == "15", "RDS PostgreSQL 15", db.get("engine_version"))
+ok(db.get("manage_master_user_password") is True and not db.get("password"), "RDS master password managed by RDS")
+ok(db.get("storage_encrypted") and not db.get("publicly_accessible") and db.get("multi_az"), "RDS encrypted, private, multi-AZ")
+role = res.get("aws_iam_role.worker", {})
+trust = json.loads(role.get("assume_role_policy") or "{}")
+cond = trust["Statement"][0]["Condition"]["StringEquals"] if trust else {}
+ok(cond.get("oidc.eks.us-east-1.amazonaws.com/id/ABCDEF0123456789:sub") == "system:serviceaccount:tenantq:tenantq-worker",
+   "IRSA trust: only ServiceAccount tenantq/tenantq-worker", cond)
+pol = json.loads(res.get("aws_iam_role_policy.worker", {}).get("policy") or "{}")
+s3 = sorted({r for s in pol.get("Statement", []) for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+             if r.startswith("arn:aws:s3")})
+ok(s3 == ["arn:aws:s3:::rag-*", "arn:aws:s3:::rag-*/*"], "worker's S3 access limited to the tenant bucket prefix rag-*", s3)
+iam = sorted({r for s in pol.get("Statement", []) for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+              if r.startswith("arn:aws:iam")})
+ok(iam == ["arn:aws:iam::123456789012:role/tenantq/tenants/*"], "worker's IAM access limited to the tenant roles' path", iam)
+ok(all("*" != a and not a.endswith(":*") for s in pol.get("Statement", []) for a in
+       ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])), "no wildcard actions")
+ok(len(res) == 12, "12 resources planned", sorted(res))
+EOF
+      tally "$T/fleet.check"
+    else
+      bad "fleet: terraform plan: $(tail -20 "$T/fplan.out")"
+    fi
+    frefused() { # frefused DESC MESSAGE -var ...
+      local desc=$1 msg=$2
+      shift 2
+      if "$TF" -chdir="$T/fleet" plan -input=false -no-color -lock=false -var-file=test.tfvars "$@" > "$T/fneg.out" 2>&1; then
+        bad "fleet: plan refuses $desc (it planned)"
+      elif tr -s ' \n' ' ' < "$T/fneg.out" | grep -qF "$msg"; then
+        ok "fleet: plan refuses $desc"
+      else
+        bad "fleet: plan refuses $desc (other error: $(tail -8 "$T/fneg.out"))"
+      fi
+    }
+    frefused "redis_engine_version 6.2" "The redis_engine_version must be 7.x" -var redis_engine_version=6.2
+    frefused "postgres_engine_version 16" "The postgres_engine_version must be 15" -var postgres_engine_version=16
+    frefused "a single data subnet" "The data_subnets must map at least two" -var 'data_subnets={"subnet-0aaaaaaaaaaaaaaa1"="10.0.32.0/20"}'
+    frefused "an issuer with https://" "The eks_oidc_issuer must be" -var eks_oidc_issuer=https://oidc.eks.us-east-1.amazonaws.com/id/X1
+  else
+    bad "fleet: terraform init from $PLUGIN_DIR: $(tail -20 "$T/finit.out")"
+  fi
+else
+  skip "fleet and tenant-role validate/plan (needs terraform and the provider mirror)"
+fi
+
 # ------------------------------------------------------------------ 5. e2e against the S3 stub
 if [ "$E2E" = 0 ]; then
   skip "apply/destroy against tests/stubs/s3server.py (run with --e2e)"

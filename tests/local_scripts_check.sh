@@ -56,11 +56,15 @@ if [ -n "$saas" ] && [ "$saas" != "$s3" ]; then ok "SaaS stand-in on its own por
 if curl -s -o /dev/null "http://127.0.0.1:$s3/"; then ok "env's TQ_S3_ENDPOINT answers"; else bad "nothing on env's S3 port $s3"; fi
 if curl -s -o /dev/null "http://127.0.0.1:$saas/"; then ok "env's SaaS URL answers"; else bad "nothing on env's SaaS port $saas"; fi
 
-# a worker started by hand
-(eval "$envout"; export TQ_HTTP_ADDR=""; exec "$bindir/tq-worker") >"$state/hand-worker.log" 2>&1 &
+# a worker started by hand, as a user would: under the worker's account
+envworker=$("$top/deploy/local/env" worker) || bad "env worker failed"
+(eval "$envworker"; export TQ_HTTP_ADDR=""; exec "$bindir/tq-worker") >"$state/hand-worker.log" 2>&1 &
 worker=$!
+# (the scripts' own admin account reads the worker set: the default user is off)
+# shellcheck source=../deploy/local/lib.sh
+workers() { (. "$top/deploy/local/lib.sh"; tq_redis_admin demo "$TQ_LOCAL_REDIS_PORT" scard 'tq:{provision}:workers' 2>/dev/null); }
 for _ in $(seq 100); do
-  [ "$(redis-cli -p "$TQ_LOCAL_REDIS_PORT" scard 'tq:{provision}:workers' 2>/dev/null)" = 1 ] && break
+  [ "$(workers)" = 1 ] && break
   sleep 0.1
 done
 downout=$("$top/deploy/local/down" 2>&1)

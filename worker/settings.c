@@ -43,7 +43,6 @@ void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, cons
                 .database_url = cfg->database_url,
                 .redis_url = cfg->redis_url,
                 .tenant_redis_url = env_str("TQ_TENANT_REDIS_URL"),
-                .secrets_dir = cfg->secrets_dir,
                 .s3_endpoint = env_str("TQ_S3_ENDPOINT"),
                 .s3_region = env_str("TQ_S3_REGION"),
                 .s3_access_key = env_str("TQ_S3_ACCESS_KEY"),

@@ -3,7 +3,8 @@
  * nothing of the engine, the writer, the fetcher or the metrics. A kind sees
  * its context (struct wk_step), fills in its ops table, and may call the
  * services below: blocking offload to the thread pool, HTTP on the loop's
- * curl multi, notifications and settings. The engine's own fields of a step
+ * curl multi, notifications and settings; tenant credentials go through
+ * credentials.h (the shared secrets store). The engine's own fields of a step
  * live in a private struct (step_int.h) no kind includes. If a kind needs
  * more, add it here on purpose, with a comment (STYLE.md section 10).
  */
@@ -33,7 +34,6 @@ struct wk_step_settings {
     const char *database_url;       /* TQ_DATABASE_URL: the platform database */
     const char *redis_url;          /* TQ_REDIS_URL: the worker's own Redis */
     const char *tenant_redis_url;   /* TQ_TENANT_REDIS_URL: tenants' namespaces (NULL: redis_url) */
-    const char *secrets_dir;        /* TQ_SECRETS_DIR; NULL: credentials not delivered */
     const char *s3_endpoint;        /* TQ_S3_ENDPOINT */
     const char *s3_region;          /* TQ_S3_REGION */
     const char *s3_access_key;      /* TQ_S3_ACCESS_KEY */

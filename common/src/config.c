@@ -112,8 +112,10 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
                                                      : "127.0.0.1:9464");
     const char *pl = env_or("TQ_PIPELINE", NULL);
     c->pipeline_path = pl ? tq_xstrdup(pl) : tq_default_pipeline();
-    const char *sd = env_or("TQ_SECRETS_DIR", NULL);
-    c->secrets_dir = sd ? tq_xstrdup(sd) : NULL;
+    const char *ss = env_or("TQ_SECRETS_STORE", NULL);
+    c->secrets_store = ss ? tq_xstrdup(ss) : NULL;
+    const char *su = env_or("TQ_ALLOW_SUPERUSER", "0");
+    c->allow_superuser = strcmp(su, "0") != 0;
     split_regions(c, env_or("TQ_REGIONS", "us-east-1,us-west-2,eu-west-1"));
 
     const char *lf = env_or("TQ_LOG_FORMAT", "text");
@@ -167,7 +169,7 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->prefix);
     free(c->http_addr);
     free(c->pipeline_path);
-    free(c->secrets_dir);
+    free(c->secrets_store);
     for (size_t i = 0; i < c->nregions; i++)
         free(c->regions[i]);
     memset(c, 0, sizeof(*c));
@@ -186,9 +188,18 @@ enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
     p += 8;
     const char *at = strchr(p, '@');
     if (at) {
-        /* userinfo is ":password" or "user:password"; only the password is used */
+        /* userinfo is ":password" or "user:password" (an ACL user) */
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
+        if (colon && colon > p) {
+            size_t un = (size_t)(colon - p);
+            if (un >= sizeof(out->user)) {
+                snprintf(errbuf, errlen, "user name is too long");
+                return TQ_EINVALID;
+            }
+            memcpy(out->user, p, un);
+            out->user[un] = '\0';
+        }
         size_t n = (size_t)(at - pw);
         if (n >= sizeof(out->password)) {
             snprintf(errbuf, errlen, "password is too long");

@@ -26,11 +26,10 @@ void s_start_with(bool aclfile);    /* s_start, Redis with an ACL file as produc
 void s_stop(void);                  /* before h_teardown() */
 void s_redis_restart(bool wipe);    /* SHUTDOWN NOSAVE (+ delete its files), start again */
 void s_pg_restart(void);            /* pg_ctl restart -m fast */
-/* An outage: stop a server (Redis saves its data first, as a restart does), start it again. */
-void s_pg_stop(void);
-void s_pg_start(void);
-void s_redis_stop(void);
-void s_redis_start(void);
+void s_pg_stop(void);               /* pg_ctl stop -m fast */
+void s_pg_start(void);              /* start it again after s_pg_stop */
+void s_redis_stop(void);            /* SHUTDOWN SAVE: an outage that keeps the data */
+void s_redis_start(void);           /* start it again after s_redis_stop */
 long s_redis_long(const char *fmt, ...);
 char *s_redis(const char *fmt, ...);
 

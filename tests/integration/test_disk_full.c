@@ -63,7 +63,7 @@ Test(disk_full, credentials_on_a_full_disk_leave_no_temp_file)
                            "o@example.com", NULL), 0, "%s", err);
     free(err);
     char env[400];
-    snprintf(env, sizeof(env), "TQ_SECRETS_DIR=%s", mnt);
+    snprintf(env, sizeof(env), "TQ_SECRETS_STORE=file:%s", mnt);
     const char *extra[] = {env, NULL};
     pid_t w = h_worker_start(extra);
     cr_assert(h_wait_sql("failed", 60000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t),

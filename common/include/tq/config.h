@@ -6,6 +6,7 @@
 #ifndef TQ_CONFIG_H
 #define TQ_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@
 struct tq_redis_addr {
     char host[256];
     int port;
+    char user[128];       /* ACL user; empty: the default user */
     char password[256];   /* empty: no AUTH */
     int db;
 };
@@ -32,7 +34,8 @@ struct tq_config {
     char *prefix;           /* TQ_PREFIX, default "tq" */
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
     char *pipeline_path;    /* TQ_PIPELINE */
-    char *secrets_dir;      /* TQ_SECRETS_DIR; NULL = credentials not delivered */
+    char *secrets_store;    /* TQ_SECRETS_STORE: NULL/"" = "pg", or "file:DIR" (tq/secrets.h) */
+    bool allow_superuser;   /* TQ_ALLOW_SUPERUSER=1 or --allow-superuser (worker) */
     int concurrency;        /* TQ_CONCURRENCY, default 4, 1..256 */
     uint32_t lease_ms;      /* TQ_LEASE_MS, default 15000 (see worker/README.md) */
     int64_t approval_threshold_inr;   /* TQ_APPROVAL_THRESHOLD, default 1000000 */
@@ -51,7 +54,11 @@ void tq_config_cleanup(struct tq_config *c);
 /* Replace *field with a copy of value. */
 void tq_config_set(char **field, const char *value);
 
-/* Parse redis://[:password@]host[:port][/db]. errbuf says what is wrong. */
+/*
+ * Parse redis://[[user]:password@]host[:port][/db]. With a user, AUTH is
+ * sent as AUTH user password (an ACL user). errbuf says what is wrong and
+ * never quotes the password.
+ */
 enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
                                char *errbuf, size_t errlen);
 

@@ -47,8 +47,18 @@ enum tq_err tq_pg_connect_classify(const PGconn *db);
 /* Run SQL text with no parameters and no result; for steps and tests. */
 enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql);
 
-/* Apply pending migrations; safe to run from several processes at once. */
+/*
+ * Apply pending migrations; safe to run from several processes at once.
+ * Ends by granting the service roles (tq_worker, tq_cli) that exist their
+ * privileges (docs/security.md).
+ */
 enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version);
+/*
+ * Is the schema exactly what this build expects? TQ_EINVALID (errstr says
+ * which way and what to run) when it is missing, older or newer; *have and
+ * *want are the versions.
+ */
+enum tq_err tq_pg_schema_check(struct tq_pg *pg, int *have, int *want);
 
 /* ---- submit ---- */
 struct tq_submit_item {

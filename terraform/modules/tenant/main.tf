@@ -47,6 +47,16 @@ resource "aws_s3_bucket" "documents" {
   bucket        = local.bucket_name
   force_destroy = var.force_destroy
   tags          = local.tags
+
+  # Pinned to the tenant's region: the provider creates it there (provider
+  # region = var.region), and an apply that finds it elsewhere (a bucket of
+  # that name made by hand in another region) fails instead of adopting it.
+  lifecycle {
+    postcondition {
+      condition     = var.s3_endpoint != null || self.region == var.region
+      error_message = "The bucket ${local.bucket_name} is in region ${self.region}, not the tenant's region ${var.region}."
+    }
+  }
 }
 
 resource "aws_s3_bucket_public_access_block" "documents" {

@@ -17,3 +17,13 @@ output "archive_after_days" {
   description = "Days after which objects (and noncurrent versions) move to GLACIER."
   value       = local.archive_days[var.tier]
 }
+
+output "role_arn" {
+  description = "ARN of the tenant's IAM role (null when role_trusted_arns is empty)."
+  value       = length(aws_iam_role.tenant) > 0 ? aws_iam_role.tenant[0].arn : null
+}
+
+output "region" {
+  description = "The region the bucket is pinned to."
+  value       = var.region
+}

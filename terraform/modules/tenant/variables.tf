@@ -65,3 +65,25 @@ variable "force_destroy" {
   type        = bool
   default     = true
 }
+
+variable "role_trusted_arns" {
+  description = "IAM principals (ARNs) allowed to assume the tenant's role tenantq-tenant-<tenant_id>, e.g. the worker role of terraform/fleet so object-storage checks run with the tenant's own credentials. Empty (the default): no tenant role is created."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.role_trusted_arns : can(regex("^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[A-Za-z0-9+=,.@_/:-]+$", a))])
+    error_message = "Each role_trusted_arns entry must be an IAM or STS ARN such as arn:aws:iam::123456789012:role/tenantq-prod-worker."
+  }
+}
+
+variable "role_path" {
+  description = "IAM path of the tenant role; the fleet worker's IAM permissions are limited to roles under it."
+  type        = string
+  default     = "/tenantq/tenants/"
+
+  validation {
+    condition     = can(regex("^/([A-Za-z0-9+=,.@_-]+/)*$", var.role_path))
+    error_message = "The role_path must start and end with '/', e.g. /tenantq/tenants/."
+  }
+}
