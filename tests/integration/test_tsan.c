@@ -64,10 +64,15 @@ Test(tsan, batch_with_cancels_timeouts_and_a_drain_is_race_free)
                " WHERE status IN ('active', 'cancelled')");
     int rc = h_worker_stop(w, 60000);
     cr_assert_eq(rc, 0, "the ThreadSanitizer worker exited %d (66: a data race was reported)", rc);
-    /* a second worker finishes what was handed back: still race free */
-    pid_t w2 = h_worker_start(env);
-    cr_assert(h_wait_sql("0", 120000, "SELECT count(*) FROM tq.tenants"
-                         " WHERE status NOT IN ('active', 'cancelled')"));
-    rc = h_worker_stop(w2, 60000);
-    cr_assert_eq(rc, 0, "the ThreadSanitizer worker exited %d (66: a data race was reported)", rc);
+    /* a second worker finishes what was handed back, if anything was: still race
+       free (a worker stopped before it set up its signal handlers would only
+       show the test's haste, so none is started for nothing) */
+    if (h_sql_long("SELECT count(*) FROM tq.tenants WHERE status NOT IN ('active', 'cancelled')")) {
+        pid_t w2 = h_worker_start(env);
+        cr_assert(h_wait_sql("0", 120000, "SELECT count(*) FROM tq.tenants"
+                             " WHERE status NOT IN ('active', 'cancelled')"));
+        rc = h_worker_stop(w2, 60000);
+        cr_assert_eq(rc, 0, "the ThreadSanitizer worker exited %d (66: a data race was reported)",
+                     rc);
+    }
 }
