@@ -41,6 +41,7 @@ struct wk_step_settings {
     const char *environment;        /* TQ_ENVIRONMENT (cost tag) */
     const char *work_dir;           /* TQ_WORK_DIR: exec's per-tenant directories */
     const char *exec_allow;         /* TQ_EXEC_ALLOW: colon-separated programs exec may run */
+    const char *terraform_bin;      /* TQ_TERRAFORM_BIN: exec may run it too */
     const char *child_path;         /* PATH given to exec's children */
     const char *child_home;         /* HOME given to exec's children (NULL: their cwd) */
     const char *notify_webhook_url; /* TQ_NOTIFY_WEBHOOK_URL */

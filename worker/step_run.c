@@ -12,6 +12,7 @@
 
 #include "engine_int.h"
 #include "tq/log.h"
+#include "tq/redact.h"
 #include "tq/retry.h"
 #include "tq/util.h"
 
@@ -337,6 +338,10 @@ static enum wk_event finish(struct wk_step_run *r, enum tq_err err)
     }
     if (err && !s->errstr[0])
         snprintf(s->errstr, sizeof(s->errstr), "%s", tq_strerror(err));
+    /* nothing the worker knows to be secret is stored or logged (tq/redact.h) */
+    tq_redact(s->errstr);
+    tq_redact(s->warning);
+    tq_redact_json(s->output);
     bool reached = !err || !s->unsent;
     if (!s->undo && reached)
         ss->reached = RCH_MAYBE;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "tq/jobid.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 static const char *component = "tenantq";
@@ -42,6 +43,7 @@ void tq_log(enum tq_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    tq_redact(msg);   /* no known secret reaches a log line */
     /* libpq's messages end with a newline: a line end is ours to write. */
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))

@@ -756,7 +756,6 @@ tq_demo_env_lines() {
   esac
   printf 'export TQ_REDIS_URL=%q\n' "redis://$ruser:$rpw@127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
   printf 'export TQ_DATABASE_URL=%q\n' "postgresql://$pguser:$pgpw@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
-  printf 'export TQ_PIPELINE=%q\n' "$TQ_TOP/deploy/pipelines/tenant-provision.json"
   printf 'export TQ_SECRETS_KEY=%q\n' "$TQ_CRED_SECRETS_KEY"
   # Tenant namespaces live in the same Redis locally; only the worker manages them.
   if [ "$role" = worker ]; then
@@ -825,6 +824,16 @@ tq_demo_up() {
   tq_log "tq-enqueue migrate (as tq_migrate)"
   ( eval "$(tq_demo_env_lines migrate)"; "$TQ_BIN_DIR/tq-enqueue" migrate >&2 ) \
     || tq_die "tq-enqueue migrate failed"
+  # The operator's named pipelines (submit picks one; tenant-provision is the
+  # default), registered with the admin account: tq_cli may only read them.
+  local pl
+  for pl in "$TQ_TOP"/deploy/pipelines/*.json; do
+    local extra=()
+    [ "$(basename -- "$pl")" != tenant-provision.json ] || extra=(--default)
+    ( eval "$(tq_demo_env_lines migrate)"
+      "$TQ_BIN_DIR/tq-enqueue" pipeline register "$pl" --by deploy/local "${extra[@]}" >&2 ) \
+      || tq_die "tq-enqueue pipeline register $pl failed"
+  done
   tq_demo_export_env cli
 }
 

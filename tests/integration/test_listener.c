@@ -103,7 +103,7 @@ Test(listener, idle_flood_leaves_healthz_and_provisioning_working)
              "  \"headers\":{\"Authorization\":\"Bearer ${env.TQ_VECTOR_TOKEN}\"},"
              "  \"body\":{\"replicas\":1}},"
              " \"retry\":{\"max_attempts\":3,\"base_ms\":50,\"max_ms\":200}}]}");
-    setenv("TQ_PIPELINE", h_write_file("flood.json", text), 1);
+    h_use_pipeline(h_write_file("flood.json", text));
     int port = free_port();
     char log_path[300];
     snprintf(log_path, sizeof(log_path), "%s/worker.log", H.tmpdir);
