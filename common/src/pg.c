@@ -119,12 +119,45 @@ enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res)
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     if (!msg)
         msg = PQerrorMessage(pg->conn);
-    enum tq_err err = TQ_EPG;
-    if (PQstatus(pg->conn) != CONNECTION_OK || (state && strncmp(state, "08", 2) == 0) ||
-        (state && strncmp(state, "57P", 3) == 0))
-        err = TQ_ECONNECT;
+    enum tq_err err = tq_pg_classify(pg->conn, res);
     return set_err(pg, err, "could not %s: %s%s%s%s", what, msg, state ? " (SQLSTATE " : "",
                    state ? state : "", state ? ")" : "");
+}
+
+enum tq_err tq_pg_connect_classify(const PGconn *db)
+{
+    const char *m = db ? PQerrorMessage(db) : "";
+    /* no FATAL: the server never answered (refused, unreachable, timed out) */
+    if (!strstr(m, "FATAL:"))
+        return TQ_ECONNECT;
+    /* the server answered, but is going away or coming back: an outage too */
+    static const char *const away[] = {"starting up", "shutting down", "in recovery",
+                                       "connection slots", "too many connections",
+                                       "terminating connection", NULL};
+    for (size_t i = 0; away[i]; i++)
+        if (strstr(m, away[i]))
+            return TQ_ECONNECT;
+    return TQ_EPG;   /* it refused us (role, password, database): a verdict, not an outage */
+}
+
+enum tq_err tq_pg_classify(const PGconn *db, const PGresult *res)
+{
+    if (!db || PQstatus(db) != CONNECTION_OK)
+        return TQ_ECONNECT;
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!st)
+        return TQ_EPG;   /* no server verdict (e.g. out of memory in libpq): worth another try */
+    /* connection exception; admin or crash shutdown, cannot connect now */
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
+        return TQ_ECONNECT;
+    /* serialization failure, deadlock, lock not available, statement cancelled,
+       insufficient resources, system errors: the same statement may succeed later */
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0 ||
+        strcmp(st, "57014") == 0 || strncmp(st, "53", 2) == 0 || strncmp(st, "58", 2) == 0 ||
+        strncmp(st, "XX", 2) == 0)
+        return TQ_EPG;
+    /* syntax, permission, constraint, data and everything else: it will be refused again */
+    return TQ_ESQL;
 }
 
 PGresult *tq__pg_query(struct tq_pg *pg, enum tq_err *err, const char *what,

@@ -55,7 +55,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/redact.h"
 #include "tq/util.h"
@@ -101,6 +101,8 @@ struct run {
     size_t next;
     bool remove_cwd;
     json_t *results;
+    uv_work_t rm_work;            /* removing cwd on the thread pool: a tree may be large */
+    int rm_errno;                 /* 0: removed */
 };
 
 /* ------------------------------------------------------------ text */
@@ -251,8 +253,8 @@ static bool allowed(struct wk_step *s, const char *prog, const char *what)
                  " never runs", what, prog);
         return false;
     }
-    char *list = tq_xasprintf("%s:%s", s->cfg->exec_allow ? s->cfg->exec_allow : "",
-                              s->cfg->terraform_bin ? s->cfg->terraform_bin : "");
+    char *list = tq_xasprintf("%s:%s", s->set->exec_allow ? s->set->exec_allow : "",
+                              s->set->terraform_bin ? s->set->terraform_bin : "");
     bool ok = false;
     char *save = NULL;
     for (char *e = strtok_r(list, ":", &save); e && !ok; e = strtok_r(NULL, ":", &save))
@@ -351,7 +353,7 @@ static char **make_env(struct wk_step *s, const char *cwd)
     const json_t *e = json_object_get(s->params, "env");
     size_t n = json_is_object(e) ? json_object_size(e) : 0, k = 0;
     char **v = tq_xcalloc(n + 3, sizeof(*v));
-    const char *path = getenv("PATH"), *home = getenv("HOME");
+    const char *path = s->set->child_path, *home = s->set->child_home;
     bool has_path = json_object_get(e, "PATH") != NULL, has_home = json_object_get(e, "HOME") != NULL;
     if (!has_path)
         v[k++] = tq_xasprintf("PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -530,21 +532,47 @@ static void timer_closed(uv_handle_t *h)
     wk_step_done(s, err);
 }
 
+static void close_timer(struct run *r, enum tq_err err)
+{
+    r->final = err;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
+static void rm_work(uv_work_t *w)
+{
+    struct run *r = w->data;
+    r->rm_errno = rm_tree(r->cwd) == 0 ? 0 : (errno ? errno : EIO);
+}
+
+static void rm_after(uv_work_t *w, int status)
+{
+    struct run *r = w->data;
+    enum tq_err err = TQ_OK;
+    if (status != 0 || r->rm_errno != 0) {
+        snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
+                 status != 0 ? uv_strerror(status) : strerror(r->rm_errno));
+        err = TQ_EIO;
+    }
+    close_timer(r, err);
+}
+
 static void finish(struct run *r, enum tq_err err)
 {
     r->finishing = true;
     r->s->kind_data = NULL;
-    if (!err && r->remove_cwd) {
-        /* undo done: the tenant's working directory goes with it */
-        if (rm_tree(r->cwd) != 0) {
-            snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
-                     strerror(errno));
-            err = TQ_EIO;
-        }
-    }
-    r->final = err;
     uv_timer_stop(&r->timer);
-    uv_close((uv_handle_t *)&r->timer, timer_closed);
+    /* undo done: the tenant's working directory goes with it, off the loop thread */
+    if (!err && r->remove_cwd) {
+        r->rm_work.data = r;
+        int rc = uv_queue_work(r->s->loop, &r->rm_work, rm_work, rm_after);
+        if (rc == 0)
+            return;
+        snprintf(r->s->errstr, sizeof(r->s->errstr), "could not queue the removal of \"%s\": %s",
+                 r->cwd, uv_strerror(rc));
+        err = TQ_EIO;
+    }
+    close_timer(r, err);
 }
 
 static json_t *result_json(struct run *r, const char *argv0)
@@ -598,7 +626,7 @@ static void command_done(struct run *r)
             snprintf(how, sizeof(how), "killed by signal %d", r->term_signal);
         else
             snprintf(how, sizeof(how), "exit code %lld", (long long)r->exit_status);
-        snprintf(s->errstr, sizeof(s->errstr), "\"%.60s\" (command %zu of %zu) ended with %s%s%s",
+        snprintf(s->errstr, sizeof(s->errstr), "\"%.48s\" (command %zu of %zu) ended with %s%s%.80s",
                  argv0, r->next + 1, n, how, line[0] ? ": " : "", line);
         finish(r, TQ_ESTEP);
         return;
@@ -757,7 +785,7 @@ static enum tq_err exec_start(struct wk_step *s)
     if (c) {
         cwd = tq_xstrdup(json_string_value(c));
     } else {
-        const char *base = getenv("TQ_WORK_DIR");
+        const char *base = s->set->work_dir;
         cwd = tq_xasprintf("%s/%s", base && *base == '/' ? base : DEFAULT_WORK_DIR,
                            s->claim->tenant_id);
     }
