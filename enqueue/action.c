@@ -90,7 +90,7 @@ bool cli_dispatch(struct cli *c, const int64_t *ids, size_t n, int64_t due_ms)
     struct tq_queue *q = NULL;
     enum tq_err err = tq_queue_open(&c->cfg, NULL, &q);
     if (!err)
-        err = tq_admin_dispatch(q, ids, n, due_ms > (int64_t)tq_now_ms() ? due_ms : 0);
+        err = tq_queue_dispatch(q, ids, n, due_ms > (int64_t)tq_now_ms() ? due_ms : 0);
     if (err)
         fprintf(stderr,
                 "%s: warning: the change is recorded but dispatch is deferred (%s); "

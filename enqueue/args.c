@@ -31,13 +31,19 @@ static size_t utf8_seq(const unsigned char *p, size_t left)
 
 void cli_sanitize(const char *in, char *out, size_t outlen)
 {
+    cli_sanitize_lines(in, out, outlen, false);
+}
+
+void cli_sanitize_lines(const char *in, char *out, size_t outlen, bool lines)
+{
     const unsigned char *p = (const unsigned char *)in;
     size_t left = strlen(in), o = 0;
     if (outlen == 0)
         return;
     while (left > 0) {
         size_t n = utf8_seq(p, left);
-        bool printable = n > 1 || (n == 1 && *p >= 0x20 && *p != 0x7F);
+        bool printable = n > 1 || (n == 1 && *p >= 0x20 && *p != 0x7F) ||
+                         (lines && (*p == '\n' || *p == '\t'));
         size_t need = printable ? n : 4;
         if (o + need + 4 > outlen) {   /* room for "..." and the NUL */
             if (o + 4 <= outlen) {
@@ -99,24 +105,22 @@ int cli_check_text(struct cli *c, const char *field, const char *v, size_t max, 
     const char *problem = NULL;
     char rule[128];
     size_t n = v ? strlen(v) : 0;
+    int code = EXIT_REJECTED;
     if (n == 0) {
         if (!required)
             return EXIT_DONE;
         problem = "is required";
+        code = EXIT_USAGE;   /* a missing option: the command line is incomplete */
     } else if (n > max) {
         snprintf(rule, sizeof(rule), "must be at most %zu bytes (got %zu)", max, n);
         problem = rule;
-    } else if (!tq_utf8_valid(v, n)) {
-        problem = "must be valid UTF-8";
     } else {
-        for (const unsigned char *p = (const unsigned char *)v; *p && !problem; p++)
-            if (*p == 0x7F || (*p < 0x20 && !(multiline && (*p == '\n' || *p == '\t'))))
-                problem = "must not contain control characters";
+        problem = tq_text_problem(v, n, multiline);
     }
     if (!problem)
         return EXIT_DONE;
     json_t *e = json_pack("[{s:s, s:s}]", "field", field, "rule", problem);
-    return cli_fail(c, EXIT_USAGE, e, "%s: %s", field, problem);
+    return cli_fail(c, code, e, "%s: %s", field, problem);
 }
 
 static bool digits(const char *s, size_t n, int *out)

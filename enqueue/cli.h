@@ -13,7 +13,7 @@
 #include "tq/err.h"
 #include "tq/pg.h"
 
-/* Exit codes, the same for every subcommand (DESIGN.md §5). */
+/* Exit codes, the same for every subcommand (docs/design.md §5). */
 enum {
     EXIT_DONE = 0,
     EXIT_UNREACHABLE = 1,
@@ -44,7 +44,9 @@ struct cli {
  * Report an error: message on stderr; with --json also
  * {"error":{"code":..., "message":..., "errors":[...]}} on stdout.
  * The message is made printable (control bytes and invalid UTF-8 escaped as
- * \xNN), so echoing user input is safe. details may be NULL; it is stolen.
+ * \xNN), so echoing user input is safe; newlines (a server's multi-line
+ * message) stay: on stderr each later line is indented under the first, in
+ * JSON they are the standard \n. details may be NULL; it is stolen.
  * Returns exit_code.
  */
 int cli_fail(struct cli *c, int exit_code, json_t *details, const char *fmt, ...)
@@ -59,12 +61,15 @@ void cli_print_json(json_t *o);
 /* ---- args.c ---- */
 /* Copy in to out as printable valid UTF-8, \xNN for the rest, "..." if cut. */
 void cli_sanitize(const char *in, char *out, size_t outlen);
+/* The same, keeping newlines and tabs when lines is true (multi-line messages). */
+void cli_sanitize_lines(const char *in, char *out, size_t outlen, bool lines);
 /* cli_sanitize into one of 4 rotating static buffers (200 bytes). */
 const char *cli_shown(const char *s);
 bool cli_tenant_id_ok(const char *s);
 /* EXIT_DONE, or the exit code after reporting (not found: no such id can exist). */
 int cli_check_tenant(struct cli *c, const char *id);
-/* EXIT_DONE, or EXIT_USAGE after naming field, problem and rule. */
+/* EXIT_DONE, or after naming field and rule: EXIT_USAGE when a required value is
+   missing, EXIT_REJECTED when the value breaks a rule (tq_text_problem, max). */
 int cli_check_text(struct cli *c, const char *field, const char *v, size_t max, bool required,
                    bool multiline);
 /* RFC 3339 or "+30s"/"+5m"/"+2h"/"+1d" -> ms since epoch; -1 with why. */
@@ -120,6 +125,9 @@ int cmd_deprovision(struct cli *c, int argc, char **argv);
 int cmd_dead(struct cli *c, int argc, char **argv);
 int cmd_stats(struct cli *c, int argc, char **argv);
 int cmd_revalidate(struct cli *c, int argc, char **argv);
+int cmd_history(struct cli *c, int argc, char **argv);
+int cmd_credentials(struct cli *c, int argc, char **argv);   /* credentials.c */
+int cmd_secrets(struct cli *c, int argc, char **argv);       /* credentials.c */
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

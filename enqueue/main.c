@@ -32,6 +32,10 @@ static const char usage[] =
     "  dead [--requeue X]      list dead jobs, or put one back in the queue\n"
     "  stats                   queue depths, workers, tenants by status\n"
     "  revalidate ID|--all     re-run the checks of active tenants (drift)\n"
+    "  history ID              every job, step, attempt and audit event of a tenant\n"
+    "  credentials ID          an active tenant's generated credentials, for its\n"
+    "                          owner (needs the secrets key; every read is audited)\n"
+    "  secrets rotate          re-encrypt stored secrets under the current key\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
@@ -97,9 +101,27 @@ int cli_fail(struct cli *c, int exit_code, json_t *details, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
-    /* Messages echo user input: keep terminals and JSON parsers safe. */
-    cli_sanitize(raw, msg, sizeof(msg));
-    fprintf(stderr, "%s: %s\n", c->prog, msg);
+    /* Messages echo user input: keep terminals and JSON parsers safe. A
+       server's message may span lines (libpq: "refused\n\tIs the server
+       running..."): keep them as lines, never as escape codes. */
+    size_t len = strlen(raw);
+    while (len > 0 && (raw[len - 1] == '\n' || raw[len - 1] == ' ' || raw[len - 1] == '\t'))
+        raw[--len] = '\0';
+    cli_sanitize_lines(raw, msg, sizeof(msg), true);
+    /* stderr: later lines indented under the first, so none passes for a line of its own */
+    fprintf(stderr, "%s: ", c->prog);
+    for (const char *p = msg; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        fwrite(p, 1, n, stderr);
+        if (!nl)
+            break;
+        p = nl + 1;
+        while (*p == '\t' || *p == ' ')
+            p++;
+        fputs("\n    ", stderr);
+    }
+    fputc('\n', stderr);
     if (c->json) {
         json_t *e = json_pack("{s:s, s:s, s:i}", "code", code_name(exit_code), "message", msg,
                               "exit_code", exit_code);
@@ -159,7 +181,8 @@ int main(int argc, char **argv)
                 {"reject", cmd_reject},   {"cancel", cmd_cancel},
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
                 {"dead", cmd_dead},       {"stats", cmd_stats},
-                {"revalidate", cmd_revalidate}};
+                {"revalidate", cmd_revalidate}, {"history", cmd_history},
+                {"credentials", cmd_credentials}, {"secrets", cmd_secrets}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

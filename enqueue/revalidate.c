@@ -71,13 +71,15 @@ int cmd_revalidate(struct cli *c, int argc, char **argv)
     snprintf(round, sizeof(round), "cli-%" PRIu64, tq_now_ms());
     int64_t *ids = NULL;
     size_t n = 0;
-    enum tq_err err = tq_pg_revalidate(pg, nids ? (const char *const *)argv + optind : NULL, nids,
+    enum tq_err err = tq_pg_revalidate(pg, c->cfg.queue,
+                                       nids ? (const char *const *)argv + optind : NULL, nids,
                                        round, CLI_DEFAULT_ACTOR, &ids, &n);
     if (err) {
         rc = cli_fail(c, cli_exit_for(err), NULL, "%s", tq_pg_errstr(pg));
     } else if (nids > 0 && n == 0) {
         rc = cli_fail(c, EXIT_REJECTED, NULL,
-                      "nothing to revalidate: the tenants are unknown, not active, or already "
+                      "nothing to revalidate: the tenants are unknown, not active, of another "
+                      "queue than TQ_QUEUE, or already "
                       "have a revalidation queued");
     } else {
         bool sent = cli_dispatch(c, ids, n, 0);

@@ -16,7 +16,10 @@ static const char usage[] =
     "       tq-enqueue status [ID... | --batch NAME | --all] --watch [--timeout SECONDS]\n"
     "\n"
     "Show each tenant's status, steps done of total, current step and last error.\n"
-    "With one ID, also list its steps. Exit 4 when an ID or batch is unknown.\n"
+    "With one ID, also its lifecycle, its last provisioning (or deprovisioning)\n"
+    "job with its steps, its last revalidation and any drift (check and message).\n"
+    "A tenant with drift shows DRIFT: in the table. Exit 4 when an ID or batch\n"
+    "is unknown.\n"
     "\n"
     "--watch follows the tenants until every one has finished (active, failed,\n"
     "rollback_failed, rejected, blocked, cancelled or deprovisioned), polling\n"
@@ -59,10 +62,43 @@ static void print_table(const json_t *tenants, bool with_steps)
         const char *detail = str(t, "failure_reason");
         if (!*detail && *str(t, "current_step"))
             detail = str(t, "current_step");
+        const json_t *drift = json_object_get(t, "drift");
+        char dd[300];
+        if (!*detail && json_is_object(drift)) {
+            snprintf(dd, sizeof(dd), "DRIFT: %s", str(drift, "summary"));
+            detail = dd;
+        }
         printf("%-24s %-7s %-10s %-16s %-6s %s\n", str(t, "tenant_id"), str(t, "tier"),
                str(t, "region"), str(t, "status"), steps, cli_shown(detail));
         if (!with_steps)
             continue;
+        /* one tenant: its lifecycle, last lifecycle job, last revalidation, drift */
+        printf("  lifecycle: %s, created %s, activated %s\n", str(t, "status"),
+               *str(t, "created_at") ? str(t, "created_at") : "-",
+               *str(t, "activated_at") ? str(t, "activated_at") : "-");
+        if (json_integer_value(json_object_get(t, "job_id")))
+            printf("  last %s job: %lld %s, attempt %lld, steps %s\n", str(t, "job_kind"),
+                   (long long)json_integer_value(json_object_get(t, "job_id")),
+                   str(t, "job_status"),
+                   (long long)json_integer_value(json_object_get(t, "job_attempt")), steps);
+        const json_t *rv = json_object_get(t, "revalidation");
+        if (json_is_object(rv))
+            printf("  last revalidation: job %lld %s, finished %s, %lld check(s) failed\n",
+                   (long long)json_integer_value(json_object_get(rv, "job_id")),
+                   str(rv, "status"), *str(rv, "finished_at") ? str(rv, "finished_at") : "-",
+                   (long long)json_integer_value(json_object_get(rv, "checks_failed")));
+        else
+            printf("  last revalidation: none\n");
+        if (json_is_object(drift)) {
+            printf("  drift detected %s:\n", str(drift, "detected_at"));
+            size_t m;
+            json_t *ck;
+            json_array_foreach(json_object_get(drift, "checks"), m, ck)
+                printf("    %s: %s\n", str(ck, "check"), cli_shown(str(ck, "message")));
+        } else {
+            printf("  drift: none\n");
+        }
+        printf("  steps of job %lld:\n", (long long)json_integer_value(json_object_get(t, "job_id")));
         size_t k;
         json_t *s;
         json_array_foreach(json_object_get(t, "steps"), k, s) {

@@ -4,11 +4,13 @@
  * anything is written; then one PostgreSQL transaction records it, and only
  * after the commit are the queued job ids pushed to Redis.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -68,26 +70,62 @@ static const char usage[] =
     "\n"
     "A file is at most 16 MiB and 10,000 requests; NUL bytes, unknown columns,\n"
     "ragged rows and invalid UTF-8 are reported per line and nothing is written.\n"
+    "Every problem is reported at once: exit 2 when the command line itself is\n"
+    "malformed (a missing flag, a budget that is not a number, a bad time),\n"
+    "3 when the request breaks a rule (including anything inside a file).\n"
+    "\n"
+    "The pipeline is TQ_PIPELINE, by default:\n"
+    "  %s\n"
     "\n" CLI_EXIT_CODES;
 
 struct loaded {
     struct tq_request *reqs;
     int *lines;
     size_t n;
-    json_t *errors;   /* [{line, field, rule}] */
+    json_t *errors;    /* [{line, field, rule}] */
+    bool header_bad;   /* a CSV header we cannot read rows by: rows are not checked */
+    bool malformed;    /* some problem is of form (missing, not a number): exit 2 for flags */
 };
 
-/* line 0: the request came from flags and has no line. */
-static void add_error(struct loaded *l, int line, const char *field, const char *rule)
+/* The problems one request can have at most: one per field, and a few more. */
+#define PROBLEMS_MAX 16
+
+static bool has_error(const struct loaded *l, int line, const char *field)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(l->errors, i, e) {
+        if (json_integer_value(json_object_get(e, "line")) != line)
+            continue;
+        if (!field || strcmp(json_string_value(json_object_get(e, "field")), field) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * line 0: the request came from flags and has no line. One problem per field
+ * and line: a value set refused is not reported again as missing.
+ */
+static void add_problem(struct loaded *l, int line, const char *field, const char *rule,
+                        bool malformed)
 {
     /* Rules may quote the file (a column name): keep them printable UTF-8. */
     char safe_rule[512], safe_field[64];
     cli_sanitize(rule, safe_rule, sizeof(safe_rule));
     cli_sanitize(field, safe_field, sizeof(safe_field));
+    if (has_error(l, line, safe_field))
+        return;
     json_t *e = json_pack("{s:s, s:s}", "field", safe_field, "rule", safe_rule);
     if (line > 0)
         json_object_set_new(e, "line", json_integer(line));
     json_array_append_new(l->errors, e);
+    l->malformed |= malformed;
+}
+
+static void add_error(struct loaded *l, int line, const char *field, const char *rule)
+{
+    add_problem(l, line, field, rule, false);
 }
 
 static struct tq_request *new_req(struct loaded *l, int line)
@@ -109,7 +147,7 @@ struct csvctx {
     bool header_bad;
     struct tq_request *cur;
     size_t col;
-    bool row_bad;
+    bool row_ragged;
 };
 
 static void csv_field(void *field, size_t len, void *data)
@@ -128,14 +166,12 @@ static void csv_field(void *field, size_t len, void *data)
     if (!x->cur) {
         x->cur = new_req(x->l, x->line);
         x->col = 0;
-        x->row_bad = false;
+        x->row_ragged = false;
     }
     if (x->col < x->nheader && x->col < FIELDS_MAX && !x->header_bad) {
         struct tq_field_error fe;
-        if (tq_request_set(x->cur, x->header[x->col], field, len, &fe) && !x->row_bad) {
+        if (tq_request_set(x->cur, x->header[x->col], field, len, &fe))
             add_error(x->l, x->line, fe.field, fe.rule);
-            x->row_bad = true;
-        }
     }
     x->col++;
 }
@@ -153,6 +189,7 @@ static void csv_row(int term, void *data)
         if (x->nheader > FIELDS_MAX) {
             add_error(x->l, x->line, "header", "has too many columns");
             x->header_bad = true;
+            x->l->header_bad = true;
             return;
         }
         for (size_t i = 0; i < x->nheader; i++) {
@@ -161,16 +198,26 @@ static void csv_row(int term, void *data)
                 ok |= strcmp(known[k], x->header[i]) == 0;
             for (size_t k = 0; k < i; k++)
                 if (strcmp(x->header[k], x->header[i]) == 0) {
-                    add_error(x->l, x->line, "header", "names a column twice");
+                    char rule[200];
+                    snprintf(rule, sizeof(rule),
+                             "column \"%.40s\" appears twice (columns %zu and %zu)",
+                             x->header[i], k + 1, i + 1);
+                    json_array_append_new(x->l->errors,
+                                          json_pack("{s:i, s:s, s:s}", "line", x->line, "field",
+                                                    "header", "rule", rule));
                     x->header_bad = true;
+                    break;
                 }
             if (!ok) {
-                char rule[200];
+                char rule[200], shown[48];
+                cli_sanitize(x->header[i], shown, sizeof(shown));
                 snprintf(rule, sizeof(rule),
-                         "unknown column \"%.40s\" (expected tenant_id, name, tier, region, "
+                         "unknown column \"%s\" (expected tenant_id, name, tier, region, "
                          "budget, owner[, justification])",
-                         x->header[i]);
-                add_error(x->l, x->line, "header", rule);
+                         shown);
+                json_array_append_new(x->l->errors,
+                                      json_pack("{s:i, s:s, s:s}", "line", x->line, "field",
+                                                "header", "rule", rule));
                 x->header_bad = true;
             }
         }
@@ -181,19 +228,22 @@ static void csv_row(int term, void *data)
             if (!found) {
                 char rule[80];
                 snprintf(rule, sizeof(rule), "column \"%s\" is missing", required[k]);
-                add_error(x->l, x->line, "header", rule);
+                json_array_append_new(x->l->errors,
+                                      json_pack("{s:i, s:s, s:s}", "line", x->line, "field",
+                                                "header", "rule", rule));
                 x->header_bad = true;
             }
         }
+        x->l->header_bad = x->header_bad;
         return;
     }
     if (!x->cur)
         return;
-    if (x->col != x->nheader && !x->row_bad) {
+    if (x->col != x->nheader && !x->row_ragged) {
         char rule[96];
         snprintf(rule, sizeof(rule), "has %zu fields; the header has %zu", x->col, x->nheader);
         add_error(x->l, x->line, "row", rule);
-        x->row_bad = true;
+        x->row_ragged = true;
     }
     x->cur = NULL;
 }
@@ -286,37 +336,38 @@ static int load_jsonl(const char *data, size_t len, struct loaded *l, char *why,
             add_error(l, lineno, "line", rule);
             continue;
         }
-        struct tq_field_error fe;
-        if (tq_request_from_json(o, r, &fe))
-            add_error(l, lineno, fe.field, fe.rule);
+        struct tq_field_error fe[PROBLEMS_MAX];
+        size_t np = tq_request_load_json(o, r, fe, PROBLEMS_MAX);
+        for (size_t i = 0; i < np && i < PROBLEMS_MAX; i++)
+            add_error(l, lineno, fe[i].field, fe[i].rule);
         json_decref(o);
     }
     return 0;
 }
 
-static bool has_error_on(const struct loaded *l, int line)
-{
-    size_t i;
-    json_t *e;
-    json_array_foreach(l->errors, i, e) if (json_integer_value(json_object_get(e, "line")) == line)
-        return true;
-    return false;
-}
 
 static int load_file(struct cli *c, const char *path, struct loaded *l)
 {
     struct stat st;
     FILE *f = fopen(path, "rb");
     if (!f || fstat(fileno(f), &st) != 0) {
+        int e = errno;
         if (f)
             fclose(f);
-        return cli_fail(c, EXIT_USAGE, NULL, "--file: cannot open \"%s\"", path);
+        return cli_fail(c, EXIT_USAGE, NULL, "--file: cannot open \"%s\": %s", cli_shown(path),
+                        strerror(e));
     }
-    if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX_BYTES) {
+    /* A directory or a device is a mistyped path, like a missing file. */
+    if (!S_ISREG(st.st_mode)) {
+        fclose(f);
+        return cli_fail(c, EXIT_USAGE, NULL, "--file: \"%s\" is not a regular file%s",
+                        cli_shown(path), S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+    }
+    if (st.st_size > FILE_MAX_BYTES) {
         fclose(f);
         return cli_fail(c, EXIT_REJECTED, NULL,
-                        "--file: \"%s\" must be a regular file of at most %d bytes (16 MiB)",
-                        path, FILE_MAX_BYTES);
+                        "--file: \"%s\" must be at most %d bytes (16 MiB)", cli_shown(path),
+                        FILE_MAX_BYTES);
     }
     /* Read it whole (the cap was checked; a file growing meanwhile is cut off). */
     size_t want = (size_t)st.st_size;
@@ -360,6 +411,26 @@ static int load_file(struct cli *c, const char *path, struct loaded *l)
     if (rc != 0)
         return cli_fail(c, EXIT_REJECTED, NULL, "--file \"%s\": %s", path, why);
     return EXIT_DONE;
+}
+
+/* Every problem on stderr, one a line, then the summary (and JSON). */
+static int report_problems(struct cli *c, struct loaded *l, int exit_code)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(l->errors, i, e) {
+        int line = (int)json_integer_value(json_object_get(e, "line"));
+        const char *field = json_string_value(json_object_get(e, "field"));
+        const char *rule = json_string_value(json_object_get(e, "rule"));
+        if (line > 0)
+            fprintf(stderr, "%s: line %d: %s: %s\n", c->prog, line, field, rule);
+        else
+            fprintf(stderr, "%s: %s: %s\n", c->prog, field, rule);
+    }
+    size_t n = json_array_size(l->errors);
+    return cli_fail(c, exit_code, json_incref(l->errors),
+                    "%s: %zu problem%s; nothing was submitted",
+                    exit_code == EXIT_USAGE ? "usage" : "rejected", n, n == 1 ? "" : "s");
 }
 
 static void print_result(struct cli *c, const char *batch, struct tq_submit_item *items,
@@ -412,7 +483,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct loaded l = {NULL, NULL, 0, json_array()};
+    struct loaded l = {NULL, NULL, 0, json_array(), false, false};
     struct tq_request one;
     memset(&one, 0, sizeof(one));
     bool by_flags = false;
@@ -441,9 +512,12 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         case 'B': batch = optarg; break;
         case 'N': not_before = optarg; break;
         case 'j': c->json = true; break;
-        case 'h':
-            fputs(usage, stdout);
+        case 'h': {
+            char *dflt = tq_default_pipeline();
+            printf(usage, dflt);
+            free(dflt);
             goto out;
+        }
         case ':':
             rc = cli_fail(c, EXIT_USAGE, NULL, "option \"%s\" needs a value",
                           cli_shown(argv[optind - 1]));
@@ -455,13 +529,10 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         }
         if (field) {
             by_flags = true;
-            if (tq_request_set(&one, field, optarg, strlen(optarg), &fe)) {
-                json_array_append_new(l.errors, json_pack("{s:s, s:s}", "field", fe.field,
-                                                          "rule", fe.rule));
-                rc = cli_fail(c, EXIT_REJECTED, json_incref(l.errors), "%s: %s", fe.field,
-                              fe.rule);
-                goto out;
-            }
+            /* a refused budget is reported with every other problem below */
+            if (tq_request_set(&one, field, optarg, strlen(optarg), &fe) &&
+                strcmp(field, "budget") != 0)
+                add_problem(&l, 0, fe.field, fe.rule, true);
         }
     }
     if (optind < argc) {
@@ -484,22 +555,25 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         for (size_t i = 0; ok && i < bl; i++)
             ok = (batch[i] >= 'a' && batch[i] <= 'z') || (batch[i] >= 'A' && batch[i] <= 'Z') ||
                  (batch[i] >= '0' && batch[i] <= '9') || strchr("-_.:", batch[i]);
-        if (!ok) {
-            rc = cli_fail(c, EXIT_REJECTED, NULL,
-                          "batch: must be 1-64 characters of letters, digits, '-', '_', '.', ':'");
-            goto out;
-        }
+        if (!ok)
+            add_problem(&l, 0, "batch",
+                        "must be 1-64 characters of letters, digits, '-', '_', '.', ':'", true);
     }
     if (not_before) {
         char why[200];
-        if (cli_parse_time(not_before, (int64_t)tq_now_ms(), &due_ms, why, sizeof(why)) != 0) {
-            json_t *e = json_pack("[{s:s, s:s}]", "field", "not_before", "rule", why);
-            rc = cli_fail(c, EXIT_USAGE, e, "not_before: \"%s\" %s", cli_shown(not_before), why);
-            goto out;
-        }
+        if (cli_parse_time(not_before, (int64_t)tq_now_ms(), &due_ms, why, sizeof(why)) != 0)
+            add_problem(&l, 0, "not_before", why, true);
     }
-    if (key && (strlen(key) == 0 || strlen(key) > 200 || !tq_utf8_valid(key, strlen(key)))) {
-        rc = cli_fail(c, EXIT_REJECTED, NULL, "idempotency_key: must be 1-200 bytes of UTF-8");
+    if (key) {
+        const char *kp = tq_text_problem(key, strlen(key), false);
+        if (strlen(key) == 0 || strlen(key) > 200)
+            add_problem(&l, 0, "idempotency_key", "must be 1-200 bytes", false);
+        else if (kp)
+            add_problem(&l, 0, "idempotency_key", kp, false);
+    }
+    /* A file cannot be read with the command line's own problems unsolved. */
+    if (file && json_array_size(l.errors) > 0) {
+        rc = report_problems(c, &l, EXIT_USAGE);
         goto out;
     }
 
@@ -516,45 +590,36 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         memset(&one, 0, sizeof(one));
     }
 
-    /* Validate everything before writing anything. */
+    /*
+     * Validate everything before writing anything, and report every problem
+     * of every request. Rows under a header we cannot read are not checked:
+     * their fields went nowhere, and "tenant_id is required" would mislead.
+     */
     const struct tq_rules rules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
                                    c->cfg.approval_threshold_inr};
-    for (size_t i = 0; i < l.n; i++) {
-        if (has_error_on(&l, l.lines[i]))
-            continue;
-        if (tq_request_validate(&l.reqs[i], &rules, &fe)) {
-            add_error(&l, l.lines[i], fe.field, fe.rule);
-            continue;
-        }
+    for (size_t i = 0; i < l.n && !l.header_bad; i++) {
+        struct tq_field_error pe[PROBLEMS_MAX];
+        size_t np = tq_request_check(&l.reqs[i], &rules, pe, PROBLEMS_MAX);
+        for (size_t k = 0; k < np && k < PROBLEMS_MAX; k++)
+            add_problem(&l, l.lines[i], pe[k].field, pe[k].rule, pe[k].malformed);
+        const struct tq_request *r = &l.reqs[i];
         for (size_t k = 0; k < i; k++) {
             char rule[96];
-            if (l.reqs[k].tenant_id && strcmp(l.reqs[k].tenant_id, l.reqs[i].tenant_id) == 0) {
+            if (r->tenant_id && l.reqs[k].tenant_id &&
+                strcmp(l.reqs[k].tenant_id, r->tenant_id) == 0) {
                 snprintf(rule, sizeof(rule), "duplicates the tenant id of line %d", l.lines[k]);
                 add_error(&l, l.lines[i], "tenant_id", rule);
-                break;
             }
-            if (l.reqs[k].name && strcmp(l.reqs[k].name, l.reqs[i].name) == 0) {
+            /* names are unique whatever their case ("Idem A" and "IDEM A" are one) */
+            if (r->name && l.reqs[k].name && strcasecmp(l.reqs[k].name, r->name) == 0) {
                 snprintf(rule, sizeof(rule), "duplicates the name of line %d", l.lines[k]);
                 add_error(&l, l.lines[i], "name", rule);
-                break;
             }
         }
     }
     if (json_array_size(l.errors) > 0) {
-        size_t i;
-        json_t *e;
-        json_array_foreach(l.errors, i, e) {
-            int line = (int)json_integer_value(json_object_get(e, "line"));
-            const char *field = json_string_value(json_object_get(e, "field"));
-            const char *rule = json_string_value(json_object_get(e, "rule"));
-            if (line > 0)
-                fprintf(stderr, "%s: line %d: %s: %s\n", c->prog, line, field, rule);
-            else
-                fprintf(stderr, "%s: %s: %s\n", c->prog, field, rule);
-        }
-        rc = cli_fail(c, EXIT_REJECTED, json_incref(l.errors),
-                      "rejected: %zu problem%s; nothing was submitted",
-                      json_array_size(l.errors), json_array_size(l.errors) == 1 ? "" : "s");
+        /* the command line's own request: missing or malformed flags are usage errors */
+        rc = report_problems(c, &l, !file && l.malformed ? EXIT_USAGE : EXIT_REJECTED);
         goto out;
     }
 
@@ -569,6 +634,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         items[i].req = &l.reqs[i];
         items[i].idempotency_key = key;
         items[i].not_before_ms = not_before ? due_ms : 0;   /* in the submit transaction */
+        items[i].queue = c->cfg.queue;
     }
     if ((err = tq_pg_open(c->cfg.database_url, &pg))) {
         rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
@@ -576,30 +642,36 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     }
     err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue", why, sizeof(why));
     if (err) {
-        rc = cli_fail(c, cli_exit_for(err), NULL, "%s%s", why,
+        json_t *details = NULL;
+        for (size_t i = 0; err == TQ_ECONFLICT && i < l.n && !details; i++) {
+            if (!items[i].conflict)
+                continue;
+            char head[40];
+            snprintf(head, sizeof(head), "%s: ", items[i].conflict);
+            const char *rule = strstr(why, head);
+            details = json_pack("[{s:s, s:s}]", "field", items[i].conflict, "rule",
+                                rule ? cli_shown(rule + strlen(head))
+                                     : "conflicts with an existing tenant");
+            if (l.lines[i] > 0)
+                json_object_set_new(json_array_get(details, 0), "line",
+                                    json_integer(l.lines[i]));
+        }
+        rc = cli_fail(c, cli_exit_for(err), details, "%s%s", why,
                       err == TQ_ECONFLICT ? "; nothing was submitted" : "");
         goto out;
     }
 
     /* Now dispatch; if Redis is away the reconciler dispatches later. */
-    const char **ids = tq_xcalloc(l.n, sizeof(char *));
     int64_t *nids = tq_xcalloc(l.n, sizeof(*nids));
-    char (*idbuf)[24] = tq_xcalloc(l.n, sizeof(*idbuf));
     size_t nq = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        if (!items[i].queued)
-            continue;
-        snprintf(idbuf[nq], sizeof(idbuf[nq]), "%" PRId64, items[i].job_id);
-        ids[nq] = idbuf[nq];
-        nids[nq] = items[i].job_id;
-        nq++;
-    }
+    for (size_t i = 0; i < l.n; i++)
+        if (items[i].queued)
+            nids[nq++] = items[i].job_id;
     bool deferred = false;
     if (nq > 0) {
         err = tq_queue_open(&c->cfg, NULL, &q);
         if (!err)
-            err = due_ms > (int64_t)tq_now_ms() ? tq_admin_dispatch(q, nids, nq, due_ms)
-                                                 : tq_queue_push(q, ids, nq);
+            err = tq_queue_dispatch(q, nids, nq, due_ms > (int64_t)tq_now_ms() ? due_ms : 0);
         if (err) {
             deferred = true;
             fprintf(stderr,
@@ -609,8 +681,6 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         }
     }
     free(nids);
-    free(ids);
-    free(idbuf);
     print_result(c, batch, items, l.n, deferred, not_before ? due_ms : 0);
 out:
     tq_queue_close(q);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "credentials.h"
 #include "loop.h"
 #include "tq/log.h"
 #include "tq/util.h"
@@ -41,39 +42,32 @@ struct worker {
     size_t nheld;
 };
 
-/* Push job ids (decimal) to ready; errors are left to the reconciler. */
+/* Push job ids to ready; errors are left to the reconciler. */
 static void push_ids(struct worker *wk, const int64_t *ids, size_t n)
 {
-    if (n == 0)
-        return;
-    char (*buf)[24] = tq_xcalloc(n, sizeof(*buf));
-    const char **argv = tq_xcalloc(n, sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        snprintf(buf[i], sizeof(buf[i]), "%" PRId64, ids[i]);
-        argv[i] = buf[i];
-    }
-    tq_queue_push(wk->hb_q, argv, n);
-    free(argv);
-    free(buf);
+    tq_queue_dispatch(wk->hb_q, ids, n, 0);
 }
 
 /*
- * Drift: once per TQ_REVALIDATE_INTERVAL_MS (default a day; 0 = off) for the
- * whole fleet — the first worker to set the round's key does it — queue a
- * revalidation job for every active tenant.
+ * Drift: each active tenant of our queue is revalidated about once per
+ * TQ_REVALIDATE_INTERVAL_MS (default a day; 0 = off), on a schedule kept per
+ * tenant in PostgreSQL and spread over the interval (tq_pg_revalidate_due).
+ * Nothing here depends on Redis keeping its data or on when workers start:
+ * a flush or a restart queues no round. At most REVALIDATE_BATCH a pass.
  */
-static void revalidation_round(struct worker *wk)
+#define REVALIDATE_BATCH 100
+
+static void revalidate_due(struct worker *wk)
 {
     uint32_t every = wk->set.revalidate_ms;
-    bool got = false;
-    if (every == 0 || tq_queue_try_lock(wk->hb_q, "revalidate-round", every, &got) || !got)
+    if (every == 0)
         return;
-    char round[32];
-    snprintf(round, sizeof(round), "%llu", (unsigned long long)(tq_now_ms() / every));
     int64_t *ids = NULL;
     size_t n = 0;
-    if (tq_pg_revalidate(wk->hb_pg, NULL, 0, round, "scheduler", &ids, &n) == TQ_OK && n > 0) {
-        tq_info("drift: queued revalidation of %zu active tenant(s)", n);
+    if (tq_pg_revalidate_due(wk->hb_pg, wk->cfg->queue, every, REVALIDATE_BATCH, "scheduler",
+                             &ids, &n) == TQ_OK &&
+        n > 0) {
+        tq_info("drift: queued revalidation of %zu tenant(s) due for their check", n);
         push_ids(wk, ids, n);
     }
     free(ids);
@@ -81,9 +75,12 @@ static void revalidation_round(struct worker *wk)
 
 /*
  * Fleet chores, run by whichever worker takes the lock this period: return
- * the processing lists of dead workers to ready (reaper), and re-dispatch
- * jobs PostgreSQL calls runnable that no Redis list holds (reconciler:
- * enqueue died after commit, Redis lost data). Duplicates are harmless.
+ * the processing lists of dead workers to ready (reaper: registered workers
+ * and every processing list found by SCAN, so a worker that died before
+ * re-registering after a flush leaves nothing behind), queue the
+ * revalidations that are due, and re-dispatch jobs of our queue PostgreSQL
+ * calls runnable that no Redis list holds (reconciler: enqueue died after
+ * commit, Redis lost data). Duplicates are harmless.
  */
 static void chores(struct worker *wk)
 {
@@ -95,10 +92,11 @@ static void chores(struct worker *wk)
     if (tq_queue_reap(wk->hb_q, &dead, &moved) == TQ_OK && dead > 0)
         tq_warn("reaper: %d worker(s) stopped heartbeating; %d job(s) returned to ready", dead,
                 moved);
-    revalidation_round(wk);
+    revalidate_due(wk);
     int64_t *ids = NULL;
     size_t n = 0;
-    if (tq_pg_orphans(wk->hb_pg, wk->cfg->lease_ms, 500, &ids, &n) == TQ_OK && n > 0) {
+    if (tq_pg_orphans(wk->hb_pg, wk->cfg->queue, wk->cfg->lease_ms, 500, &ids, &n) == TQ_OK &&
+        n > 0) {
         char (*buf)[24] = tq_xcalloc(n, sizeof(*buf));
         const char **argv = tq_xcalloc(n, sizeof(char *));
         for (size_t i = 0; i < n; i++) {
@@ -335,8 +333,14 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", tq_pg_errstr(wk.hb_pg));
         goto out;
     }
+    if (wk_startup_checks(&wk.set, wk.hb_pg, wk.hb_q) != 0)
+        goto out;
     atomic_store(&wk_metrics.redis_ok, true);
     atomic_store(&wk_metrics.pg_ok, true);
+    /* Registered and heartbeating before the fetcher reserves anything, so a
+       reaper never takes our first processing list for a dead worker's. */
+    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
 
     if (cfg->http_addr && *cfg->http_addr &&
         wk_http_start(wk.loop, cfg->http_addr, &wk.draining, &wk.http) != 0)
@@ -379,6 +383,7 @@ out:
     free(wk.held);
     wk_metrics_free();
     wk_blocking_shutdown();
+    wk_cred_shutdown();
     curl_global_cleanup();
     uv_loop_close(wk.loop);
     free(wk.loop);

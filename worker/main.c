@@ -1,6 +1,6 @@
 /*
  * tq-worker: pulls provisioning jobs from Redis and runs them. Configuration
- * comes from the environment (DESIGN.md §5); flags override it.
+ * comes from the environment (docs/design.md §5); flags override it.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -24,12 +24,31 @@ static const char usage[] =
     "      --http ADDR       /healthz /readyz /metrics listener, host:port, \"\" = off\n"
     "                        (TQ_HTTP_ADDR, default 127.0.0.1:9464)\n"
     "      --lease-ms MS     job lease (TQ_LEASE_MS, default 15000)\n"
+    "      --allow-superuser run even when TQ_DATABASE_URL logs in as a PostgreSQL\n"
+    "                        superuser (TQ_ALLOW_SUPERUSER=1); refused otherwise\n"
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"
-    "environment: TQ_REDIS_URL, TQ_DATABASE_URL, TQ_SECRETS_DIR, TQ_LOG_FORMAT\n"
-    "(text|json), TQ_PREFIX. Example:\n"
-    "  eval \"$(deploy/local/env)\"; tq-worker --concurrency 8\n";
+    "environment (the worker reads these and no other; worker/README.md says more):\n"
+    "  services    TQ_REDIS_URL (redis://[:password@]host:port[/db]),\n"
+    "              TQ_DATABASE_URL (libpq conninfo or URI), TQ_PREFIX (key prefix, tq)\n"
+    "  the worker  TQ_QUEUE, TQ_CONCURRENCY, TQ_HTTP_ADDR, TQ_LEASE_MS (as above),\n"
+    "              TQ_LOG_FORMAT (text|json), TQ_DEBUG, TQ_GRACE_MS, TQ_BATCH,\n"
+    "              TQ_MAX_DELIVERIES, TQ_LONG_WAIT_MS, TQ_REVALIDATE_INTERVAL_MS,\n"
+    "              TQ_ALLOW_EVICTION, TQ_ALLOW_SUPERUSER (as --allow-superuser)\n"
+    "  secrets     TQ_SECRETS_STORE (pg, the default, or file:DIR), TQ_SECRETS_KEY\n"
+    "              or TQ_SECRETS_KEY_FILE (lines KID:BASE64-32-BYTES, first current)\n"
+    "  steps       TQ_WORK_DIR, TQ_TENANT_REDIS_URL,\n"
+    "              TQ_NOTIFY_WEBHOOK_URL, TQ_SMTP_URL, TQ_NOTIFY_FROM, TQ_NOTIFY_TO\n"
+    "  pipelines   ${env.X} in a pipeline reads X when the step runs; the shipped\n"
+    "              ones use TQ_S3_ENDPOINT, TQ_S3_REGION, TQ_S3_ACCESS_KEY,\n"
+    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL, TQ_VECTOR_TOKEN, TQ_DASHBOARD_URL,\n"
+    "              TQ_DASHBOARD_TOKEN, TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE,\n"
+    "              TQ_ENVIRONMENT\n"
+    "The worker runs the pipeline stored with each job: TQ_PIPELINE is the CLI's.\n"
+    "\n"
+    "example:\n"
+    "  eval \"$(deploy/local/env worker)\"; tq-worker --concurrency 8\n";
 
 int main(int argc, char **argv)
 {
@@ -40,7 +59,7 @@ int main(int argc, char **argv)
         tq_config_cleanup(&cfg);
         return 2;
     }
-    enum { OPT_HTTP = 256, OPT_LEASE, OPT_VERSION };
+    enum { OPT_HTTP = 256, OPT_LEASE, OPT_VERSION, OPT_SUPERUSER };
     static const struct option opts[] = {
         {"concurrency", required_argument, NULL, 'c'},
         {"queue", required_argument, NULL, 'q'},
@@ -48,6 +67,7 @@ int main(int argc, char **argv)
         {"lease-ms", required_argument, NULL, OPT_LEASE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"allow-superuser", no_argument, NULL, OPT_SUPERUSER},
         {NULL, 0, NULL, 0},
     };
     int o, rc = 0;
@@ -78,6 +98,9 @@ int main(int argc, char **argv)
                 goto out;
             }
             cfg.lease_ms = (uint32_t)n;
+            break;
+        case OPT_SUPERUSER:
+            cfg.allow_superuser = true;
             break;
         case 'h':
             fputs(usage, stdout);

@@ -1,5 +1,5 @@
 /*
- * Labelled metrics for /metrics (DESIGN.md §5): provisioning duration per
+ * Labelled metrics for /metrics (docs/design.md §5): provisioning duration per
  * tier and region (histogram), successes per tier, failures per tier and
  * step, step durations per kind (histogram), rollbacks, queue depths.
  * Recorded and printed on the loop thread only (the engine and the HTTP

@@ -74,7 +74,7 @@ struct wk_step {
  * means it did not start (no done call). cancel() (timeout, shutdown) must
  * make the step end soon; done is still called once. Both run on the loop
  * thread. Every kind must leave one effect however often it runs, and its
- * undo must succeed when there is nothing to undo (DESIGN.md §4).
+ * undo must succeed when there is nothing to undo (docs/design.md §4).
  */
 struct wk_step_ops {
     const char *kind;
@@ -248,7 +248,7 @@ struct wk_metrics {
 };
 extern struct wk_metrics wk_metrics;
 
-/* metrics.c: labelled series, loop thread only (DESIGN.md §5 names). */
+/* metrics.c: labelled series, loop thread only (docs/design.md §5 names). */
 void wk_metrics_provisioned(const char *tier, const char *region, double seconds);
 void wk_metrics_failed(const char *tier, const char *step);
 void wk_metrics_step(const char *kind, bool undo, double seconds);

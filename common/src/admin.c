@@ -569,6 +569,65 @@ enum tq_err tq_admin_dead_list(struct tq_pg *pg, json_t **out, char *errbuf, siz
     return *out ? TQ_OK : err;
 }
 
+/* ---------------------------------------------------------------- history */
+
+/*
+ * A tenant's whole story in one document, built by PostgreSQL in one
+ * statement: every job (oldest first) with its steps and each step's
+ * attempts (run and undo), and every audit event of the tenant.
+ */
+static const char sql_history[] =
+    "SELECT json_build_object('tenant_id', t.tenant_id, 'name', t.name, 'status', t.status,"
+    " 'created_at', t.created_at, 'activated_at', t.activated_at,"
+    " 'last_validated_at', t.last_validated_at, 'drift', t.drift,"
+    " 'failure_reason', t.failure_reason,"
+    " 'jobs', coalesce((SELECT json_agg(json_build_object('job_id', j.id, 'kind', j.kind,"
+    "   'status', j.status, 'phase', j.phase, 'attempt', j.attempt, 'batch', j.batch_id,"
+    "   'idempotency_key', j.idempotency_key, 'pipeline', p.name, 'pipeline_hash',"
+    "   j.pipeline_hash, 'created_at', j.created_at, 'started_at', j.started_at,"
+    "   'finished_at', j.finished_at, 'error', j.error, 'failed_step', j.failed_step,"
+    "   'dead_reason', j.dead_reason, 'deliveries', j.deliveries, 'worker', j.lease_owner,"
+    "   'steps', coalesce((SELECT json_agg(json_build_object('step', s.step,"
+    "     'status', s.status, 'attempts', s.attempts, 'undo_attempts', s.undo_attempts,"
+    "     'started_at', s.started_at, 'finished_at', s.finished_at,"
+    "     'last_error', s.last_error,"
+    "     'attempt_log', coalesce((SELECT json_agg(json_build_object('phase', a.phase,"
+    "       'attempt', a.attempt, 'status', a.status, 'worker', a.worker,"
+    "       'started_at', a.started_at, 'finished_at', a.finished_at, 'error', a.error)"
+    "       ORDER BY a.id) FROM tq.step_attempts a WHERE a.job_id = j.id"
+    "       AND a.step = s.step), '[]'))"
+    "     ORDER BY s.started_at NULLS LAST, s.step)"
+    "     FROM tq.job_steps s WHERE s.job_id = j.id), '[]'))"
+    "   ORDER BY j.id) FROM tq.jobs j LEFT JOIN tq.pipelines p ON p.hash = j.pipeline_hash"
+    "   WHERE j.tenant_id = t.tenant_id), '[]'),"
+    " 'events', coalesce((SELECT json_agg(json_build_object('at', e.at, 'actor', e.actor,"
+    "   'event', e.event, 'job_id', e.job_id, 'detail', e.detail) ORDER BY e.at, e.id)"
+    "   FROM tq.audit_events e WHERE e.tenant_id = t.tenant_id), '[]'))::text"
+    " FROM tq.tenants t WHERE t.tenant_id = $1";
+
+enum tq_err tq_admin_history(struct tq_pg *pg, const char *tenant_id, json_t **out,
+                             char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    enum tq_err err;
+    const char *p[] = {tenant_id};
+    PGresult *r = run(pg, &err, "read the tenant's history", sql_history, 1, p, errbuf, errlen);
+    if (!r)
+        return err;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return fail(errbuf, errlen, TQ_ENOTFOUND, "no such tenant \"%s\"", tenant_id);
+    }
+    json_error_t je;
+    *out = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+    PQclear(r);
+    if (!*out)
+        return fail(errbuf, errlen, TQ_EPG,
+                    "could not read the tenant's history: invalid JSON from the store: %s",
+                    je.text);
+    return TQ_OK;
+}
+
 static bool all_digits(const char *s)
 {
     size_t n = strlen(s);

@@ -1,6 +1,7 @@
 /*
  * The Redis side of operator actions (see tq/admin.h): moving job ids after
- * PostgreSQL has decided — dispatch, undispatch, requeue from the dead list —
+ * PostgreSQL has decided — undispatch, requeue from the dead list (dispatch
+ * itself is tq_queue_dispatch) —
  * and the queue depths that `tq-enqueue stats` shows.
  */
 #include "tq/admin.h"
@@ -21,35 +22,6 @@ static enum tq_err qcmd(struct tq_queue *q, const char *what, int argc, const ch
     if (integer)
         *integer = r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
     freeReplyObject(r);
-    return err;
-}
-
-enum tq_err tq_admin_dispatch(struct tq_queue *q, const int64_t *ids, size_t n, int64_t due_ms)
-{
-    if (n == 0)
-        return TQ_OK;
-    bool delayed = due_ms > 0;
-    size_t per = delayed ? 2 : 1;
-    const char **argv = tq_xcalloc(2 + n * per, sizeof(char *));
-    char (*num)[24] = tq_xcalloc(n + 1, sizeof(*num));
-    char *key = tq__queue_key(q, delayed ? "delayed" : "ready");
-    argv[0] = delayed ? "ZADD" : "LPUSH";
-    argv[1] = key;
-    snprintf(num[n], sizeof(num[n]), "%" PRId64, due_ms);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(num[i], sizeof(num[i]), "%" PRId64, ids[i]);
-        if (delayed) {
-            argv[2 + 2 * i] = num[n];
-            argv[3 + 2 * i] = num[i];
-        } else {
-            argv[2 + i] = num[i];
-        }
-    }
-    enum tq_err err = qcmd(q, delayed ? "schedule jobs (ZADD delayed)" : "push to the ready list",
-                           (int)(2 + n * per), argv, NULL);
-    free(key);
-    free(num);
-    free(argv);
     return err;
 }
 

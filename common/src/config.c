@@ -1,4 +1,6 @@
 /* Environment configuration and the Redis URL parser (see tq/config.h). */
+/* realpath(3) is XSI */
+#define _XOPEN_SOURCE 700
 #include "tq/config.h"
 
 #include <ctype.h>
@@ -6,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tq/util.h"
 
@@ -52,20 +56,66 @@ static void split_regions(struct tq_config *c, const char *list)
     free(copy);
 }
 
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/*
+ * The default pipeline, as an absolute path whatever the working directory:
+ * beside a relocated install (<exe>/../share/tenantq/pipelines), then the
+ * configured install directory, then the checkout a build-tree binary came
+ * from. None there: the install directory's path, which the error names.
+ */
+char *tq_default_pipeline(void)
+{
+    static const char file[] = "tenant-provision.json";
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char *p = tq_xasprintf("%s/../" TQ_INSTALL_DATADIR "/tenantq/pipelines/%s", exe, file);
+            char *real = is_file(p) ? realpath(p, NULL) : NULL;
+            free(p);
+            if (real) {
+                char *out = tq_xstrdup(real);   /* ours: tq_xstrdup's allocator */
+                free(real);
+                return out;
+            }
+        }
+    }
+    char *p = tq_xasprintf("%s/%s", TQ_PIPELINE_DIR, file);
+    if (is_file(p))
+        return p;
+    char *src = tq_xasprintf("%s/%s", TQ_SOURCE_PIPELINE_DIR, file);
+    if (is_file(src)) {
+        free(p);
+        return src;
+    }
+    free(src);
+    return p;
+}
+
 enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
                                size_t errlen)
 {
     memset(c, 0, sizeof(*c));
     c->redis_url = tq_xstrdup(env_or("TQ_REDIS_URL", "redis://127.0.0.1:6379/0"));
     c->database_url = tq_xstrdup(env_or("TQ_DATABASE_URL", "dbname=tenantq"));
-    c->queue = tq_xstrdup(env_or("TQ_QUEUE", "provision"));
+    c->queue = tq_xstrdup(env_or("TQ_QUEUE", TQ_DEFAULT_QUEUE));
     c->prefix = tq_xstrdup(env_or("TQ_PREFIX", "tq"));
     c->http_addr = tq_xstrdup(getenv("TQ_HTTP_ADDR") ? getenv("TQ_HTTP_ADDR")
                                                      : "127.0.0.1:9464");
-    c->pipeline_path = tq_xstrdup(
-        env_or("TQ_PIPELINE", "deploy/pipelines/tenant-provision.json"));
-    const char *sd = env_or("TQ_SECRETS_DIR", NULL);
-    c->secrets_dir = sd ? tq_xstrdup(sd) : NULL;
+    const char *pl = env_or("TQ_PIPELINE", NULL);
+    c->pipeline_path = pl ? tq_xstrdup(pl) : tq_default_pipeline();
+    const char *ss = env_or("TQ_SECRETS_STORE", NULL);
+    c->secrets_store = ss ? tq_xstrdup(ss) : NULL;
+    const char *su = env_or("TQ_ALLOW_SUPERUSER", "0");
+    c->allow_superuser = strcmp(su, "0") != 0;
     split_regions(c, env_or("TQ_REGIONS", "us-east-1,us-west-2,eu-west-1"));
 
     const char *lf = env_or("TQ_LOG_FORMAT", "text");
@@ -119,7 +169,7 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->prefix);
     free(c->http_addr);
     free(c->pipeline_path);
-    free(c->secrets_dir);
+    free(c->secrets_store);
     for (size_t i = 0; i < c->nregions; i++)
         free(c->regions[i]);
     memset(c, 0, sizeof(*c));
@@ -138,9 +188,18 @@ enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
     p += 8;
     const char *at = strchr(p, '@');
     if (at) {
-        /* userinfo is ":password" or "user:password"; only the password is used */
+        /* userinfo is ":password" or "user:password" (an ACL user) */
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
+        if (colon && colon > p) {
+            size_t un = (size_t)(colon - p);
+            if (un >= sizeof(out->user)) {
+                snprintf(errbuf, errlen, "user name is too long");
+                return TQ_EINVALID;
+            }
+            memcpy(out->user, p, un);
+            out->user[un] = '\0';
+        }
         size_t n = (size_t)(at - pw);
         if (n >= sizeof(out->password)) {
             snprintf(errbuf, errlen, "password is too long");

@@ -3,8 +3,9 @@
  * transaction under one advisory lock, so concurrent `tq-enqueue migrate`
  * calls serialise and the second finds nothing left to do.
  * Table and column names are relied on by tools outside the code
- * (DESIGN.md §4): add, never rename.
+ * (docs/design.md §4): add, never rename.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,9 +157,125 @@ static const char *const migrations[] = {
     "ALTER TABLE tq.step_attempts DROP CONSTRAINT step_attempts_pkey,"
     "  ADD CONSTRAINT step_attempts_pkey PRIMARY KEY (job_id, step, id);"
     "DROP INDEX tq.step_attempts_job;",
+
+    /* tenant names are unique whatever their case ("Idem A" is "IDEM A"); a
+       database that already holds such a pair keeps working, with a warning,
+       until an operator renames one (the CLI checks the same rule) */
+    "DO $$ BEGIN"
+    "  IF EXISTS (SELECT 1 FROM tq.tenants GROUP BY lower(name) HAVING count(*) > 1) THEN"
+    "    RAISE WARNING 'tq.tenants holds names that differ only in case;"
+    " case-insensitive uniqueness is not enforced until they are renamed';"
+    "  ELSE"
+    "    CREATE UNIQUE INDEX tenants_name_lower ON tq.tenants (lower(name));"
+    "  END IF;"
+    " END $$;"
+    /* a batch names every tenant it asked for, including requests that
+       already existed (a rerun of the same file) */
+    "CREATE TABLE tq.batch_tenants ("
+    "  batch_id text NOT NULL REFERENCES tq.batches(id),"
+    "  tenant_id text NOT NULL REFERENCES tq.tenants(tenant_id),"
+    "  PRIMARY KEY (batch_id, tenant_id));"
+    "INSERT INTO tq.batch_tenants (batch_id, tenant_id)"
+    "  SELECT batch_id, tenant_id FROM tq.tenants WHERE batch_id IS NOT NULL;",
+
+    /* the queue whose workers own a tenant (NULL: recorded before this column,
+       the default queue's), and its revalidation schedule: when the next
+       drift check is due, kept here so that Redis losing its data or a worker
+       restarting never starts a round */
+    "ALTER TABLE tq.tenants ADD COLUMN queue text,"
+    "  ADD COLUMN revalidate_due_at timestamptz;"
+    /* due checks are found by time; claims and outcomes never change this
+       column, so their tenant updates stay in place (HOT) */
+    "CREATE INDEX tenants_revalidate_due ON tq.tenants (revalidate_due_at);",
+    /* tenant credentials shared by the fleet (docs/security.md): only key id,
+       nonce and AES-256-GCM ciphertext (tag appended) ever reach this table */
+    "CREATE TABLE tq.secrets ("
+    "  tenant_id text NOT NULL,"
+    "  name text NOT NULL,"
+    "  key_id text NOT NULL,"
+    "  nonce bytea NOT NULL,"
+    "  ciphertext bytea NOT NULL,"
+    "  updated_at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (tenant_id, name));"
+    "CREATE INDEX secrets_key ON tq.secrets(key_id);"
+    /* The owner's read: audited by the database itself, nothing unless active. */
+    "CREATE FUNCTION tq.tenant_credentials(p_tenant text, p_actor text)"
+    "  RETURNS TABLE (name text, key_id text, nonce bytea, ciphertext bytea)"
+    "  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"
+    " DECLARE st text;"
+    " BEGIN"
+    "  SELECT t.status INTO st FROM tq.tenants t WHERE t.tenant_id = p_tenant;"
+    "  INSERT INTO tq.audit_events (tenant_id, actor, event, detail) VALUES (p_tenant, p_actor,"
+    "    CASE WHEN st = 'active' THEN 'credentials_read' ELSE 'credentials_refused' END,"
+    "    jsonb_build_object('status', st, 'db_user', session_user));"
+    "  IF st IS DISTINCT FROM 'active' THEN RETURN; END IF;"
+    "  RETURN QUERY SELECT s.name, s.key_id, s.nonce, s.ciphertext FROM tq.secrets s"
+    "    WHERE s.tenant_id = p_tenant ORDER BY s.name;"
+    " END $$;"
+    "REVOKE ALL ON FUNCTION tq.tenant_credentials(text, text) FROM PUBLIC;"
+    /* Deprovisioned means no credentials left, whoever moved the status. */
+    "CREATE FUNCTION tq.secrets_destroy() RETURNS trigger LANGUAGE plpgsql"
+    "  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"
+    " BEGIN DELETE FROM tq.secrets WHERE tenant_id = NEW.tenant_id; RETURN NULL; END $$;"
+    "REVOKE ALL ON FUNCTION tq.secrets_destroy() FROM PUBLIC;"
+    "CREATE TRIGGER tenants_secrets_destroy AFTER UPDATE OF status ON tq.tenants FOR EACH ROW"
+    "  WHEN (NEW.status = 'deprovisioned' AND OLD.status IS DISTINCT FROM 'deprovisioned')"
+    "  EXECUTE FUNCTION tq.secrets_destroy();"
+    /* The CLI may release a job's lease, never take or extend one (the
+       fencing epoch it cannot touch at all: see tq_pg_grant_roles). */
+    "CREATE FUNCTION tq.jobs_lease_guard() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN RAISE EXCEPTION 'role % may release a job lease but not take or extend one',"
+    "   current_user USING ERRCODE = 'insufficient_privilege'; END $$;"
+    "CREATE TRIGGER jobs_lease_guard BEFORE UPDATE ON tq.jobs FOR EACH ROW"
+    "  WHEN (current_user = 'tq_cli' AND ("
+    "    (NEW.lease_owner IS NOT NULL AND NEW.lease_owner IS DISTINCT FROM OLD.lease_owner) OR"
+    "    (NEW.lease_until IS NOT NULL AND NEW.lease_until IS DISTINCT FROM OLD.lease_until)))"
+    "  EXECUTE FUNCTION tq.jobs_lease_guard();",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/*
+ * The service roles' privileges (docs/security.md), granted again at the end
+ * of every migrate so that roles created after the schema, and tables added
+ * by later migrations, are covered. A role that does not exist is skipped:
+ * a single-role setup (one superuser) keeps working.
+ *   tq_worker  DML on every tq table; audit_events insert-only; never the
+ *              migration ledger; CREATE on the database (tenant schemas)
+ *   tq_cli     read every table but secrets; insert and update (no delete);
+ *              on tq.jobs every column but the fencing epoch (a lease it may
+ *              only release: trigger jobs_lease_guard); the owner's audited
+ *              credentials read, tq.tenant_credentials()
+ */
+static const char grants_sql[] =
+    "DO $g$ DECLARE cols text; BEGIN"
+    " IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tq_worker') THEN"
+    "  GRANT USAGE ON SCHEMA tq TO tq_worker;"
+    "  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tq TO tq_worker;"
+    "  GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tq TO tq_worker;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.schema_migrations FROM tq_worker;"
+    "  REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM tq_worker;"
+    "  BEGIN"
+    "   EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO tq_worker', current_database());"
+    "  EXCEPTION WHEN insufficient_privilege THEN"
+    "   RAISE WARNING 'cannot grant CREATE on this database to tq_worker (not its owner)';"
+    "  END;"
+    " END IF;"
+    " IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tq_cli') THEN"
+    "  GRANT USAGE ON SCHEMA tq TO tq_cli;"
+    "  GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA tq TO tq_cli;"
+    "  GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tq TO tq_cli;"
+    "  REVOKE ALL ON tq.secrets FROM tq_cli;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.schema_migrations FROM tq_cli;"
+    "  REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM tq_cli;"
+    "  REVOKE UPDATE ON tq.jobs FROM tq_cli;"
+    "  SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols"
+    "   FROM pg_attribute WHERE attrelid = 'tq.jobs'::regclass AND attnum > 0"
+    "   AND NOT attisdropped AND attname NOT IN ('id', 'lease_epoch');"
+    "  EXECUTE format('GRANT UPDATE (%s) ON tq.jobs TO tq_cli', cols);"
+    "  GRANT EXECUTE ON FUNCTION tq.tenant_credentials(text, text) TO tq_cli;"
+    " END IF;"
+    "END $g$";
 
 /* Any fixed number: the key of the advisory lock migrations hold. */
 #define MIGRATE_LOCK_KEY "7301455829"
@@ -207,6 +324,8 @@ enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version)
             return tq__pg_fail(pg, "migrate: the database is newer than this build", NULL);
         }
         if (have == NMIGRATIONS) {
+            if ((err = exec(pg, "grant the service roles their privileges", grants_sql)))
+                goto fail;
             return exec(pg, "commit", "COMMIT");
         }
         char what[64];
@@ -225,4 +344,39 @@ enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version)
         rollback(pg);
         return err;
     }
+}
+
+enum tq_err tq_pg_schema_check(struct tq_pg *pg, int *have, int *want)
+{
+    *have = 0;
+    *want = NMIGRATIONS;
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "look for the tq schema",
+                               "SELECT to_regclass('tq.schema_migrations') IS NOT NULL", 0, NULL);
+    if (!r)
+        return err;
+    bool exists = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (exists) {
+        r = tq__pg_query(pg, &err, "read the schema version",
+                         "SELECT coalesce(max(version), 0) FROM tq.schema_migrations", 0, NULL);
+        if (!r)
+            return err;
+        *have = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    char why[200];
+    if (*have == 0)
+        snprintf(why, sizeof(why), "the database has no tq schema (run `tq-enqueue migrate` "
+                 "as the migration role first)");
+    else if (*have < NMIGRATIONS)
+        snprintf(why, sizeof(why), "the database's tq schema is at version %d, this build "
+                 "needs %d (run `tq-enqueue migrate`)", *have, NMIGRATIONS);
+    else if (*have > NMIGRATIONS)
+        snprintf(why, sizeof(why), "the database's tq schema is at version %d, newer than "
+                 "this build's %d (upgrade the binaries)", *have, NMIGRATIONS);
+    else
+        return TQ_OK;
+    tq__pg_fail(pg, why, NULL);
+    return TQ_EINVALID;
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tq/config.h"
 #include "tq/util.h"
 
 #define PREPARED_MAX 16
@@ -308,15 +309,15 @@ static void rollback(struct tq_pg *pg)
 
 static const char sql_insert_tenant[] =
     "INSERT INTO tq.tenants (tenant_id, name, tier, region, budget, owner,"
-    "  justification, status, approver, approved_at, batch_id)"
+    "  justification, status, approver, approved_at, batch_id, queue)"
     " VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8,"
     "  CASE WHEN $8 = 'queued' THEN 'auto' END,"
-    "  CASE WHEN $8 = 'queued' THEN now() END, $9)"
+    "  CASE WHEN $8 = 'queued' THEN now() END, $9, $10)"
     " ON CONFLICT DO NOTHING RETURNING tenant_id";
 
 static const char sql_find_tenant[] =
     "SELECT tenant_id, name, tier, region, budget::text, owner, justification,"
-    "  status FROM tq.tenants WHERE tenant_id = $1 OR name = $2"
+    "  status FROM tq.tenants WHERE tenant_id = $1 OR lower(name) = lower($2)"
     " ORDER BY (tenant_id = $1) DESC LIMIT 1";
 
 static const char sql_insert_job[] =
@@ -366,6 +367,7 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
                  "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
                  PQgetvalue(r, 0, 1));
         PQclear(r);
+        it->conflict = "idempotency_key";
         return TQ_ECONFLICT;
     }
     PQclear(r);
@@ -376,8 +378,8 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
     snprintf(budget, sizeof(budget), "%" PRId64, q->budget_inr);
     const char *pt[] = {q->tenant_id, q->name, q->tier, q->region, budget,
                         q->owner, q->justification ? q->justification : "",
-                        status, batch};
-    r = tq__pg_query(pg, &err, "insert the tenant", sql_insert_tenant, 9, pt);
+                        status, batch, it->queue};
+    r = tq__pg_query(pg, &err, "insert the tenant", sql_insert_tenant, 10, pt);
     if (!r)
         return err;
     bool inserted = PQntuples(r) == 1;
@@ -392,12 +394,14 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
             PQclear(r);
             snprintf(errbuf, errlen, "tenant_id: \"%s\" conflicts with a concurrent request",
                      q->tenant_id);
+            it->conflict = "tenant_id";
             return TQ_ECONFLICT;
         }
         if (strcmp(PQgetvalue(r, 0, 0), q->tenant_id) != 0) {
             snprintf(errbuf, errlen, "name: \"%s\" is already taken by tenant \"%s\"",
                      q->name, PQgetvalue(r, 0, 0));
             PQclear(r);
+            it->conflict = "name";
             return TQ_ECONFLICT;
         }
         if (!same_request(r, q)) {
@@ -406,6 +410,7 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
                      "(a tenant is requested once; change it through the portal)",
                      q->tenant_id);
             PQclear(r);
+            it->conflict = "tenant_id";
             return TQ_ECONFLICT;
         }
         snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, 0, 7));
@@ -419,6 +424,7 @@ static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
             snprintf(errbuf, errlen,
                      "tenant_id: \"%s\" exists under another idempotency key",
                      q->tenant_id);
+            it->conflict = "tenant_id";
             return TQ_ECONFLICT;
         }
         it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -486,8 +492,20 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
                      " ON CONFLICT (id) DO NOTHING",
                      2, pb);
     }
+    /* Before any request: say what failed (a read-only database, say), not nothing. */
+    if (err)
+        snprintf(errbuf, errlen, "%s", pg->errstr);
     for (size_t i = 0; i < n && !err; i++) {
         err = submit_one(pg, &items[i], batch, pl, rules, actor, errbuf, errlen);
+        /* A batch names every tenant it asked for, those that existed too:
+           `status --batch` of a rerun shows them instead of "no such batch". */
+        if (!err && batch) {
+            const char *pm[] = {batch, items[i].req->tenant_id};
+            err = simple(pg, "record the batch's tenant",
+                         "INSERT INTO tq.batch_tenants (batch_id, tenant_id) VALUES ($1, $2)"
+                         " ON CONFLICT DO NOTHING",
+                         2, pm);
+        }
         if (err && err != TQ_ECONFLICT)
             snprintf(errbuf, errlen, "%s", pg->errstr);
         else if (err && n > 1) {
@@ -562,26 +580,31 @@ enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int6
     return err;
 }
 
+/* A tenant's queue; tenants submitted before tenants.queue existed: the default. */
+#define TENANT_QUEUE(t) "coalesce(" t ".queue, '" TQ_DEFAULT_QUEUE "')"
+
 static const char sql_orphans[] =
     "UPDATE tq.jobs SET updated_at = now() WHERE id IN ("
-    "  SELECT id FROM tq.jobs WHERE status IN ('queued', 'running')"
-    "    AND (lease_until IS NULL OR lease_until < now())"
-    "    AND (not_before IS NULL OR not_before <= now())"
-    "    AND updated_at < now() - make_interval(secs => $1::int / 1000.0)"
-    "  ORDER BY id LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+    "  SELECT j.id FROM tq.jobs j JOIN tq.tenants t ON t.tenant_id = j.tenant_id"
+    "  WHERE j.status IN ('queued', 'running')"
+    "    AND (j.lease_until IS NULL OR j.lease_until < now())"
+    "    AND (j.not_before IS NULL OR j.not_before <= now())"
+    "    AND j.updated_at < now() - make_interval(secs => $1::int / 1000.0)"
+    "    AND " TENANT_QUEUE("t") " = $3"
+    "  ORDER BY j.id LIMIT $2::int FOR UPDATE OF j SKIP LOCKED)"
     " RETURNING id";
 
-enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, int64_t **ids,
-                          size_t *n)
+enum tq_err tq_pg_orphans(struct tq_pg *pg, const char *queue, uint32_t older_than_ms,
+                          int limit, int64_t **ids, size_t *n)
 {
     char age[16], lim[16];
     snprintf(age, sizeof(age), "%u", older_than_ms);
     snprintf(lim, sizeof(lim), "%d", limit);
-    const char *p[] = {age, lim};
+    const char *p[] = {age, lim, queue};
     enum tq_err err;
     *ids = NULL;
     *n = 0;
-    PGresult *r = tq__pg_query(pg, &err, "find runnable jobs", sql_orphans, 2, p);
+    PGresult *r = tq__pg_query(pg, &err, "find runnable jobs", sql_orphans, 3, p);
     if (!r)
         return err;
     *n = (size_t)PQntuples(r);
@@ -600,6 +623,7 @@ static const char sql_revalidate[] =
     "  CROSS JOIN LATERAL (SELECT pipeline_hash FROM tq.jobs pj WHERE pj.tenant_id = t.tenant_id"
     "    AND pj.kind = 'provision' AND pj.status = 'succeeded' ORDER BY pj.id DESC LIMIT 1) p"
     "  WHERE t.status = 'active' AND ($1::text[] IS NULL OR t.tenant_id = ANY($1::text[]))"
+    "    AND " TENANT_QUEUE("t") " = $4"
     "    AND NOT EXISTS (SELECT 1 FROM tq.jobs r WHERE r.tenant_id = t.tenant_id"
     "      AND r.kind = 'revalidate' AND r.status IN ('queued', 'running'))"
     "  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, tenant_id),"
@@ -607,25 +631,86 @@ static const char sql_revalidate[] =
     "  SELECT tenant_id, id, $3, 'revalidation_requested' FROM n RETURNING 1)"
     " SELECT id FROM n";
 
-enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *const *ids, size_t nids,
-                             const char *round, const char *actor, int64_t **job_ids,
-                             size_t *n)
+static enum tq_err id_rows(PGresult *r, int64_t **ids, size_t *n)
+{
+    *n = (size_t)PQntuples(r);
+    *ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
+    for (size_t i = 0; i < *n; i++)
+        (*ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+    return TQ_OK;
+}
+
+enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *queue, const char *const *ids,
+                             size_t nids, const char *round, const char *actor,
+                             int64_t **job_ids, size_t *n)
 {
     char *arr = nids ? text_array(ids, nids) : NULL;
-    const char *p[] = {arr, round, actor};
+    const char *p[] = {arr, round, actor, queue};
     enum tq_err err;
     *job_ids = NULL;
     *n = 0;
-    PGresult *r = tq__pg_query(pg, &err, "queue revalidation jobs", sql_revalidate, 3, p);
+    PGresult *r = tq__pg_query(pg, &err, "queue revalidation jobs", sql_revalidate, 4, p);
     free(arr);
     if (!r)
         return err;
-    *n = (size_t)PQntuples(r);
-    *job_ids = tq_xcalloc(*n ? *n : 1, sizeof(int64_t));
-    for (size_t i = 0; i < *n; i++)
-        (*job_ids)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
-    PQclear(r);
-    return TQ_OK;
+    return id_rows(r, job_ids, n);
+}
+
+/* $1 queue, $2 interval (ms) */
+static const char sql_revalidate_schedule[] =
+    "UPDATE tq.tenants t SET revalidate_due_at = CASE"
+    "  WHEN b.base + b.iv * (0.5 + 0.5 * random()) > now()"
+    "    THEN b.base + b.iv * (0.5 + 0.5 * random())"
+    "  ELSE now() + b.iv * random() END"
+    " FROM (SELECT tenant_id, greatest(coalesce(last_validated_at, activated_at, now()),"
+    "         coalesce(activated_at, now())) AS base,"
+    "         make_interval(secs => $2::bigint / 1000.0) AS iv"
+    "       FROM tq.tenants WHERE status = 'active' AND " TENANT_QUEUE("tenants") " = $1"
+    "         AND (revalidate_due_at IS NULL OR revalidate_due_at < activated_at)"
+    "       FOR UPDATE SKIP LOCKED) b"
+    " WHERE t.tenant_id = b.tenant_id";
+
+/* $1 queue, $2 interval (ms), $3 limit, $4 actor */
+static const char sql_revalidate_due[] =
+    "WITH d AS (SELECT t.tenant_id, t.revalidate_due_at FROM tq.tenants t"
+    "   WHERE t.status = 'active' AND " TENANT_QUEUE("t") " = $1"
+    "     AND t.revalidate_due_at <= now()"
+    "   ORDER BY t.revalidate_due_at LIMIT $3::int FOR UPDATE SKIP LOCKED),"
+    " s AS (UPDATE tq.tenants t SET revalidate_due_at = now()"
+    "     + make_interval(secs => $2::bigint / 1000.0) * (0.9 + 0.2 * random())"
+    "   FROM d WHERE t.tenant_id = d.tenant_id RETURNING t.tenant_id),"
+    " n AS (INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, status)"
+    "   SELECT d.tenant_id, 'revalidate', p.pipeline_hash, 'revalidate:' || d.tenant_id"
+    "     || ':' || (extract(epoch FROM d.revalidate_due_at) * 1000)::bigint, 'queued'"
+    "   FROM d CROSS JOIN LATERAL (SELECT pipeline_hash FROM tq.jobs pj"
+    "     WHERE pj.tenant_id = d.tenant_id AND pj.kind = 'provision'"
+    "       AND pj.status = 'succeeded' ORDER BY pj.id DESC LIMIT 1) p"
+    "   WHERE NOT EXISTS (SELECT 1 FROM tq.jobs r WHERE r.tenant_id = d.tenant_id"
+    "     AND r.kind = 'revalidate' AND r.status IN ('queued', 'running'))"
+    "   ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, tenant_id),"
+    " a AS (INSERT INTO tq.audit_events (tenant_id, job_id, actor, event)"
+    "   SELECT tenant_id, id, $4, 'revalidation_requested' FROM n RETURNING 1)"
+    " SELECT id FROM n";
+
+enum tq_err tq_pg_revalidate_due(struct tq_pg *pg, const char *queue, uint32_t interval_ms,
+                                 int limit, const char *actor, int64_t **job_ids, size_t *n)
+{
+    char iv[24], lim[16];
+    snprintf(iv, sizeof(iv), "%u", interval_ms);
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *ps[] = {queue, iv};
+    enum tq_err err;
+    *job_ids = NULL;
+    *n = 0;
+    PQclear(tq__pg_query(pg, &err, "schedule revalidations", sql_revalidate_schedule, 2, ps));
+    if (err)
+        return err;
+    const char *pd[] = {queue, iv, lim, actor};
+    PGresult *r = tq__pg_query(pg, &err, "queue due revalidations", sql_revalidate_due, 4, pd);
+    if (!r)
+        return err;
+    return id_rows(r, job_ids, n);
 }
 
 enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, const int64_t *ids,
@@ -663,7 +748,7 @@ static const char sql_status[] =
     "SELECT coalesce(json_agg(x ORDER BY x.created_at, x.tenant_id), '[]')::text FROM ("
     " SELECT t.tenant_id, t.name, t.tier, t.region, t.budget, t.owner, t.status,"
     "  t.batch_id AS batch, t.approver, t.failure_reason, t.created_at,"
-    "  t.updated_at, t.activated_at,"
+    "  t.updated_at, t.activated_at, t.last_validated_at,"
     "  j.id AS job_id, j.kind AS job_kind, j.status AS job_status,"
     "  j.attempt AS job_attempt, j.lease_owner AS worker, j.error AS job_error,"
     "  coalesce((SELECT count(*) FROM tq.job_steps s WHERE s.job_id = j.id"
@@ -675,13 +760,32 @@ static const char sql_status[] =
     "    'attempts', s.attempts, 'started_at', s.started_at,"
     "    'finished_at', s.finished_at, 'last_error', s.last_error)"
     "    ORDER BY s.started_at NULLS LAST, s.step)"
-    "    FROM tq.job_steps s WHERE s.job_id = j.id), '[]') AS steps"
+    "    FROM tq.job_steps s WHERE s.job_id = j.id), '[]') AS steps,"
+    /* the last revalidation, beside the lifecycle job, never instead of it */
+    "  CASE WHEN rv.id IS NULL THEN NULL ELSE json_build_object('job_id', rv.id,"
+    "    'status', rv.status, 'created_at', rv.created_at, 'started_at', rv.started_at,"
+    "    'finished_at', rv.finished_at, 'error', rv.error,"
+    "    'checks_failed', (SELECT count(*) FROM tq.job_steps s WHERE s.job_id = rv.id"
+    "      AND s.status = 'failed')) END AS revalidation,"
+    /* drift: what the last revalidation that found any found, check by check */
+    "  CASE WHEN t.drift IS NULL THEN NULL ELSE json_build_object("
+    "    'summary', t.drift, 'detected_at', t.last_validated_at, 'job_id', dj.id,"
+    "    'checks', coalesce((SELECT json_agg(json_build_object('check', s.step,"
+    "      'message', s.last_error) ORDER BY s.step) FROM tq.job_steps s"
+    "      WHERE s.job_id = dj.id AND s.status = 'failed'), '[]')) END AS drift"
     " FROM tq.tenants t"
     " LEFT JOIN LATERAL (SELECT * FROM tq.jobs jj WHERE jj.tenant_id = t.tenant_id"
-    "   ORDER BY jj.id DESC LIMIT 1) j ON true"
+    "   AND jj.kind <> 'revalidate' ORDER BY jj.id DESC LIMIT 1) j ON true"
+    " LEFT JOIN LATERAL (SELECT * FROM tq.jobs jr WHERE jr.tenant_id = t.tenant_id"
+    "   AND jr.kind = 'revalidate' ORDER BY jr.id DESC LIMIT 1) rv ON true"
+    " LEFT JOIN LATERAL (SELECT jd.id FROM tq.jobs jd WHERE jd.tenant_id = t.tenant_id"
+    "   AND jd.kind = 'revalidate' AND t.drift IS NOT NULL AND jd.status = 'succeeded'"
+    "   AND EXISTS (SELECT 1 FROM tq.job_steps s WHERE s.job_id = jd.id AND s.status = 'failed')"
+    "   ORDER BY jd.id DESC LIMIT 1) dj ON true"
     " LEFT JOIN tq.pipelines p ON p.hash = j.pipeline_hash"
     " WHERE ($1::text[] IS NULL OR t.tenant_id = ANY($1::text[]))"
-    "   AND ($2::text IS NULL OR t.batch_id = $2)) x";
+    "   AND ($2::text IS NULL OR t.batch_id = $2 OR t.tenant_id IN"
+    "     (SELECT bt.tenant_id FROM tq.batch_tenants bt WHERE bt.batch_id = $2))) x";
 
 /* Encode ids as a PostgreSQL array literal: {"a","b"} with quotes escaped. */
 static char *text_array(const char *const *ids, size_t n)

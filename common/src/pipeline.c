@@ -1,5 +1,5 @@
 /*
- * Pipeline loading and validation (DESIGN.md §4). Every rule a pipeline can
+ * Pipeline loading and validation (docs/design.md §4). Every rule a pipeline can
  * break is checked here, once, so the CLI refuses a bad file at submit and a
  * worker never meets one. Templates are checked here and rendered by steps.
  */

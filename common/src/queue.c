@@ -4,6 +4,7 @@
  */
 #include "queue_int.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,10 @@ static enum tq_err ensure(struct tq_queue *q)
     }
     redisSetTimeout(q->rc, io_timeout);
     enum tq_err err = TQ_OK;
-    if (q->addr.password[0])
+    if (q->addr.password[0] && q->addr.user[0])
+        err = simple(q, "authenticate",
+                     redisCommand(q->rc, "AUTH %s %s", q->addr.user, q->addr.password));
+    else if (q->addr.password[0])
         err = simple(q, "authenticate", redisCommand(q->rc, "AUTH %s", q->addr.password));
     if (!err && q->addr.db)
         err = simple(q, "select database", redisCommand(q->rc, "SELECT %d", q->addr.db));
@@ -158,7 +162,8 @@ const char *tq_queue_errstr(const struct tq_queue *q)
     return q->errstr;
 }
 
-enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids, size_t n)
+/* LPUSH decimal ids onto ready. */
+static enum tq_err lpush_ready(struct tq_queue *q, const char *const *ids, size_t n)
 {
     if (n == 0)
         return TQ_OK;
@@ -171,6 +176,36 @@ enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids, size_t n)
     redisReply *r = cmd(q, &err, "push to the ready list", (int)(n + 2), argv);
     free(argv);
     freeReplyObject(r);
+    return err;
+}
+
+enum tq_err tq_queue_dispatch(struct tq_queue *q, const int64_t *ids, size_t n, int64_t due_ms)
+{
+    if (n == 0)
+        return TQ_OK;
+    char (*num)[24] = tq_xcalloc(n + 1, sizeof(*num));
+    const char **argv = tq_xcalloc(2 + 2 * n, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        snprintf(num[i], sizeof(num[i]), "%" PRId64, ids[i]);
+    enum tq_err err;
+    if (due_ms <= 0) {
+        for (size_t i = 0; i < n; i++)
+            argv[i] = num[i];
+        err = lpush_ready(q, argv, n);
+    } else {
+        char *key = tq_key(q->cfg, "delayed");
+        snprintf(num[n], sizeof(num[n]), "%" PRId64, due_ms);
+        argv[0] = "ZADD";
+        argv[1] = key;
+        for (size_t i = 0; i < n; i++) {
+            argv[2 + 2 * i] = num[n];
+            argv[3 + 2 * i] = num[i];
+        }
+        freeReplyObject(cmd(q, &err, "schedule jobs (ZADD delayed)", (int)(2 + 2 * n), argv));
+        free(key);
+    }
+    free(argv);
+    free(num);
     return err;
 }
 
@@ -251,6 +286,25 @@ enum tq_err tq_queue_unregister(struct tq_queue *q)
     return err;
 }
 
+enum tq_err tq_queue_other_workers(struct tq_queue *q, long long *n)
+{
+    *n = -1;
+    const char *argv[] = {"SMEMBERS", q->k_workers};
+    enum tq_err err;
+    redisReply *r = cmd(q, &err, "read the worker set", 2, argv);
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        *n = 0;
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                (!q->worker_id || strcmp(r->element[i]->str, q->worker_id) != 0))
+                (*n)++;
+    } else if (!err) {
+        err = set_err(q, TQ_EREDIS, "could not read the worker set: unexpected reply");
+    }
+    freeReplyObject(r);
+    return err;
+}
+
 enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix, long long *len)
 {
     char *k = tq_key(q->cfg, suffix);
@@ -310,7 +364,7 @@ enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, si
         if (!bsearch(&ids[i], present, have, sizeof(char *), cmp_str))
             missing[nm++] = ids[i];
     if (nm > 0) {
-        err = tq_queue_push(q, missing, nm);
+        err = lpush_ready(q, missing, nm);
         if (!err)
             *pushed = (int)nm;
     }
@@ -320,30 +374,104 @@ enum tq_err tq_queue_push_missing(struct tq_queue *q, const char *const *ids, si
     return err;
 }
 
-/* KEYS: workers set, ready. ARGV: key prefix "<p>:{q}:". Returns {workers, moved}. */
+/*
+ * One worker: if its heartbeat is gone, its processing list goes back to
+ * ready and it leaves the set. Every key is declared (Redis Cluster: one
+ * slot, thanks to the {queue} tag). KEYS: hb, proc, ready, workers.
+ * ARGV: worker id. Returns -1 (alive) or the number of ids moved.
+ */
 static const char reap_lua[] =
-    "local dead, moved = 0, 0 "
-    "for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
-    "  if redis.call('EXISTS', ARGV[1] .. 'hb:' .. w) == 0 then "
-    "    local proc = ARGV[1] .. 'proc:' .. w "
-    "    while redis.call('LMOVE', proc, KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end "
-    "    redis.call('SREM', KEYS[1], w) dead = dead + 1 "
-    "  end "
-    "end return {dead, moved}";
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end "
+    "local moved = 0 "
+    "while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 1 end "
+    "redis.call('SREM', KEYS[4], ARGV[1]) "
+    "return moved";
 
+/* Add s to the set of candidate ids unless it is there already. */
+static void add_candidate(char ***ids, size_t *n, const char *s)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*ids)[i], s) == 0)
+            return;
+    *ids = tq_xrealloc(*ids, (*n + 1) * sizeof(char *));
+    (*ids)[(*n)++] = tq_xstrdup(s);
+}
+
+/*
+ * Candidates are the registered workers and the owner of every processing
+ * list SCAN finds: a worker that reserved after Redis lost its data and died
+ * before its next heartbeat re-registered it is in no set, but its list is
+ * still found (issue: orphaned processing lists after FLUSHDB).
+ */
 enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved)
 {
     *workers = *moved = 0;
-    char *prefix = tq_key(q->cfg, "");
-    const char *argv[] = {"EVAL", reap_lua, "2", q->k_workers, q->k_ready, prefix};
+    char **cand = NULL;
+    size_t ncand = 0;
     enum tq_err err;
-    redisReply *r = cmd(q, &err, "reap dead workers", 6, argv);
-    free(prefix);
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        *workers = (int)r->element[0]->integer;
-        *moved = (int)r->element[1]->integer;
-    }
+    const char *sm[] = {"SMEMBERS", q->k_workers};
+    redisReply *r = cmd(q, &err, "list workers", 2, sm);
+    if (err)
+        return err;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            add_candidate(&cand, &ncand, r->element[i]->str);
     freeReplyObject(r);
+    char *proc_prefix = tq_key(q->cfg, "proc:");
+    size_t plen = strlen(proc_prefix);
+    /* glob-escape the prefix: a prefix or queue may hold * ? [ ] \ */
+    struct tq_buf pat;
+    tq_buf_init(&pat);
+    for (const char *p = proc_prefix; *p; p++) {
+        if (strchr("*?[]\\", *p))
+            tq_buf_append(&pat, "\\", 1);
+        tq_buf_append(&pat, p, 1);
+    }
+    tq_buf_puts(&pat, "*");
+    char cursor[32] = "0";
+    do {
+        const char *sc[] = {"SCAN", cursor, "MATCH", pat.data, "COUNT", "1000", "TYPE", "list"};
+        r = cmd(q, &err, "find processing lists", 8, sc);
+        if (err)
+            break;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING) {
+            freeReplyObject(r);
+            err = set_err(q, TQ_EREDIS, "could not find processing lists: unexpected SCAN reply");
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; keys->type == REDIS_REPLY_ARRAY && i < keys->elements; i++)
+            if (keys->element[i]->type == REDIS_REPLY_STRING &&
+                strncmp(keys->element[i]->str, proc_prefix, plen) == 0)
+                add_candidate(&cand, &ncand, keys->element[i]->str + plen);
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    tq_buf_cleanup(&pat);
+    free(proc_prefix);
+    for (size_t i = 0; i < ncand && !err; i++) {
+        /* our own list is never reaped: we are alive by definition */
+        if (q->worker_id && strcmp(cand[i], q->worker_id) == 0)
+            continue;
+        char *hb_s = tq_xasprintf("hb:%s", cand[i]), *proc_s = tq_xasprintf("proc:%s", cand[i]);
+        char *k_hb = tq_key(q->cfg, hb_s), *k_proc = tq_key(q->cfg, proc_s);
+        const char *ev[] = {"EVAL", reap_lua, "4", k_hb, k_proc, q->k_ready, q->k_workers,
+                            cand[i]};
+        r = cmd(q, &err, "reap a dead worker", 8, ev);
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+            (*workers)++;
+            *moved += (int)r->integer;
+        }
+        freeReplyObject(r);
+        free(hb_s);
+        free(proc_s);
+        free(k_hb);
+        free(k_proc);
+    }
+    for (size_t i = 0; i < ncand; i++)
+        free(cand[i]);
+    free(cand);
     return err;
 }
 

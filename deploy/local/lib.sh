@@ -5,7 +5,12 @@
 #
 # State lives in <top>/.tq-local/<name>/ (ignored by git):
 #   ports            the ports the services of <name> were started on
-#   redis/           redis.pid, redis.log (no persistence: --save '' --appendonly no)
+#   credentials      0600: generated passwords of every PostgreSQL role and
+#                    Redis ACL user, and the tenant secrets key (KEY=VALUE
+#                    lines, made once per state folder; docs/security.md)
+#   pgpass           0600: the same PostgreSQL passwords for psql (PGPASSFILE)
+#   redis/           redis.pid, redis.log, users.acl (0600; default user off)
+#                    (no persistence: --save '' --appendonly no)
 #   pg/              data/ (the cluster), pg.log, the Unix socket
 # As root, PostgreSQL runs as the postgres user. When that user cannot reach
 # <top>/.tq-local/<name> (e.g. a checkout under /root, mode 700) or the socket
@@ -17,7 +22,8 @@
 
 TQ_SCRIPT_NAME=${TQ_SCRIPT_NAME:-$(basename -- "$0")}
 TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
-TQ_LOCAL_DIR="$TQ_TOP/.tq-local"
+# TQ_LOCAL_DIR: where the state folders live (tests point it at a temp dir).
+TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 
 # python3 and curl: the test stubs in tests/stubs (Python standard library).
 # yamllint and python3-yaml: tests/deploy/k8s.sh (podman, buildah and
@@ -142,8 +148,9 @@ tq_state_dir() { echo "$TQ_LOCAL_DIR/$1"; }
 
 # /tmp twin of a state folder, for PostgreSQL when postgres cannot reach it.
 tq_tmp_twin_root() {
-  local h
-  h=$(printf '%s' "$TQ_TOP" | sha256sum | cut -c1-10)
+  local h key=$TQ_TOP
+  [ "$TQ_LOCAL_DIR" = "$TQ_TOP/.tq-local" ] || key=$TQ_LOCAL_DIR
+  h=$(printf '%s' "$key" | sha256sum | cut -c1-10)
   echo "/tmp/tq-local-$h"
 }
 
@@ -171,16 +178,29 @@ tq_read_ports() {
 
 # ---------------------------------------------------------------- Redis
 
+# Alive: PONG, or NOAUTH from a server whose default user is off.
 tq_redis_ping() {
-  [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
+  local r
+  r=$(timeout 3 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) || return 1
+  [ "$r" = PONG ] || [ "${r#NOAUTH}" != "$r" ]
 }
 
-# True when the Redis on PORT is the one whose pidfile is in DIR.
+# tq_redis_admin NAME PORT ARGS...: redis-cli as the admin ACL user of NAME
+# (the password by environment, never on the command line).
+tq_redis_admin() {
+  local name=$1 port=$2; shift 2
+  tq_creds_load "$name" 2>/dev/null || true
+  REDISCLI_AUTH=${TQ_CRED_REDIS_ADMIN:-} timeout 10 redis-cli --no-auth-warning \
+    --user tq-admin -h 127.0.0.1 -p "$port" "$@"
+}
+
+# True when the Redis on PORT is the one whose pidfile is in DIR (of NAME).
 tq_redis_is_ours() {
-  local port=$1 dir=$2 pid rpid
+  local port=$1 dir=$2 name=${3:-} pid rpid
   [ -r "$dir/redis.pid" ] || return 1
   pid=$(cat -- "$dir/redis.pid" 2>/dev/null) || return 1
-  rpid=$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null \
+  [ -n "$name" ] || name=$(basename -- "$(dirname -- "$dir")")
+  rpid=$(tq_redis_admin "$name" "$port" info server 2>/dev/null \
     | tr -d '\r' | sed -n 's/^process_id://p')
   [ -n "$pid" ] && [ "$pid" = "$rpid" ]
 }
@@ -191,7 +211,7 @@ tq_redis_start() {
   dir="$(tq_state_dir "$name")/redis"
   mkdir -p -- "$dir"
   if tq_redis_ping "$port"; then
-    if tq_redis_is_ours "$port" "$dir"; then
+    if tq_redis_is_ours "$port" "$dir" "$name"; then
       tq_log "Redis ($name) already running on 127.0.0.1:$port"
       return 0
     fi
@@ -201,10 +221,13 @@ tq_redis_start() {
     tq_die "port $port is in use by something else; pick another port"
   fi
   rm -f -- "$dir/redis.pid"
-  tq_log "starting Redis ($name) on 127.0.0.1:$port (data in $dir)"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+  tq_creds_ensure "$name"
+  tq_redis_acl_file "$name" "$dir/users.acl"
+  tq_log "starting Redis ($name) on 127.0.0.1:$port (data in $dir, default user off)"
+  # umask 077: files Redis rewrites (ACL SAVE of users.acl) stay 0600.
+  (umask 077; exec redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-    --save '' --appendonly no </dev/null \
+    --aclfile "$dir/users.acl" --save '' --appendonly no </dev/null) \
     || { tq_log_tail "$dir/redis.log"; tq_die "redis-server failed to start"; }
   for _ in $(seq 1 100); do   # 10 s
     tq_redis_ping "$port" && return 0
@@ -219,12 +242,12 @@ tq_redis_stop() {
   local name=$1 port=$2 dir pid
   dir="$(tq_state_dir "$name")/redis"
   if tq_redis_ping "$port"; then
-    if ! tq_redis_is_ours "$port" "$dir"; then
+    if ! tq_redis_is_ours "$port" "$dir" "$name"; then
       tq_warn "the Redis on port $port is not ours ($dir): leaving it alone"
       return 0
     fi
     tq_log "stopping Redis ($name) on 127.0.0.1:$port"
-    timeout 10 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    tq_redis_admin "$name" "$port" shutdown nosave >/dev/null 2>&1 || true
     for _ in $(seq 1 100); do
       tq_redis_ping "$port" || break
       sleep 0.1
@@ -299,10 +322,11 @@ tq_pg_dir() {
   fi
 }
 
-# True when the server on PORT uses the data folder DATA.
+# True when the server on PORT uses the data folder DATA (of NAME).
 tq_pg_is_ours() {
-  local port=$1 data=$2 got
-  got=$(PGCONNECT_TIMEOUT=3 psql -X -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+  local port=$1 data=$2 name=$3 got
+  got=$(PGPASSFILE="$(tq_state_dir "$name")/pgpass" PGCONNECT_TIMEOUT=3 \
+    psql -X -h 127.0.0.1 -p "$port" -U postgres -d postgres \
     -Atc 'show data_directory' 2>/dev/null) || return 1
   [ "$got" = "$data" ]
 }
@@ -314,8 +338,11 @@ tq_pg_start() {
   bindir=$(tq_pg_bindir)
   pgdir=$(tq_pg_dir "$name" create)
   data="$pgdir/data"
+  tq_creds_ensure "$name"
+  tq_creds_load "$name"
+  tq_pgpass_write "$name" "$port"
   if tq_pg_ready "$port"; then
-    if tq_pg_is_ours "$port" "$data"; then
+    if tq_pg_is_ours "$port" "$data" "$name"; then
       tq_log "PostgreSQL ($name) already running on 127.0.0.1:$port"
       return 0
     fi
@@ -326,10 +353,20 @@ tq_pg_start() {
   fi
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf -- "$data"
-    tq_log "initdb ($name) in $data"
-    tq_as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 \
-      --no-sync >"$pgdir/initdb.log" 2>&1 \
-      || { tq_log_tail "$pgdir/initdb.log"; tq_die "initdb failed"; }
+    tq_log "initdb ($name) in $data (scram-sha-256 for every connection)"
+    # The superuser's password reaches initdb by a file only postgres reads.
+    local pwfile="$pgdir/.pwfile"
+    (umask 077; printf '%s\n' "$TQ_CRED_PG_POSTGRES" >"$pwfile")
+    if tq_is_root; then chown postgres: -- "$pwfile"; fi
+    if ! tq_as_pg "$bindir/initdb" -D "$data" -U postgres --auth=scram-sha-256 \
+        --pwfile="$pwfile" -E UTF8 --no-sync >"$pgdir/initdb.log" 2>&1; then
+      rm -f -- "$pwfile"
+      tq_log_tail "$pgdir/initdb.log"
+      tq_die "initdb failed"
+    fi
+    rm -f -- "$pwfile"
+  elif grep -Eq '^[^#]*[[:space:]]trust([[:space:]]|$)' "$data/pg_hba.conf" 2>/dev/null; then
+    tq_die "the PostgreSQL cluster in $data predates passwords (it trusts local connections); run deploy/local/down --purge first"
   fi
   opts="-c listen_addresses=127.0.0.1 -p $port -k $pgdir"
   for s in "$@"; do opts="$opts -c $s"; done
@@ -353,13 +390,13 @@ tq_pg_stop() {
   pgdir=$(tq_pg_dir "$name")
   data="$pgdir/data"
   if [ ! -f "$data/postmaster.pid" ]; then
-    if tq_pg_ready "$port" && tq_pg_is_ours "$port" "$data"; then :; else return 0; fi
+    if tq_pg_ready "$port" && tq_pg_is_ours "$port" "$data" "$name"; then :; else return 0; fi
   fi
   bindir=$(tq_pg_bindir)
   tq_log "stopping PostgreSQL ($name) on 127.0.0.1:$port"
   if ! tq_as_pg "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null 2>&1; then
     # pg_ctl says it is not running (stale pid file) or could not stop it.
-    if tq_pg_ready "$port" && tq_pg_is_ours "$port" "$data"; then
+    if tq_pg_ready "$port" && tq_pg_is_ours "$port" "$data" "$name"; then
       tq_log_tail "$pgdir/pg.log"
       tq_die "could not stop PostgreSQL ($name)"
     fi
@@ -371,6 +408,110 @@ tq_pg_stop() {
   tq_die "PostgreSQL on port $port still answers after pg_ctl stop"
 }
 
+
+# ---------------------------------------------------------------- credentials
+
+# Every local service account (docs/security.md): PostgreSQL roles
+# postgres (superuser: setup and tests only), tq_migrate, tq_worker, tq_cli;
+# Redis ACL users tq-admin (setup and tests only), tq-worker, tq-cli; and
+# the tenant secrets key. Stored in STATE/credentials (0600), made once.
+TQ_CRED_KEYS=(PG_POSTGRES PG_MIGRATE PG_WORKER PG_CLI REDIS_ADMIN REDIS_WORKER REDIS_CLI)
+
+tq_gen_password() {
+  head -c 64 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9' | head -c 32
+}
+
+# tq_creds_ensure NAME: writes STATE/credentials if it is missing.
+tq_creds_ensure() {
+  local d f k
+  d=$(tq_state_dir "$1")
+  f="$d/credentials"
+  mkdir -p -- "$d"
+  [ -s "$f" ] && return 0
+  (umask 077
+   { for k in "${TQ_CRED_KEYS[@]}"; do printf '%s=%s\n' "$k" "$(tq_gen_password)"; done
+     printf 'SECRETS_KEY=local1:%s\n' "$(head -c 32 /dev/urandom | base64 -w0)"
+   } >"$f.tmp" && mv -f -- "$f.tmp" "$f")
+  chmod 600 -- "$f"
+}
+
+# tq_creds_load NAME: sets TQ_CRED_<KEY> from STATE/credentials.
+tq_creds_load() {
+  local f k v
+  f="$(tq_state_dir "$1")/credentials"
+  [ -r "$f" ] || return 1
+  local line
+  # (not IFS='=' read: it would drop a trailing '=' of base64 padding)
+  while IFS= read -r line; do
+    k=${line%%=*} v=${line#*=}
+    case $k in
+      PG_*|REDIS_*|SECRETS_KEY) printf -v "TQ_CRED_$k" '%s' "$v" ;;
+    esac
+  done <"$f"
+}
+
+# tq_pgpass_write NAME PORT: STATE/pgpass (0600) for psql, from the credentials.
+tq_pgpass_write() {
+  local name=$1 port=$2 f
+  f="$(tq_state_dir "$name")/pgpass"
+  (umask 077
+   { printf '127.0.0.1:%s:*:postgres:%s\n' "$port" "$TQ_CRED_PG_POSTGRES"
+     printf '127.0.0.1:%s:*:tq_migrate:%s\n' "$port" "$TQ_CRED_PG_MIGRATE"
+     printf '127.0.0.1:%s:*:tq_worker:%s\n' "$port" "$TQ_CRED_PG_WORKER"
+     printf '127.0.0.1:%s:*:tq_cli:%s\n' "$port" "$TQ_CRED_PG_CLI"
+   } >"$f")
+}
+
+# tq_redis_acl_file NAME FILE: the ACL users of NAME's Redis (0600; passwords
+# as SHA-256, never in clear). Commands and keys are what the code uses
+# (common/src/queue.c, admin_queue.c, their Lua scripts, worker/steps/redis_acl.c).
+tq_redis_acl_file() {
+  local name=$1 f=$2 h
+  tq_creds_load "$name"
+  h() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+  (umask 077
+   {
+     echo "user default off resetkeys resetchannels -@all"
+     echo "user tq-admin on #$(h "$TQ_CRED_REDIS_ADMIN") ~* &* +@all"
+     # worker: dispatch, leases, heartbeats, reaper, delayed; Lua scripts run
+     # their redis.call()s as this user. ACL SETUSER/DELUSER/GETUSER/SAVE
+     # manage tenant namespaces: that makes this user an administrator in
+     # effect (see docs/security.md). CONFIG GET: the noeviction check.
+     echo "user tq-worker on #$(h "$TQ_CRED_REDIS_WORKER") ~tq:* resetchannels -@all" \
+       "+select +ping +blmove +lmove +lpush +rpush +lrem +lrange +llen +set +get +del" \
+       "+exists +sadd +srem +smembers +zadd +zrem +zcard +zcount +zrangebyscore +pttl" \
+       "+time +eval +scan +config|get +acl|setuser +acl|deluser +acl|getuser +acl|save"
+     # cli: submit (LPUSH/ZADD), status and stats (reads), dead and requeue
+     # (LRANGE/LREM and the admin Lua script).
+     echo "user tq-cli on #$(h "$TQ_CRED_REDIS_CLI") ~tq:* resetchannels -@all" \
+       "+select +ping +lpush +rpush +lrem +lrange +llen +zadd +zrem +zcard +zcount" \
+       "+smembers +get +pttl +exists +eval"
+   } >"$f")
+  unset -f h
+}
+
+# tq_pg_roles NAME PORT: create or update the service roles with their
+# passwords (statements on stdin, never in argv; not logged on error).
+tq_pg_roles() {
+  local name=$1 port=$2
+  tq_creds_load "$name"
+  PGPASSFILE="$(tq_state_dir "$name")/pgpass" PGCONNECT_TIMEOUT=5 \
+    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+    >/dev/null <<SQL || tq_die "could not create the service roles"
+SET log_statement = 'none';
+SET log_min_error_statement = 'panic';
+SET password_encryption = 'scram-sha-256';
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tq_migrate') THEN CREATE ROLE tq_migrate; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tq_worker') THEN CREATE ROLE tq_worker; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tq_cli') THEN CREATE ROLE tq_cli; END IF;
+END \$\$;
+ALTER ROLE tq_migrate LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '$TQ_CRED_PG_MIGRATE';
+ALTER ROLE tq_worker LOGIN NOSUPERUSER NOCREATEDB CREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '$TQ_CRED_PG_WORKER';
+ALTER ROLE tq_cli LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '$TQ_CRED_PG_CLI';
+SQL
+}
+
 # ---------------------------------------------------------------- services
 
 # tq_services_up NAME REDIS_PORT PG_PORT [pg -c settings...]
@@ -380,6 +521,7 @@ tq_services_up() {
   tq_write_ports "$name" "$rport" "$pport"
   tq_redis_start "$name" "$rport"
   tq_pg_start "$name" "$pport" "$@"
+  tq_pg_roles "$name" "$pport"
 }
 
 # ---------------------------------------------------------------- stand-ins
@@ -440,10 +582,10 @@ tq_services_down() {
 # tq_redis_running NAME PORT / tq_pg_running NAME PORT: the service of NAME
 # answers on PORT (and it is ours, not another instance on the same port).
 tq_redis_running() {
-  tq_redis_ping "$2" && tq_redis_is_ours "$2" "$(tq_state_dir "$1")/redis"
+  tq_redis_ping "$2" && tq_redis_is_ours "$2" "$(tq_state_dir "$1")/redis" "$1"
 }
 tq_pg_running() {
-  tq_pg_ready "$2" && tq_pg_is_ours "$2" "$(tq_pg_dir "$1")/data"
+  tq_pg_ready "$2" && tq_pg_is_ours "$2" "$(tq_pg_dir "$1")/data" "$1"
 }
 
 # tq_purge NAME: deletes the state folder of NAME and its /tmp twin.
@@ -515,13 +657,44 @@ TQ_BIN_DIR=${TQ_BIN_DIR:-$TQ_TOP/.build/release/bin}
 
 # Ports of the demo services: what is recorded, else env, else defaults.
 # An explicit TQ_LOCAL_*_PORT wins over the record (up checks conflicts).
+# The stand-ins' ports are recorded in STATE/stub-ports when they start
+# (tq_demo_stubs_up picks free ones); until then they are empty.
 tq_demo_ports() {
   local rec_r='' rec_p=''
   if tq_read_ports "$TQ_DEMO"; then rec_r=$TQ_STATE_REDIS_PORT rec_p=$TQ_STATE_PG_PORT; fi
   TQ_DEMO_REDIS_PORT=${TQ_LOCAL_REDIS_PORT:-${rec_r:-6390}}
   TQ_DEMO_PG_PORT=${TQ_LOCAL_PG_PORT:-${rec_p:-5440}}
-  TQ_DEMO_S3_PORT=${TQ_LOCAL_S3_PORT:-9390}
-  TQ_DEMO_SAAS_PORT=${TQ_LOCAL_SAAS_PORT:-9391}
+  tq_read_stub_ports
+}
+
+# Sets TQ_DEMO_S3_PORT and TQ_DEMO_SAAS_PORT from STATE/stub-ports (empty
+# when the stand-ins have not been started).
+tq_read_stub_ports() {
+  local f k v
+  f="$(tq_state_dir "$TQ_DEMO")/stub-ports"
+  TQ_DEMO_S3_PORT='' TQ_DEMO_SAAS_PORT=''
+  [ -r "$f" ] || return 0
+  while IFS='=' read -r k v; do
+    case $k in
+      S3_PORT) TQ_DEMO_S3_PORT=$v ;;
+      SAAS_PORT) TQ_DEMO_SAAS_PORT=$v ;;
+    esac
+  done <"$f"
+}
+
+# tq_stub_port STUB RECORDED WANTED DEFAULT: the port STUB runs on (if its pid
+# file says it runs), else WANTED (TQ_LOCAL_*_PORT, must be free), else the
+# first free port from DEFAULT, so two checkouts on one machine never collide.
+tq_stub_port() {
+  local stub=$1 recorded=$2 wanted=$3 dflt=$4 pidf
+  pidf="$(tq_state_dir "$TQ_DEMO")/stub-$stub.pid"
+  if [ -n "$recorded" ] && [ -f "$pidf" ] && tq_pid_is "$(cat -- "$pidf")" "$stub.py"; then
+    echo "$recorded"
+  elif [ -n "$wanted" ]; then
+    echo "$wanted"
+  else
+    tq_free_port "$dflt"
+  fi
 }
 
 # Starts the stand-ins of the demo with credentials made once per state folder.
@@ -536,23 +709,59 @@ tq_demo_stubs_up() {
       head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; echo
     } >"$cred")
   fi
+  # Free ports, picked one after the other (the first is taken before the
+  # second is looked for) and recorded for `env`.
+  tq_read_stub_ports
+  TQ_DEMO_S3_PORT=$(tq_stub_port s3server "$TQ_DEMO_S3_PORT" "${TQ_LOCAL_S3_PORT:-}" 9390)
   # Secrets by environment, never on a command line (process lists show those).
   S3_ACCESS_KEY=$(sed -n 1p "$cred") S3_SECRET_KEY=$(sed -n 2p "$cred") \
     tq_stub_start "$TQ_DEMO" s3server "$TQ_DEMO_S3_PORT" --quiet --data "$sdir/s3"
+  TQ_DEMO_SAAS_PORT=$(tq_stub_port saas_stub "$TQ_DEMO_SAAS_PORT" "${TQ_LOCAL_SAAS_PORT:-}" 9391)
   SAAS_TOKEN=$(sed -n 3p "$cred") tq_stub_start "$TQ_DEMO" saas_stub "$TQ_DEMO_SAAS_PORT" --quiet
+  printf 'S3_PORT=%s\nSAAS_PORT=%s\n' "$TQ_DEMO_S3_PORT" "$TQ_DEMO_SAAS_PORT" >"$sdir/stub-ports"
 }
 
+# Workers registered with the demo's Redis that still heartbeat (started by
+# hand after `eval "$(deploy/local/env)"`): one line "queue worker-id pid" each.
+tq_demo_live_workers() {
+  local k q id pid
+  tq_redis_admin "$TQ_DEMO" "$TQ_DEMO_REDIS_PORT" --scan --pattern '*:workers' 2>/dev/null | while read -r k; do
+    q=${k#*\{}; q=${q%%\}*}
+    tq_redis_admin "$TQ_DEMO" "$TQ_DEMO_REDIS_PORT" smembers "$k" 2>/dev/null | while read -r id; do
+      [ -n "$id" ] || continue
+      [ "$(tq_redis_admin "$TQ_DEMO" "$TQ_DEMO_REDIS_PORT" exists "${k%workers}hb:$id" 2>/dev/null)" = 1 ] || continue
+      # worker ids are <host>-<pid>-<random>
+      pid=${id%-*}; pid=${pid##*-}
+      echo "$q $id $pid"
+    done
+  done
+}
+
+# tq_demo_env_lines [cli|worker|migrate]: export lines for one service
+# account (default cli: the operator's shell). URLs carry the passwords of
+# STATE/credentials; the secrets key (TQ_SECRETS_KEY) is the same for all,
+# the CLI needs it for `tq-enqueue credentials` (docs/security.md).
 tq_demo_env_lines() {
-  local sdir
+  local role=${1:-cli} sdir pguser pgpw ruser rpw
   sdir=$(tq_state_dir "$TQ_DEMO")
-  printf 'export TQ_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
-  printf 'export TQ_DATABASE_URL=%q\n' "postgresql://postgres@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
+  tq_creds_load "$TQ_DEMO" || tq_die "no credentials in $sdir (run deploy/local/up)"
+  case $role in
+    cli) pguser=tq_cli pgpw=$TQ_CRED_PG_CLI ruser=tq-cli rpw=$TQ_CRED_REDIS_CLI ;;
+    worker) pguser=tq_worker pgpw=$TQ_CRED_PG_WORKER ruser=tq-worker rpw=$TQ_CRED_REDIS_WORKER ;;
+    migrate) pguser=tq_migrate pgpw=$TQ_CRED_PG_MIGRATE ruser=tq-cli rpw=$TQ_CRED_REDIS_CLI ;;
+    *) tq_die "unknown role '$role' (cli, worker or migrate)" ;;
+  esac
+  printf 'export TQ_REDIS_URL=%q\n' "redis://$ruser:$rpw@127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
+  printf 'export TQ_DATABASE_URL=%q\n' "postgresql://$pguser:$pgpw@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
   printf 'export TQ_PIPELINE=%q\n' "$TQ_TOP/deploy/pipelines/tenant-provision.json"
-  printf 'export TQ_SECRETS_DIR=%q\n' "$sdir/secrets"
-  printf 'export TQ_TENANT_REDIS_URL=%q\n' "redis://127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
+  printf 'export TQ_SECRETS_KEY=%q\n' "$TQ_CRED_SECRETS_KEY"
+  # Tenant namespaces live in the same Redis locally; only the worker manages them.
+  if [ "$role" = worker ]; then
+    printf 'export TQ_TENANT_REDIS_URL=%q\n' "redis://tq-worker:$TQ_CRED_REDIS_WORKER@127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
+  fi
   printf 'export TQ_ENVIRONMENT=%q\n' "local"
   # Local stand-ins (tests/stubs): an S3 that checks SigV4, and the SaaS APIs.
-  if [ -r "$sdir/stub-credentials" ]; then
+  if [ -r "$sdir/stub-credentials" ] && [ -n "$TQ_DEMO_S3_PORT" ]; then
     printf 'export TQ_S3_ENDPOINT=%q\n' "http://127.0.0.1:$TQ_DEMO_S3_PORT"
     printf 'export TQ_S3_REGION=%q\n' "us-east-1"
     printf 'export TQ_S3_ACCESS_KEY=%q\n' "$(sed -n 1p "$sdir/stub-credentials")"
@@ -567,14 +776,23 @@ tq_demo_env_lines() {
   printf 'export PATH=%q:"$PATH"\n' "$TQ_BIN_DIR"
 }
 
-# Exports the same variables into the current shell.
-tq_demo_export_env() {
-  eval "$(tq_demo_env_lines)"
+# Where the demo services run and how to reach them, on stderr; no secret.
+tq_demo_how_to_reach() {
+  tq_log "ready: Redis 127.0.0.1:$TQ_DEMO_REDIS_PORT, PostgreSQL 127.0.0.1:$TQ_DEMO_PG_PORT (database $TQ_DEMO_DB)"
+  [ -z "$TQ_DEMO_S3_PORT" ] || tq_log "stand-ins: S3 http://127.0.0.1:$TQ_DEMO_S3_PORT, SaaS APIs http://127.0.0.1:$TQ_DEMO_SAAS_PORT (credentials in $(tq_state_dir "$TQ_DEMO")/stub-credentials)"
+  tq_log "to use them in a shell: eval \"\$(deploy/local/env)\"  (then tq-enqueue status --all, psql \"\$TQ_DATABASE_URL\"); a worker: eval \"\$(deploy/local/env worker)\"; tq-worker"
+  tq_log "to stop them: deploy/local/down [--purge]"
 }
 
+# Exports the same variables (of ROLE, default cli) into the current shell.
+tq_demo_export_env() {
+  eval "$(tq_demo_env_lines "${1:-cli}")"
+}
+
+# psql as the superuser (setup and checks only; the services never use it).
 tq_demo_psql() {
-  PGCONNECT_TIMEOUT=5 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$TQ_DEMO_PG_PORT" \
-    -U postgres "$@"
+  PGPASSFILE="$(tq_state_dir "$TQ_DEMO")/pgpass" PGCONNECT_TIMEOUT=5 \
+    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$TQ_DEMO_PG_PORT" -U postgres "$@"
 }
 
 # tq_demo_up build|nobuild: everything `up` does but printing the env lines;
@@ -594,20 +812,17 @@ tq_demo_up() {
   tq_services_up "$TQ_DEMO" "$TQ_DEMO_REDIS_PORT" "$TQ_DEMO_PG_PORT"
   tq_demo_stubs_up
   if [ -z "$(tq_demo_psql -d postgres -Atc "select 1 from pg_database where datname = '$TQ_DEMO_DB'")" ]; then
-    tq_log "creating database $TQ_DEMO_DB"
-    tq_demo_psql -d postgres -c "create database $TQ_DEMO_DB" >/dev/null \
+    tq_log "creating database $TQ_DEMO_DB (owner tq_migrate)"
+    tq_demo_psql -d postgres -c "create database $TQ_DEMO_DB owner tq_migrate" >/dev/null \
       || tq_die "could not create database $TQ_DEMO_DB"
   fi
-  local secrets
-  secrets="$(tq_state_dir "$TQ_DEMO")/secrets"
-  mkdir -p -- "$secrets"
-  chmod 700 -- "$secrets"
   [ -f "$TQ_TOP/deploy/pipelines/tenant-provision.json" ] \
     || tq_warn "pipeline file $TQ_TOP/deploy/pipelines/tenant-provision.json is missing"
-  tq_demo_export_env
   [ -x "$TQ_BIN_DIR/tq-enqueue" ] || tq_die "$TQ_BIN_DIR/tq-enqueue not found (did the build succeed?)"
-  tq_log "tq-enqueue migrate"
-  "$TQ_BIN_DIR/tq-enqueue" migrate >&2 || tq_die "tq-enqueue migrate failed"
+  tq_log "tq-enqueue migrate (as tq_migrate)"
+  ( eval "$(tq_demo_env_lines migrate)"; "$TQ_BIN_DIR/tq-enqueue" migrate >&2 ) \
+    || tq_die "tq-enqueue migrate failed"
+  tq_demo_export_env cli
 }
 
 # ---------------------------------------------------------------- JSON

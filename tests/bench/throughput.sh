@@ -32,6 +32,11 @@ redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pid
 bench_pg_start "$dir" "$pport"
 export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
+# A throwaway private trust cluster: its superuser is allowed explicitly, and
+# the credentials store gets a key made for this run (docs/security.md).
+export TQ_ALLOW_SUPERUSER=1
+TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
+export TQ_SECRETS_KEY
 "$bin/tq-enqueue" migrate >/dev/null
 [ -z "${TQ_BENCH_SETUP_SQL:-}" ] || psql -qX "$TQ_DATABASE_URL" -c "$TQ_BENCH_SETUP_SQL" >/dev/null
 {

@@ -15,7 +15,10 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
+#include "tq/config.h"
+#include "tq/secrets.h"
 #include "tq/util.h"
 
 struct h_env H;
@@ -47,6 +50,76 @@ static void admin_exec(const char *sql)
     PQfinish(a);
 }
 
+/*
+ * What a test leaves behind when it crashes or times out before .fini (a
+ * database, roles, Redis keys, a temp dir, private servers) is cleaned after
+ * the run by the runner process, which outlives the test processes: each
+ * test writes its tag to a run file (one line a test), and the POST_ALL hook
+ * cleans every tag in it. So a run against servers someone else started
+ * leaves no databases behind.
+ */
+static char run_file[256];
+
+static void cleanup_tag(const char *tag, const char *admin_dsn, int redis_port);
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    snprintf(run_file, sizeof(run_file), "/tmp/tqtest-run-%ld", (long)getpid());
+    unlink(run_file);
+    setenv("TQ_TEST_RUN_FILE", run_file, 1);
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    const char *port = getenv("TQ_TEST_REDIS_PORT");
+    const char *dsn = getenv("TQ_TEST_PG_DSN");
+    FILE *f = run_file[0] ? fopen(run_file, "r") : NULL;
+    char tag[64];
+    while (f && fgets(tag, sizeof(tag), f)) {
+        tag[strcspn(tag, "\n")] = '\0';
+        if (*tag && dsn && port)
+            cleanup_tag(tag, dsn, atoi(port));
+    }
+    if (f)
+        fclose(f);
+    if (run_file[0])
+        unlink(run_file);
+    /* No services and not required: the tests did not run. Say so to ctest
+       (SKIP_RETURN_CODE 77) instead of "passed". */
+    if ((!port || !dsn) && !getenv("TQ_TEST_REQUIRE_SERVICES") && stats->tests_passed == 0) {
+        fprintf(stderr, "harness: no test services (TQ_TEST_REDIS_PORT, TQ_TEST_PG_DSN): "
+                        "%zu test(s) skipped\n", (size_t)stats->nb_tests);
+        fflush(NULL);
+        _exit(77);
+    }
+}
+
+static redisContext *admin_redis(void)
+{
+    const char *url = getenv("TQ_TEST_REDIS_URL");
+    struct tq_redis_addr a;
+    char why[128];
+    if (!url || tq_redis_url_parse(url, &a, why, sizeof(why))) {
+        memset(&a, 0, sizeof(a));
+        snprintf(a.host, sizeof(a.host), "127.0.0.1");
+    }
+    redisContext *c = redisConnect("127.0.0.1", H.redis_port);
+    cr_assert(c && !c->err, "cannot connect to redis on %d", H.redis_port);
+    if (a.password[0]) {
+        redisReply *r = a.user[0] ? redisCommand(c, "AUTH %s %s", a.user, a.password)
+                                  : redisCommand(c, "AUTH %s", a.password);
+        cr_assert(r && r->type != REDIS_REPLY_ERROR, "cannot authenticate to the test redis");
+        freeReplyObject(r);
+    }
+    return c;
+}
+
+redisContext *h_redis_connect(void)
+{
+    return admin_redis();
+}
+
 void h_setup(void)
 {
     const char *port = getenv("TQ_TEST_REDIS_PORT");
@@ -63,12 +136,22 @@ void h_setup(void)
     snprintf(H.tag, sizeof(H.tag), "p%ld%03u", (long)getpid(), r % 1000);
     snprintf(H.dbname, sizeof(H.dbname), "tqt_%s", H.tag);
     snprintf(H.admin_dsn, sizeof(H.admin_dsn), "%s", dsn);
+    const char *rf = getenv("TQ_TEST_RUN_FILE");
+    FILE *runf = rf ? fopen(rf, "a") : NULL;
+    if (runf) {
+        fprintf(runf, "%s\n", H.tag);
+        fclose(runf);
+    }
+    const char *mig = getenv("TQ_TEST_PG_MIGRATE_DSN"), *wrk = getenv("TQ_TEST_PG_WORKER_DSN"),
+               *cli = getenv("TQ_TEST_PG_CLI_DSN"), *rw = getenv("TQ_TEST_REDIS_WORKER_URL"),
+               *rcli = getenv("TQ_TEST_REDIS_CLI_URL");
+    H.roles = mig && wrk && cli && rw && rcli;
     PGconn *a = connect_or_die(dsn);
-    snprintf(H.dsn, sizeof(H.dsn), "host=%s port=%s user=%s dbname=%s", PQhost(a), PQport(a),
-             PQuser(a), H.dbname);
+    snprintf(H.dsn, sizeof(H.dsn), "host=%s port=%s user=%s password=%s dbname=%s", PQhost(a),
+             PQport(a), PQuser(a), PQpass(a) ? PQpass(a) : "", H.dbname);
     PQfinish(a);
     char sql[256];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", H.dbname);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s%s", H.dbname, H.roles ? " OWNER tq_migrate" : "");
     admin_exec(sql);
     H.db = connect_or_die(H.dsn);
     H.redis_port = atoi(port);
@@ -76,14 +159,33 @@ void h_setup(void)
     snprintf(H.queue, sizeof(H.queue), "t%s", H.tag);
     snprintf(H.tmpdir, sizeof(H.tmpdir), "/tmp/tqtest-%s", H.tag);
     mkdir(H.tmpdir, 0700);
-    snprintf(H.secrets_dir, sizeof(H.secrets_dir), "%s/secrets", H.tmpdir);
-    rc = redisConnect("127.0.0.1", H.redis_port);
-    cr_assert(rc && !rc->err, "cannot connect to redis on %d", H.redis_port);
+    rc = admin_redis();
 
-    setenv("TQ_DATABASE_URL", H.dsn, 1);
-    setenv("TQ_REDIS_URL", H.redis_url, 1);
+    /* A fresh tenant-secrets key per test: 32 random bytes in base64. */
+    unsigned char key[32];
+    tq_random_bytes(key, sizeof(key));
+    unsigned char b64[48];
+    EVP_EncodeBlock(b64, key, sizeof(key));
+    snprintf(H.secrets_key, sizeof(H.secrets_key), "t1:%s", b64);
+
+    if (H.roles) {
+        snprintf(H.worker_dsn, sizeof(H.worker_dsn), "%s dbname=%s", wrk, H.dbname);
+        snprintf(H.cli_dsn, sizeof(H.cli_dsn), "%s dbname=%s", cli, H.dbname);
+        snprintf(H.migrate_dsn, sizeof(H.migrate_dsn), "%s dbname=%s", mig, H.dbname);
+        snprintf(H.cli_redis_url, sizeof(H.cli_redis_url), "%s", rcli);
+        setenv("TQ_DATABASE_URL", H.worker_dsn, 1);
+        snprintf(H.redis_url, sizeof(H.redis_url), "%s", rw);
+        setenv("TQ_REDIS_URL", rw, 1);
+        unsetenv("TQ_ALLOW_SUPERUSER");
+    } else {
+        setenv("TQ_DATABASE_URL", H.dsn, 1);
+        setenv("TQ_REDIS_URL", H.redis_url, 1);
+        setenv("TQ_ALLOW_SUPERUSER", "1", 1);
+    }
     setenv("TQ_QUEUE", H.queue, 1);
-    setenv("TQ_SECRETS_DIR", H.secrets_dir, 1);
+    setenv("TQ_SECRETS_KEY", H.secrets_key, 1);
+    unsetenv("TQ_SECRETS_KEY_FILE");
+    unsetenv("TQ_SECRETS_STORE");
     setenv("TQ_HTTP_ADDR", "", 1);
     setenv("TQ_LOG_FORMAT", "text", 1);
     setenv("TQ_PIPELINE", TQ_SOURCE_DIR "/deploy/pipelines/tenant-provision.json", 1);
@@ -92,12 +194,83 @@ void h_setup(void)
     cr_assert_eq(rc_m, 0, "migrate failed");
 }
 
+json_t *h_secret(const char *tenant, const char *name)
+{
+    struct tq_keyring *kr = NULL;
+    struct tq_secrets *st = NULL;
+    char why[256];
+    cr_assert_eq(tq_keyring_parse(H.secrets_key, &kr, why, sizeof(why)), TQ_OK, "%s", why);
+    cr_assert_eq(tq_secrets_open("pg", true, kr, &st, why, sizeof(why)), TQ_OK, "%s", why);
+    json_t *v = NULL;
+    if (tq_secrets_get(st, H.db, tenant, name, &v, why, sizeof(why)) != TQ_OK)
+        v = NULL;
+    tq_secrets_free(st);
+    return v;
+}
+
 static void reap_workers(void);
+
+/* Drop what a test of tag made on the shared servers; each part is harmless if absent. */
+static void cleanup_tag(const char *tag, const char *admin_dsn, int redis_port)
+{
+    for (const char *p = tag; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+            return;   /* not one of ours: never build SQL from it */
+    PGconn *a = PQconnectdb(admin_dsn);
+    if (PQstatus(a) == CONNECTION_OK) {
+        PQsetNoticeProcessor(a, quiet, NULL);
+        char sql[512];
+        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS tqt_%s WITH (FORCE)", tag);
+        PQclear(PQexec(a, sql));
+        snprintf(sql, sizeof(sql),
+                 "SELECT quote_ident(rolname) FROM pg_roles WHERE rolname LIKE '%%\\_%s'", tag);
+        PGresult *r = PQexec(a, sql);
+        for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+            char drop[256];
+            snprintf(drop, sizeof(drop), "DROP ROLE IF EXISTS %s", PQgetvalue(r, i, 0));
+            PQclear(PQexec(a, drop));
+        }
+        PQclear(r);
+    }
+    PQfinish(a);
+    redisContext *c = redisConnect("127.0.0.1", redis_port);
+    const char *url = getenv("TQ_TEST_REDIS_URL");
+    struct tq_redis_addr ra;
+    char why[128];
+    if (c && !c->err && url && tq_redis_url_parse(url, &ra, why, sizeof(why)) == TQ_OK &&
+        ra.password[0]) {
+        redisReply *r = ra.user[0] ? redisCommand(c, "AUTH %s %s", ra.user, ra.password)
+                                   : redisCommand(c, "AUTH %s", ra.password);
+        freeReplyObject(r);
+    }
+    if (c && !c->err) {
+        redisReply *k = redisCommand(c, "KEYS tq:{t%s}:*", tag);
+        for (size_t i = 0; k && k->type == REDIS_REPLY_ARRAY && i < k->elements; i++)
+            freeReplyObject(redisCommand(c, "DEL %s", k->element[i]->str));
+        freeReplyObject(k);
+    }
+    redisFree(c);
+    /* private servers of services.c (s_start) that a crash left running */
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "d=/tmp/tqsvc-%s; [ -d $d ] || exit 0;"
+             " [ -f $d/redis/redis.pid ] && kill \"$(cat $d/redis/redis.pid)\" 2>/dev/null;"
+             " [ -f $d/pg/data/postmaster.pid ] &&"
+             " kill -QUIT \"$(head -n 1 $d/pg/data/postmaster.pid)\" 2>/dev/null;"
+             " sleep 0.5; rm -rf $d; exit 0",
+             tag);
+    if (system(cmd) != 0)
+        fprintf(stderr, "harness: could not clean /tmp/tqsvc-%s\n", tag);
+    snprintf(cmd, sizeof(cmd), "rm -rf /tmp/tqtest-%s", tag);
+    if (system(cmd) != 0)
+        fprintf(stderr, "harness: could not remove /tmp/tqtest-%s\n", tag);
+}
 
 void h_teardown(void)
 {
     reap_workers();
-    if (!H.db)
+    /* services.c's s_stop() closes H.db early: the shared database is ours all the same */
+    if (!H.dbname[0])
         return;
     PQfinish(H.db);
     H.db = NULL;
@@ -151,6 +324,11 @@ static char *slurp(const char *path)
 
 int h_run(const char *const *argv, char **out, char **err)
 {
+    return h_run_env(argv, NULL, out, err);
+}
+
+int h_run_env(const char *const *argv, const char *const *env, char **out, char **err)
+{
     char op[300], ep[300];
     static int seq;
     snprintf(op, sizeof(op), "%s/out.%d", H.tmpdir, seq);
@@ -164,6 +342,15 @@ int h_run(const char *const *argv, char **out, char **err)
         dup2(devnull, 0);
         dup2(o, 1);
         dup2(e, 2);
+        for (size_t i = 0; env && env[i]; i++) {
+            char kv[1024];
+            snprintf(kv, sizeof(kv), "%s", env[i]);
+            char *eq = strchr(kv, '=');
+            if (eq) {
+                *eq = '\0';
+                setenv(kv, eq + 1, 1);
+            }
+        }
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -198,7 +385,28 @@ int h_enqueue(char **out, char **err, ...)
         argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
-    return h_run(argv, out, err);
+    if (!H.roles)
+        return h_run(argv, out, err);
+    /* migrate as tq_migrate, everything else as tq_cli / tq-cli */
+    const char *cmd = NULL;
+    for (int i = 1; i < n && !cmd; i++)
+        if (argv[i][0] != '-')
+            cmd = argv[i];
+    /* (a test that pointed TQ_DATABASE_URL or TQ_REDIS_URL elsewhere keeps it) */
+    char db[600], redis[300];
+    const char *env[3] = {NULL, NULL, NULL};
+    int k = 0;
+    const char *cur_db = getenv("TQ_DATABASE_URL"), *cur_r = getenv("TQ_REDIS_URL");
+    if (cur_db && strcmp(cur_db, H.worker_dsn) == 0) {
+        snprintf(db, sizeof(db), "TQ_DATABASE_URL=%s",
+                 cmd && strcmp(cmd, "migrate") == 0 ? H.migrate_dsn : H.cli_dsn);
+        env[k++] = db;
+    }
+    if (cur_r && strcmp(cur_r, H.redis_url) == 0) {
+        snprintf(redis, sizeof(redis), "TQ_REDIS_URL=%s", H.cli_redis_url);
+        env[k++] = redis;
+    }
+    return h_run_env(argv, env, out, err);
 }
 
 /* Workers this test started: a failed assertion must not leave them running. */

@@ -4,6 +4,16 @@
  * binaries, and cleans up in .fini. Services come from TQ_TEST_REDIS_PORT
  * and TQ_TEST_PG_DSN; without them a test skips, or fails when
  * TQ_TEST_REQUIRE_SERVICES=1 (CI).
+ *
+ * Accounts (docs/security.md): the harness itself (h_sql, h_redis, setup
+ * and teardown) is the superuser / Redis tq-admin. When deploy/local/test
+ * exported the service accounts (TQ_TEST_PG_{MIGRATE,WORKER,CLI}_DSN,
+ * TQ_TEST_REDIS_{WORKER,CLI}_URL), the database belongs to tq_migrate,
+ * `migrate` runs as tq_migrate, every other h_enqueue as tq_cli / tq-cli,
+ * and workers (the process environment: TQ_DATABASE_URL, TQ_REDIS_URL) as
+ * tq_worker / tq-worker. Without them everything runs as the superuser with
+ * TQ_ALLOW_SUPERUSER=1. Tenant credentials go to the pg store with a key
+ * made per test (TQ_SECRETS_KEY).
  */
 #ifndef TQ_TEST_HARNESS_H
 #define TQ_TEST_HARNESS_H
@@ -11,6 +21,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 struct h_env {
@@ -18,11 +29,16 @@ struct h_env {
     char dbname[64];
     char dsn[512];         /* for the binaries and for h_sql */
     char admin_dsn[512];
-    char redis_url[128];
+    char redis_url[256];   /* what workers use (tq-worker when H.roles) */
     int redis_port;
     char queue[64];
-    char secrets_dir[256];
     char tmpdir[256];
+    bool roles;            /* the binaries run as the service accounts */
+    char worker_dsn[512];  /* tq_worker, this test's database */
+    char cli_dsn[512];     /* tq_cli */
+    char migrate_dsn[512]; /* tq_migrate */
+    char cli_redis_url[256];
+    char secrets_key[80];  /* TQ_SECRETS_KEY of this test */
     PGconn *db;
 };
 
@@ -53,6 +69,14 @@ long h_sql_long(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Poll until h_sql(query) equals want or timeout; returns true on match. */
 bool h_wait_sql(const char *want, int timeout_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A new admin connection to the test Redis (authenticated); caller redisFree()s. */
+struct redisContext;
+struct redisContext *h_redis_connect(void);
+/* One secret of the shared store, decrypted with the test's key (NULL if none). */
+json_t *h_secret(const char *tenant, const char *name);
+/* Run argv with extra "K=V" environment (NULL-ended) in the child. */
+int h_run_env(const char *const *argv, const char *const *env, char **out, char **err);
 
 /* Redis command on the test server; integer or string reply as text. */
 char *h_redis(const char *fmt, ...);

@@ -465,16 +465,20 @@ Test(cli, hostile_text_fields_are_refused)
     char big[2100];
     memset(big, 'n', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
+    /* a missing value is a usage error (2); a value that breaks a rule is refused (3) */
     struct {
         const char *cmd, *by, *text, *field;
+        int exit;
     } cases[] = {
-        {"approve", "", NULL, "by"},
-        {"approve", "eve\x1b[31m", NULL, "by"},
-        {"approve", "\xc3\x28", NULL, "by"},
-        {"approve", "alice", big, "note"},
-        {"reject", "alice", "", "reason"},
-        {"reject", "alice", "bad\xff", "reason"},
-        {"reject", "alice", big, "reason"},
+        {"approve", "", NULL, "by", 2},
+        {"approve", "eve\x1b[31m", NULL, "by", 3},
+        {"approve", "\xc3\x28", NULL, "by", 3},
+        {"approve", "alice\xe2\x80\xae", NULL, "by", 3},
+        {"approve", "alice", big, "note", 3},
+        {"reject", "alice", "", "reason", 2},
+        {"reject", "alice", "bad\xff", "reason", 3},
+        {"reject", "alice", big, "reason", 3},
+        {"reject", "alice", "  ", "reason", 3},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = NULL;
@@ -482,16 +486,16 @@ Test(cli, hostile_text_fields_are_refused)
         int rc = h_enqueue(&out, NULL, "--json", cases[i].cmd, a, "--by", cases[i].by,
                            cases[i].text ? (approve ? "--note" : "--reason") : NULL,
                            cases[i].text, NULL);
-        cr_assert_eq(rc, 2, "case %zu: exit %d", i, rc);
-        assert_json_error(out, 2, cases[i].field);
+        cr_assert_eq(rc, cases[i].exit, "case %zu: exit %d", i, rc);
+        assert_json_error(out, cases[i].exit, cases[i].field);
         free(out);
     }
     cr_assert_eq(h_enqueue(NULL, NULL, "reject", a, "--by", "alice", NULL), 2, "reason required");
     cr_assert_eq(h_enqueue(NULL, NULL, "approve", a, NULL), 2, "--by required");
     cr_assert_eq(h_enqueue(NULL, NULL, "approve", a, "--by", "alice", "--reason", "x", NULL), 2,
                  "approve takes --note, not --reason");
-    cr_assert_eq(h_enqueue(NULL, NULL, "approve", a, "--by", "\xc3\x28", NULL), 2);
-    cr_assert_eq(h_enqueue(NULL, NULL, "approve", a, "--by", "eve\x1b[31m", NULL), 2);
+    cr_assert_eq(h_enqueue(NULL, NULL, "approve", a, "--by", "\xc3\x28", NULL), 3);
+    cr_assert_eq(h_enqueue(NULL, NULL, "approve", a, "--by", "eve\x1b[31m", NULL), 3);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenants WHERE status = 'pending_approval'"), 1);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events"), 1);
 }
@@ -504,25 +508,27 @@ Test(cli, hostile_submit_values_change_nothing)
     char name[102];
     memset(name, 'N', sizeof(name) - 1);
     name[sizeof(name) - 1] = '\0';
+    /* not a number: the command line is malformed (2); anything else breaks a rule (3) */
     struct {
         const char *flag, *value, *field;
+        int exit;
     } cases[] = {
-        {"--budget", "-1", "budget"},
-        {"--budget", "0", "budget"},
-        {"--budget", "99999999999999999999999", "budget"},
-        {"--budget", "1e6", "budget"},
-        {"--budget", "5,00,000", "budget"},
-        {"--budget", " 500000", "budget"},
-        {"--tenant-id", "x'; DROP TABLE tq.jobs; --", "tenant_id"},
-        {"--tenant-id", "\xd0\xb0\x63me-corp", "tenant_id"},
-        {"--tenant-id", "ACME", "tenant_id"},
-        {"--name", name, "name"},
-        {"--name", "bad\xff", "name"},
-        {"--name", "tab\x01", "name"},
-        {"--owner", huge, "owner"},
-        {"--owner", "a@b", "owner"},
-        {"--region", "ap-south-1", "region"},
-        {"--tier", "gold", "tier"},
+        {"--budget", "-1", "budget", 2},
+        {"--budget", "0", "budget", 3},
+        {"--budget", "99999999999999999999999", "budget", 2},
+        {"--budget", "1e6", "budget", 2},
+        {"--budget", "5,00,000", "budget", 2},
+        {"--budget", " 500000", "budget", 2},
+        {"--tenant-id", "x'; DROP TABLE tq.jobs; --", "tenant_id", 3},
+        {"--tenant-id", "\xd0\xb0\x63me-corp", "tenant_id", 3},
+        {"--tenant-id", "ACME", "tenant_id", 3},
+        {"--name", name, "name", 3},
+        {"--name", "bad\xff", "name", 3},
+        {"--name", "tab\x01", "name", 3},
+        {"--owner", huge, "owner", 3},
+        {"--owner", "a@b", "owner", 3},
+        {"--region", "ap-south-1", "region", 3},
+        {"--tier", "gold", "tier", 3},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *args[] = {"--tenant-id", h_tenant("hv"), "--name", "Hv", "--tier", "Gold",
@@ -535,9 +541,9 @@ Test(cli, hostile_submit_values_change_nothing)
         int rc = h_enqueue(&out, &err, "--json", "submit", args[0], args[1], args[2], args[3],
                            args[4], args[5], args[6], args[7], args[8], args[9], args[10],
                            args[11], NULL);
-        cr_assert_eq(rc, 3, "%s=%s: exit %d", cases[i].flag, cases[i].value, rc);
+        cr_assert_eq(rc, cases[i].exit, "%s=%s: exit %d", cases[i].flag, cases[i].value, rc);
         cr_assert(strstr(err, cases[i].field), "stderr names %s: %s", cases[i].field, err);
-        assert_json_error(out, 3, cases[i].field);
+        assert_json_error(out, cases[i].exit, cases[i].field);
         free(out);
         free(err);
     }
@@ -611,7 +617,8 @@ Test(cli, hostile_files_change_nothing)
     rc = h_enqueue(NULL, NULL, "submit", "--file", h_write_file("quote.csv", buf), NULL);
     cr_assert_eq(rc, 3, "malformed quoting");
     /* a directory, a missing file */
-    cr_assert_eq(h_enqueue(NULL, NULL, "submit", "--file", H.tmpdir, NULL), 3);
+    cr_assert_eq(h_enqueue(NULL, NULL, "submit", "--file", H.tmpdir, NULL), 2,
+                 "a directory is a mistyped path, like a missing file");
     cr_assert_eq(h_enqueue(NULL, NULL, "submit", "--file", "/nonexistent/x.csv", NULL), 2);
     assert_untouched("hostile files");
 

@@ -1,5 +1,5 @@
 /*
- * Reliable delivery (DESIGN.md §3) against private Redis and PostgreSQL
+ * Reliable delivery (docs/design.md §3) against private Redis and PostgreSQL
  * servers that the tests kill, pause, wipe and restart: no job lost, no
  * step recorded succeeded twice, a worker that lost its lease writes
  * nothing. Each test prints what it measured.

@@ -38,8 +38,7 @@ static void infra_setup(void)
     snprintf(work_dir, sizeof(work_dir), "%s/work", H.tmpdir);
     setenv("TQ_WORK_DIR", work_dir, 1);
     unsetenv("TQ_TENANT_REDIS_URL");
-    rc = redisConnect("127.0.0.1", H.redis_port);
-    cr_assert(rc && !rc->err, "cannot connect to redis on %d", H.redis_port);
+    rc = h_redis_connect();
 }
 
 /* ACL users are server-wide: remove this test's (their names end in its tag). */
@@ -231,23 +230,18 @@ static long pg_objects(const char *tenant)
     return n;
 }
 
+/* The tenant's credentials in the shared store (tq.secrets, decrypted). */
 static bool secret_exists(const char *tenant, const char *name)
 {
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s/%s", H.secrets_dir, tenant, name);
-    return access(path, F_OK) == 0;
+    json_t *o = h_secret(tenant, name);
+    json_decref(o);
+    return o != NULL;
 }
 
 static json_t *secret(const char *tenant, const char *name)
 {
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s/%s", H.secrets_dir, tenant, name);
-    struct stat st;
-    cr_assert_eq(stat(path, &st), 0, "credentials file %s", path);
-    cr_assert_eq(st.st_mode & 0777, 0600, "%s has mode %o", path, st.st_mode & 0777);
-    json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
-    cr_assert_not_null(o, "%s: %s", path, je.text);
+    json_t *o = h_secret(tenant, name);
+    cr_assert_not_null(o, "no secret %s of %s in the store", name, tenant);
     return o;
 }
 
@@ -258,8 +252,8 @@ static void assert_all_gone(const char *tenant)
     cr_assert_not(acl_user_listed(rc, tenant), "%s: ACL user left behind", tenant);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenant_configs WHERE tenant_id = '%s'", tenant),
                  0, "%s: config row left behind", tenant);
-    cr_assert_not(secret_exists(tenant, "postgres.json"), "%s: postgres.json left behind", tenant);
-    cr_assert_not(secret_exists(tenant, "redis.json"), "%s: redis.json left behind", tenant);
+    cr_assert_not(secret_exists(tenant, "postgres"), "%s: postgres credentials left behind", tenant);
+    cr_assert_not(secret_exists(tenant, "redis"), "%s: redis credentials left behind", tenant);
 }
 
 static json_t *step_output(const char *tenant, const char *step)
@@ -463,7 +457,7 @@ Test(infra, provision_two_tenants_checks_pass_then_deprovision_removes_one)
     cr_assert(strstr(logtext, "DEBUG") || strstr(logtext, "debug"), "worker ran with debug logs");
     const char *tenants[] = {a, b};
     for (int i = 0; i < 2; i++) {
-        json_t *pg = secret(tenants[i], "postgres.json"), *rd = secret(tenants[i], "redis.json");
+        json_t *pg = secret(tenants[i], "postgres"), *rd = secret(tenants[i], "redis");
         char prefix[80];
         snprintf(prefix, sizeof(prefix), "t:%s:", tenants[i]);
         cr_assert_str_eq(json_string_value(json_object_get(rd, "key_prefix")), prefix);
@@ -485,7 +479,7 @@ Test(infra, provision_two_tenants_checks_pass_then_deprovision_removes_one)
     assert_all_gone(a);
     cr_assert_eq(pg_objects(b), 2);
     cr_assert(acl_user_listed(rc, b));
-    cr_assert(secret_exists(b, "redis.json") && secret_exists(b, "postgres.json"));
+    cr_assert(secret_exists(b, "redis") && secret_exists(b, "postgres"));
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenant_configs WHERE tenant_id = '%s'", b), 1);
 }
 
@@ -616,7 +610,7 @@ Test(infra, redis_isolation_fails_when_the_acl_is_widened)
                             " AND phase = 'run'"), 1,
                  "security: no retry");
     cr_assert_not(acl_user_listed(rc, t), "rollback removed the ACL user");
-    cr_assert_not(secret_exists(t, "redis.json"));
+    cr_assert_not(secret_exists(t, "redis"));
 }
 
 Test(infra, pg_connect_fails_when_the_role_cannot_log_in)
@@ -727,7 +721,7 @@ Test(infra, redis_acl_saved_to_the_aclfile_of_a_separate_tenant_redis)
     json_t *o = step_output(t, "redis");
     cr_assert(json_is_true(json_object_get(o, "acl_saved")));
     json_decref(o);
-    json_t *rd = secret(t, "redis.json");
+    json_t *rd = secret(t, "redis");
     cr_assert_eq(json_integer_value(json_object_get(rd, "port")), port);
     json_decref(rd);
     cr_assert(acl_user_listed(tr, t));
@@ -749,7 +743,7 @@ Test(infra, redis_acl_saved_to_the_aclfile_of_a_separate_tenant_redis)
     cr_assert_null(strstr(text, want), "aclfile no longer holds the user: %s", text);
     free(text);
     free(it);
-    cr_assert_not(secret_exists(t, "redis.json"));
+    cr_assert_not(secret_exists(t, "redis"));
     freeReplyObject(redisCommand(tr, "SHUTDOWN NOSAVE"));
     redisFree(tr);
 }
@@ -782,7 +776,7 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
     cr_assert(strstr(out, "GREETING=hello"), "%s", out);
     cr_assert(strstr(out, "PATH=") && strstr(out, "HOME="), "%s", out);
     cr_assert_null(strstr(out, "TQ_DATABASE_URL"), "the worker's environment leaked: %s", out);
-    cr_assert_null(strstr(out, "TQ_SECRETS_DIR"), "the worker's environment leaked: %s", out);
+    cr_assert_null(strstr(out, "TQ_SECRETS_KEY"), "the worker's environment leaked: %s", out);
     const char *fds = strstr(out, "FDS\n");
     cr_assert_not_null(fds);
     fprintf(stderr, "exec child's descriptors:\n%s", fds + 4);

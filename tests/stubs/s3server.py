@@ -297,34 +297,72 @@ class Credentials:
 
 
 class Store:
-    """All buckets in memory; persisted to DIR/s3state.json with --data."""
+    """All buckets in memory; with --data, persisted one file per bucket
+    (DIR/buckets/<name>.json), so that a request costs the same however many
+    buckets exist: a change rewrites its own bucket's file only. A state
+    file of the older layout (DIR/s3state.json, every bucket in one file,
+    rewritten on every change) is read once and converted."""
 
     def __init__(self, data_dir):
         self.lock = threading.RLock()
         self.buckets = {}
-        self.path = os.path.join(data_dir, "s3state.json") if data_dir else None
-        if self.path and os.path.exists(self.path):
-            with open(self.path, "r", encoding="utf-8") as f:
+        self.dir = os.path.join(data_dir, "buckets") if data_dir else None
+        legacy = os.path.join(data_dir, "s3state.json") if data_dir else None
+        if self.dir:
+            os.makedirs(self.dir, exist_ok=True)
+            for fname in sorted(os.listdir(self.dir)):
+                if not fname.endswith(".json"):
+                    continue
+                with open(os.path.join(self.dir, fname), "r", encoding="utf-8") as f:
+                    raw = json.load(f)
+                self.buckets[raw["name"]] = self._decode(raw["bucket"])
+        if legacy and os.path.exists(legacy):
+            with open(legacy, "r", encoding="utf-8") as f:
                 raw = json.load(f)
             for name, b in raw.get("buckets", {}).items():
-                for o in b["objects"].values():
-                    o["data"] = base64.b64decode(o["data"])
-                self.buckets[name] = b
+                self.buckets.setdefault(name, self._decode(b))
+            self.save_all()
+            os.remove(legacy)
 
-    def save(self):
-        if not self.path:
+    @staticmethod
+    def _decode(b):
+        for o in b["objects"].values():
+            o["data"] = base64.b64decode(o["data"])
+        return b
+
+    def _file(self, name):
+        # bucket names are [a-z0-9.-]: safe as file names, never "." or ".."
+        return os.path.join(self.dir, name + ".json")
+
+    def save(self, name):
+        """Persist one bucket (or its removal)."""
+        if not self.dir:
             return
         with self.lock:
-            out = {"buckets": {}}
-            for name, b in self.buckets.items():
-                bb = dict(b)
-                bb["objects"] = {k: dict(o, data=base64.b64encode(o["data"]).decode())
-                                 for k, o in b["objects"].items()}
-                out["buckets"][name] = bb
-            tmp = self.path + ".tmp"
+            b = self.buckets.get(name)
+            path = self._file(name)
+            if b is None:
+                if os.path.exists(path):
+                    os.remove(path)
+                return
+            bb = dict(b)
+            bb["objects"] = {k: dict(o, data=base64.b64encode(o["data"]).decode())
+                             for k, o in b["objects"].items()}
+            tmp = path + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(out, f)
-            os.replace(tmp, self.path)
+                json.dump({"name": name, "bucket": bb}, f)
+            os.replace(tmp, path)
+
+    def save_all(self):
+        """Persist every bucket and drop the files of buckets that are gone."""
+        if not self.dir:
+            return
+        with self.lock:
+            for fname in os.listdir(self.dir):
+                if fname.endswith(".json") and fname[:-5] not in self.buckets:
+                    os.remove(os.path.join(self.dir, fname))
+            for name in list(self.buckets):
+                self.save(name)
 
 
 def lifecycle_summary(xml_text):
@@ -729,7 +767,7 @@ class Handler(BaseHTTPRequestHandler):
                         raise S3Error(409, "BucketNotEmpty", "The bucket you tried to delete is not empty",
                                       BucketName=name)
                     del st.buckets[name]
-                    st.save()
+                    st.save(name)
                     return self.send(204)
                 if m == "GET":
                     self.op = "ListObjectsV2" if q.get("list-type") == "2" else "ListObjects"
@@ -799,7 +837,7 @@ class Handler(BaseHTTPRequestHandler):
                           "succeeded and you already own it.", BucketName=name)
         st.buckets[name] = {"created": time.time(), "region": region, "tags": None, "lifecycle": None,
                             "subresources": {}, "objects": {}}
-        st.save()
+        st.save(name)
         return self.send(200, b"", {"Location": "/" + name})
 
     def bucket_tagging(self, m, name, body):
@@ -840,12 +878,12 @@ class Handler(BaseHTTPRequestHandler):
             if len(tags) > 50:
                 raise S3Error(400, "InvalidTag", "Bucket tag count cannot be greater than 50")
             b["tags"] = tags
-            st.save()
+            st.save(name)
             return self.send(204)
         if m == "DELETE":
             self.op = "DeleteBucketTagging"
             b["tags"] = None
-            st.save()
+            st.save(name)
             return self.send(204)
         raise S3Error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 
@@ -905,12 +943,12 @@ class Handler(BaseHTTPRequestHandler):
                                           "than or equal to 30 for storageClass '%s'" % sc)
             b["lifecycle"] = body.decode("utf-8")
             b["lifecycle_min_size"] = min_size
-            st.save()
+            st.save(name)
             return self.send(200, b"", {MIN_SIZE_HEADER: min_size})
         if m == "DELETE":
             self.op = "DeleteBucketLifecycle"
             b["lifecycle"] = None
-            st.save()
+            st.save(name)
             return self.send(204)
         raise S3Error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 
@@ -942,11 +980,11 @@ class Handler(BaseHTTPRequestHandler):
                     raise S3Error(400, "MalformedXML", "The XML you provided was not well-formed or did not "
                                   "validate against our published schema")
             b["subresources"][sub] = body.decode("utf-8")
-            st.save()
+            st.save(name)
             return self.send(204 if sub == "policy" else 200)
         self.op = "DeleteBucket" + opname
         b["subresources"].pop(sub, None)
-        st.save()
+        st.save(name)
         return self.send(204)
 
     def list_buckets(self):
@@ -1113,7 +1151,7 @@ class Handler(BaseHTTPRequestHandler):
                 out.append("<Deleted><Key>%s</Key>%s</Deleted>"
                            % (x(k), "<VersionId>null</VersionId>" if vid else ""))
         out.append("</DeleteResult>")
-        st.save()
+        st.save(name)
         return self.send(200, "".join(out))
 
     def object_op(self, m, name, key, sub, q, body):
@@ -1138,12 +1176,12 @@ class Handler(BaseHTTPRequestHandler):
                 b["objects"][key] = {"data": body, "etag": etag, "last_modified": time.time(),
                                      "content_type": self.headers.get("Content-Type") or "binary/octet-stream",
                                      "metadata": meta}
-                st.save()
+                st.save(name)
                 return self.send(200, b"", {"ETag": '"%s"' % etag})
             if m == "DELETE":
                 self.op = "DeleteObject"
                 if b["objects"].pop(key, None) is not None:
-                    st.save()
+                    st.save(name)
                 return self.send(204)
             if m in ("GET", "HEAD"):
                 self.op = "GetObject" if m == "GET" else "HeadObject"
@@ -1217,7 +1255,7 @@ class Handler(BaseHTTPRequestHandler):
             if action == "reset":
                 with st.lock:
                     st.buckets.clear()
-                    st.save()
+                    st.save_all()
                 with srv.admin_lock:
                     srv.faults, srv.latency, srv.requests = [], [], []
                 return self.admin_reply(200, {"ok": True})
@@ -1229,7 +1267,7 @@ class Handler(BaseHTTPRequestHandler):
                         st.buckets.setdefault(name, {"created": time.time(), "region": self.bucket_region(),
                                                      "tags": None, "lifecycle": None, "subresources": {},
                                                      "objects": {}})
-                        st.save()
+                        st.save(name)
                         return self.admin_reply(200, {"ok": True, "bucket": name})
                     b = st.buckets.get(name)
                     if b is None:
@@ -1253,7 +1291,7 @@ class Handler(BaseHTTPRequestHandler):
                         b["objects"].pop(q["key"], None)
                     elif action == "delete-bucket":
                         del st.buckets[name]   # even when not empty
-                    st.save()
+                    st.save(name)
                     return self.admin_reply(200, {"ok": True, "bucket": name,
                                                   "tags": b["tags"] if action in ("untag", "tag") else None})
             if action == "fail":
@@ -1321,7 +1359,7 @@ def main():
                     '{"KEY": "SECRET", "KEY2": {"secret": "S", "buckets": ["only-this-bucket"]}}')
     ap.add_argument("--region", default=os.environ.get("S3_REGION", "us-east-1"),
                     help="region the signature scope must name (default us-east-1; '*' accepts any)")
-    ap.add_argument("--data", help="directory to persist state in (DIR/s3state.json); memory only without")
+    ap.add_argument("--data", help="directory to persist state in (one file per bucket in DIR/buckets/); memory only without")
     ap.add_argument("--max-skew", type=int, default=900, help="allowed clock skew in seconds (default 900)")
     ap.add_argument("--max-body", type=int, default=64 << 20, help="largest request body in bytes")
     ap.add_argument("--no-require-content-md5", dest="require_content_md5", action="store_false",
@@ -1362,7 +1400,7 @@ def main():
     stop.wait(args.lifetime if args.lifetime > 0 else None)
     srv.shutdown()
     srv.server_close()
-    srv.store.save()
+    srv.store.save_all()
     log("stopped")
     return 0
 

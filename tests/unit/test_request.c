@@ -211,3 +211,112 @@ Test(request, tier_facts)
     cr_assert_eq(b->vector_replicas, 1);
     cr_assert_null(tq_tier_lookup("Platinum"));
 }
+
+/* Issue 12.8: every problem of a request at once, in field order. */
+Test(request, check_reports_every_problem)
+{
+    struct tq_request r;
+    struct tq_field_error fe[16];
+    memset(&r, 0, sizeof(r));
+    const char *vals[][2] = {{"tenant_id", "Bad_Id"}, {"name", "a\x01"},
+                             {"tier", "Platinum"},  {"region", "ap-south-1"},
+                             {"budget", "abc"},     {"owner", "notanemail"}};
+    for (size_t i = 0; i < 6; i++)
+        tq_request_set(&r, vals[i][0], vals[i][1], strlen(vals[i][1]), &fe[0]);
+    size_t n = tq_request_check(&r, &rules, fe, 16);
+    cr_assert_eq(n, 6, "six bad fields, six problems (got %zu)", n);
+    const char *fields[] = {"tenant_id", "name", "tier", "region", "budget", "owner"};
+    for (size_t i = 0; i < 6; i++)
+        cr_assert_str_eq(fe[i].field, fields[i]);
+    cr_assert(fe[4].malformed, "a budget that is not a number is of the wrong form");
+    cr_assert_not(fe[3].malformed, "a region outside the list breaks a rule");
+    tq_request_cleanup(&r);
+
+    /* missing fields are reported as such, and as of the wrong form */
+    memset(&r, 0, sizeof(r));
+    tq_request_set(&r, "region", "ap-south-1", 10, &fe[0]);
+    tq_request_set(&r, "budget", "100", 3, &fe[0]);
+    tq_request_set(&r, "owner", "notanemail", 10, &fe[0]);
+    n = tq_request_check(&r, &rules, fe, 16);
+    cr_assert_eq(n, 5, "tenant_id, name, tier missing; region and owner broken (got %zu)", n);
+    cr_assert(fe[0].malformed && fe[1].malformed && fe[2].malformed);
+    cr_assert_str_eq(fe[3].field, "region");
+    cr_assert_str_eq(fe[4].field, "owner");
+    /* a count beyond max is still counted */
+    cr_assert_eq(tq_request_check(&r, &rules, fe, 2), 5);
+    tq_request_cleanup(&r);
+}
+
+/* Issue 11.9: what the input contract accepted and should not, and the reverse. */
+Test(request, names_refuse_invisible_and_blank_text)
+{
+    const char *bad[] = {"Acme\xc2\x85" "Corp",        /* U+0085, a C1 control */
+                         "Acme\xe2\x80\xae" "proC",    /* U+202E right-to-left override */
+                         "Ac\xe2\x80\x8b" "me",        /* U+200B zero-width space */
+                         "Ac\xef\xbb\xbf" "me",        /* U+FEFF */
+                         "Acme\xe2\x81\xa6" "x",       /* U+2066 bidi isolate */
+                         "   ",  "\xc2\xa0\xe3\x80\x80"};  /* blanks, NBSP + ideographic */
+    struct tq_field_error fe;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tq_request r;
+        fill(&r, "acme-corp", "Gold", "us-east-1", "800000");
+        cr_assert_eq(tq_request_set(&r, "name", bad[i], strlen(bad[i]), &fe), TQ_OK);
+        cr_assert_str_eq(broken_field(&r, &fe), "name", "accepted name #%zu", i);
+        tq_request_cleanup(&r);
+    }
+    cr_assert_null(tq_text_problem("Zürich AG", strlen("Zürich AG"), false));
+    cr_assert_null(tq_text_problem("日本 株式会社", strlen("日本 株式会社"), false));
+    cr_assert_not_null(tq_text_problem("a\x1b[2J", 5, false));
+    cr_assert_null(tq_text_problem("line\nnext", 9, true), "justification may span lines");
+}
+
+Test(request, owner_addresses_follow_the_rfcs)
+{
+    const char *bad[] = {"a@-b.example", "a@b-.example", "a@b.example-", ".a@b.example",
+                         "a.@b.example", "a..b@b.example", "a@b.123", "a b@b.example",
+                         "a@b_c.example"};
+    const char *good[] = {"o'brien@b.example", "first.last+tag@b.example", "x@a-b.example",
+                          "ops@acme.example", "a{b}@b.co", "a@sub.b2.io"};
+    struct tq_field_error fe;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tq_request r;
+        fill(&r, "acme-corp", "Gold", "us-east-1", "800000");
+        tq_request_set(&r, "owner", bad[i], strlen(bad[i]), &fe);
+        cr_assert_str_eq(broken_field(&r, &fe), "owner", "accepted \"%s\"", bad[i]);
+        tq_request_cleanup(&r);
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct tq_request r;
+        fill(&r, "acme-corp", "Gold", "us-east-1", "800000");
+        tq_request_set(&r, "owner", good[i], strlen(good[i]), &fe);
+        cr_assert_str_eq(broken_field(&r, &fe), "", "rejected \"%s\": %s", good[i], fe.rule);
+        tq_request_cleanup(&r);
+    }
+}
+
+Test(request, tenant_ids_without_double_or_trailing_dash)
+{
+    const char *bad[] = {"a--b", "abc-", "acme--corp", "ab-"};
+    struct tq_field_error fe;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tq_request r;
+        fill(&r, bad[i], "Gold", "us-east-1", "800000");
+        cr_assert_str_eq(broken_field(&r, &fe), "tenant_id", "accepted \"%s\"", bad[i]);
+        tq_request_cleanup(&r);
+    }
+    cr_assert(tq_tenant_id_valid("a-b-c"));
+}
+
+Test(request, load_json_reports_every_key)
+{
+    json_error_t je;
+    json_t *o = json_loads("{\"tenant_id\":5,\"colour\":\"red\",\"budget\":\"1\",\"name\":\"x\"}",
+                           0, &je);
+    struct tq_request r;
+    struct tq_field_error fe[8];
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(tq_request_load_json(o, &r, fe, 8), 3);
+    cr_assert_str_eq(r.name, "x", "the good keys are still taken");
+    tq_request_cleanup(&r);
+    json_decref(o);
+}

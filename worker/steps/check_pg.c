@@ -1,8 +1,9 @@
 /*
  * Step "check_pg": validation of the tenant's PostgreSQL footprint with the
- * tenant's OWN credentials (TQ_SECRETS_DIR/<tenant>/postgres.json, written
- * by pg_tenant): a fresh PQconnectdbParams connection on the thread pool
- * (wk_step_offload), never the pooled platform connection. params.check:
+ * tenant's OWN credentials (from the shared credentials store, where
+ * pg_tenant put them, so any worker can check any tenant): a fresh
+ * PQconnectdbParams connection on the thread pool (wk_step_offload), never
+ * the pooled platform connection. params.check:
  *   connect    SELECT 1, then INSERT + SELECT + DELETE in its documents
  *              table (one transaction); latencies in the output
  *   isolation  as the tenant: every other tenant schema's documents and
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../credentials.h"
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/request.h"
@@ -68,14 +70,8 @@ static const char *str_field(const json_t *o, const char *k)
 static enum tq_err tenant_connect(struct wk_step *s, struct conn *c)
 {
     memset(c, 0, sizeof(*c));
-    if (!s->cfg->secrets_dir) {
-        snprintf(s->errstr, sizeof(s->errstr),
-                 "cannot check with the tenant's credentials: TQ_SECRETS_DIR is not set");
-        return TQ_EINVALID;
-    }
     json_t *cred;
-    enum tq_err err = wk_secret_read(s->cfg->secrets_dir, s->claim->tenant_id, "postgres.json",
-                                     &cred, s->errstr, sizeof(s->errstr));
+    enum tq_err err = wk_cred_get(s, NULL, "postgres", &cred);
     if (err)
         return err;
     struct wk_tenant_names n;

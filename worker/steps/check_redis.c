@@ -1,7 +1,7 @@
 /*
  * Step "check_redis" (params.check "isolation", the default; a security
  * check): AUTH as the tenant's ACL user with the credentials redis_acl
- * delivered (TQ_SECRETS_DIR/<tenant>/redis.json), then
+ * delivered to the shared credentials store ("redis"), then
  *   must work:    SET/GET/DEL of a key under t:<tenant>:
  *   must be NOPERM: GET and SET of t:someone-else:*, of a key without the
  *                 prefix, PUBLISH to another tenant's channel, FLUSHALL,
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../credentials.h"
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/util.h"
@@ -75,14 +76,7 @@ static enum tq_err check_run(struct wk_step *s)
     char user[64] = "", prefix[64] = "", password[256] = "";
     enum tq_err err;
 
-    if (!s->cfg->secrets_dir) {
-        snprintf(s->errstr, sizeof(s->errstr),
-                 "cannot check with the tenant's credentials: TQ_SECRETS_DIR is not set");
-        err = TQ_EINVALID;
-        goto out;
-    }
-    if ((err = wk_secret_read(s->cfg->secrets_dir, tenant, "redis.json", &cred, s->errstr,
-                              sizeof(s->errstr))))
+    if ((err = wk_cred_get(s, NULL, "redis", &cred)))
         goto out;
     snprintf(a.host, sizeof(a.host), "%s", json_string_value(json_object_get(cred, "host"))
                                                 ? json_string_value(json_object_get(cred, "host"))
@@ -101,7 +95,7 @@ static enum tq_err check_run(struct wk_step *s)
     cred = NULL;
     if (!a.host[0] || a.port <= 0 || !user[0] || !prefix[0] || !password[0]) {
         snprintf(s->errstr, sizeof(s->errstr),
-                 "cannot check: redis.json lacks host, port, user, key_prefix or password");
+                 "cannot check: the stored redis credentials lack host, port, user, key_prefix or password");
         err = TQ_EINVALID;
         goto out;
     }

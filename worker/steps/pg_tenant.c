@@ -5,16 +5,14 @@
  * effect is one transaction, so it is all there or not at all; running it
  * again re-asserts the same objects and rotates the password (one effect).
  * The password leaves this process only as a SCRAM verifier (to PostgreSQL)
- * and as a 0600 file in TQ_SECRETS_DIR; it is never logged.
+ * and encrypted into the shared credentials store (worker/credentials.h);
+ * it is never logged.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "../credentials.h"
 #include "../worker.h"
 #include "tq/log.h"
 #include "tq/util.h"
@@ -73,63 +71,18 @@ static enum tq_err run_sql(PGconn *c, const char *sql, const char *what,
     return err;
 }
 
-/* Write the credentials file atomically (temp file + rename), mode 0600. */
-static enum tq_err deliver_secret(const struct wk_step *ctx, PGconn *c,
-                                  const char *role, const char *password,
-                                  char *errstr, size_t errlen)
+/* The credentials go to the shared store inside the step's transaction. */
+static enum tq_err deliver_secret(struct wk_step *ctx, PGconn *c, const char *role,
+                                  const char *password)
 {
-    const char *dir = ctx->cfg->secrets_dir;
-    char *tdir = tq_xasprintf("%s/%s", dir, ctx->claim->tenant_id);
-    char *path = tq_xasprintf("%s/postgres.json", tdir);
-    char *tmp = tq_xasprintf("%s/.postgres.json.tmp", tdir);
-    enum tq_err err = TQ_OK;
-    int fd = -1;
-    char *text = NULL;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(errstr, errlen, "could not create secrets directory \"%s\": %s", dir,
-                 strerror(errno));
-        err = TQ_EIO;
-        goto out;
-    }
-    if (mkdir(tdir, 0700) != 0 && errno != EEXIST) {
-        snprintf(errstr, errlen, "could not create \"%s\": %s", tdir, strerror(errno));
-        err = TQ_EIO;
-        goto out;
-    }
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "host", PQhost(c), "port",
-                          PQport(c), "dbname", PQdb(c), "user", role, "password",
-                          password, "schema", "");
-    json_object_set_new(o, "schema", json_string(role + 3)); /* "tq_t_x" -> "t_x" */
-    text = json_dumps(o, JSON_INDENT(2));
+                          PQport(c), "dbname", PQdb(c), "user", role, "password", password,
+                          "schema", role + 3); /* "tq_t_x" -> "t_x" */
+    enum tq_err err = wk_cred_put(ctx, c, "postgres", o);
+    const char *pw = json_string_value(json_object_get(o, "password"));
+    if (pw)
+        memset((char *)pw, 0, strlen(pw));
     json_decref(o);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || fchmod(fd, 0600) != 0) {
-        snprintf(errstr, errlen, "could not write \"%s\": %s", tmp, strerror(errno));
-        err = TQ_EIO;
-        goto out;
-    }
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0 || close(fd) != 0) {
-        fd = -1;
-        snprintf(errstr, errlen, "could not write \"%s\": %s", tmp, strerror(errno));
-        err = TQ_EIO;
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        snprintf(errstr, errlen, "could not rename \"%s\": %s", tmp, strerror(errno));
-        err = TQ_EIO;
-    }
-out:
-    if (fd >= 0)
-        close(fd);
-    if (text) {
-        memset(text, 0, strlen(text));
-        free(text);
-    }
-    free(tdir);
-    free(path);
-    free(tmp);
     return err;
 }
 
@@ -194,6 +147,9 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
 
     tq_buf_printf(&sql, "%s ROLE %s LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD %s;",
                   exists ? "ALTER" : "CREATE", n.q_role, l_verifier);
+    /* tq_worker is no superuser: with CREATEROLE (PG15) it may grant itself
+       the role, which it needs to create objects owned by it. */
+    tq_buf_printf(&sql, "GRANT %s TO CURRENT_USER;", n.q_role);
     tq_buf_printf(&sql, "CREATE SCHEMA IF NOT EXISTS %s AUTHORIZATION %s;", n.q_schema,
                   n.q_role);
     tq_buf_printf(&sql, "ALTER SCHEMA %s OWNER TO %s;", n.q_schema, n.q_role);
@@ -217,12 +173,10 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
     if ((err = run_sql(c, sql.data, "create the tenant's role, schema and table",
                        ctx->errstr, sizeof(ctx->errstr))))
         goto rollback;
-    /* Deliver before commit: if delivery fails the role keeps its old password. */
-    if (ctx->cfg->secrets_dir) {
-        if ((err = deliver_secret(ctx, c, n.role, password, ctx->errstr,
-                                  sizeof(ctx->errstr))))
-            goto rollback;
-    }
+    /* Deliver before commit (same transaction in the pg store): if delivery
+       fails the role keeps its old password. */
+    if ((err = deliver_secret(ctx, c, n.role, password)))
+        goto rollback;
     if ((err = run_sql(c, "COMMIT", "commit", ctx->errstr, sizeof(ctx->errstr))))
         goto out;
     json_object_set_new(ctx->output, "schema", json_string(n.schema));
@@ -230,11 +184,7 @@ static enum tq_err pg_tenant_run(struct wk_step *ctx, PGconn *c)
     json_object_set_new(ctx->output, "table", json_string("documents"));
     json_object_set_new(ctx->output, "row_level_security", json_true());
     json_object_set_new(ctx->output, "role_existed", json_boolean(exists));
-    json_object_set_new(ctx->output, "credentials",
-                        json_string(ctx->cfg->secrets_dir ? "delivered" : "not_delivered"));
-    if (!ctx->cfg->secrets_dir)
-        tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its database password was not delivered",
-                ctx->claim->tenant_id);
+    json_object_set_new(ctx->output, "credentials", json_string("delivered"));
     goto out;
 rollback:
     PQclear(PQexec(c, "ROLLBACK"));
@@ -262,11 +212,14 @@ static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
          */
         char *l_role = PQescapeLiteral(c, n.role, strlen(n.role));
         char *sql = tq_xasprintf(
-            "BEGIN; DROP SCHEMA IF EXISTS %s CASCADE;"
+            "BEGIN;"
+            " DO $tq$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s) THEN"
+            "   EXECUTE 'GRANT ' || quote_ident(%s) || ' TO CURRENT_USER'; END IF; END $tq$;"
+            " DROP SCHEMA IF EXISTS %s CASCADE;"
             " DO $tq$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s) THEN"
             "   EXECUTE 'DROP OWNED BY ' || quote_ident(%s); END IF; END $tq$;"
             " DROP ROLE IF EXISTS %s; COMMIT;",
-            n.q_schema, l_role, l_role, n.q_role);
+            l_role, l_role, n.q_schema, l_role, l_role, n.q_role);
         PQfreemem(l_role);
         err = run_sql(c, sql, "drop the tenant's schema and role", ctx->errstr,
                       sizeof(ctx->errstr));
@@ -274,12 +227,8 @@ static enum tq_err pg_tenant_undo(struct wk_step *ctx, PGconn *c)
         if (err)
             PQclear(PQexec(c, "ROLLBACK"));
     }
-    if (!err && ctx->cfg->secrets_dir) {
-        char *p = tq_xasprintf("%s/%s/postgres.json", ctx->cfg->secrets_dir,
-                               ctx->claim->tenant_id);
-        unlink(p);
-        free(p);
-    }
+    if (!err)
+        err = wk_cred_destroy(ctx, c, "postgres");
     names_free(&n);
     return err;
 }

@@ -3,19 +3,21 @@
  * limited to keys and channels t:<tenant>:* with dangerous, admin and
  * scripting commands denied, in the server of params.url (default
  * $TQ_TENANT_REDIS_URL, else the worker's TQ_REDIS_URL). Its credentials go
- * to TQ_SECRETS_DIR/<tenant>/redis.json (0600, atomic rename): host, port,
- * user, password, key_prefix. The password is never logged, and reaches no
- * error text, output, job row or Redis key; only the ACL command carries it.
+ * to the shared credentials store as "redis" (worker/credentials.h): host,
+ * port, user, password, key_prefix. The password is never logged, and
+ * reaches no error text, output, job row or Redis key; only the ACL command
+ * and the store's ciphertext carry it.
  *
  * Run:  ACL SETUSER <user> reset on >PW ~t:<tenant>:* &t:<tenant>:*
  *       +@all -@dangerous -@admin -@scripting
  *       ("reset" first: every run leaves the same one user, with a fresh
  *       password), then ACL SAVE when CONFIG GET aclfile is not empty.
- *       The file is written (fsync) before the ACL changes and renamed
- *       right after, so the delivered password and the server's agree
- *       unless the rename itself fails; a rerun rotates both.
+ *       The credentials are stored right after the ACL changes, so the
+ *       delivered password and the server's agree unless that write
+ *       fails; then the step fails and its rerun rotates both.
  * Undo: ACL DELUSER <user> (0 deleted is success), ACL SAVE when there is an
- *       aclfile, remove redis.json. Running either twice is one effect.
+ *       aclfile, destroy the stored credentials. Running either twice is
+ *       one effect.
  * Blocking hiredis calls run on the thread pool (wk_step_offload), each
  * bounded by params.io_timeout_ms (default WK_REDIS_IO_MS).
  */
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../credentials.h"
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/log.h"
@@ -92,10 +95,8 @@ static enum tq_err acl_run(struct wk_step *s)
     struct tq_redis_addr a;
     redisContext *c = NULL;
     char password[PASSWORD_LEN + 1] = "";
-    char *tmp = NULL;
-    const char *tenant = s->claim->tenant_id;
-    const char *dir = s->cfg->secrets_dir;
-    wk_tenant_names(tenant, &n);
+    json_t *cred = NULL;
+    wk_tenant_names(s->claim->tenant_id, &n);
 
     enum tq_err err = open_admin(s, &a, &c);
     if (err)
@@ -104,16 +105,10 @@ static enum tq_err acl_run(struct wk_step *s)
         snprintf(s->errstr, sizeof(s->errstr), "could not read the OS random source");
         goto out;
     }
-    if (dir) {
-        json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:s}", "host", a.host, "port", a.port,
-                              "user", n.role, "password", password, "key_prefix", n.key_prefix);
-        if (a.db)
-            json_object_set_new(o, "db", json_integer(a.db));
-        err = wk_secret_prepare(dir, tenant, "redis.json", o, &tmp, s->errstr, sizeof(s->errstr));
-        json_decref(o);
-        if (err)
-            goto out;
-    }
+    cred = json_pack("{s:s, s:i, s:s, s:s, s:s}", "host", a.host, "port", a.port, "user",
+                     n.role, "password", password, "key_prefix", n.key_prefix);
+    if (a.db)
+        json_object_set_new(cred, "db", json_integer(a.db));
 
     redisReply *r = redisCommand(c, "ACL GETUSER %s", n.role);
     bool existed = r && r->type == REDIS_REPLY_ARRAY;
@@ -139,16 +134,8 @@ static enum tq_err acl_run(struct wk_step *s)
     freeReplyObject(r);
 
     /* The server now knows only the new password: deliver it before anything else can fail. */
-    if (tmp) {
-        err = wk_secret_commit(dir, tenant, "redis.json", tmp, s->errstr, sizeof(s->errstr));
-        free(tmp);
-        tmp = NULL;
-        if (err)
-            goto out;
-    } else {
-        tq_warn("tenant %s: TQ_SECRETS_DIR is not set; its redis password was not delivered",
-                tenant);
-    }
+    if ((err = wk_cred_put(s, NULL, "redis", cred)))
+        goto out;
     bool has_file, saved;
     if ((err = maybe_save(s, c, &has_file, &saved)))
         goto out;
@@ -159,11 +146,13 @@ static enum tq_err acl_run(struct wk_step *s)
     json_object_set_new(s->output, "user_existed", json_boolean(existed));
     json_object_set_new(s->output, "acl_file", json_boolean(has_file));
     json_object_set_new(s->output, "acl_saved", json_boolean(saved));
-    json_object_set_new(s->output, "credentials", json_string(dir ? "delivered" : "not_delivered"));
+    json_object_set_new(s->output, "credentials", json_string("delivered"));
 out:
-    if (tmp) {
-        wk_secret_discard(tmp);
-        free(tmp);
+    if (cred) {
+        const char *pw = json_string_value(json_object_get(cred, "password"));
+        if (pw)
+            memset((char *)pw, 0, strlen(pw));
+        json_decref(cred);
     }
     memset(password, 0, sizeof(password));
     redisFree(c);
@@ -192,9 +181,7 @@ static enum tq_err acl_undo(struct wk_step *s)
     bool has_file, saved;
     if ((err = maybe_save(s, c, &has_file, &saved)))
         goto out;
-    if (s->cfg->secrets_dir &&
-        (err = wk_secret_remove(s->cfg->secrets_dir, s->claim->tenant_id, "redis.json", s->errstr,
-                                sizeof(s->errstr))))
+    if ((err = wk_cred_destroy(s, NULL, "redis")))
         goto out;
     json_object_set_new(s->output, "user", json_string(n.role));
     json_object_set_new(s->output, "deleted", json_integer(deleted));

@@ -48,7 +48,7 @@ uint64_t wk_s3_ms(const struct wk_s3 *c);          /* duration of the last reque
 enum tq_err wk_s3_error(const struct wk_s3 *c, char *errstr, size_t errlen);
 /* Text of the first <tag>...</tag> in [p, end), entities decoded; caller frees. NULL if absent. */
 char *wk_s3_xml_text(const char *p, const char *end, const char *tag);
-/* The five cost tags DESIGN.md §1 puts on every resource. Values borrowed from claim/c. */
+/* The five cost tags docs/design.md §1 puts on every resource. Values borrowed from claim/c. */
 #define WK_S3_NTAGS 5
 struct wk_s3_tag {
     const char *key;

@@ -1,6 +1,6 @@
 /*
  * Step "tenant_config": the tenant's configuration row in tq.tenant_configs,
- * built from its tier's facts (tq_tier_lookup, DESIGN.md §1): features,
+ * built from its tier's facts (tq_tier_lookup, docs/design.md §1): features,
  * rate limits, model, vector replicas, archive age and p95 SLA. params.tier
  * overrides the tenant's tier (rendered template, e.g. for a test).
  *

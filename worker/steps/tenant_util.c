@@ -1,6 +1,7 @@
 /*
  * Shared helpers of the tenant-infrastructure step kinds (see tenant_util.h):
- * tenant names, credentials files, bounded-time Redis connections, clocks.
+ * tenant names, bounded-time Redis connections, clocks. Credentials go
+ * through the shared store (worker/credentials.h).
  * The step kinds themselves live one per file next to this one.
  */
 #include "tenant_util.h"
@@ -25,143 +26,6 @@ void wk_tenant_names(const char *tenant_id, struct wk_tenant_names *n)
     snprintf(n->key_prefix, sizeof(n->key_prefix), "t:%s:", tenant_id);
 }
 
-static enum tq_err make_dirs(const char *dir, const char *tdir, char *errstr, size_t errlen)
-{
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(errstr, errlen, "could not create secrets directory \"%s\": %s", dir,
-                 strerror(errno));
-        return TQ_EIO;
-    }
-    if (mkdir(tdir, 0700) != 0 && errno != EEXIST) {
-        snprintf(errstr, errlen, "could not create \"%s\": %s", tdir, strerror(errno));
-        return TQ_EIO;
-    }
-    return TQ_OK;
-}
-
-enum tq_err wk_secret_prepare(const char *dir, const char *tenant, const char *name,
-                              const json_t *obj, char **tmp, char *errstr, size_t errlen)
-{
-    char *tdir = tq_xasprintf("%s/%s", dir, tenant);
-    char *path = tq_xasprintf("%s/.%s.tmp", tdir, name);
-    char *text = NULL;
-    int fd = -1;
-    enum tq_err err = make_dirs(dir, tdir, errstr, errlen);
-    if (err)
-        goto out;
-    text = json_dumps(obj, JSON_INDENT(2));
-    if (!text) {
-        snprintf(errstr, errlen, "could not serialise the credentials for \"%s\"", name);
-        err = TQ_EINVALID;
-        goto out;
-    }
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || fchmod(fd, 0600) != 0) {
-        snprintf(errstr, errlen, "could not write \"%s\": %s", path, strerror(errno));
-        err = TQ_EIO;
-        goto out;
-    }
-    size_t len = strlen(text);
-    bool ok = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
-    int saved = errno;
-    ok = close(fd) == 0 && ok;
-    fd = -1;
-    if (!ok) {
-        snprintf(errstr, errlen, "could not write \"%s\": %s", path, strerror(saved));
-        unlink(path);
-        err = TQ_EIO;
-        goto out;
-    }
-    *tmp = path;
-    path = NULL;
-out:
-    if (fd >= 0) {
-        close(fd);
-        unlink(path);
-    }
-    if (text) {
-        memset(text, 0, strlen(text));
-        free(text);
-    }
-    free(path);
-    free(tdir);
-    return err;
-}
-
-enum tq_err wk_secret_commit(const char *dir, const char *tenant, const char *name,
-                             const char *tmp, char *errstr, size_t errlen)
-{
-    char *path = tq_xasprintf("%s/%s/%s", dir, tenant, name);
-    enum tq_err err = TQ_OK;
-    if (rename(tmp, path) != 0) {
-        snprintf(errstr, errlen, "could not rename \"%s\" to \"%s\": %s", tmp, path,
-                 strerror(errno));
-        unlink(tmp);
-        err = TQ_EIO;
-    }
-    free(path);
-    return err;
-}
-
-void wk_secret_discard(const char *tmp)
-{
-    if (tmp)
-        unlink(tmp);
-}
-
-enum tq_err wk_secret_remove(const char *dir, const char *tenant, const char *name,
-                             char *errstr, size_t errlen)
-{
-    char *path = tq_xasprintf("%s/%s/%s", dir, tenant, name);
-    enum tq_err err = TQ_OK;
-    if (unlink(path) != 0 && errno != ENOENT) {
-        snprintf(errstr, errlen, "could not remove \"%s\": %s", path, strerror(errno));
-        err = TQ_EIO;
-    }
-    free(path);
-    /* The tenant's directory goes with its last file; ENOTEMPTY keeps it. */
-    char *tdir = tq_xasprintf("%s/%s", dir, tenant);
-    rmdir(tdir);
-    free(tdir);
-    return err;
-}
-
-enum tq_err wk_secret_read(const char *dir, const char *tenant, const char *name, json_t **out,
-                           char *errstr, size_t errlen)
-{
-    char *path = tq_xasprintf("%s/%s/%s", dir, tenant, name);
-    char *text = NULL;
-    size_t len = 0;
-    enum tq_err err = TQ_OK;
-    *out = NULL;
-    if (access(path, F_OK) != 0 && errno == ENOENT) {
-        snprintf(errstr, errlen, "cannot read the tenant's credentials: \"%s\" does not exist",
-                 path);
-        err = TQ_ENOTFOUND;
-        goto out;
-    }
-    if ((err = tq_read_file(path, 64 * 1024, &text, &len))) {
-        snprintf(errstr, errlen, "could not read \"%s\"", path);
-        goto out;
-    }
-    json_error_t je;
-    *out = json_loadb(text, len, 0, &je);
-    if (!json_is_object(*out)) {
-        /* je.text may quote the file's bytes: never put it in errstr */
-        snprintf(errstr, errlen, "cannot parse \"%s\" (line %d)", path, je.line);
-        json_decref(*out);
-        *out = NULL;
-        err = TQ_EINVALID;
-    }
-out:
-    if (text) {
-        memset(text, 0, len);
-        free(text);
-    }
-    free(path);
-    return err;
-}
-
 enum tq_err wk_redis_open(const struct tq_redis_addr *a, int timeout_ms, redisContext **out,
                           char *errstr, size_t errlen)
 {
@@ -180,8 +44,9 @@ enum tq_err wk_redis_open(const struct tq_redis_addr *a, int timeout_ms, redisCo
         return TQ_ECONNECT;
     }
     if (a->password[0]) {
-        const char *argv[] = {"AUTH", a->password};
-        redisReply *r = redisCommandArgv(c, 2, argv, NULL);
+        /* an ACL user when the URL names one, else the default user */
+        const char *argv[] = {"AUTH", a->user[0] ? a->user : a->password, a->password};
+        redisReply *r = redisCommandArgv(c, a->user[0] ? 3 : 2, argv, NULL);
         bool ok = r && r->type != REDIS_REPLY_ERROR;
         if (!ok) {
             snprintf(errstr, errlen, "could not authenticate to redis at %s:%d: %s", a->host,

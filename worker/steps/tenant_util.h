@@ -1,9 +1,8 @@
 /*
  * Helpers the tenant-infrastructure step kinds share (redis_acl, check_pg,
- * check_redis, exec): the tenant's names, its credentials files in
- * TQ_SECRETS_DIR (written atomically with mode 0600, read back by the
- * checks), Redis connections whose every call is bounded in time (for work
- * on the thread pool), and clocks. Any thread; nothing here logs, and no
+ * check_redis, exec): the tenant's names, Redis connections whose every
+ * call is bounded in time (for work on the thread pool), and clocks. The
+ * tenant's credentials live in the shared store (worker/credentials.h). Any thread; nothing here logs, and no
  * error text built here contains a secret.
  */
 #ifndef WK_TENANT_UTIL_H
@@ -34,30 +33,9 @@ struct wk_tenant_names {
 void wk_tenant_names(const char *tenant_id, struct wk_tenant_names *n);
 
 /*
- * Credentials files: <dir>/<tenant>/<name>, mode 0600, in directories of
- * mode 0700. Delivery is two-phase so a step can change the credential
- * between the phases: prepare writes and fsyncs a temporary file (*tmp,
- * caller frees); commit renames it into place; discard removes it. The JSON
- * text is wiped from memory after writing.
- */
-enum tq_err wk_secret_prepare(const char *dir, const char *tenant, const char *name,
-                              const json_t *obj, char **tmp, char *errstr, size_t errlen);
-enum tq_err wk_secret_commit(const char *dir, const char *tenant, const char *name,
-                             const char *tmp, char *errstr, size_t errlen);
-void wk_secret_discard(const char *tmp);
-/* Remove the file; a missing file is success (undo runs when nothing is left). */
-enum tq_err wk_secret_remove(const char *dir, const char *tenant, const char *name,
-                             char *errstr, size_t errlen);
-/*
- * Read and parse the file. *out owned by the caller (json_decref).
- * TQ_ENOTFOUND when it does not exist, TQ_EIO / TQ_EINVALID otherwise.
- */
-enum tq_err wk_secret_read(const char *dir, const char *tenant, const char *name, json_t **out,
-                           char *errstr, size_t errlen);
-
-/*
  * Open a blocking Redis connection whose connect and every command time out
- * after timeout_ms; AUTH with a->password when set (the default user), then
+ * after timeout_ms; AUTH with a->password when set (as a->user when the URL
+ * names an ACL user, else the default user), then
  * SELECT a->db when not 0. On success *out is owned by the caller
  * (redisFree); errors are TQ_ECONNECT (unreachable) or TQ_EREDIS.
  */

@@ -2,7 +2,7 @@
  * Operator and portal actions on tenants and jobs (approve, reject, cancel,
  * retry, deprovision, dead letters, stats, scheduled submits). Each
  * PostgreSQL change is one transaction that also writes its audit event;
- * Redis is told afterwards by the caller (tq_admin_dispatch and friends),
+ * Redis is told afterwards by the caller (tq_queue_dispatch and friends),
  * and if it cannot be reached the worker's reconciler dispatches later.
  *
  * Every function here takes its user-supplied values as statement
@@ -129,13 +129,16 @@ enum tq_err tq_admin_schedule(struct tq_pg *pg, const int64_t *job_ids, size_t n
  */
 enum tq_err tq_admin_pg_stats(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen);
 
-/* ---- Redis side: safe to repeat, so safe to retry ---- */
-
 /*
- * LPUSH ids to ready, or, when due_ms > 0, ZADD them to delayed with score
- * due_ms (the worker promotes them when due).
+ * A tenant's history as one JSON object (shape in enqueue/README.md,
+ * `history`): every job with its steps and their attempts, and every audit
+ * event. *out is the caller's (json_decref). TQ_ENOTFOUND for an unknown
+ * tenant.
  */
-enum tq_err tq_admin_dispatch(struct tq_queue *q, const int64_t *ids, size_t n, int64_t due_ms);
+enum tq_err tq_admin_history(struct tq_pg *pg, const char *tenant_id, json_t **out,
+                             char *errbuf, size_t errlen);
+
+/* ---- Redis side: safe to repeat, so safe to retry ---- */
 
 /* Drop id from ready and delayed (a cancelled job); harmless if absent. */
 enum tq_err tq_admin_undispatch(struct tq_queue *q, int64_t id);

@@ -1,6 +1,6 @@
 /*
  * The PostgreSQL store: the truth about tenants, jobs, steps and audit
- * (DESIGN.md §3-4). One struct tq_pg is one blocking libpq connection owned
+ * (docs/design.md §3-4). One struct tq_pg is one blocking libpq connection owned
  * by one thread; a broken connection is reset by the next call.
  *
  * Job-state writes of workers (claim, fenced transitions, outcomes) are
@@ -32,8 +32,18 @@ PGconn *tq_pg_conn(struct tq_pg *pg);
 /* Run SQL text with no parameters and no result; for steps and tests. */
 enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql);
 
-/* Apply pending migrations; safe to run from several processes at once. */
+/*
+ * Apply pending migrations; safe to run from several processes at once.
+ * Ends by granting the service roles (tq_worker, tq_cli) that exist their
+ * privileges (docs/security.md).
+ */
 enum tq_err tq_pg_migrate(struct tq_pg *pg, int *applied, int *version);
+/*
+ * Is the schema exactly what this build expects? TQ_EINVALID (errstr says
+ * which way and what to run) when it is missing, older or newer; *have and
+ * *want are the versions.
+ */
+enum tq_err tq_pg_schema_check(struct tq_pg *pg, int *have, int *want);
 
 /* ---- submit ---- */
 struct tq_submit_item {
@@ -45,6 +55,11 @@ struct tq_submit_item {
     bool existed;                  /* the same request was already there */
     bool queued;                   /* false: waits in pending_approval */
     char status[32];               /* the tenant's status now */
+    const char *queue;             /* the queue its jobs are dispatched to (tenants.queue):
+                                      the workers of that queue revalidate it */
+    const char *conflict;          /* on TQ_ECONFLICT, the field at fault in the item
+                                      that conflicts ("tenant_id", "name",
+                                      "idempotency_key"); NULL otherwise */
 };
 
 /*
@@ -81,22 +96,41 @@ enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int6
                                 size_t n, uint32_t lease_ms, int *extended);
 
 /*
- * Reconciler input: ids of jobs that are runnable (queued, or running with an
- * expired lease) and untouched for older_than_ms; marks them touched so the
- * next pass skips them for a while. *ids is owned by the caller (free).
+ * Reconciler input: ids of jobs of queue's tenants that are runnable (queued,
+ * or running with an expired lease) and untouched for older_than_ms; marks
+ * them touched so the next pass skips them for a while. A tenant submitted
+ * before tenants.queue existed counts as TQ_DEFAULT_QUEUE's. *ids is owned by
+ * the caller (free).
  */
-enum tq_err tq_pg_orphans(struct tq_pg *pg, uint32_t older_than_ms, int limit, int64_t **ids,
-                          size_t *n);
+enum tq_err tq_pg_orphans(struct tq_pg *pg, const char *queue, uint32_t older_than_ms,
+                          int limit, int64_t **ids, size_t *n);
 
 /*
- * Queue a revalidation (drift check) job for each active tenant among ids
- * (NULL/0: all active tenants) that has none queued or running. round names
- * this run in the idempotency key, so two schedulers (or a CLI retry) of one
- * round create one job per tenant. *job_ids (caller frees) are the new jobs.
+ * Queue a revalidation (drift check) job for each active tenant of queue
+ * among ids (NULL/0: all of them) that has none queued or running. round
+ * names this run in the idempotency key, so a CLI retry of one round creates
+ * one job per tenant. *job_ids (caller frees) are the new jobs.
  */
-enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *const *ids, size_t nids,
-                             const char *round, const char *actor, int64_t **job_ids,
-                             size_t *n);
+enum tq_err tq_pg_revalidate(struct tq_pg *pg, const char *queue, const char *const *ids,
+                             size_t nids, const char *round, const char *actor,
+                             int64_t **job_ids, size_t *n);
+
+/*
+ * The revalidation schedule, kept per tenant in PostgreSQL
+ * (tenants.revalidate_due_at), so that nothing Redis loses or a worker
+ * restart does can start a round. For the active tenants of queue:
+ *   - a tenant with no due time (new, or activated again since) gets one:
+ *     between half an interval and one interval after its last validation
+ *     (activation counts), or, if that has passed (tenants older than the
+ *     schedule), at a random point of the next interval;
+ *   - up to limit tenants that are due, oldest due first, get a revalidation
+ *     job and their next due time one interval (+-10%) from now: checks stay
+ *     spread over the interval instead of bunching into rounds.
+ * Safe to run from several workers at once (SKIP LOCKED). *job_ids (caller
+ * frees) are the new jobs, for the caller to dispatch.
+ */
+enum tq_err tq_pg_revalidate_due(struct tq_pg *pg, const char *queue, uint32_t interval_ms,
+                                 int limit, const char *actor, int64_t **job_ids, size_t *n);
 
 /* Those of ids (held by worker) whose cancel an operator requested; *out caller frees. */
 enum tq_err tq_pg_cancel_requests(struct tq_pg *pg, const char *worker, const int64_t *ids,

@@ -1,5 +1,5 @@
 /*
- * The pipeline model (DESIGN.md §4): a JSON document of steps forming a DAG.
+ * The pipeline model (docs/design.md §4): a JSON document of steps forming a DAG.
  * Loading validates every rule and reports the file, the step and the rule;
  * a loaded pipeline is immutable and safe to share between threads.
  *

@@ -1,5 +1,5 @@
 /*
- * The Redis side of the queue protocol (DESIGN.md §3): ready list, per-worker
+ * The Redis side of the queue protocol (docs/design.md §3): ready list, per-worker
  * processing list, heartbeats. Redis only dispatches ids; PostgreSQL decides
  * who runs a job (the claim), so every call here is safe to repeat.
  *
@@ -30,9 +30,14 @@ void tq_queue_close(struct tq_queue *q);
 /* Detail of the last error; valid until the next call on q. */
 const char *tq_queue_errstr(const struct tq_queue *q);
 
-/* LPUSH ids onto ready (FIFO with reserve's RIGHT pop). */
-enum tq_err tq_queue_push(struct tq_queue *q, const char *const *ids,
-                          size_t n);
+/*
+ * Dispatch job ids: LPUSH them onto ready (FIFO with reserve's RIGHT pop),
+ * or, when due_ms > 0, ZADD them to delayed with score due_ms (a worker
+ * promotes them when due). The one way ids enter the queue: submit, operator
+ * actions and the worker's own re-dispatches all use it. Safe to repeat.
+ */
+enum tq_err tq_queue_dispatch(struct tq_queue *q, const int64_t *ids, size_t n,
+                              int64_t due_ms);
 
 /*
  * BLMOVE ready -> proc:<worker> RIGHT LEFT, waiting up to timeout_ms.
@@ -96,6 +101,9 @@ enum tq_err tq_queue_reap(struct tq_queue *q, int *workers, int *moved);
 /* Depths of ready (LLEN), delayed (ZCARD) and dead (LLEN), one round trip each. */
 enum tq_err tq_queue_depths(struct tq_queue *q, long long *ready, long long *delayed,
                             long long *dead);
+
+/* Worker ids in the heartbeat set other than q's own (live or not yet reaped). */
+enum tq_err tq_queue_other_workers(struct tq_queue *q, long long *n);
 
 /* LLEN of "<prefix>:{<queue>}:<suffix>", e.g. "ready". */
 enum tq_err tq_queue_llen(struct tq_queue *q, const char *suffix,

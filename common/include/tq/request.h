@@ -1,5 +1,5 @@
 /*
- * A tenant request and the domain rules of DESIGN.md §1: id format, tier
+ * A tenant request and the domain rules of docs/design.md §1: id format, tier
  * budget bands, region allow-list, approval threshold, and the per-tier
  * facts later steps carry into the tenant's config. Pure functions: no I/O.
  */
@@ -44,6 +44,7 @@ struct tq_request {
     char *region;
     int64_t budget_inr;
     bool budget_set;
+    char *budget_text;     /* as given, kept so tq_request_check can name its problem */
     char *owner;
     char *justification;   /* may be NULL */
 };
@@ -52,6 +53,8 @@ struct tq_request {
 struct tq_field_error {
     char field[32];
     char rule[256];
+    bool malformed;   /* missing, or not of the field's form (not a number, not a
+                         string): the CLI's usage error; otherwise a broken rule */
 };
 
 struct tq_rules {
@@ -71,6 +74,15 @@ enum tq_err tq_request_set(struct tq_request *r, const char *field,
                            const char *value, size_t len,
                            struct tq_field_error *fe);
 
+/*
+ * Check every rule of every field. Fills fe[0..max) with the problems in
+ * field order (tenant_id, name, tier, region, budget, owner, justification)
+ * and returns how many there are (possibly more than max). A budget that
+ * tq_request_set refused is reported here too.
+ */
+size_t tq_request_check(const struct tq_request *r, const struct tq_rules *rules,
+                        struct tq_field_error *fe, size_t max);
+
 /* Check every rule; TQ_EINVALID with the first broken rule in fe. */
 enum tq_err tq_request_validate(const struct tq_request *r,
                                 const struct tq_rules *rules,
@@ -79,12 +91,34 @@ enum tq_err tq_request_validate(const struct tq_request *r,
 bool tq_request_needs_approval(const struct tq_request *r,
                                const struct tq_rules *rules);
 
+/*
+ * Build from a JSON object with the field names above (budget: integer),
+ * setting every field it can. Fills fe[0..max) with each key it could not
+ * take (unknown, wrong JSON type, NUL bytes) and returns how many.
+ */
+size_t tq_request_load_json(const json_t *obj, struct tq_request *r,
+                            struct tq_field_error *fe, size_t max);
+
 /* Build from a JSON object with the field names above (budget: integer). */
 enum tq_err tq_request_from_json(const json_t *obj, struct tq_request *r,
                                  struct tq_field_error *fe);
 
 /* Tenant id → SQL-friendly stem: "acme-corp" → "acme_corp". out >= 41 bytes. */
 void tq_tenant_ident(const char *tenant_id, char *out, size_t outlen);
+
+/*
+ * The tenant id rule for new tenants: ^[a-z][a-z0-9-]{2,39}$ with no "--"
+ * and no '-' at the end.
+ */
+bool tq_tenant_id_valid(const char *s);
+
+/*
+ * What is wrong with free text of len bytes, or NULL: NUL bytes, invalid
+ * UTF-8, C0/C1 control characters (newline and tab allowed when multiline),
+ * invisible or direction-changing characters (zero-width, bidi controls),
+ * or nothing but whitespace. The answer is a static rule text.
+ */
+const char *tq_text_problem(const char *s, size_t len, bool multiline);
 
 /* True when s is valid UTF-8 of exactly len bytes with no NUL. */
 bool tq_utf8_valid(const char *s, size_t len);

@@ -1,5 +1,5 @@
 /*
- * Batched job-state writes for workers (DESIGN.md §3-4): claim many jobs in
+ * Batched job-state writes for workers (docs/design.md §3-4): claim many jobs in
  * one statement, and flush many step transitions, attempt records and job
  * outcomes in one transaction (group commit). Every write is fenced by the
  * lease epoch of the claim: rows of a job whose epoch moved on change

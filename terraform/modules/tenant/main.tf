@@ -24,14 +24,14 @@ locals {
   bucket_name = "rag-${var.tenant_id}-documents"
   cost_center = coalesce(var.cost_center, "rag-platform-${lower(var.tier)}")
 
-  # Objects move to the archive storage class after this many days (DESIGN.md §1).
+  # Objects move to the archive storage class after this many days (docs/design.md §1).
   archive_days = {
     Gold   = 90
     Silver = 60
     Bronze = 30
   }
 
-  # The cost tags every taggable resource carries (DESIGN.md §1). Written out
+  # The cost tags every taggable resource carries (docs/design.md §1). Written out
   # on each resource rather than through the provider's default_tags, so the
   # module tags the same whoever configures the provider.
   tags = {
