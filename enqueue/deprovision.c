@@ -6,7 +6,7 @@ static const char usage[] =
     "\n"
     "Remove what provisioning created for an active (or blocked) tenant: a\n"
     "deprovision job runs the undo of every step of the pipeline the tenant was\n"
-    "provisioned with (not today's TQ_PIPELINE), in reverse order. The tenant\n"
+    "provisioned with (not today's default), in reverse order. The tenant\n"
     "shows deprovisioning, then deprovisioned. Asking again returns the same job\n"
     "(exit 0, \"existed\": true). Other statuses are refused (exit 3).\n"
     "\n"

@@ -36,6 +36,8 @@ static const char usage[] =
     "  credentials ID          an active tenant's generated credentials, for its\n"
     "                          owner (needs the secrets key; every read is audited)\n"
     "  secrets rotate          re-encrypt stored secrets under the current key\n"
+    "  pipeline register FILE | list\n"
+    "                          the operator's named pipelines (submit picks one)\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
@@ -46,7 +48,7 @@ static const char usage[] =
     "  --version   print the version\n"
     "\n"
     "environment: TQ_DATABASE_URL (libpq conninfo or URI), TQ_REDIS_URL\n"
-    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PREFIX, TQ_PIPELINE,\n"
+    "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PREFIX,\n"
     "TQ_REGIONS, TQ_APPROVAL_THRESHOLD. `eval \"$(deploy/local/env)\"` sets them\n"
     "locally.\n"
     "\n"
@@ -182,7 +184,8 @@ int main(int argc, char **argv)
                 {"retry", cmd_retry},     {"deprovision", cmd_deprovision},
                 {"dead", cmd_dead},       {"stats", cmd_stats},
                 {"revalidate", cmd_revalidate}, {"history", cmd_history},
-                {"credentials", cmd_credentials}, {"secrets", cmd_secrets}};
+                {"credentials", cmd_credentials}, {"secrets", cmd_secrets},
+                {"pipeline", cmd_pipeline}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

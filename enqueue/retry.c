@@ -1,6 +1,7 @@
 /* tq-enqueue retry: run a stopped tenant's provisioning again. */
 #include "cli.h"
 #include "tq/pipeline.h"
+#include "tq/pipeline_registry.h"
 
 static const char usage[] =
     "usage: tq-enqueue retry ID [--by WHO] [--json]\n"
@@ -11,8 +12,8 @@ static const char usage[] =
     "  rollback_failed  its job is queued again in phase rollback: the worker\n"
     "                   resumes undoing; the tenant shows rolling_back\n"
     "  failed           a new provision job (idempotency key <tenant>:retry:<n>) on\n"
-    "                   the pipeline file TQ_PIPELINE, validated and stored as\n"
-    "                   submit does; everything is re-created\n"
+    "                   the fleet's default pipeline (tq-enqueue pipeline list);\n"
+    "                   everything is re-created\n"
     "The tenant's failure_reason is cleared (the audit event \"retry_requested\"\n"
     "keeps it) and the job is dispatched. Other statuses are refused (exit 3);\n"
     "a dead job is requeued with `tq-enqueue dead --requeue`.\n"
@@ -24,7 +25,7 @@ static const char usage[] =
     "\n"
     "examples:\n"
     "  tq-enqueue retry acme-corp\n"
-    "  TQ_PIPELINE=deploy/pipelines/tenant-provision.json tq-enqueue --json retry acme-corp\n"
+    "  tq-enqueue --json retry acme-corp\n"
     "\n" CLI_EXIT_CODES;
 
 int cmd_retry(struct cli *c, int argc, char **argv)
@@ -34,18 +35,18 @@ int cmd_retry(struct cli *c, int argc, char **argv)
     int rc = action_parse(c, argc, argv, &spec, &a);
     if (rc >= 0)
         return rc;
-    /* Only a failed tenant needs the pipeline; a bad file matters only then. */
     char plwhy[1024] = "";
     struct tq_pipeline *pl = NULL;
-    if (tq_pipeline_load(c->cfg.pipeline_path, &pl, plwhy, sizeof(plwhy)) != TQ_OK)
-        pl = NULL;
     struct tq_pg *pg = NULL;
     if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
+        /* Only a failed tenant needs the pipeline; a missing default matters only then. */
+        if (tq_pipeline_named(pg, NULL, &pl, plwhy, sizeof(plwhy)) != TQ_OK)
+            pl = NULL;
         struct tq_admin_result res;
         char why[512];
         enum tq_err err = tq_admin_retry(pg, a.tenant, a.by, pl, &res, why, sizeof(why));
         if (err == TQ_ECONFLICT && res.needs_pipeline)
-            rc = cli_fail(c, EXIT_USAGE, NULL, "%s: %s: TQ_PIPELINE: %s", a.tenant, why, plwhy);
+            rc = cli_fail(c, EXIT_USAGE, NULL, "%s: %s: %s", a.tenant, why, plwhy);
         else
             rc = action_finish(c, err, &res, why);
     }

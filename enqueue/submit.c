@@ -20,6 +20,7 @@
 #include "tq/admin.h"
 #include "tq/pg.h"
 #include "tq/pipeline.h"
+#include "tq/pipeline_registry.h"
 #include "tq/queue.h"
 #include "tq/request.h"
 #include "tq/util.h"
@@ -34,7 +35,7 @@ static const char usage[] =
     "usage: tq-enqueue submit --tenant-id ID --name NAME --tier TIER --region REGION\n"
     "                         --budget INR --owner EMAIL [--justification TEXT]\n"
     "       tq-enqueue submit --file FILE [--batch NAME]\n"
-    "       (either form also takes [--not-before TIME] [--json])\n"
+    "       (either form also takes [--pipeline NAME] [--not-before TIME] [--json])\n"
     "\n"
     "Validate tenant requests and queue their provisioning. A batch file is\n"
     "validated whole: if any row is bad, nothing is written and every bad row is\n"
@@ -60,6 +61,8 @@ static const char usage[] =
     "  --not-before TIME       start no earlier than TIME: RFC 3339\n"
     "                          (2026-11-27T18:00:00Z, 2026-11-27T23:30:00+05:30) or\n"
     "                          relative +30s, +5m, +2h, +1d; at most 366 days ahead\n"
+    "  --pipeline NAME         one of the operator's named pipelines (tq-enqueue\n"
+    "                          pipeline list); default: the fleet's default\n"
     "  --json                  print {\"batch\":..., \"requests\":[...]} on stdout\n"
     "\n"
     "examples:\n"
@@ -74,7 +77,9 @@ static const char usage[] =
     "malformed (a missing flag, a budget that is not a number, a bad time),\n"
     "3 when the request breaks a rule (including anything inside a file).\n"
     "\n"
-    "The pipeline is TQ_PIPELINE, by default:\n"
+    "The pipeline is one an operator registered (tq-enqueue pipeline list):\n"
+    "--pipeline NAME, or the fleet's default; a submit never brings its own.\n"
+    "The shipped default, for an operator to register, is:\n"
     "  %s\n"
     "\n" CLI_EXIT_CODES;
 
@@ -479,6 +484,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         {"file", required_argument, NULL, 'f'},
         {"batch", required_argument, NULL, 'B'},
         {"not-before", required_argument, NULL, 'N'},
+        {"pipeline", required_argument, NULL, 'P'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -488,6 +494,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     memset(&one, 0, sizeof(one));
     bool by_flags = false;
     const char *file = NULL, *batch = NULL, *key = NULL, *not_before = NULL;
+    const char *pipeline = NULL;   /* a registered name; NULL: the fleet's default */
     int64_t due_ms = 0;
     struct tq_pipeline *pl = NULL;
     struct tq_pg *pg = NULL;
@@ -511,6 +518,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         case 'f': file = optarg; break;
         case 'B': batch = optarg; break;
         case 'N': not_before = optarg; break;
+        case 'P': pipeline = optarg; break;
         case 'j': c->json = true; break;
         case 'h': {
             char *dflt = tq_default_pipeline();
@@ -624,9 +632,15 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     }
 
     char why[1024];
-    enum tq_err err = tq_pipeline_load(c->cfg.pipeline_path, &pl, why, sizeof(why));
-    if (err) {
-        rc = cli_fail(c, EXIT_USAGE, NULL, "TQ_PIPELINE: %s", why);
+    enum tq_err err;
+    if ((err = tq_pg_open(c->cfg.database_url, &pg))) {
+        rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
+        goto out;
+    }
+    /* only an operator-registered pipeline, never steps of the submitter's own */
+    if ((err = tq_pipeline_named(pg, pipeline, &pl, why, sizeof(why)))) {
+        rc = cli_fail(c, err == TQ_ENOTFOUND ? EXIT_USAGE : cli_exit_for(err), NULL,
+                      "--pipeline: %s; nothing was submitted", why);
         goto out;
     }
     items = tq_xcalloc(l.n, sizeof(*items));
@@ -635,10 +649,6 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         items[i].idempotency_key = key;
         items[i].not_before_ms = not_before ? due_ms : 0;   /* in the submit transaction */
         items[i].queue = c->cfg.queue;
-    }
-    if ((err = tq_pg_open(c->cfg.database_url, &pg))) {
-        rc = cli_fail(c, EXIT_UNREACHABLE, NULL, "%s", tq_pg_errstr(pg));
-        goto out;
     }
     err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue", why, sizeof(why));
     if (err) {

@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tq/jobid.h"
 #include "tq/log.h"
 #include "tq/util.h"
+#include "loop.h"
 #include "worker.h"
 
 #define PIPELINES_MAX 32
@@ -101,6 +103,42 @@ static void backoff(struct wk_fetcher *f, uint32_t *ms)
     *ms = *ms * 2 > 5000 ? 5000 : *ms * 2;
 }
 
+/*
+ * Ids that were delivered but not claimed. A job running elsewhere or not
+ * yet due is a duplicate delivery (debug); an id with no job, or of a job
+ * that has ended, is tampering or a stale push: a warning, rate-limited.
+ */
+static void explain_unclaimed(struct wk_fetcher *f, const int64_t *ids, size_t n)
+{
+    static struct tq_ratelimit rl = {.period_ms = 10000, .burst = 10};   /* fetcher thread only */
+    if (n == 0)
+        return;
+    char (*st)[24] = tq_xcalloc(n, sizeof(*st));
+    if (tq_pg_job_states(f->pg, ids, n, st) == TQ_OK) {
+        for (size_t i = 0; i < n; i++) {
+            bool live = strcmp(st[i], "queued") == 0 || strcmp(st[i], "running") == 0;
+            uint64_t suppressed = 0;
+            if (live) {
+                tq_debug("fetcher: job %" PRId64 " (%s) delivered twice; dropped the copy", ids[i],
+                         st[i]);
+            } else if (tq_ratelimit_ok(&rl, tq_mono_ms(), &suppressed)) {
+                if (st[i][0])
+                    tq_warn("fetcher: job %" PRId64 " in the ready list is already %s; dropped",
+                            ids[i], st[i]);
+                else
+                    tq_warn("fetcher: %" PRId64 " in the ready list is no job; dropped", ids[i]);
+                if (suppressed)
+                    tq_warn("fetcher: %llu more ids that were not claimable were not logged",
+                            (unsigned long long)suppressed);
+            } else if (rl.dropped == 1) {
+                tq_warn("fetcher: more ids that are not claimable; they are not logged for up "
+                        "to %u s", rl.period_ms / 1000);
+            }
+        }
+    }
+    free(st);
+}
+
 static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_backoff)
 {
     int free_slots = atomic_load(f->free_slots);
@@ -109,29 +147,24 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     size_t n = 0;
     enum tq_err err = tq_queue_reserve_batch(f->q, want, 1000, &ids, &n);
     if (err) {
-        atomic_store(&wk_metrics.redis_ok, false);
+        wk_dep_report(WK_DEP_REDIS, err, tq_queue_errstr(f->q));
         tq_error("fetcher: %s", tq_queue_errstr(f->q));
         backoff(f, redis_backoff);
         return;
     }
-    atomic_store(&wk_metrics.redis_ok, true);
+    wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
     *redis_backoff = 100;
     if (n == 0)
         return;
 
+    /* reserve already dead-lettered (and logged) every value that is not a job id */
+    atomic_fetch_add(&wk_metrics.jobs_dead, tq_queue_garbage_taken(f->q));
     int64_t *jid = tq_xcalloc(n, sizeof(int64_t));
     size_t nj = 0;
     for (size_t i = 0; i < n; i++) {
-        char *end;
-        long long v = strtoll(ids[i], &end, 10);
-        if (*end || v <= 0 || strlen(ids[i]) > 20) {
-            /* Not a job id: poison. Keep it for a person, with the reason in the log. */
-            tq_error("fetcher: \"%.40s\" is not a job id; moving it to the dead list", ids[i]);
-            tq_queue_bury(f->q, ids[i]);
-            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
-            continue;
-        }
-        jid[nj++] = v;
+        int64_t v;
+        if (tq_job_id_parse(ids[i], strlen(ids[i]), &v, NULL))
+            jid[nj++] = v;
     }
     struct tq_claimed *cl = NULL;
     int64_t *dead = NULL;
@@ -139,17 +172,19 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     err = tq_store_claim(f->pg, jid, nj, f->set.worker_id, f->set.cfg->lease_ms,
                          f->set.max_deliveries, &cl, &ncl, &dead, &ndead);
     if (err) {
-        atomic_store(&wk_metrics.pg_ok, false);
+        wk_dep_report(WK_DEP_PG, err, tq_pg_errstr(f->pg));
         tq_error("fetcher: %s; handing %zu job(s) back", tq_pg_errstr(f->pg), nj);
         tq_queue_release_batch(f->q, (const char *const *)ids, n);
         backoff(f, pg_backoff);
         goto out;
     }
-    atomic_store(&wk_metrics.pg_ok, true);
+    wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
     *pg_backoff = 100;
+    int64_t *unclaimed = tq_xcalloc(n, sizeof(int64_t));
+    size_t nun = 0;
     for (size_t i = 0; i < n; i++) {
-        char *end;
-        long long v = strtoll(ids[i], &end, 10);
+        int64_t v;
+        bool valid = tq_job_id_parse(ids[i], strlen(ids[i]), &v, NULL);
         bool claimed = false, is_dead = false;
         for (size_t k = 0; k < ncl && !claimed; k++)
             claimed = cl[k].c.job_id == v;
@@ -160,11 +195,14 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
                      f->set.max_deliveries);
             tq_queue_bury(f->q, ids[i]);
             atomic_fetch_add(&wk_metrics.jobs_dead, 1);
-        } else if (!claimed && !*end && v > 0) {
+        } else if (!claimed && valid) {
             const char *one[] = {ids[i]};
-            tq_queue_ack_batch(f->q, one, 1);   /* duplicate delivery: the claim decided */
+            tq_queue_ack_batch(f->q, one, 1);   /* the claim decided; say why below */
+            unclaimed[nun++] = v;
         }
     }
+    explain_unclaimed(f, unclaimed, nun);
+    free(unclaimed);
     for (size_t k = 0; k < ncl; k++) {
         char why[512] = "";
         bool gone = false;

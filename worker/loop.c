@@ -15,6 +15,7 @@
 #include "credentials.h"
 #include "loop.h"
 #include "tq/log.h"
+#include "tq/probe.h"
 #include "tq/util.h"
 
 struct worker {
@@ -30,6 +31,7 @@ struct worker {
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
     uv_work_t hb_work;
+    char last_problem[200];     /* the database's, at the last beat (heartbeat only) */
     bool hb_busy;
     bool stopping;
     struct tq_queue *hb_q;
@@ -134,22 +136,36 @@ static void hb_work(uv_work_t *w)
         return;
     wk->next_beat_ms = now + wk->cfg->lease_ms / 3;
     enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
-    atomic_store(&wk_metrics.redis_ok, err == TQ_OK);
-    if (err)
-        tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
     int n = 0;
     long long ready, delayed, dead;
-    if (tq_queue_depths(wk->hb_q, &ready, &delayed, &dead) == TQ_OK) {
+    if (!err)
+        err = tq_queue_depths(wk->hb_q, &ready, &delayed, &dead);
+    if (!err) {
         atomic_store(&wk_queue_ready, ready);
         atomic_store(&wk_queue_delayed, delayed);
         atomic_store(&wk_queue_dead, dead);
     }
+    wk_dep_beat(WK_DEP_REDIS, err, tq_queue_errstr(wk->hb_q));
+    bool redis_fine = err == TQ_OK;
+    if (err)
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
+    /* A real round trip every beat, even with no lease to extend: the
+       dependency state must not outlive a stopped server. */
+    char problem[200] = "";
     err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
-    atomic_store(&wk_metrics.pg_ok, err == TQ_OK);
+    if (!err)
+        err = tq_pg_probe(wk->hb_pg, problem, sizeof(problem));
+    wk_dep_beat(WK_DEP_PG, err, tq_pg_errstr(wk->hb_pg));
+    wk_dep_pg_state(err ? NULL : problem);
     if (err)
         tq_warn("heartbeat: %s", tq_pg_errstr(wk->hb_pg));
-    if (atomic_load(&wk_metrics.redis_ok) && atomic_load(&wk_metrics.pg_ok) &&
-        !atomic_load(&wk->draining))
+    else if (problem[0] && strcmp(problem, wk->last_problem) != 0)
+        tq_warn("heartbeat: %s", problem);   /* once per change, not every beat */
+    else if (!problem[0] && wk->last_problem[0])
+        tq_info("heartbeat: postgresql serves us again");
+    if (!err)
+        snprintf(wk->last_problem, sizeof(wk->last_problem), "%s", problem);
+    if (redis_fine && !err && !problem[0] && !atomic_load(&wk->draining))
         chores(wk);
 }
 
@@ -335,15 +351,12 @@ int wk_run(const struct tq_config *cfg)
     }
     if (wk_startup_checks(&wk.set, wk.hb_pg, wk.hb_q) != 0)
         goto out;
-    atomic_store(&wk_metrics.redis_ok, true);
-    atomic_store(&wk_metrics.pg_ok, true);
-    /* Registered and heartbeating before the fetcher reserves anything, so a
-       reaper never takes our first processing list for a dead worker's. */
-    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
-        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
+    wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
+    wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
 
     if (cfg->http_addr && *cfg->http_addr &&
-        wk_http_start(wk.loop, cfg->http_addr, &wk.draining, &wk.http) != 0)
+        wk_http_start(wk.loop, cfg->http_addr, &wk.draining, 64 + 16 * (cfg->concurrency + 4),
+                      &wk.http) != 0)
         goto out;
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -355,6 +368,11 @@ int wk_run(const struct tq_config *cfg)
     wk.sig_term.data = wk.sig_int.data = &wk;
     uv_signal_start(&wk.sig_term, on_signal, SIGTERM);
     uv_signal_start(&wk.sig_int, on_signal, SIGINT);
+    /* Registered and heartbeating before the fetcher reserves anything, so a
+       reaper never takes our first processing list for a dead worker's; and
+       only once SIGTERM is ours, so a stop that follows registration drains. */
+    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
     uv_timer_init(wk.loop, &wk.hb_timer);
     wk.hb_timer.data = &wk;
     /* cancel poll every second; heartbeats every lease/3, so tick at least that often */

@@ -22,9 +22,28 @@ int wk_run(const struct tq_config *cfg);
 int wk_startup_checks(const struct wk_settings *set, struct tq_pg *pg, struct tq_queue *q);
 
 struct wk_http;
-/* Listen on addr ("host:port") for /healthz, /readyz, /metrics. 0 or -1 (logged). */
+/*
+ * Listen on addr ("host:port") for /healthz, /readyz, /metrics. 0 or -1
+ * (logged). fds_needed: descriptors the rest of the worker may need at
+ * once (slots, pools, curl); the listener keeps its connections below
+ * RLIMIT_NOFILE minus that.
+ */
 int wk_http_start(uv_loop_t *loop, const char *addr, const atomic_bool *draining,
-                  struct wk_http **out);
+                  int fds_needed, struct wk_http **out);
+
+/*
+ * What /readyz and tq_dependency_up report, from real round trips (any
+ * thread; err and detail as the call returned them, detail from
+ * tq_queue_errstr/tq_pg_errstr). tq_dependency_up: the service answered
+ * the last one. /readyz: any failure is shown at once; a success clears
+ * "unreachable", and only a heartbeat's success (wk_dep_beat) clears what
+ * the service refused.
+ */
+enum wk_dep { WK_DEP_REDIS, WK_DEP_PG };
+void wk_dep_report(enum wk_dep d, enum tq_err err, const char *detail);
+void wk_dep_beat(enum wk_dep d, enum tq_err err, const char *detail);
+/* The database answers but cannot serve us (read-only, not migrated); NULL: fine. */
+void wk_dep_pg_state(const char *problem);
 /* /readyz answers 503 from now on. */
 void wk_http_draining(struct wk_http *h);
 /* Close the listener and open connections; frees h once closed. */

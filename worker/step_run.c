@@ -11,6 +11,7 @@
 
 #include "engine_int.h"
 #include "tq/log.h"
+#include "tq/redact.h"
 #include "tq/retry.h"
 #include "tq/util.h"
 
@@ -174,6 +175,10 @@ void wk_step_done(struct wk_step *s, enum tq_err err)
     }
     if (err && !s->errstr[0])
         snprintf(s->errstr, sizeof(s->errstr), "%s", tq_strerror(err));
+    /* nothing the worker knows to be secret is stored or logged (tq/redact.h) */
+    tq_redact(s->errstr);
+    tq_redact(s->warning);
+    tq_redact_json(s->output);
     uint64_t now = tq_now_ms();
     json_object_set_new(s->output, "duration_ms", json_integer((json_int_t)(now - s->started_ms)));
     wk_metrics_step(def->kind, s->undo, (double)(now - s->started_ms) / 1000.0);

@@ -13,6 +13,7 @@
 
 #include "tq/log.h"
 #include "tq/util.h"
+#include "loop.h"
 #include "worker.h"
 
 struct pstep {
@@ -265,12 +266,12 @@ static void write_rows(struct wk_writer *w, struct batch *b, struct tq_flush_res
     for (;;) {
         enum tq_err err = tq_store_flush(w->pg, &f, res, nres);
         if (!err) {
-            atomic_store(&wk_metrics.pg_ok, true);
+            wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
             atomic_fetch_add(&wk_metrics.flushes, 1);
             atomic_fetch_add(&wk_metrics.flushed_rows, f.nsteps + f.nattempts + f.njobs);
             break;
         }
-        atomic_store(&wk_metrics.pg_ok, false);
+        wk_dep_report(WK_DEP_PG, err, tq_pg_errstr(w->pg));
         if (!first_fail)
             first_fail = tq_mono_ms();
         tq_error("writer: %s; retrying in %u ms", tq_pg_errstr(w->pg), backoff);

@@ -420,7 +420,8 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
         if (!pl) {
             out->needs_pipeline = true;
             err = fail(errbuf, errlen, TQ_ECONFLICT,
-                       "cannot retry: a failed tenant is retried as a new job on TQ_PIPELINE");
+                       "cannot retry: a failed tenant is retried as a new job on the"
+                       " fleet's default pipeline");
             goto out;
         }
         if ((err = new_retry_job(pg, tenant_id, &s, pl, &job, errbuf, errlen)))

@@ -110,12 +110,13 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
     c->prefix = tq_xstrdup(env_or("TQ_PREFIX", "tq"));
     c->http_addr = tq_xstrdup(getenv("TQ_HTTP_ADDR") ? getenv("TQ_HTTP_ADDR")
                                                      : "127.0.0.1:9464");
-    const char *pl = env_or("TQ_PIPELINE", NULL);
-    c->pipeline_path = pl ? tq_xstrdup(pl) : tq_default_pipeline();
     const char *ss = env_or("TQ_SECRETS_STORE", NULL);
     c->secrets_store = ss ? tq_xstrdup(ss) : NULL;
     const char *su = env_or("TQ_ALLOW_SUPERUSER", "0");
     c->allow_superuser = strcmp(su, "0") != 0;
+    c->exec_allow = tq_xstrdup(env_or("TQ_EXEC_ALLOW", ""));
+    const char *tf = env_or("TQ_TERRAFORM_BIN", NULL);
+    c->terraform_bin = tf && *tf ? tq_xstrdup(tf) : NULL;
     split_regions(c, env_or("TQ_REGIONS", "us-east-1,us-west-2,eu-west-1"));
 
     const char *lf = env_or("TQ_LOG_FORMAT", "text");
@@ -168,8 +169,9 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->queue);
     free(c->prefix);
     free(c->http_addr);
-    free(c->pipeline_path);
     free(c->secrets_store);
+    free(c->exec_allow);
+    free(c->terraform_bin);
     for (size_t i = 0; i < c->nregions; i++)
         free(c->regions[i]);
     memset(c, 0, sizeof(*c));

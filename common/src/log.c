@@ -1,4 +1,10 @@
-/* Log lines to stderr as text or JSON; JSON escaping is jansson's. */
+/*
+ * Log lines to stderr as text or JSON. Whatever a message carries (queued
+ * values, tenant names) cannot split a line or reach a terminal raw: control
+ * characters, C1 controls, backslashes and bytes that are not UTF-8 are shown
+ * as \xHH (tq_value_escape), in both formats; JSON then has only valid
+ * UTF-8 to encode, which jansson requires.
+ */
 #include "tq/log.h"
 
 #include <stdarg.h>
@@ -10,6 +16,8 @@
 
 #include <jansson.h>
 
+#include "tq/jobid.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 static const char *component = "tenantq";
@@ -35,6 +43,14 @@ void tq_log(enum tq_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    tq_redact(msg);   /* no known secret reaches a log line */
+    /* libpq's messages end with a newline: a line end is ours to write. */
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    /* Every byte may become four: the escaped copy is cut, never overrun. */
+    char shown[4 * sizeof(msg)];
+    tq_value_escape(msg, n, sizeof(msg), shown, sizeof(shown));
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -48,14 +64,14 @@ void tq_log(enum tq_log_level level, const char *fmt, ...)
     if (format == TQ_LOG_JSON) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level",
                               level_names[level], "component", component,
-                              "msg", msg);
+                              "msg", shown);
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         line = tq_xasprintf("%s\n", s ? s : "{}");
         free(s);
     } else {
         line = tq_xasprintf("%s %-5s %s: %s\n", when, level_names[level],
-                            component, msg);
+                            component, shown);
     }
     ssize_t rc = write(STDERR_FILENO, line, strlen(line));
     (void)rc;

@@ -231,6 +231,15 @@ static const char *const migrations[] = {
     "    (NEW.lease_owner IS NOT NULL AND NEW.lease_owner IS DISTINCT FROM OLD.lease_owner) OR"
     "    (NEW.lease_until IS NOT NULL AND NEW.lease_until IS DISTINCT FROM OLD.lease_until)))"
     "  EXECUTE FUNCTION tq.jobs_lease_guard();",
+    /* 10: operator-owned named pipelines (tq/pipeline_registry.h) */
+    "CREATE TABLE tq.pipeline_names ("
+    "  name text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9._-]{0,62}$'),"
+    "  pipeline_hash text NOT NULL REFERENCES tq.pipelines(hash),"
+    "  is_default boolean NOT NULL DEFAULT false,"
+    "  registered_at timestamptz NOT NULL DEFAULT now(),"
+    "  registered_by text NOT NULL DEFAULT '');"
+    "CREATE UNIQUE INDEX pipeline_names_one_default ON tq.pipeline_names (is_default)"
+    "  WHERE is_default;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -242,7 +251,9 @@ static const char *const migrations[] = {
  * a single-role setup (one superuser) keeps working.
  *   tq_worker  DML on every tq table; audit_events insert-only; never the
  *              migration ledger; CREATE on the database (tenant schemas)
- *   tq_cli     read every table but secrets; insert and update (no delete);
+ *   tq_cli     read every table but secrets; insert and update (no delete),
+ *              but never the pipeline registry (operators register with the
+ *              admin account, tq_migrate: a submitter cannot name new steps);
  *              on tq.jobs every column but the fencing epoch (a lease it may
  *              only release: trigger jobs_lease_guard); the owner's audited
  *              credentials read, tq.tenant_credentials()
@@ -269,6 +280,7 @@ static const char grants_sql[] =
     "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.schema_migrations FROM tq_cli;"
     "  REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM tq_cli;"
     "  REVOKE UPDATE ON tq.jobs FROM tq_cli;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.pipeline_names FROM tq_cli;"
     "  SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols"
     "   FROM pg_attribute WHERE attrelid = 'tq.jobs'::regclass AND attnum > 0"
     "   AND NOT attisdropped AND attname NOT IN ('id', 'lease_epoch');"
@@ -379,4 +391,9 @@ enum tq_err tq_pg_schema_check(struct tq_pg *pg, int *have, int *want)
         return TQ_OK;
     tq__pg_fail(pg, why, NULL);
     return TQ_EINVALID;
+}
+
+int tq_pg_schema_target(void)
+{
+    return NMIGRATIONS;
 }

@@ -11,6 +11,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tq/jobid.h"
+#include "tq/log.h"
 #include "tq/util.h"
 
 struct tq_queue {
@@ -23,6 +25,8 @@ struct tq_queue {
     char *k_workers;
     const struct tq_config *cfg;
     char errstr[256];
+    uint64_t garbage;              /* values buried since tq_queue_garbage_taken */
+    struct tq_ratelimit garbage_log;
 };
 
 static const struct timeval io_timeout = {5, 0};
@@ -89,13 +93,13 @@ static enum tq_err ensure(struct tq_queue *q)
     return err;
 }
 
-static redisReply *cmd(struct tq_queue *q, enum tq_err *err, const char *what,
-                       int argc, const char **argv)
+static redisReply *cmd_len(struct tq_queue *q, enum tq_err *err, const char *what,
+                           int argc, const char **argv, const size_t *lens)
 {
     *err = ensure(q);
     if (*err)
         return NULL;
-    redisReply *r = redisCommandArgv(q->rc, argc, argv, NULL);
+    redisReply *r = redisCommandArgv(q->rc, argc, argv, lens);
     if (!r) {
         *err = set_err(q, TQ_ECONNECT, "could not %s: %s", what,
                        q->rc->errstr[0] ? q->rc->errstr : "connection lost");
@@ -110,10 +114,22 @@ static redisReply *cmd(struct tq_queue *q, enum tq_err *err, const char *what,
     return r;
 }
 
+static redisReply *cmd(struct tq_queue *q, enum tq_err *err, const char *what,
+                       int argc, const char **argv)
+{
+    return cmd_len(q, err, what, argc, argv, NULL);
+}
+
 redisReply *tq__queue_cmd(struct tq_queue *q, enum tq_err *err, const char *what, int argc,
                           const char **argv)
 {
     return cmd(q, err, what, argc, argv);
+}
+
+redisReply *tq__queue_cmd_len(struct tq_queue *q, enum tq_err *err, const char *what, int argc,
+                              const char **argv, const size_t *lens)
+{
+    return cmd_len(q, err, what, argc, argv, lens);
 }
 
 char *tq__queue_key(const struct tq_queue *q, const char *suffix)
@@ -179,6 +195,71 @@ static enum tq_err lpush_ready(struct tq_queue *q, const char *const *ids, size_
     return err;
 }
 
+/*
+ * KEYS: proc, dead. ARGV: the value, how much of it to keep. Kept once (a
+ * copy already there moves to the tail), with the commands ack and bury
+ * already use, so the worker's Redis user needs nothing more.
+ */
+static const char bury_garbage_lua[] =
+    "redis.call('LREM', KEYS[1], -1, ARGV[1]) "
+    "local kept = string.sub(ARGV[1], 1, tonumber(ARGV[2])) "
+    "redis.call('LREM', KEYS[2], 0, kept) redis.call('RPUSH', KEYS[2], kept) "
+    "return 1";
+
+/*
+ * A value we just moved to our processing list: a job id (returned, heap)
+ * or garbage, which goes to the dead list (its first TQ_GARBAGE_KEEP bytes,
+ * once) and is logged, rate-limited; then NULL. Binary-safe: the value may
+ * hold NUL bytes and be as large as Redis allows.
+ */
+static char *screen(struct tq_queue *q, const char *v, size_t len)
+{
+    int64_t id;
+    const char *why = NULL;
+    if (tq_job_id_parse(v, len, &id, &why))
+        return tq_xstrdup(v);
+    char *k_dead = tq_key(q->cfg, "dead");
+    char keep[24];
+    snprintf(keep, sizeof(keep), "%d", TQ_GARBAGE_KEEP);
+    const char *argv[] = {"EVAL", bury_garbage_lua, "2", q->k_proc, k_dead, v, keep};
+    size_t lens[] = {4, strlen(bury_garbage_lua), 1, strlen(q->k_proc), strlen(k_dead), len,
+                     strlen(keep)};
+    enum tq_err err;
+    /* On failure the value stays in our processing list until that list is reaped. */
+    redisReply *r = cmd_len(q, &err, "move a value that is not a job id to the dead list", 7,
+                            argv, lens);
+    bool ok = err == TQ_OK;
+    freeReplyObject(r);
+    free(k_dead);
+    q->garbage++;
+    uint64_t suppressed;
+    if (!q->garbage_log.period_ms) {
+        q->garbage_log.period_ms = 10000;
+        q->garbage_log.burst = 10;
+    }
+    if (tq_ratelimit_ok(&q->garbage_log, tq_mono_ms(), &suppressed)) {
+        char shown[4 * 64 + 1];
+        tq_value_escape(v, len, 64, shown, sizeof(shown));
+        tq_warn("queue: \"%s\"%s (%zu bytes) in %s is not a job id (%s); %s", shown,
+                len > 64 ? "..." : "", len, q->k_ready, why,
+                ok ? "moved to the dead list" : "could not move it to the dead list");
+        if (suppressed)
+            tq_warn("queue: %llu more values that are not job ids were not logged",
+                    (unsigned long long)suppressed);
+    } else if (q->garbage_log.dropped == 1) {
+        tq_warn("queue: more values that are not job ids; they are not logged for up to %u s",
+                q->garbage_log.period_ms / 1000);
+    }
+    return NULL;
+}
+
+uint64_t tq_queue_garbage_taken(struct tq_queue *q)
+{
+    uint64_t n = q->garbage;
+    q->garbage = 0;
+    return n;
+}
+
 enum tq_err tq_queue_dispatch(struct tq_queue *q, const int64_t *ids, size_t n, int64_t due_ms)
 {
     if (n == 0)
@@ -228,7 +309,9 @@ enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms, char **id)
     if (err)
         return err;
     if (r->type == REDIS_REPLY_STRING) {
-        *id = tq_xstrdup(r->str);
+        *id = screen(q, r->str, r->len);
+        if (!*id)
+            err = TQ_ETIMEOUT;   /* garbage only: as if nothing came */
     } else if (r->type == REDIS_REPLY_NIL) {
         err = TQ_ETIMEOUT;
     } else {
@@ -504,9 +587,16 @@ enum tq_err tq_queue_reserve_batch(struct tq_queue *q, size_t max, uint32_t wait
     if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
         *ids = tq_xcalloc(r->elements, sizeof(char *));
         for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_STRING)
-                (*ids)[(*n)++] = tq_xstrdup(r->element[i]->str);
+            if (r->element[i]->type == REDIS_REPLY_STRING) {
+                char *id = screen(q, r->element[i]->str, r->element[i]->len);
+                if (id)
+                    (*ids)[(*n)++] = id;
+            }
         freeReplyObject(r);
+        if (*n == 0) {
+            free(*ids);
+            *ids = NULL;
+        }
         return TQ_OK;
     }
     freeReplyObject(r);

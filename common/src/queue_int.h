@@ -13,6 +13,9 @@
  */
 redisReply *tq__queue_cmd(struct tq_queue *q, enum tq_err *err, const char *what, int argc,
                           const char **argv);
+/* The same, binary-safe: lens[i] bytes of argv[i]. */
+redisReply *tq__queue_cmd_len(struct tq_queue *q, enum tq_err *err, const char *what, int argc,
+                              const char **argv, const size_t *lens);
 /* "<prefix>:{<queue>}:<suffix>" for q's configuration; caller frees. */
 char *tq__queue_key(const struct tq_queue *q, const char *suffix);
 

@@ -25,12 +25,15 @@ TQ_TOP=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
 # TQ_LOCAL_DIR: where the state folders live (tests point it at a temp dir).
 TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 
-# python3 and curl: the test stubs in tests/stubs (Python standard library).
+# python3 and curl: the test stubs in tests/stubs (Python standard library);
+# libhttp-parser-dev: the worker's HTTP listener; python3-aiosmtpd: an SMTP server
+# for the notification tests; clang-14 + libclang-rt-14-dev: tests/fuzz (libFuzzer).
 # yamllint and python3-yaml: tests/deploy/k8s.sh (podman, buildah and
 # mmdebstrap are installed by tests/deploy/image.sh itself, only for it).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
   postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
+  libhttp-parser-dev python3-aiosmtpd clang-14 libclang-rt-14-dev
   yamllint python3-yaml)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
@@ -753,7 +756,6 @@ tq_demo_env_lines() {
   esac
   printf 'export TQ_REDIS_URL=%q\n' "redis://$ruser:$rpw@127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
   printf 'export TQ_DATABASE_URL=%q\n' "postgresql://$pguser:$pgpw@127.0.0.1:$TQ_DEMO_PG_PORT/$TQ_DEMO_DB"
-  printf 'export TQ_PIPELINE=%q\n' "$TQ_TOP/deploy/pipelines/tenant-provision.json"
   printf 'export TQ_SECRETS_KEY=%q\n' "$TQ_CRED_SECRETS_KEY"
   # Tenant namespaces live in the same Redis locally; only the worker manages them.
   if [ "$role" = worker ]; then
@@ -822,6 +824,16 @@ tq_demo_up() {
   tq_log "tq-enqueue migrate (as tq_migrate)"
   ( eval "$(tq_demo_env_lines migrate)"; "$TQ_BIN_DIR/tq-enqueue" migrate >&2 ) \
     || tq_die "tq-enqueue migrate failed"
+  # The operator's named pipelines (submit picks one; tenant-provision is the
+  # default), registered with the admin account: tq_cli may only read them.
+  local pl
+  for pl in "$TQ_TOP"/deploy/pipelines/*.json; do
+    local extra=()
+    [ "$(basename -- "$pl")" != tenant-provision.json ] || extra=(--default)
+    ( eval "$(tq_demo_env_lines migrate)"
+      "$TQ_BIN_DIR/tq-enqueue" pipeline register "$pl" --by deploy/local "${extra[@]}" >&2 ) \
+      || tq_die "tq-enqueue pipeline register $pl failed"
+  done
   tq_demo_export_env cli
 }
 

@@ -48,7 +48,7 @@ export TQ_SECRETS_KEY
   done
   printf ']}\n'
 } > "$dir/pipeline.json"
-export TQ_PIPELINE="$dir/pipeline.json"
+"$bin/tq-enqueue" pipeline register "$dir/pipeline.json" --default >/dev/null
 awk -v n="$jobs" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"t%07d\",\"name\":\"T %d\",\"tier\":\"Bronze\",\"region\":\"us-east-1\",\"budget\":1000,\"owner\":\"o@example.com\"}\n", i, i }' > "$dir/jobs.jsonl"
 split -l 10000 -d -a 3 --additional-suffix=.jsonl "$dir/jobs.jsonl" "$dir/part-"   # a batch holds at most 10,000
 t0=$(date +%s.%N)

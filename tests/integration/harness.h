@@ -44,7 +44,9 @@ struct h_env {
 
 extern struct h_env H;
 
-void h_setup(void);      /* .init */
+void h_setup(void);      /* .init; registers deploy/pipelines/tenant-provision.json as default */
+/* Register the pipeline file as an operator would (its base name) and make it the default. */
+void h_use_pipeline(const char *path);
 void h_teardown(void);   /* .fini */
 
 /* A tenant id unique to this test: "<stem>-<tag>". Static buffer per call slot. */

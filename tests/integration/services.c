@@ -188,3 +188,13 @@ char *s_redis(const char *fmt, ...)
     freeReplyObject(r);
     return v;
 }
+
+void s_pg_stop(void)
+{
+    sh("%s" PGBIN "/pg_ctl -D %s/pg/data -m fast -w stop >/dev/null", as_pg(), S.dir);
+}
+
+void s_pg_start(void)
+{
+    pg_up();
+}

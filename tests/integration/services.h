@@ -24,6 +24,8 @@ void s_start(void);                 /* after h_setup() */
 void s_stop(void);                  /* before h_teardown() */
 void s_redis_restart(bool wipe);    /* SHUTDOWN NOSAVE (+ delete its files), start again */
 void s_pg_restart(void);            /* pg_ctl restart -m fast */
+void s_pg_stop(void);               /* pg_ctl stop -m fast */
+void s_pg_start(void);              /* start it again after s_pg_stop */
 long s_redis_long(const char *fmt, ...);
 char *s_redis(const char *fmt, ...);
 

@@ -24,7 +24,7 @@
 static void setup(void)
 {
     h_setup();
-    h_setenv("TQ_PIPELINE",
+    h_use_pipeline(
              h_write_file("cli-pipeline.json",
                           "{\"name\": \"cli-test\", \"version\": 1, \"steps\": ["
                           "{\"name\": \"one\", \"kind\": \"noop\"},"
@@ -333,11 +333,12 @@ Test(cli_admin, retry_failed_makes_a_new_job_on_the_current_pipeline)
     free(h_sql("UPDATE tq.jobs SET status = 'failed' WHERE id = %ld", job));
     free(h_sql("UPDATE tq.tenants SET status = 'failed', failure_reason = 'step pg: boom'"
                " WHERE tenant_id = '%s'", a));
-    /* a broken TQ_PIPELINE: refused as usage, nothing changes */
-    h_setenv("TQ_PIPELINE", h_write_file("bad.json", "{\"name\": \"x\", \"steps\": 7}"));
+    /* a broken pipeline cannot even be registered: the default stays, nothing changes */
     char *err = NULL;
-    cr_assert_eq(act(NULL, &err, "retry", a, NULL, NULL, NULL, NULL), 2);
-    cr_assert(strstr(err, "TQ_PIPELINE"), "%s", err);
+    cr_assert_eq(h_enqueue(NULL, &err, "pipeline", "register",
+                           h_write_file("bad.json", "{\"name\": \"x\", \"steps\": 7}"),
+                           "--default", NULL), 2);
+    cr_assert(strstr(err, "nothing was registered"), "%s", err);
     free(err);
     assert_status(a, "failed");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs"), 1);
@@ -346,7 +347,7 @@ Test(cli_admin, retry_failed_makes_a_new_job_on_the_current_pipeline)
     const char *pl = h_write_file(
         "p2.json", "{\"name\": \"p2\", \"version\": 2, \"steps\": [{\"name\": \"a\", \"kind\":"
                    " \"noop\"}, {\"name\": \"b\", \"kind\": \"noop\", \"needs\": [\"a\"]}]}");
-    h_setenv("TQ_PIPELINE", pl);
+    h_use_pipeline(pl);
     json_t *o;
     cr_assert_eq(act(&o, NULL, "retry", a, NULL, NULL, NULL, NULL), 0);
     long nj = (long)json_integer_value(json_object_get(o, "job_id"));
@@ -388,7 +389,7 @@ Test(cli_admin, deprovision_is_idempotent_and_uses_the_provision_pipeline)
     free(h_sql("UPDATE tq.jobs SET status = 'succeeded' WHERE id = %ld", job));
     free(h_sql("UPDATE tq.tenants SET status = 'active' WHERE tenant_id = '%s'", a));
     /* the pipeline file changed since: the undo must match what was created */
-    h_setenv("TQ_PIPELINE", h_write_file("other.json", "{\"name\": \"other\", \"steps\": "
+    h_use_pipeline(h_write_file("other.json", "{\"name\": \"other\", \"steps\": "
                                                        "[{\"name\": \"n\", \"kind\": \"noop\"}]}"));
     json_t *o;
     cr_assert_eq(act(&o, NULL, "deprovision", a, "--by", "ops", NULL, NULL), 0);

@@ -17,7 +17,7 @@
 static void setup(void)
 {
     h_setup();
-    h_setenv("TQ_PIPELINE",
+    h_use_pipeline(
              h_write_file("contract-pipeline.json",
                           "{\"name\": \"contract-test\", \"version\": 1, \"steps\": ["
                           "{\"name\": \"one\", \"kind\": \"noop\"}]}"));

@@ -28,7 +28,7 @@ static const char *const steps4[] = {"schema", "bucket", "config", "validate"};
 /* Submit n Bronze tenants as one batch on the four-step pipeline; ids out. */
 static void submit_batch(const char *batch, size_t n, char ids[][64])
 {
-    h_setenv("TQ_PIPELINE", h_write_file("four.json", pipeline4));
+    h_use_pipeline(h_write_file("four.json", pipeline4));
     char *csv = tq_xstrdup("tenant_id,name,tier,region,budget,owner\n");
     for (size_t i = 0; i < n; i++) {
         char stem[16];

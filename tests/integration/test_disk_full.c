@@ -51,11 +51,9 @@ Test(disk_full, credentials_on_a_full_disk_leave_no_temp_file)
 {
     if (!mounted)
         cr_skip_test("needs root to mount a tiny tmpfs");
-    setenv("TQ_PIPELINE",
-           h_write_file("full.json",
+    h_use_pipeline(h_write_file("full.json",
                         "{\"name\":\"full\",\"steps\":[{\"name\":\"postgres\",\"kind\":\"pg_tenant\","
-                        "\"retry\":{\"max_attempts\":1}}]}"),
-           1);
+                        "\"retry\":{\"max_attempts\":1}}]}"));
     const char *t = h_tenant("full");
     char *err = NULL;
     cr_assert_eq(h_enqueue(NULL, &err, "submit", "--tenant-id", t, "--name", "Full", "--tier",

@@ -62,10 +62,10 @@ Test(e2e, submit_then_worker_makes_the_tenant_active)
     cr_assert_eq(h_worker_stop(w, 15000), 0, "worker must drain and exit 0 on SIGTERM");
 
     char *ia = ident(a), *ib = ident(b);
-    /* schema owned by the tenant's login role */
+    /* schema owned by the tenant's NOLOGIN owner role, never its login role */
     char *owner = h_sql("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 't_%s'", ia);
     cr_assert_not_null(owner);
-    cr_assert_eq(strncmp(owner, "tq_t_", 5), 0, "schema owner is %s", owner);
+    cr_assert_eq(strncmp(owner, "tq_o_", 5), 0, "schema owner is %s", owner);
     free(owner);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_roles WHERE rolname = 'tq_t_%s' AND rolcanlogin"
                             " AND NOT rolsuper AND NOT rolcreaterole", ia), 1);
@@ -81,13 +81,14 @@ Test(e2e, submit_then_worker_makes_the_tenant_active)
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id"
                             " WHERE j.tenant_id = '%s' AND s.status = 'succeeded' AND s.step IN"
                             " ('postgres', 'redis', 'config', 'check-db', 'check-db-isolation',"
-                            " 'check-cache-isolation', 'check-latency', 'check-audit', 'notify')", a), 9);
+                            " 'check-cache-isolation', 'check-cache-usage', 'check-latency',"
+                            " 'check-audit', 'notify')", a), 10);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs WHERE tenant_id = '%s' AND status = 'succeeded'"
                             " AND lease_owner IS NULL", a), 1);
     cr_assert_eq(h_sql_long("SELECT count(DISTINCT event) FROM tq.audit_events WHERE tenant_id = '%s'"
                             " AND event IN ('submitted', 'approved', 'step_succeeded', 'active')", a), 4);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
-                            " AND event = 'step_succeeded'", a), 9, "one audit event per step that ran");
+                            " AND event = 'step_succeeded'", a), 10, "one audit event per step that ran");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenant_configs WHERE tenant_id = '%s'"
                             " AND config->>'model' = 'gpt-4'", a), 1, "Gold tier config");
     /* acked: nothing left in Redis lists */
@@ -207,7 +208,7 @@ Test(e2e, invalid_request_changes_nothing)
     }
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenants"), 0);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.jobs"), 0);
-    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events"), 0);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event <> 'pipeline_registered'"), 0);
     cr_assert_eq(h_redis_long("EXISTS tq:{%s}:ready", H.queue), 0);
 }
 
@@ -303,7 +304,7 @@ Test(e2e, audit_log_is_append_only)
     cr_assert_null(v, "DELETE must be refused");
     v = h_sql("TRUNCATE tq.audit_events");
     cr_assert_null(v, "TRUNCATE must be refused");
-    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events"), 2);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event <> 'pipeline_registered'"), 2);
 }
 
 Test(e2e, reconciler_dispatches_jobs_redis_lost)

@@ -23,7 +23,7 @@ static const char *pipeline(const char *name, const char *steps_json)
     static char text[8192];
     snprintf(text, sizeof(text), "{\"name\":\"%s\",\"steps\":[%s]}", name, steps_json);
     const char *path = h_write_file(name, text);
-    setenv("TQ_PIPELINE", path, 1);
+    h_use_pipeline(path);
     return path;
 }
 

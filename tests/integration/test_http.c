@@ -90,7 +90,7 @@ static void pipeline(const char *name, const char *steps)
 {
     char text[8192];
     snprintf(text, sizeof(text), "{\"name\":\"%s\",\"steps\":[%s]}", name, steps);
-    setenv("TQ_PIPELINE", h_write_file(name, text), 1);
+    h_use_pipeline(h_write_file(name, text));
 }
 
 #define VECTOR_STEP                                                                         \

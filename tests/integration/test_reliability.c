@@ -36,7 +36,7 @@ static void use_pipeline(const char *name, const char *steps)
 {
     char text[4096];
     snprintf(text, sizeof(text), "{\"name\":\"%s\",\"steps\":[%s]}", name, steps);
-    setenv("TQ_PIPELINE", h_write_file(name, text), 1);
+    h_use_pipeline(h_write_file(name, text));
 }
 
 /* Submit n tenants "<stem>-<i>-<tag>" as one batch from a CSV file. */

@@ -35,7 +35,7 @@ static void init(void)
              " \"class\":\"security\",\"params\":{\"ms\":10,\"fail_if_exists\":\"%s\","
              " \"error\":\"tq_t_x can read t_other.documents\"}}]}",
              flag);
-    setenv("TQ_PIPELINE", h_write_file("rv.json", steps), 1);
+    h_use_pipeline(h_write_file("rv.json", steps));
 }
 
 static void fini(void)
@@ -261,10 +261,8 @@ Test(revalidation, redis_flush_and_restarts_queue_no_round)
 
 Test(revalidation, flush_then_kill9_leaves_no_processing_list)
 {
-    setenv("TQ_PIPELINE",
-           h_write_file("slow.json", "{\"name\":\"slow\",\"steps\":[{\"name\":\"s\","
-                                     "\"kind\":\"sleep\",\"params\":{\"ms\":2000}}]}"),
-           1);
+    h_use_pipeline(h_write_file("slow.json", "{\"name\":\"slow\",\"steps\":[{\"name\":\"s\","
+                                     "\"kind\":\"sleep\",\"params\":{\"ms\":2000}}]}"));
     submit_n("pl", 1);
     /* a long lease: the next heartbeat (re-registration) is 20 s away */
     pid_t a = worker_on(NULL, "60000");
@@ -309,13 +307,11 @@ static long list_items(void)
 
 Test(revalidation, chaos_kill9_and_flush_every_tenant_active_every_list_empty)
 {
-    setenv("TQ_PIPELINE",
-           h_write_file("chaos.json",
+    h_use_pipeline(h_write_file("chaos.json",
                         "{\"name\":\"chaos\",\"steps\":["
                         "{\"name\":\"a\",\"kind\":\"sleep\",\"params\":{\"ms\":300}},"
                         "{\"name\":\"b\",\"kind\":\"sleep\",\"params\":{\"ms\":300},"
-                        "\"needs\":[\"a\"]}]}"),
-           1);
+                        "\"needs\":[\"a\"]}]}"));
     const int n = 60;
     submit_n("ch", n);
     pid_t w[3];

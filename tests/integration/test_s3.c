@@ -50,7 +50,7 @@ static void pipeline(const char *name, const char *steps_json)
 {
     static char text[8192];
     snprintf(text, sizeof(text), "{\"name\":\"%s\",\"steps\":[%s]}", name, steps_json);
-    setenv("TQ_PIPELINE", h_write_file(name, text), 1);
+    h_use_pipeline(h_write_file(name, text));
 }
 
 static void submit(const char *id, const char *tier, const char *budget)

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,8 +85,34 @@ static void pipeline(const char *name, const char *steps)
     cr_assert_not_null(ok, "test pipeline %s is not JSON: %s: %s", name, je.text, b.data);
     json_decref(ok);
     const char *path = h_write_file(name, b.data);
-    setenv("TQ_PIPELINE", path, 1);
+    h_use_pipeline(path);
     tq_buf_cleanup(&b);
+}
+
+/*
+ * An operator-installed program for exec: a script in <tmpdir>/bin, put on
+ * TQ_EXEC_ALLOW for the workers this test starts (shells themselves never
+ * are). Returns its path (static slot).
+ */
+static const char *allow_script(const char *name, const char *body)
+{
+    static char paths[8][320];
+    static int next;
+    char *path = paths[next++ % 8];
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/bin", H.tmpdir);
+    mkdir(dir, 0700);
+    snprintf(path, 320, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fprintf(f, "#!/bin/sh\n%s\n", body);
+    fclose(f);
+    chmod(path, 0700);
+    const char *old = getenv("TQ_EXEC_ALLOW");
+    char *allow = tq_xasprintf("%s%s%s", old && *old ? old : "", old && *old ? ":" : "", path);
+    setenv("TQ_EXEC_ALLOW", allow, 1);
+    free(allow);
+    return path;
 }
 
 static void submit(const char *id, const char *tier)
@@ -249,6 +276,10 @@ static json_t *secret(const char *tenant, const char *name)
 static void assert_all_gone(const char *tenant)
 {
     cr_assert_eq(pg_objects(tenant), 0, "%s: role or schema left behind", tenant);
+    char *id = ident(tenant);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_roles WHERE rolname = 'tq_o_%s'", id), 0,
+                 "%s: owner role left behind", tenant);
+    free(id);
     cr_assert_not(acl_user_listed(rc, tenant), "%s: ACL user left behind", tenant);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.tenant_configs WHERE tenant_id = '%s'", tenant),
                  0, "%s: config row left behind", tenant);
@@ -528,12 +559,14 @@ Test(infra, rollback_after_a_failing_integration_step_removes_everything)
     snprintf(steps, sizeof(steps),
              RESOURCES ","
              "{'name':'workspace','kind':'exec','params':{"
-             "  'argv':['/bin/sh','-c','echo made > made.txt'],"
-             "  'undo_argv':['/bin/sh','-c','rm -f made.txt'],'remove_cwd_on_undo':true}},"
+             "  'argv':['%s'],"
+             "  'undo_argv':['%s'],'remove_cwd_on_undo':true}},"
              "{'name':'vector','kind':'sleep','class':'integration',"
              " 'needs':['postgres','redis','config','workspace'],"
              " 'params':{'ms':10,'fail_attempts':99,'error':'vector insert refused'},"
-             " 'retry':{'max_attempts':2,'base_ms':20,'max_ms':50}}");
+             " 'retry':{'max_attempts':2,'base_ms':20,'max_ms':50}}",
+             allow_script("made.sh", "echo made > made.txt"),
+             allow_script("unmade.sh", "rm -f made.txt"));
     pipeline("rb.json", steps);
     const char *t = h_tenant("rb");
     submit(t, "Silver");
@@ -549,7 +582,7 @@ Test(infra, rollback_after_a_failing_integration_step_removes_everything)
                  "postgres, redis, config, workspace and the failed step were undone");
 }
 
-Test(infra, pg_isolation_fails_when_another_schema_is_granted)
+Test(infra, pg_isolation_fails_when_the_tenant_role_itself_is_widened)
 {
     pipeline("pgiso.json",
              "{'name':'postgres','kind':'pg_tenant','retry':{'max_attempts':1}},"
@@ -563,16 +596,18 @@ Test(infra, pg_isolation_fails_when_another_schema_is_granted)
     assert_status(victim, "active", 60000);
     submit(t, "Silver");
     cr_assert(wait_step(t, "hold", "running", 30000));
-    char *iv = ident(victim), *it = ident(t);
-    char *r = h_sql("GRANT USAGE ON SCHEMA t_%s TO tq_t_%s", iv, it);
+    char *it = ident(t);
+    /* the tenant's own role may read everything: its own leak */
+    char *r = h_sql("GRANT pg_read_all_data TO tq_t_%s", it);
     free(r);
-    r = h_sql("GRANT SELECT ON t_%s.documents TO tq_t_%s", iv, it);
-    free(r);
-    /* the check catches it at once, and the rollback removes the granted role too */
+    /* the check catches it at once, and the rollback removes the roles too */
     assert_status(t, "failed", 60000);
     worker_stop_checked(w, log);
     char *e = step_error(t, "pg_isolation");
-    cr_assert(strstr(e, "isolation leak") && strstr(e, "documents"), "names the leak: %s", e);
+    char want[200];
+    snprintf(want, sizeof(want), "Isolation leak as tq_t_%s. Tried to confirm that tq_t_%s is a"
+             " member of no role, and it is a member of pg_read_all_data.", it, it);
+    cr_assert_str_eq(e, want, "names the leak in one sentence");
     free(e);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON j.id = a.job_id"
                             " WHERE j.tenant_id = '%s' AND a.step = 'pg_isolation' AND a.phase = 'run'",
@@ -580,8 +615,174 @@ Test(infra, pg_isolation_fails_when_another_schema_is_granted)
                  "security: no retry");
     assert_all_gone(t);
     cr_assert_eq(pg_objects(victim), 2, "the victim is untouched");
-    free(iv);
     free(it);
+}
+
+/* A connection as the tenant's own login role, from the credentials it was given. */
+static PGconn *tenant_login(const char *tenant)
+{
+    json_t *pg = secret(tenant, "postgres");
+    const char *kw[] = {"host", "port", "dbname", "user", "password", NULL};
+    const char *val[] = {json_string_value(json_object_get(pg, "host")),
+                         json_string_value(json_object_get(pg, "port")),
+                         json_string_value(json_object_get(pg, "dbname")),
+                         json_string_value(json_object_get(pg, "user")),
+                         json_string_value(json_object_get(pg, "password")), NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 0);
+    json_decref(pg);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "login as %s: %s", tenant, PQerrorMessage(c));
+    return c;
+}
+
+/* Run sql as the tenant; "ok" or the SQLSTATE. */
+static const char *as_tenant(PGconn *c, const char *fmt, ...)
+{
+    static char out[8][16];
+    static int next;
+    char *b = out[next++ % 8];
+    char sql[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(b, 16, "%s", st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? "ok"
+                          : code ? code : "error");
+    PQclear(r);
+    return b;
+}
+
+/* PUBLIC's entries in the ACLs of the tenant's schema and table. */
+static long public_grants(const char *id)
+{
+    return h_sql_long("SELECT (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a"
+                      " WHERE n.nspname = 't_%s' AND a.grantee = 0) + (SELECT count(*) FROM"
+                      " pg_class c, aclexplode(c.relacl) a WHERE c.oid = 't_%s.documents'::regclass"
+                      " AND a.grantee = 0)", id, id);
+}
+
+Test(infra, tenant_login_cannot_widen_its_own_isolation)
+{
+    pipeline("own.json", "{'name':'postgres','kind':'pg_tenant'},"
+             "{'name':'pg_isolation','kind':'check_pg','needs':['postgres'],'class':'security',"
+             " 'params':{'check':'isolation'}}");
+    const char *t = h_tenant("owner"), *other = h_tenant("bystander");
+    submit(t, "Silver");
+    submit(other, "Silver");
+    const char *log = log_path("worker-own.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 60000);
+    assert_status(other, "active", 60000);
+    worker_stop_checked(w, log);
+    char *id = ident(t), *oid = ident(other);
+
+    /* the design: a NOLOGIN owner, the login role holds USAGE + DML only, PUBLIC nothing */
+    char *own = h_sql("SELECT pg_get_userbyid(n.nspowner) || ' ' || pg_get_userbyid(c.relowner)"
+                      " FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid AND"
+                      " c.relname = 'documents' WHERE n.nspname = 't_%s'", id);
+    char want[200];
+    snprintf(want, sizeof(want), "tq_o_%s tq_o_%s", id, id);
+    cr_assert_str_eq(own, want, "schema and table owned by the owner role");
+    free(own);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_roles WHERE rolname = 'tq_o_%s' AND NOT"
+                            " rolcanlogin", id), 1, "the owner role cannot log in");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON"
+                            " r.oid = m.member WHERE r.rolname = 'tq_t_%s'", id), 0,
+                 "the login role is a member of no role");
+    cr_assert_eq(public_grants(id), 0);
+    char *privs = h_sql("SELECT string_agg(p, ',' ORDER BY p) FROM unnest(ARRAY['SELECT',"
+                        " 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p"
+                        " WHERE has_table_privilege('tq_t_%s', 't_%s.documents', p)", id, id);
+    cr_assert_str_eq(privs, "DELETE,INSERT,SELECT,UPDATE");
+    free(privs);
+    cr_assert_eq(h_sql_long("SELECT has_schema_privilege('tq_t_%s', 't_%s', 'CREATE')::int", id,
+                            id), 0);
+
+    /* the tenant tries to widen it with its own credentials: nothing changes */
+    PGconn *c = tenant_login(t);
+    as_tenant(c, "GRANT USAGE ON SCHEMA t_%s TO PUBLIC", id);
+    as_tenant(c, "GRANT SELECT, INSERT ON t_%s.documents TO PUBLIC", id);
+    as_tenant(c, "GRANT SELECT ON t_%s.documents TO tq_t_%s", id, oid);
+    cr_assert_neq(strcmp(as_tenant(c, "ALTER TABLE t_%s.documents DISABLE ROW LEVEL SECURITY",
+                                   id), "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "ALTER TABLE t_%s.documents NO FORCE ROW LEVEL SECURITY",
+                                   id), "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "DROP POLICY tenant_isolation ON t_%s.documents", id),
+                         "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "ALTER TABLE t_%s.documents OWNER TO tq_t_%s", id, id),
+                         "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "INSERT INTO t_%s.documents (tenant_id, title) VALUES"
+                                      " ('%s', 'forged')", id, other), "ok"), 0);
+    cr_assert_neq(strcmp(as_tenant(c, "CREATE TABLE t_%s.mine (x int)", id), "ok"), 0);
+    cr_assert_str_eq(as_tenant(c, "INSERT INTO t_%s.documents (title) VALUES ('mine')", id), "ok",
+                     "its own rows still work");
+    PQfinish(c);
+
+    cr_assert_eq(public_grants(id), 0, "PUBLIC keeps nothing");
+    cr_assert_eq(h_sql_long("SELECT has_table_privilege('tq_t_%s', 't_%s.documents', 'SELECT')::int",
+                            oid, id), 0, "no other tenant gained anything");
+    cr_assert_eq(h_sql_long("SELECT (relrowsecurity AND relforcerowsecurity)::int FROM pg_class"
+                            " WHERE oid = 't_%s.documents'::regclass", id), 1, "RLS still forced");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM t_%s.documents WHERE tenant_id <> '%s'", id, t),
+                 0, "no row tagged with another tenant");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM pg_policies WHERE schemaname = 't_%s'", id), 1);
+    free(id);
+    free(oid);
+}
+
+Test(infra, pg_isolation_blames_the_tenant_whose_grant_leaks)
+{
+    pipeline("blame.json", "{'name':'postgres','kind':'pg_tenant'},"
+             "{'name':'pg_isolation','kind':'check_pg','needs':['postgres'],'class':'security',"
+             " 'params':{'check':'isolation'}}");
+    const char *a = h_tenant("leaker"), *b = h_tenant("newcomer");
+    submit(a, "Silver");
+    const char *log = log_path("worker-blame.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(a, "active", 60000);
+    /* a misconfiguration as the platform would see it: A's objects granted to everyone */
+    char *ia = ident(a);
+    free(h_sql("GRANT USAGE ON SCHEMA t_%s TO PUBLIC", ia));
+    free(h_sql("GRANT SELECT ON t_%s.documents TO PUBLIC", ia));
+
+    /* B onboards: A's leak is no reason to fail it */
+    submit(b, "Silver");
+    assert_status(b, "active", 60000);
+    json_t *o = step_output(b, "pg_isolation");
+    cr_assert_eq(json_integer_value(json_object_get(o, "leaks")), 0);
+    json_t *fl = json_object_get(o, "foreign_leaks");
+    char want[80];
+    snprintf(want, sizeof(want), "t_%s", ia);
+    cr_assert_eq(json_array_size(fl), 1, "A's leak is blamed on A");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(fl, 0), "schema")), want);
+    json_decref(o);
+
+    /* revalidation: drift on A alone */
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", a, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 60000, "SELECT count(*) FROM tq.audit_events WHERE event ="
+                         " 'drift_detected' AND tenant_id = '%s'", a));
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", b, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 60000, "SELECT count(*) FROM tq.audit_events WHERE event ="
+                         " 'revalidated' AND tenant_id = '%s'", b));
+    worker_stop_checked(w, log);
+    char *da = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants"
+                     " WHERE tenant_id = '%s'", a);
+    char *db = h_sql("SELECT status || '|' || coalesce(drift, '') FROM tq.tenants"
+                     " WHERE tenant_id = '%s'", b);
+    cr_assert(strncmp(da, "active ", 7) == 0 && strstr(da, "PUBLIC holds USAGE on schema t_") &&
+              strstr(da, "PUBLIC holds SELECT on t_") && strstr(da, "Tried to confirm that"),
+              "A drifts, named in a sentence: %s", da);
+    cr_assert_str_eq(db, "active|", "B has no drift");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'drift_detected'"
+                            " AND tenant_id = '%s'", b), 0);
+    free(da);
+    free(db);
+    free(ia);
 }
 
 Test(infra, redis_isolation_fails_when_the_acl_is_widened)
@@ -604,13 +805,119 @@ Test(infra, redis_isolation_fails_when_the_acl_is_widened)
     assert_status(t, "failed", 60000);
     worker_stop_checked(w, log);
     char *e = step_error(t, "redis_isolation");
-    cr_assert(strstr(e, "isolation leak") && strstr(e, "another tenant's key"), "%s", e);
+    char want[200];
+    char *iw = ident(t);
+    snprintf(want, sizeof(want), "Isolation leak as redis user tq_t_%s. Tried to GET another"
+             " tenant's key, and it was allowed.", iw);
+    free(iw);
+    cr_assert(strncmp(e, want, strlen(want)) == 0, "one sentence per leak: %s", e);
     free(e);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE step = 'redis_isolation'"
                             " AND phase = 'run'"), 1,
                  "security: no retry");
     cr_assert_not(acl_user_listed(rc, t), "rollback removed the ACL user");
     cr_assert_not(secret_exists(t, "redis"));
+}
+
+/* AUTH as the tenant's own Redis user, from the credentials it was given. */
+static redisContext *tenant_redis(const char *tenant)
+{
+    json_t *rd = secret(tenant, "redis");
+    redisContext *c = redisConnect(json_string_value(json_object_get(rd, "host")),
+                                   (int)json_integer_value(json_object_get(rd, "port")));
+    cr_assert(c && !c->err);
+    redisReply *r = redisCommand(c, "AUTH %s %s", json_string_value(json_object_get(rd, "user")),
+                                 json_string_value(json_object_get(rd, "password")));
+    cr_assert(r && r->type == REDIS_REPLY_STATUS, "AUTH as %s's user", tenant);
+    freeReplyObject(r);
+    json_decref(rd);
+    return c;
+}
+
+Test(infra, redis_tenant_cannot_list_keys_or_switch_databases)
+{
+    pipeline("rdlist.json",
+             "{'name':'redis','kind':'redis_acl'},"
+             "{'name':'redis_isolation','kind':'check_redis','needs':['redis'],'class':'security'}");
+    const char *t = h_tenant("lister"), *other = h_tenant("hidden");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-rdlist.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 60000);
+    worker_stop_checked(w, log);
+    json_t *o = step_output(t, "redis_isolation");
+    cr_assert_eq(json_integer_value(json_object_get(o, "leaks")), 0);
+    cr_assert_geq(json_array_size(json_object_get(o, "probes")), 18);
+    json_decref(o);
+
+    char key[128];
+    snprintf(key, sizeof(key), "t:%s:secret-name", other);
+    freeReplyObject(redisCommand(rc, "SET %s 1 EX 60", key));
+    redisContext *c = tenant_redis(t);
+    const char *cmds[] = {"SCAN 0", "SCAN 0 MATCH t:* COUNT 1000", "RANDOMKEY", "DBSIZE",
+                          "KEYS *", "SELECT 1", "SWAPDB 0 1", "PUBSUB CHANNELS",
+                          "PUBSUB NUMSUB x", "MEMORY STATS", "INFO keyspace"};
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        redisReply *r = redisCommand(c, cmds[i]);
+        cr_assert(r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) == 0,
+                  "%s must be refused to the tenant, got type %d %s", cmds[i], r ? r->type : -1,
+                  r && r->str ? r->str : "");
+        freeReplyObject(r);
+    }
+    /* its own keys still work, structures included */
+    redisReply *r = redisCommand(c, "HSET t:%s:h f v", t);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    r = redisCommand(c, "HSCAN t:%s:h 0", t);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(r);
+    r = redisCommand(c, "MEMORY USAGE t:%s:h", t);
+    cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    redisFree(c);
+    freeReplyObject(redisCommand(rc, "DEL t:%s:h %s", t, key));
+}
+
+Test(infra, redis_usage_check_records_drift_when_a_tenant_outgrows_its_limits)
+{
+    pipeline("rdusage.json",
+             "{'name':'redis','kind':'redis_acl'},"
+             "{'name':'redis_usage','kind':'check_redis','needs':['redis'],'class':'performance',"
+             " 'params':{'check':'usage','max_keys':3,'max_memory_mb':1}}");
+    const char *t = h_tenant("grower"), *other = h_tenant("neighbour");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-rdusage.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "active", 60000);
+    json_t *o = step_output(t, "redis_usage");
+    cr_assert_eq(json_integer_value(json_object_get(o, "keys")), 0);
+    cr_assert(json_is_true(json_object_get(o, "complete")));
+    json_decref(o);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
+                            " AND event = 'performance_warning'", t), 0);
+    /* the tenant writes five keys of 1 KiB; a neighbour's keys count for the neighbour */
+    redisContext *c = tenant_redis(t);
+    char big[1024];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    for (int i = 0; i < 5; i++)
+        freeReplyObject(redisCommand(c, "SET t:%s:k%d %s", t, i, big));
+    redisFree(c);
+    for (int i = 0; i < 10; i++)
+        freeReplyObject(redisCommand(rc, "SET t:%s:k%d 1", other, i));
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("1", 60000, "SELECT count(*) FROM tq.audit_events WHERE event ="
+                         " 'drift_detected' AND tenant_id = '%s'", t));
+    worker_stop_checked(w, log);
+    char *d = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants"
+                    " WHERE tenant_id = '%s'", t);
+    cr_assert(strncmp(d, "active ", 7) == 0 && strstr(d, " 5 keys using ") &&
+              strstr(d, "over its limit of 3 keys and 1 MiB."), "%s", d);
+    free(d);
+    for (int i = 0; i < 10; i++)
+        freeReplyObject(redisCommand(rc, "DEL t:%s:k%d t:%s:k%d", t, i, other, i));
 }
 
 Test(infra, pg_connect_fails_when_the_role_cannot_log_in)
@@ -752,12 +1059,15 @@ Test(infra, redis_acl_saved_to_the_aclfile_of_a_separate_tenant_redis)
 
 Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_directory)
 {
-    pipeline("exec.json",
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','params':{"
-             "  'steps':[['/bin/sh','-c','echo first; printf %s \\\"$GREETING\\\" > greeting.txt'],"
-             "           ['/bin/sh','-c','cat greeting.txt; echo; pwd; env; echo FDS; ls -l /proc/$$/fd']],"
+             "  'steps':[['%s'],['%s']],"
              "  'env':{'GREETING':'hello ${tenant.id}'},"
-             "  'files':{'main.tf':'# tenant ${tenant.id}\\n'}}}");
+             "  'files':{'main.tf':'# tenant ${tenant.id}\\n'}}}",
+             allow_script("first.sh", "echo first; printf %s \"$GREETING\" > greeting.txt"),
+             allow_script("second.sh", "cat greeting.txt; echo; pwd; env; echo FDS; ls -l /proc/$$/fd"));
+    pipeline("exec.json", steps);
     const char *t = h_tenant("exec");
     submit(t, "Bronze");
     const char *log = log_path("worker-exec.log");
@@ -786,6 +1096,8 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
         const char *eol = strchr(l + 1, '\n');
         if (!arrow || (eol && arrow > eol))
             continue;
+        if (strncmp(arrow + 4, H.tmpdir, strlen(H.tmpdir)) == 0 && strstr(arrow, "/bin/second.sh"))
+            continue;   /* the shell reading the script it runs */
         const char *num = arrow;
         while (num > l && num[-1] != ' ')
             num--;
@@ -808,10 +1120,14 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
 
 Test(infra, exec_failure_reports_the_last_stderr_line_and_runs_the_undo)
 {
-    pipeline("execfail.json",
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','echo out; echo first problem >&2; echo disk quota exceeded >&2; exit 3'],"
-             "  'undo_argv':['/bin/sh','-c','echo undone > undone.txt']}}");
+             "  'argv':['%s'], 'undo_argv':['%s']}}",
+             allow_script("fail.sh", "echo out; echo first problem >&2;"
+                                     " echo disk quota exceeded >&2; exit 3"),
+             allow_script("undone.sh", "echo undone > undone.txt"));
+    pipeline("execfail.json", steps);
     const char *t = h_tenant("execfail");
     submit(t, "Bronze");
     const char *log = log_path("worker-execfail.log");
@@ -828,11 +1144,15 @@ Test(infra, exec_failure_reports_the_last_stderr_line_and_runs_the_undo)
 
 Test(infra, exec_timeout_kills_the_whole_process_group)
 {
-    pipeline("exectimeout.json",
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
              "{'name':'polite','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','/bin/sleep 300 & echo $! > polite.pid; wait']}},"
+             "  'argv':['%s']}},"
              "{'name':'stubborn','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','trap \\\"\\\" TERM; /bin/sleep 300 & echo $! > stubborn.pid; wait']}}");
+             "  'argv':['%s']}}",
+             allow_script("polite.sh", "/bin/sleep 300 & echo $! > polite.pid; wait"),
+             allow_script("stubborn.sh", "trap \"\" TERM; /bin/sleep 300 & echo $! > stubborn.pid; wait"));
+    pipeline("exectimeout.json", steps);
     const char *t = h_tenant("hang");
     submit(t, "Bronze");
     const char *log = log_path("worker-exectimeout.log");
@@ -868,10 +1188,11 @@ Test(infra, exec_timeout_kills_the_whole_process_group)
 
 Test(infra, exec_output_keeps_the_last_64_kib_of_each_stream)
 {
-    pipeline("execbig.json",
-             "{'name':'big','kind':'exec','params':{"
-             "  'argv':['/bin/sh','-c','head -c 5000000 /dev/zero | tr \\\"\\\\000\\\" a; echo;"
-             " echo END; head -c 100000 /dev/zero | tr \\\"\\\\000\\\" b >&2']}}");
+    char steps[1024];
+    snprintf(steps, sizeof(steps), "{'name':'big','kind':'exec','params':{'argv':['%s']}}",
+             allow_script("big.sh", "head -c 5000000 /dev/zero | tr '\\000' a; echo;"
+                                    " echo END; head -c 100000 /dev/zero | tr '\\000' b >&2"));
+    pipeline("execbig.json", steps);
     const char *t = h_tenant("big");
     submit(t, "Bronze");
     const char *log = log_path("worker-execbig.log");
@@ -906,6 +1227,7 @@ Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
     if (access(bin, X_OK) != 0)
         cr_skip_test("no terraform binary (%s)", bin);
     setenv("TQ_TEST_TF_BIN", bin, 1);
+    setenv("TQ_EXEC_ALLOW", bin, 1);
 #define TF(...) "['${env.TQ_TEST_TF_BIN}','-chdir=${env.TQ_WORK_DIR}/${tenant.id}'," __VA_ARGS__ "]"
 #define TF_PARAMS                                                                              \
     "'files':{'main.tf.json':{'resource':{'terraform_data':{'tenant':{'input':'${tenant.id}'}}}}},"  \
@@ -950,4 +1272,109 @@ Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
     cr_assert_neq(access(path, F_OK), 0, "the working directory is removed after destroy");
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE phase = 'undo'"
                             " AND status = 'succeeded'"), 2, "destroy ran for both steps");
+}
+
+/* ------------------------------------------------------------ exec allow-list, redaction */
+
+Test(infra, exec_runs_only_allowed_programs_and_never_a_shell)
+{
+    /* a shell is refused even when the configuration lists it */
+    setenv("TQ_EXEC_ALLOW", "/bin/sh:/usr/bin/env:/bin/bash", 1);
+    pipeline("shell.json",
+             "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
+             "  'argv':['/bin/sh','-c','id > pwned.txt']}}");
+    const char *t = h_tenant("shell");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-shell.log");
+    pid_t w = worker_start_logged(log, NULL);
+    assert_status(t, "failed", 60000);
+    char *e = step_error(t, "run");
+    cr_assert(strstr(e, "\"/bin/sh\" is a shell, which exec never runs"), "%s", e);
+    free(e);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/pwned.txt", work_dir, t);
+    cr_assert_neq(access(path, F_OK), 0, "the shell never ran");
+    worker_stop_checked(w, log);
+
+    /* a program off the list is refused; on the list it runs */
+    const char *ok = allow_script("allowed.sh", "echo allowed > allowed.txt");
+    char steps[1024];
+    snprintf(steps, sizeof(steps),
+             "{'name':'run','kind':'exec','params':{'argv':['%s']}},"
+             "{'name':'other','kind':'exec','needs':['run'],'retry':{'max_attempts':1},"
+             " 'params':{'argv':['/usr/bin/touch','touched.txt']}}", ok);
+    pipeline("offlist.json", steps);
+    const char *t2 = h_tenant("offlist");
+    submit(t2, "Bronze");
+    w = worker_start_logged(log, NULL);
+    assert_status(t2, "failed", 60000);
+    worker_stop_checked(w, log);
+    e = step_error(t2, "other");
+    cr_assert(strstr(e, "\"/usr/bin/touch\" is not on the worker's allow-list TQ_EXEC_ALLOW"),
+              "%s", e);
+    free(e);
+    snprintf(path, sizeof(path), "%s/%s/touched.txt", work_dir, t2);
+    cr_assert_neq(access(path, F_OK), 0, "touch never ran");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON"
+                            " j.id = a.job_id WHERE j.tenant_id = '%s' AND a.step = 'run'"
+                            " AND a.phase = 'run' AND a.status = 'succeeded'", t2), 1,
+                 "the allowed program ran");
+}
+
+Test(infra, secrets_a_pipeline_references_are_redacted_everywhere)
+{
+    char secret[41], token[41];
+    tq_random_password(secret, 40);
+    tq_random_password(token, 40);
+    setenv("TQ_S3_SECRET_KEY", secret, 1);
+    setenv("TQ_VECTOR_TOKEN", token, 1);
+    const char *echo = allow_script("echo-secret.sh",
+                                    "echo \"key=$S token=$T\"; echo \"stderr key=$S\" >&2");
+    const char *fail = allow_script("fail-secret.sh", "echo \"refused: key=$S token=$T\" >&2;"
+                                                      " exit 1");
+    char steps[2048];
+    snprintf(steps, sizeof(steps),
+             "{'name':'show','kind':'exec','params':{'argv':['%s'],"
+             " 'env':{'S':'${env.TQ_S3_SECRET_KEY}','T':'${env.TQ_VECTOR_TOKEN}'}}},"
+             "{'name':'fail','kind':'exec','needs':['show'],"
+             " 'retry':{'max_attempts':2,'base_ms':10,'max_ms':20},"
+             " 'params':{'argv':['%s'],"
+             " 'env':{'S':'${env.TQ_S3_SECRET_KEY}','T':'${env.TQ_VECTOR_TOKEN}'}}}",
+             echo, fail);
+    pipeline("secret.json", steps);
+    const char *t = h_tenant("secret");
+    submit(t, "Bronze");
+    const char *log = log_path("worker-secret.log");
+    const char *env[] = {"TQ_DEBUG=1", NULL};
+    pid_t w = worker_start_logged(log, env);
+    assert_status(t, "failed", 60000);
+    worker_stop_checked(w, log);
+    /* the steps ran and printed the secrets, masked */
+    json_t *o = step_output(t, "show");
+    const char *out = json_string_value(json_object_get(o, "stdout"));
+    cr_assert(out && strstr(out, "key=****") && strstr(out, "token=****"), "%s", out);
+    json_decref(o);
+    char *e = step_error(t, "fail");
+    cr_assert(strstr(e, "refused: key=****"), "%s", e);
+    free(e);
+    /* a secret in argv is refused before anything runs (argv is visible to all) */
+    snprintf(steps, sizeof(steps), "{'name':'argv','kind':'exec','retry':{'max_attempts':1},"
+             " 'params':{'argv':['%s','--key=${env.TQ_S3_SECRET_KEY}']}}", echo);
+    pipeline("secret-argv.json", steps);
+    const char *t2 = h_tenant("secretargv");
+    submit(t2, "Bronze");
+    w = worker_start_logged(log, env);
+    assert_status(t2, "failed", 60000);
+    worker_stop_checked(w, log);
+    e = step_error(t2, "argv");
+    cr_assert(strstr(e, "params.argv[1] carries a secret; pass it in params.env"), "%s", e);
+    free(e);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts a JOIN tq.jobs j ON"
+                            " j.id = a.job_id WHERE j.tenant_id = '%s' AND a.phase = 'run'"
+                            " AND a.status = 'succeeded'", t2), 0, "nothing ran");
+
+    char *logtext = slurp(log);
+    assert_secret_nowhere("S3 secret key", secret, logtext);
+    assert_secret_nowhere("vector token", token, logtext);
+    free(logtext);
 }

@@ -1,5 +1,12 @@
 /*
  * Step "exec": child processes through uv_spawn on the loop, never a shell.
+ * Only programs the worker's configuration names may run: argv[0] must be
+ * an absolute path that resolves (symlinks followed) to an entry of
+ * TQ_EXEC_ALLOW (colon-separated) or to TQ_TERRAFORM_BIN; a shell (sh, bash,
+ * dash, ..., env, busybox, anything in /etc/shells) is refused even when
+ * listed, as it would run whatever text a pipeline gives it. A refused
+ * command is TQ_EINVALID before anything runs, and so is an argv element
+ * that carries a known secret (tq/redact.h): secrets go in params.env.
  * Params (rendered templates):
  *   argv        ["prog", "arg", ...]          one command, or
  *   steps       [["prog", ...], ...]          commands run in sequence; the
@@ -36,9 +43,11 @@
  * succeeds, so the undo is safe to run twice as well. Secrets belong in
  * env, never in argv (command lines are visible to every local user).
  */
+#define _XOPEN_SOURCE 700   /* realpath */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +57,7 @@
 
 #include "../worker.h"
 #include "tenant_util.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 #define OUT_CAP (64 * 1024)
@@ -196,7 +206,66 @@ static void strv_free(char **v)
     free(v);
 }
 
-/* NULL (errstr set) unless a is a non-empty array of at most MAX_ARGS strings. */
+/* Programs that run whatever text they are given: never on the allow-list. */
+static bool is_shell(const char *real)
+{
+    static const char *const names[] = {"sh",  "bash", "dash", "rbash", "zsh",     "ksh",
+                                        "mksh", "csh", "tcsh", "fish",  "busybox", "env"};
+    const char *base = strrchr(real, '/');
+    base = base ? base + 1 : real;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(base, names[i]) == 0)
+            return true;
+    bool shell = false;
+    FILE *f = fopen("/etc/shells", "re");
+    char line[PATH_MAX], rl[PATH_MAX];
+    while (f && !shell && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        shell = line[0] == '/' && realpath(line, rl) && strcmp(rl, real) == 0;
+    }
+    if (f)
+        fclose(f);
+    return shell;
+}
+
+/*
+ * Is prog one of the programs the worker's configuration allows: an entry of
+ * TQ_EXEC_ALLOW or TQ_TERRAFORM_BIN, compared after resolving symlinks? A
+ * shell never is, whatever the configuration says. false: errstr says why.
+ */
+static bool allowed(struct wk_step *s, const char *prog, const char *what)
+{
+    char real[PATH_MAX], entry_real[PATH_MAX];
+    if (prog[0] != '/') {
+        snprintf(s->errstr, sizeof(s->errstr), "params.%s[0] \"%.100s\" must be an absolute path"
+                 " on the worker's allow-list TQ_EXEC_ALLOW", what, prog);
+        return false;
+    }
+    if (!realpath(prog, real)) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.%s[0] \"%.100s\": %s", what, prog,
+                 strerror(errno));
+        return false;
+    }
+    if (is_shell(real)) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.%s[0] \"%.100s\" is a shell, which exec"
+                 " never runs", what, prog);
+        return false;
+    }
+    char *list = tq_xasprintf("%s:%s", s->cfg->exec_allow ? s->cfg->exec_allow : "",
+                              s->cfg->terraform_bin ? s->cfg->terraform_bin : "");
+    bool ok = false;
+    char *save = NULL;
+    for (char *e = strtok_r(list, ":", &save); e && !ok; e = strtok_r(NULL, ":", &save))
+        ok = e[0] == '/' && realpath(e, entry_real) && strcmp(entry_real, real) == 0;
+    free(list);
+    if (!ok)
+        snprintf(s->errstr, sizeof(s->errstr), "params.%s[0] \"%.100s\" is not on the worker's"
+                 " allow-list TQ_EXEC_ALLOW", what, prog);
+    return ok;
+}
+
+/* NULL (errstr set) unless a is a non-empty array of at most MAX_ARGS strings
+   whose first is a program on the allow-list. */
 static bool argv_valid(struct wk_step *s, const json_t *a, const char *what)
 {
     size_t i;
@@ -212,8 +281,18 @@ static bool argv_valid(struct wk_step *s, const json_t *a, const char *what)
                      i == 0 ? "non-empty " : "");
             return false;
         }
+        /* command lines are visible to every local user: secrets go in params.env */
+        char *copy = tq_xstrdup(json_string_value(x));
+        bool secret = tq_redact(copy);
+        free(copy);
+        if (secret) {
+            snprintf(s->errstr, sizeof(s->errstr), "params.%s[%zu] carries a secret; pass it"
+                     " in params.env instead (command lines are visible to every local user)",
+                     what, i);
+            return false;
+        }
     }
-    return true;
+    return allowed(s, json_string_value(json_array_get(a, 0)), what);
 }
 
 static char **argv_of(const json_t *a)

@@ -4,13 +4,17 @@
  * webhook_url ("${env.TQ_NOTIFY_WEBHOOK_URL}"), smtp_url ("${env.TQ_SMTP_URL}").
  * A failed notification never fails the tenant: the step succeeds with a
  * warning (audited as step_warning) and the results in its output.
+ * Known secrets in the rendered text are masked (tq/redact.h).
  * Idempotency: a repeat sends the message again; notifications are
  * at-least-once by design.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../worker.h"
+#include "tq/redact.h"
+#include "tq/util.h"
 
 static void sent(const char *webhook, const char *email, void *arg)
 {
@@ -27,10 +31,14 @@ static enum tq_err start(struct wk_step *s)
 {
     const json_t *p = s->params;
     const char *event = json_string_value(json_object_get(p, "event"));
-    wk_notify(s->curl, s->claim, event ? event : "activated",
-              json_string_value(json_object_get(p, "text")),
+    const char *text = json_string_value(json_object_get(p, "text"));
+    /* a template may render a secret into the text: it never leaves in a message */
+    char *safe = text ? tq_xstrdup(text) : NULL;
+    tq_redact(safe);
+    wk_notify(s->curl, s->claim, event ? event : "activated", safe,
               json_string_value(json_object_get(p, "webhook_url")),
               json_string_value(json_object_get(p, "smtp_url")), sent, s);
+    free(safe);
     return TQ_OK;
 }
 

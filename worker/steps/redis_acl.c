@@ -9,9 +9,15 @@
  * and the store's ciphertext carry it.
  *
  * Run:  ACL SETUSER <user> reset on >PW ~t:<tenant>:* &t:<tenant>:*
- *       +@all -@dangerous -@admin -@scripting
+ *       +@all -@dangerous -@admin -@scripting, then minus every command that
+ *       lists or counts the whole keyspace or other tenants' channels, or
+ *       switches or copies across databases (wk_redis_tenant_denied: SCAN,
+ *       RANDOMKEY, DBSIZE, SELECT, MOVE, COPY, PUBSUB CHANNELS/NUMSUB/...)
  *       ("reset" first: every run leaves the same one user, with a fresh
  *       password), then ACL SAVE when CONFIG GET aclfile is not empty.
+ *       Tenants live in database 0 (a tenant redis URL naming another
+ *       database is refused). What ACLs cannot bound (memory, key count)
+ *       is measured by check_redis "usage"; see docs/tenant-isolation.md.
  *       The credentials are stored right after the ACL changes, so the
  *       delivered password and the server's agree unless that write
  *       fails; then the step fails and its rerun rotates both.
@@ -29,6 +35,7 @@
 #include "../worker.h"
 #include "tenant_util.h"
 #include "tq/log.h"
+#include "tq/redact.h"
 #include "tq/util.h"
 
 #define PASSWORD_LEN 32
@@ -101,14 +108,21 @@ static enum tq_err acl_run(struct wk_step *s)
     enum tq_err err = open_admin(s, &a, &c);
     if (err)
         goto out;
+    if (a.db != 0) {
+        /* SELECT is denied to tenants: ACLs cannot limit it to one database */
+        snprintf(s->errstr, sizeof(s->errstr), "cannot give tenants database %d: Redis ACLs"
+                 " cannot limit SELECT to one database, so tenant namespaces live in database 0",
+                 a.db);
+        err = TQ_EINVALID;
+        goto out;
+    }
     if ((err = tq_random_password(password, PASSWORD_LEN))) {
         snprintf(s->errstr, sizeof(s->errstr), "could not read the OS random source");
         goto out;
     }
+    tq_redact_add(password);   /* masked out of anything logged while the step runs */
     cred = json_pack("{s:s, s:i, s:s, s:s, s:s}", "host", a.host, "port", a.port, "user",
                      n.role, "password", password, "key_prefix", n.key_prefix);
-    if (a.db)
-        json_object_set_new(cred, "db", json_integer(a.db));
 
     redisReply *r = redisCommand(c, "ACL GETUSER %s", n.role);
     bool existed = r && r->type == REDIS_REPLY_ARRAY;
@@ -118,10 +132,12 @@ static enum tq_err acl_run(struct wk_step *s)
     snprintf(pass_rule, sizeof(pass_rule), ">%s", password);
     snprintf(keys, sizeof(keys), "~%s*", n.key_prefix);
     snprintf(chans, sizeof(chans), "&%s*", n.key_prefix);
-    const char *argv[] = {"ACL",   "SETUSER",     n.role,    "reset",  "on",
-                          pass_rule, keys,        chans,     "+@all",  "-@dangerous",
-                          "-@admin", "-@scripting"};
-    r = redisCommandArgv(c, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL);
+    const char *argv[8 + sizeof(wk_redis_tenant_denied) / sizeof(wk_redis_tenant_denied[0])] = {
+        "ACL", "SETUSER", n.role, "reset", "on", pass_rule, keys, chans};
+    int argc = 8;
+    for (size_t i = 0; i < sizeof(wk_redis_tenant_denied) / sizeof(wk_redis_tenant_denied[0]); i++)
+        argv[argc++] = wk_redis_tenant_denied[i];
+    r = redisCommandArgv(c, argc, argv, NULL);
     memset(pass_rule, 0, sizeof(pass_rule));
     if (!r || r->type != REDIS_REPLY_STATUS) {
         snprintf(s->errstr, sizeof(s->errstr), "could not set redis ACL user %s: %s", n.role,
@@ -148,12 +164,9 @@ static enum tq_err acl_run(struct wk_step *s)
     json_object_set_new(s->output, "acl_saved", json_boolean(saved));
     json_object_set_new(s->output, "credentials", json_string("delivered"));
 out:
-    if (cred) {
-        const char *pw = json_string_value(json_object_get(cred, "password"));
-        if (pw)
-            memset((char *)pw, 0, strlen(pw));
-        json_decref(cred);
-    }
+    json_decref(cred);   /* jansson's copy of the password is freed, not wiped: it is const */
+    if (password[0])
+        tq_redact_remove(password);
     memset(password, 0, sizeof(password));
     redisFree(c);
     return err;

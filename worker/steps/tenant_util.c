@@ -18,10 +18,18 @@
 #include "../worker.h"
 #include "tq/util.h"
 
+const char *const wk_redis_tenant_denied[20] = {
+    "+@all", "-@dangerous", "-@admin", "-@scripting",
+    "-scan", "-randomkey", "-dbsize", "-keys", "-select", "-swapdb", "-move", "-copy",
+    "-pubsub|channels", "-pubsub|numsub", "-pubsub|numpat", "-pubsub|shardchannels",
+    "-pubsub|shardnumsub", "-memory|stats", "-memory|doctor", "-memory|malloc-stats",
+};
+
 void wk_tenant_names(const char *tenant_id, struct wk_tenant_names *n)
 {
     tq_tenant_ident(tenant_id, n->ident, sizeof(n->ident));
     snprintf(n->role, sizeof(n->role), "tq_t_%s", n->ident);
+    snprintf(n->owner, sizeof(n->owner), "tq_o_%s", n->ident);
     snprintf(n->schema, sizeof(n->schema), "t_%s", n->ident);
     snprintf(n->key_prefix, sizeof(n->key_prefix), "t:%s:", tenant_id);
 }

@@ -20,13 +20,25 @@
 
 struct wk_step;
 
+/*
+ * ACL rules redis_acl adds after "+@all -@dangerous -@admin -@scripting":
+ * the commands a tenant must not run because they list or count keys or
+ * channels beyond its prefix, or switch or copy across databases.
+ */
+extern const char *const wk_redis_tenant_denied[20];
+
 /* Connect and command timeout of the Redis steps (a param may lower it). */
 #define WK_REDIS_IO_MS 5000
 
-/* "acme-corp" -> ident acme_corp, role tq_t_acme_corp, schema t_acme_corp, prefix t:acme-corp: */
+/*
+ * "acme-corp" -> ident acme_corp, login role tq_t_acme_corp, owner role
+ * tq_o_acme_corp (NOLOGIN: owns the schema and its objects), schema
+ * t_acme_corp, key prefix t:acme-corp:
+ */
 struct wk_tenant_names {
     char ident[TQ_TENANT_ID_MAX + 1];
     char role[64];
+    char owner[64];
     char schema[64];
     char key_prefix[64];
 };

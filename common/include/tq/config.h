@@ -33,9 +33,10 @@ struct tq_config {
     char *queue;            /* TQ_QUEUE, default TQ_DEFAULT_QUEUE */
     char *prefix;           /* TQ_PREFIX, default "tq" */
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
-    char *pipeline_path;    /* TQ_PIPELINE */
     char *secrets_store;    /* TQ_SECRETS_STORE: NULL/"" = "pg", or "file:DIR" (tq/secrets.h) */
     bool allow_superuser;   /* TQ_ALLOW_SUPERUSER=1 or --allow-superuser (worker) */
+    char *exec_allow;       /* TQ_EXEC_ALLOW: colon-separated absolute paths exec may run; "" none */
+    char *terraform_bin;    /* TQ_TERRAFORM_BIN; when set, exec may run it too; NULL none */
     int concurrency;        /* TQ_CONCURRENCY, default 4, 1..256 */
     uint32_t lease_ms;      /* TQ_LEASE_MS, default 15000 (see worker/README.md) */
     int64_t approval_threshold_inr;   /* TQ_APPROVAL_THRESHOLD, default 1000000 */
@@ -66,7 +67,8 @@ enum tq_err tq_redis_url_parse(const char *url, struct tq_redis_addr *out,
 char *tq_key(const struct tq_config *c, const char *suffix);
 
 /*
- * The default of TQ_PIPELINE, an absolute path (caller frees): the installed
+ * The shipped default pipeline file, an absolute path (caller frees), which an
+ * operator registers (tq-enqueue pipeline register): the installed
  * tenant-provision.json (beside a relocated install first, then
  * TQ_PIPELINE_DIR set at build time), else the checkout's, for a binary
  * run from its build tree.

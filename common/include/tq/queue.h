@@ -50,9 +50,14 @@ enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms,
  * Move up to max ids from ready to our processing list in one round trip
  * (Lua); when none is there, wait up to wait_ms for one (BLMOVE).
  * *ids (caller frees each and the array) may be empty: TQ_OK with *n = 0.
+ * Values that are not job ids (tq_job_id_parse) never reach the caller,
+ * here or from tq_queue_reserve: each moves to the dead list (its first
+ * TQ_GARBAGE_KEEP bytes, once) and is logged, rate-limited.
  */
 enum tq_err tq_queue_reserve_batch(struct tq_queue *q, size_t max, uint32_t wait_ms,
                                    char ***ids, size_t *n);
+/* How many values were dead-lettered as garbage since the last call. */
+uint64_t tq_queue_garbage_taken(struct tq_queue *q);
 /* LREM each id from our processing list, one round trip. */
 enum tq_err tq_queue_ack_batch(struct tq_queue *q, const char *const *ids, size_t n);
 /* Hand ids back to the consuming end of ready, atomically per id. */
