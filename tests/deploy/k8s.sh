@@ -151,7 +151,7 @@ PY
       bad "job $JOB is in no Redis list after submit"
     fi
   else
-    bad "tq-enqueue migrate/submit: $(cat "$T/migrate.out" "$T/submit.err" 2>/dev/null)"
+    bad "tq-enqueue migrate/submit: $(cat "$T/migrate.out" "$T/submit.err" "$T/submit.json" 2>/dev/null)"
   fi
 fi
 python3 "$HERE/k8s_policy.py" "$REPO" local="$T/local.yaml" production="$T/production.yaml" \
