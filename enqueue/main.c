@@ -74,6 +74,7 @@ int cli_exit_for(enum tq_err err)
     case TQ_EINVALID:
     case TQ_ECONFLICT:
     case TQ_EBADJOB:
+    case TQ_ESQL:   /* PostgreSQL refused the statement (permission, constraint): not a retry */
         return EXIT_REJECTED;
     default:
         return EXIT_UNREACHABLE;

@@ -14,16 +14,12 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "tq/status.h"
 #include "tq/util.h"
 
 bool tenant_finished(const char *s)
 {
-    static const char *const done[] = {"active",    "failed",    "rollback_failed", "rejected",
-                                       "blocked",   "cancelled", "deprovisioned"};
-    for (size_t i = 0; s && i < sizeof(done) / sizeof(done[0]); i++)
-        if (strcmp(s, done[i]) == 0)
-            return true;
-    return false;
+    return tq_tenant_status_finished(s);
 }
 
 static const char *str(const json_t *o, const char *k)

@@ -521,9 +521,7 @@ EOF
       fi
     }
     frefused "redis_engine_version 6.2" "The redis_engine_version must be 7.x" -var redis_engine_version=6.2
-    frefused "postgres_engine_version 16" "The postgres_engine_version must be 15" -var postgres_engine_version=16
     frefused "a single data subnet" "The data_subnets must map at least two" -var 'data_subnets={"subnet-0aaaaaaaaaaaaaaa1"="10.0.32.0/20"}'
-    frefused "an issuer with https://" "The eks_oidc_issuer must be" -var eks_oidc_issuer=https://oidc.eks.us-east-1.amazonaws.com/id/X1
   else
     bad "fleet: terraform init from $PLUGIN_DIR: $(tail -20 "$T/finit.out")"
   fi

@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "step_int.h"
 #include "tq/log.h"
+#include "tq/pg.h"
 #include "tq/util.h"
-#include "worker.h"
 
 #define POOL_MAX 64
 
@@ -18,12 +19,12 @@ static struct {
     pthread_mutex_t mu;
     struct tq_pg *idle[POOL_MAX];
     int nidle;
-    const struct tq_config *cfg;
+    const char *database_url;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-void wk_blocking_init(const struct tq_config *cfg)
+void wk_blocking_init(const char *database_url)
 {
-    pool.cfg = cfg;
+    pool.database_url = database_url;
 }
 
 void wk_blocking_shutdown(void)
@@ -41,7 +42,7 @@ static struct tq_pg *borrow(void)
     struct tq_pg *pg = pool.nidle ? pool.idle[--pool.nidle] : NULL;
     pthread_mutex_unlock(&pool.mu);
     if (!pg)
-        tq_pg_open(pool.cfg->database_url, &pg);
+        tq_pg_open(pool.database_url, &pg);
     return pg;
 }
 
@@ -58,30 +59,36 @@ static void give_back(struct tq_pg *pg)
 
 void wk_step_set_cancel(struct wk_step *s, PGconn *db)
 {
-    pthread_mutex_lock(&s->cancel_mu);
-    if (s->pgcancel)
-        PQfreeCancel(s->pgcancel);
-    s->pgcancel = db ? PQgetCancel(db) : NULL;
-    bool cancelled = s->cancelled;
-    pthread_mutex_unlock(&s->cancel_mu);
+    struct wk_step_run *r = wk_step_run_of(s);
+    pthread_mutex_lock(&r->cancel_mu);
+    if (r->pgcancel)
+        PQfreeCancel(r->pgcancel);
+    r->pgcancel = db ? PQgetCancel(db) : NULL;
+    pthread_mutex_unlock(&r->cancel_mu);
     /* cancelled before the statement started: do not start it */
-    if (cancelled && db && s->pgcancel) {
-        char err[256];
-        PQcancel(s->pgcancel, err, sizeof(err));
+    if (atomic_load(&r->cancelled) && db) {
+        pthread_mutex_lock(&r->cancel_mu);
+        if (r->pgcancel) {
+            char err[256];
+            PQcancel(r->pgcancel, err, sizeof(err));
+        }
+        pthread_mutex_unlock(&r->cancel_mu);
     }
 }
 
 static void work(uv_work_t *w)
 {
-    struct wk_step *s = w->data;
+    struct wk_step_run *r = w->data;
+    struct wk_step *s = &r->pub;
     struct tq_pg *pg = borrow();
     PGconn *db = tq_pg_conn(pg);
     if (!db) {
         snprintf(s->errstr, sizeof(s->errstr), "%s", tq_pg_errstr(pg));
-        s->blocking_err = TQ_ECONNECT;
+        r->blocking_err = TQ_ECONNECT;
+        s->unsent = true;   /* no connection: the statement never left */
     } else {
         wk_step_set_cancel(s, db);
-        s->blocking_err = s->blocking_fn(s, db);
+        r->blocking_err = r->blocking_fn(s, db);
         wk_step_set_cancel(s, NULL);
         /* Never hand a connection back mid-transaction. */
         if (PQtransactionStatus(db) != PQTRANS_IDLE)
@@ -92,16 +99,18 @@ static void work(uv_work_t *w)
 
 static void after(uv_work_t *w, int status)
 {
-    struct wk_step *s = w->data;
-    enum tq_err err = status == UV_ECANCELED ? TQ_ECANCELED : s->blocking_err;
-    wk_step_done(s, err);
+    struct wk_step_run *r = w->data;
+    if (status == UV_ECANCELED)
+        r->pub.unsent = true;   /* dropped before it ran */
+    wk_step_done(&r->pub, status == UV_ECANCELED ? TQ_ECANCELED : r->blocking_err);
 }
 
 enum tq_err wk_step_blocking(struct wk_step *s, wk_blocking_fn *fn)
 {
-    s->blocking_fn = fn;
-    s->work.data = s;
-    int rc = uv_queue_work(s->loop, &s->work, work, after);
+    struct wk_step_run *r = wk_step_run_of(s);
+    r->blocking_fn = fn;
+    r->work.data = r;
+    int rc = uv_queue_work(s->loop, &r->work, work, after);
     if (rc != 0) {
         snprintf(s->errstr, sizeof(s->errstr), "could not queue work: %s", uv_strerror(rc));
         return TQ_EIO;
@@ -111,13 +120,13 @@ enum tq_err wk_step_blocking(struct wk_step *s, wk_blocking_fn *fn)
 
 static void cancel_work(uv_work_t *w)
 {
-    struct wk_step *s = w->data;
-    pthread_mutex_lock(&s->cancel_mu);
-    if (s->pgcancel) {
+    struct wk_step_run *r = w->data;
+    pthread_mutex_lock(&r->cancel_mu);
+    if (r->pgcancel) {
         char err[256];
-        PQcancel(s->pgcancel, err, sizeof(err));
+        PQcancel(r->pgcancel, err, sizeof(err));
     }
-    pthread_mutex_unlock(&s->cancel_mu);
+    pthread_mutex_unlock(&r->cancel_mu);
 }
 
 static void cancel_after(uv_work_t *w, int status)
@@ -128,29 +137,29 @@ static void cancel_after(uv_work_t *w, int status)
 
 void wk_step_blocking_cancel(struct wk_step *s)
 {
-    pthread_mutex_lock(&s->cancel_mu);
-    s->cancelled = true;
-    pthread_mutex_unlock(&s->cancel_mu);
+    struct wk_step_run *r = wk_step_run_of(s);
+    atomic_store(&r->cancelled, true);
     /* Not started yet: libuv can drop it, and after() reports TQ_ECANCELED. */
-    if (uv_cancel((uv_req_t *)&s->work) == 0)
+    if (uv_cancel((uv_req_t *)&r->work) == 0)
         return;
-    s->cancel_work.data = s;
-    s->refs++;
-    if (uv_queue_work(s->loop, &s->cancel_work, cancel_work, cancel_after) != 0)
-        s->refs--;
+    r->cancel_work.data = r;
+    r->refs++;
+    if (uv_queue_work(s->loop, &r->cancel_work, cancel_work, cancel_after) != 0)
+        r->refs--;
 }
 
 static void offload_work(uv_work_t *w)
 {
-    struct wk_step *s = w->data;
-    s->blocking_err = s->offload_fn(s);
+    struct wk_step_run *r = w->data;
+    r->blocking_err = r->offload_fn(&r->pub);
 }
 
 enum tq_err wk_step_offload(struct wk_step *s, wk_offload_fn *fn)
 {
-    s->offload_fn = fn;
-    s->work.data = s;
-    int rc = uv_queue_work(s->loop, &s->work, offload_work, after);
+    struct wk_step_run *r = wk_step_run_of(s);
+    r->offload_fn = fn;
+    r->work.data = r;
+    int rc = uv_queue_work(s->loop, &r->work, offload_work, after);
     if (rc != 0) {
         snprintf(s->errstr, sizeof(s->errstr), "could not queue work: %s", uv_strerror(rc));
         return TQ_EIO;

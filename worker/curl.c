@@ -188,3 +188,10 @@ int wk_curl_transfers(const struct wk_curl *c)
 {
     return c ? c->transfers : 0;
 }
+
+bool wk_curl_unsent(CURLcode rc)
+{
+    /* curl gave up before a byte of the request left: no name, no connection, no TLS */
+    return rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_COULDNT_CONNECT || rc == CURLE_SSL_CONNECT_ERROR;
+}

@@ -1,11 +1,12 @@
 /*
- * The engine: every claimed job is a state machine on the loop thread.
- * Forward, it starts each step whose needs have succeeded (independent steps
- * run at once), retries failures under the step's policy, and applies the
- * step's validation class when a step fails for good. Rollback undoes, in
- * reverse dependency order, every step that succeeded or may have partly
- * run. Transitions go to the writer (group commit); only the job's last row
- * is waited for, and the id is acked after it commits. See worker/README.md.
+ * The engine: every claimed job is a state machine on the loop thread. Its
+ * phase and the moves between phases are jobsm.c's table; this file carries
+ * them out — starts the steps a phase starts (independent steps at once; in
+ * a rollback, in reverse dependency order), applies each move's rows, and
+ * frees a job once its last row committed. One attempt of a step is
+ * step_run.c's. Transitions go to the writer (group commit); only the job's
+ * last row is waited for, and the id is acked after it commits. See
+ * worker/README.md.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "engine_int.h"
 #include "limits.h"
 #include "tq/log.h"
+#include "tq/status.h"
 #include "tq/util.h"
 
 struct wk_metrics wk_metrics;
@@ -29,6 +31,7 @@ static void handle_closed(uv_handle_t *h)
         return;
     struct wk_engine *e = j->eng;
     json_decref(j->cl.steps);
+    wk_pipeline_release(j->pref);
     free(j->ss);
     free(j);
     e->closing--;
@@ -36,15 +39,10 @@ static void handle_closed(uv_handle_t *h)
     atomic_fetch_sub(&wk_metrics.in_flight, 1);
     if (e->on_slot_free)
         e->on_slot_free(e->arg);
-    /* Drained once no job is left and none is still closing: the callback
-       may free the engine, which a later handle_closed would still read. */
-    if (e->draining && e->njobs == 0 && e->closing == 0 && e->drained_cb) {
-        void (*cb)(void *) = e->drained_cb;
-        e->drained_cb = NULL;
-        if (e->grace_armed)
-            uv_timer_stop(&e->grace);
-        cb(e->drained_arg);
-    }
+    /* Idle once no job is left and none is still closing (a later
+       handle_closed would read the engine the caller may free after). */
+    if (e->draining && e->njobs == 0 && e->closing == 0 && e->drained_cb)
+        e->drained_cb(e->drained_arg);
 }
 
 static void job_free(struct wk_job *j)
@@ -70,8 +68,8 @@ static bool needs_met(const struct wk_job *j, size_t i)
 {
     const struct tq_pipeline_step *d = &j->pl->steps[i];
     for (size_t k = 0; k < d->nneeds; k++) {
-        enum st s = j->ss[d->needs[k]].st;
-        if (s != S_SUCCEEDED && s != S_WARNED && s != S_SKIPPED)
+        enum wk_st s = j->ss[d->needs[k]].st;
+        if (s != WK_S_SUCCEEDED && s != WK_S_WARNED && s != WK_S_SKIPPED)
             return false;
     }
     return true;
@@ -85,215 +83,252 @@ static bool dependents_undone(const struct wk_job *j, size_t i)
         for (size_t n = 0; n < d->nneeds; n++) {
             if (d->needs[n] != i)
                 continue;
-            enum st s = j->ss[k].st;
-            if (s != S_COMPENSATED && s != S_NOTHING && s != S_SKIPPED)
+            enum wk_st s = j->ss[k].st;
+            if (s != WK_S_COMPENSATED && s != WK_S_NOTHING && s != WK_S_SKIPPED)
                 return false;
         }
     }
     return true;
 }
 
-static void begin_rollback(struct wk_job *j)
+/*
+ * Entering a rollback from a forward phase: every step that may have had an
+ * effect is to be undone — succeeded, warned, or failed with an attempt that
+ * may have reached its server; a step none of whose attempts did, or that
+ * never started, has nothing to undo.
+ */
+static void mark_for_undo(struct wk_job *j)
 {
-    j->rollback = true;
     atomic_fetch_add(&wk_metrics.rollbacks, 1);
     for (size_t i = 0; i < j->pl->nsteps; i++) {
-        enum st s = j->ss[i].st;
-        /* succeeded, failed (may have partly run), warned: undo; never started: nothing */
-        if (s == S_SUCCEEDED || s == S_FAILED || s == S_WARNED)
-            j->ss[i].st = S_UNDO_PENDING;
-        else if (s == S_PENDING || s == S_WAIT_RETRY)
-            j->ss[i].st = j->ss[i].attempts > 0 ? S_UNDO_PENDING : S_NOTHING;
+        struct stepstate *ss = &j->ss[i];
+        bool tried = ss->attempts > 0 && ss->reached == RCH_MAYBE;
+        switch (ss->st) {
+        case WK_S_SUCCEEDED:
+        case WK_S_WARNED:
+            ss->st = WK_S_UNDO_PENDING;
+            break;
+        case WK_S_FAILED:
+        case WK_S_PENDING:
+        case WK_S_WAIT_RETRY:
+            ss->st = tried ? WK_S_UNDO_PENDING : WK_S_NOTHING;
+            if (!tried && ss->st == WK_S_NOTHING && ss->attempts > 0)
+                tq_info("job %" PRId64 " (%s): step %s needs no undo: none of its %d attempt(s) "
+                        "reached its server", j->cl.c.job_id, j->cl.c.tenant_id,
+                        j->pl->steps[i].name, ss->attempts);
+            break;
+        default:
+            break;
+        }
     }
     tq_warn("job %" PRId64 " (%s): rolling back: %s", j->cl.c.job_id, j->cl.c.tenant_id,
-            j->cancel ? "cancelled by an operator" : j->reason);
-    wk_job_emit_job(j, "running", "rolling_back", "rollback_started",
-             j->cancel && !j->reason[0] ? "cancelled by an operator" : j->reason, false, WK_NONE, 0);
+            j->reason[0] ? j->reason : "cancelled by an operator");
 }
 
 /* Tell people about outcomes that need them (failures, blocks, warnings). */
 void wk_job_notify(struct wk_job *j, const char *event, const char *text)
 {
-    wk_notify(j->eng->set.curl, &j->cl.c, event, text, getenv("TQ_NOTIFY_WEBHOOK_URL"),
-              getenv("TQ_SMTP_URL"), NULL, NULL);
+    const struct wk_step_settings *st = &j->eng->set.steps;
+    wk_notify(j->eng->set.curl, st, &j->cl.c, event, text, st->notify_webhook_url, st->smtp_url,
+              NULL, NULL);
 }
 
-static void end_job(struct wk_job *j, const char *jstatus, const char *tstatus, const char *event,
-                    const char *reason, enum wk_redis_act act, uint64_t due_ms)
+/* The job's last row is queued: notifications, metrics and its log line. */
+static void ended(struct wk_job *j, const struct wk_move *m, const char *reason)
 {
-    j->ended = true;
-    if (tstatus && (strcmp(tstatus, "failed") == 0 || strcmp(tstatus, "rollback_failed") == 0 ||
-                    strcmp(tstatus, "blocked") == 0))
-        wk_job_notify(j, tstatus, reason);
-    if (strcmp(j->cl.c.kind, "provision") == 0 && tstatus) {
-        if (strcmp(tstatus, "active") == 0)
-            wk_metrics_provisioned(j->cl.c.tier, j->cl.c.region,
-                                   (double)(tq_mono_ms() - j->started_mono_ms) / 1000.0);
-        else if (strcmp(tstatus, "failed") == 0 || strcmp(tstatus, "rollback_failed") == 0 ||
-                 strcmp(tstatus, "blocked") == 0)
-            wk_metrics_failed(j->cl.c.tier, j->failed_step);
-    }
-    wk_job_emit_job(j, jstatus, tstatus, event, reason, true, act, due_ms);
-    if (strcmp(jstatus, "succeeded") == 0)
+    enum tq_tenant_status ts = m->tenant;
+    bool bad = ts == TQ_TS_FAILED || ts == TQ_TS_ROLLBACK_FAILED || ts == TQ_TS_BLOCKED;
+    if (bad)
+        wk_job_notify(j, tq_tenant_status_name(ts), reason);
+    if (j->kind == WK_KIND_PROVISION && ts == TQ_TS_ACTIVE)
+        wk_metrics_provisioned(j->cl.c.tier, j->cl.c.region,
+                               (double)(tq_mono_ms() - j->started_mono_ms) / 1000.0);
+    else if (j->kind == WK_KIND_PROVISION && bad)
+        wk_metrics_failed(j->cl.c.tier, j->failed_step);
+    if (m->job == TQ_JS_SUCCEEDED)
         atomic_fetch_add(&wk_metrics.jobs_succeeded, 1);
-    else if (act == WK_RELEASE || act == WK_PARK)
+    else if (m->act == WK_RELEASE || m->act == WK_PARK)
         atomic_fetch_add(&wk_metrics.jobs_released, 1);
     else
         atomic_fetch_add(&wk_metrics.jobs_failed, 1);
-    tq_info("job %" PRId64 " (%s): %s%s%s", j->cl.c.job_id, j->cl.c.tenant_id,
-            tstatus ? tstatus : jstatus, reason ? ": " : "", reason ? reason : "");
+    if (j->kind == WK_KIND_REVALIDATE && m->job == TQ_JS_SUCCEEDED)
+        wk_metrics_revalidated(reason != NULL);
+    const char *what = ts ? tq_tenant_status_name(ts) : m->audit ? m->audit
+                                                                 : tq_job_status_name(m->job);
+    /* drift is something an operator must look at; a clean revalidation is routine */
+    tq_log(m->audit && strcmp(m->audit, "drift_detected") == 0 ? TQ_LOG_WARN : TQ_LOG_INFO,
+           "job %" PRId64 " (%s): %s%s%s", j->cl.c.job_id, j->cl.c.tenant_id, what,
+           reason ? ": " : "", reason ? reason : "");
 }
 
-static void release(struct wk_job *j, uint64_t due_ms)
+/* The reason a move's row carries, if any. */
+static const char *move_reason(const struct wk_job *j, const struct wk_move *m)
 {
-    const char *tstatus = j->deprovision ? "deprovisioning"
-                          : j->rollback  ? "rolling_back"
-                                         : "queued";
-    end_job(j, "queued", tstatus, due_ms ? "retry_scheduled" : "handed_back", NULL,
-            due_ms ? WK_PARK : WK_RELEASE, due_ms);
+    switch (m->next) {
+    case WK_PH_ROLLBACK:
+    case WK_PH_CANCEL_ROLLBACK:
+        return j->reason[0] ? j->reason : "cancelled by an operator";
+    case WK_PH_ENDED:
+        if (m->job == TQ_JS_CANCELLED)
+            return "cancelled by an operator";
+        if (m->job == TQ_JS_SUCCEEDED && m->audit && strcmp(m->audit, "drift_detected") != 0)
+            return NULL;
+        if (m->job == TQ_JS_QUEUED)
+            return NULL;
+        return j->reason[0] ? j->reason : NULL;
+    default:
+        return NULL;
+    }
 }
 
-static void advance_once(struct wk_job *j)
+/* Take one move: phase, rows, and what entering the new phase means. */
+static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
+{
+    enum wk_phase from = j->phase;
+    tq_debug("job %" PRId64 ": %s --%s--> %s", j->cl.c.job_id, wk_phase_name(from),
+             wk_event_name(ev), wk_phase_name(m->next));
+    j->phase = m->next;
+    if (wk_phase_starts(m->next) == WK_START_NONE)
+        wk_step_stop_waits(j);
+    if (m->next == WK_PH_STALE) {
+        atomic_fetch_add(&wk_metrics.jobs_stale, 1);
+        tq_warn("job %" PRId64 " (%s): lease lost to another worker; abandoning it without "
+                "further writes", j->cl.c.job_id, j->cl.c.tenant_id);
+        for (size_t i = 0; i < j->pl->nsteps; i++)
+            if (j->ss[i].cur)
+                wk_step_cancel(j->ss[i].cur);
+        return;
+    }
+    if ((m->next == WK_PH_ROLLBACK || m->next == WK_PH_CANCEL_ROLLBACK) &&
+        strcmp(wk_phase_stored(from), "forward") == 0)
+        mark_for_undo(j);
+    if (m->next == WK_PH_CHECK_CANCEL || m->next == WK_PH_CANCELLING)
+        tq_info("job %" PRId64 " (%s): cancel requested; stopping at the next step boundary",
+                j->cl.c.job_id, j->cl.c.tenant_id);
+    const char *reason = move_reason(j, m);
+    if (m->act == WK_DROP) {
+        wk_writer_drop(j->eng->w, j, j->id);
+        if (j->eng->abandoned)
+            job_free(j);
+        return;
+    }
+    if (m->next == WK_PH_ENDED && m->audit && strcmp(m->audit, "drift_detected") == 0)
+        wk_job_notify(j, "drift_detected", reason);
+    if (m->job != TQ_JS_NONE)
+        wk_job_emit_job(j, m->job, m->tenant, m->audit, reason, m->act,
+                        m->act == WK_PARK ? j->park_due_ms : 0);
+    if (m->next == WK_PH_ENDED) {
+        ended(j, m, reason);
+        if (j->eng->abandoned)
+            job_free(j);   /* past the final deadline: no report will come for it */
+    }
+}
+
+void wk_job_event(struct wk_job *j, enum wk_event ev)
+{
+    struct wk_move m;
+    if (ev != WK_EV_NONE && wk_decide(j->phase, ev, j->kind != WK_KIND_REVALIDATE, &m))
+        take(j, ev, &m);
+    wk_job_advance(j);
+}
+
+/*
+ * Start what the phase starts, until a pass starts nothing more (a step
+ * skipped or finished at once may meet another's needs). Returns the event
+ * an attempt ended with at once, WK_EV_NONE otherwise.
+ */
+static enum wk_event start_steps(struct wk_job *j)
 {
     size_t n = j->pl->nsteps;
-    if (j->ended)
-        return;
-    if (j->stale) {
-        if (j->running == 0) {
-            j->ended = true;
-            wk_writer_drop(j->eng->w, j, j->id);
-        }
-        return;
-    }
-    if (!j->rollback) {
-        if (!j->stopping)
-            for (size_t i = 0; i < n; i++)
-                if (j->ss[i].st == S_PENDING && needs_met(j, i)) {
-                    if (wk_step_enabled(j, i))
-                        wk_step_start(j, i, false);
-                    else
-                        wk_step_skip(j, i);
-                }
-        if (j->running > 0 || j->ended)
-            return;
-        bool waiting = false, all_done = true;
-        for (size_t i = 0; i < n; i++) {
-            enum st s = j->ss[i].st;
-            waiting |= s == S_WAIT_RETRY;
-            all_done &= s == S_SUCCEEDED || s == S_WARNED || s == S_SKIPPED;
-        }
-        if (j->need_rollback || j->cancel) {
-            for (size_t i = 0; i < n; i++)   /* pending retries will not happen */
-                uv_timer_stop(&j->ss[i].retry_timer);
-            begin_rollback(j);
-            advance_once(j);
-            return;
-        }
-        if (j->draining) {
-            for (size_t i = 0; i < n; i++)
-                uv_timer_stop(&j->ss[i].retry_timer);
-            release(j, 0);
-            return;
-        }
-        if (waiting)
-            return;
-        if (all_done && j->revalidate) {
-            if (j->drifted) {
-                wk_job_notify(j, "drift_detected", j->reason);
-                end_job(j, "succeeded", NULL, "drift_detected", j->reason, WK_ACK, 0);
-            } else {
-                end_job(j, "succeeded", NULL, "revalidated", NULL, WK_ACK, 0);
+    enum wk_starts what = wk_phase_starts(j->phase);
+    bool again = what != WK_START_NONE;
+    while (again) {
+        again = false;
+        for (size_t k = 0; k < n; k++) {
+            /* undos run in reverse dependency order */
+            size_t i = what == WK_START_UNDO ? j->pl->order[n - 1 - k] : k;
+            bool ready = what == WK_START_RUN
+                             ? j->ss[i].st == WK_S_PENDING && needs_met(j, i)
+                             : j->ss[i].st == WK_S_UNDO_PENDING && dependents_undone(j, i);
+            if (!ready)
+                continue;
+            again = true;
+            if (!wk_step_enabled(j, i)) {
+                wk_step_skip(j, i);   /* undo too: e.g. no S3 endpoint, no bucket to remove */
+                continue;
             }
-            return;
+            enum wk_event ev = wk_step_start(j, i, what == WK_START_UNDO);
+            if (ev != WK_EV_NONE)
+                return ev;
         }
-        if (all_done) {
-            if (j->deprovision)
-                return;
-            end_job(j, "succeeded", "active", j->warned ? "active_with_warnings" : "active", NULL,
-                    WK_ACK, 0);
-            return;
-        }
-        if (j->blocked) {
-            end_job(j, "blocked", "blocked", "blocked", j->reason, WK_ACK, 0);
-            return;
-        }
-        if (j->park_due_ms) {
-            release(j, j->park_due_ms);
-            return;
-        }
-        /* Steps left pending whose needs can never be met: a bug in the DAG logic. */
-        TQ_ASSERT(!"forward phase stuck");
-        return;
     }
-
-    /* rollback */
-    if (!j->comp_failed && !j->draining)
-        for (size_t k = n; k-- > 0;) {
-            size_t i = j->pl->order[k];
-            if (j->ss[i].st == S_UNDO_PENDING && dependents_undone(j, i)) {
-                if (wk_step_enabled(j, i))
-                    wk_step_start(j, i, true);
-                else
-                    wk_step_skip(j, i);   /* e.g. no S3 endpoint: there is no bucket to remove */
-            }
-        }
-    if (j->running > 0 || j->ended)
-        return;
-    bool waiting = false, left = false;
-    for (size_t i = 0; i < n; i++) {
-        waiting |= j->ss[i].st == S_UNDO_WAIT;
-        left |= j->ss[i].st == S_UNDO_PENDING;
-    }
-    if (j->comp_failed) {
-        for (size_t i = 0; i < n; i++)
-            uv_timer_stop(&j->ss[i].retry_timer);
-        end_job(j, "rollback_failed", "rollback_failed", "rollback_failed", j->reason, WK_ACK, 0);
-        return;
-    }
-    if (j->draining && (waiting || left)) {
-        for (size_t i = 0; i < n; i++)
-            uv_timer_stop(&j->ss[i].retry_timer);
-        release(j, 0);
-        return;
-    }
-    if (waiting || left)
-        return;
-    if (j->deprovision)
-        end_job(j, "succeeded", "deprovisioned", "deprovisioned", NULL, WK_ACK, 0);
-    else if (j->cancel)
-        end_job(j, "cancelled", "cancelled", "cancelled", "cancelled by an operator", WK_ACK, 0);
-    else
-        end_job(j, "failed", "failed", "failed", j->reason, WK_ACK, 0);
+    return WK_EV_NONE;
 }
 
-/* Re-entrant: a step that fails to start calls back into advance. */
+/*
+ * Move j on until it waits for something: start what its phase starts; an
+ * attempt that ended at once may be an event; once idle, what its steps add
+ * up to is one. Each pass either changes a step or the phase, so it ends.
+ */
 void wk_job_advance(struct wk_job *j)
 {
-    if (j->in_advance) {
-        j->again = true;
-        return;
+    bool lifecycle = j->kind != WK_KIND_REVALIDATE;
+    while (j->phase != WK_PH_ENDED) {
+        struct wk_move m;
+        enum wk_event ev = start_steps(j);
+        if (ev != WK_EV_NONE) {
+            if (wk_decide(j->phase, ev, lifecycle, &m))
+                take(j, ev, &m);
+            continue;
+        }
+        if (j->running > 0)
+            return;
+        enum wk_st st[j->pl->nsteps];
+        for (size_t i = 0; i < j->pl->nsteps; i++)
+            st[i] = j->ss[i].st;
+        ev = wk_job_settle(j->phase, st, j->pl->nsteps);
+        if (ev == WK_EV_NONE)
+            return;
+        /* Every phase but ENDED has a row for being idle (test_jobsm checks it):
+           a miss is a bug in the DAG logic, e.g. a step whose needs never settle. */
+        bool ok = wk_decide(j->phase, ev, lifecycle, &m);
+        TQ_ASSERT(ok);
+        take(j, ev, &m);
+        /* Entering a phase that starts steps while the worker drains: hand back instead. */
+        if (j->eng->draining && wk_phase_starts(j->phase) != WK_START_NONE &&
+            wk_decide(j->phase, WK_EV_DRAIN, lifecycle, &m))
+            take(j, WK_EV_DRAIN, &m);
     }
-    j->in_advance = 1;
-    do {
-        j->again = false;
-        advance_once(j);
-    } while (j->again);
-    j->in_advance = 0;
 }
 
-static enum st initial(const char *status, bool rollback)
+static enum wk_st initial(const char *status, bool rollback)
 {
-    if (!status)
-        return rollback ? S_NOTHING : S_PENDING;
-    if (strcmp(status, "skipped") == 0)
-        return S_SKIPPED;
+    enum tq_step_status s = tq_step_status_parse(status);
+    if (s == TQ_SS_SKIPPED)
+        return WK_S_SKIPPED;
     if (!rollback)
-        return strcmp(status, "succeeded") == 0 ? S_SUCCEEDED : S_PENDING;
-    if (strcmp(status, "compensated") == 0)
-        return S_COMPENSATED;
-    if (strcmp(status, "pending") == 0)
-        return S_NOTHING;
-    return S_UNDO_PENDING; /* succeeded, failed, running, compensation_failed */
+        return s == TQ_SS_SUCCEEDED ? WK_S_SUCCEEDED : WK_S_PENDING;
+    if (s == TQ_SS_COMPENSATED)
+        return WK_S_COMPENSATED;
+    if (s == TQ_SS_NONE || s == TQ_SS_PENDING)
+        return WK_S_NOTHING;
+    return WK_S_UNDO_PENDING; /* succeeded, failed, running, compensation_failed */
+}
+
+static enum wk_st first_state(const struct wk_job *j, size_t i, const char *was)
+{
+    switch (j->kind) {
+    case WK_KIND_REVALIDATE:
+        /* validation steps are those with a class; the rest made resources */
+        return j->pl->steps[i].cls == TQ_CLASS_NONE ? WK_S_SKIPPED
+               : was && strcmp(was, "succeeded") == 0 ? WK_S_SUCCEEDED
+                                                      : WK_S_PENDING;
+    case WK_KIND_DEPROVISION:
+        /* a deprovision job undoes everything its own rows do not show undone */
+        return was && strcmp(was, "compensated") == 0 ? WK_S_COMPENSATED : WK_S_UNDO_PENDING;
+    default:
+        return initial(was, j->cl.rollback);
+    }
 }
 
 void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
@@ -302,12 +337,13 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     j->eng = e;
     j->cl = c->cl;
     j->pl = c->pl;
+    j->pref = c->pref;
     memcpy(j->id, c->id, sizeof(j->id));
     free(c);
-    j->deprovision = strcmp(j->cl.c.kind, "deprovision") == 0;
-    j->revalidate = strcmp(j->cl.c.kind, "revalidate") == 0;
-    j->rollback = j->cl.rollback || j->deprovision;
-    j->cancel = j->cl.cancel_requested;
+    j->kind = strcmp(j->cl.c.kind, "deprovision") == 0 ? WK_KIND_DEPROVISION
+              : strcmp(j->cl.c.kind, "revalidate") == 0 ? WK_KIND_REVALIDATE
+                                                         : WK_KIND_PROVISION;
+    j->phase = wk_first_phase(j->cl.c.kind, j->cl.rollback, j->cl.cancel_requested);
     j->ss = tq_xcalloc(j->pl->nsteps, sizeof(*j->ss));
     j->started_mono_ms = tq_mono_ms();
     for (size_t i = 0; i < j->pl->nsteps; i++) {
@@ -317,16 +353,12 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
         /* attempts count across deliveries: a retry policy is not reset by a crash */
         ss->attempts = (int)json_integer_value(json_object_get(rec, "attempts"));
         ss->undo_attempts = (int)json_integer_value(json_object_get(rec, "undo_attempts"));
-        /* a deprovision job undoes everything its own rows do not show undone */
-        if (j->revalidate)
-            /* validation steps are those with a class; the rest made resources */
-            ss->st = j->pl->steps[i].cls == TQ_CLASS_NONE ? S_SKIPPED
-                     : was && strcmp(was, "succeeded") == 0          ? S_SUCCEEDED
-                                                                     : S_PENDING;
-        else
-            ss->st = j->deprovision ? (was && strcmp(was, "compensated") == 0 ? S_COMPENSATED
-                                                                               : S_UNDO_PENDING)
-                                    : initial(was, j->rollback);
+        /* unknown (no record of it): an earlier attempt may have reached its server */
+        const json_t *reached = json_object_get(rec, "reached");
+        ss->reached = json_is_false(reached) ? RCH_NEVER : RCH_MAYBE;
+        if (ss->attempts == 0)
+            ss->reached = RCH_NEVER;
+        ss->st = first_state(j, i, was);
         ss->job = j;
         ss->index = i;
         uv_timer_init(e->loop, &ss->retry_timer);
@@ -339,29 +371,26 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
     e->jobs = j;
     e->njobs++;
     atomic_fetch_add(&wk_metrics.in_flight, 1);
+    bool rollback = strcmp(wk_phase_stored(j->phase), "rollback") == 0;
     /* A first delivery's claim is routine (its outcome line follows); a
        redelivery or a resumed rollback is what an operator looks for. */
-    tq_log(j->cl.c.attempt > 1 || j->rollback ? TQ_LOG_INFO : TQ_LOG_DEBUG,
+    tq_log(j->cl.c.attempt > 1 || rollback ? TQ_LOG_INFO : TQ_LOG_DEBUG,
            "job %" PRId64 " (%s): claimed (%s%s, epoch %" PRId64 ", delivery %d)",
-           j->cl.c.job_id, j->cl.c.tenant_id, j->cl.c.kind, j->rollback ? ", rollback" : "",
+           j->cl.c.job_id, j->cl.c.tenant_id, j->cl.c.kind, rollback ? ", rollback" : "",
            j->cl.c.epoch, j->cl.c.attempt);
     /* The tenant shows the job from its first recorded transition on: this
        row travels with the first step rows, and the writer folds it into the
        job's next row when both wait in the same flush (the claim itself does
-       not write the tenant). */
-    if (!j->revalidate)
-        wk_job_emit_job(j, "running", j->deprovision ? "deprovisioning"
-                                      : j->rollback  ? "rolling_back"
-                                                     : "provisioning",
-                        NULL, NULL, false, WK_NONE, 0);
-    if (j->cancel && !j->rollback) {
-        j->stopping = true;
+       not write the tenant). A revalidation never touches the tenant. */
+    if (j->kind != WK_KIND_REVALIDATE)
+        wk_job_emit_job(j, TQ_JS_RUNNING,
+                        j->kind == WK_KIND_DEPROVISION ? TQ_TS_DEPROVISIONING
+                        : rollback                     ? TQ_TS_ROLLING_BACK
+                                                       : TQ_TS_PROVISIONING,
+                        NULL, NULL, WK_NONE, 0);
+    if (j->phase == WK_PH_CANCELLING)
         snprintf(j->reason, sizeof(j->reason), "cancelled by an operator");
-    }
-    if (e->draining) {
-        j->draining = j->stopping = true;
-    }
-    wk_job_advance(j);
+    wk_job_event(j, e->draining ? WK_EV_DRAIN : WK_EV_NONE);
 }
 
 void wk_engine_report(struct wk_engine *e, struct wk_report *r)
@@ -369,23 +398,7 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
     struct wk_job *j = r->job;
     switch (r->what) {
     case WK_R_STALE:
-        if (!j->stale) {
-            j->stale = true;
-            atomic_fetch_add(&wk_metrics.jobs_stale, 1);
-            tq_warn("job %" PRId64 " (%s): lease lost to another worker; abandoning it without "
-                    "further writes", j->cl.c.job_id, j->cl.c.tenant_id);
-            for (size_t i = 0; i < j->pl->nsteps; i++) {
-                uv_timer_stop(&j->ss[i].retry_timer);
-                struct wk_step *s = j->ss[i].cur;
-                const struct wk_step_ops *ops = s ? wk_step_lookup(s->def->kind) : NULL;
-                if (s && !s->cancelled && ops && ops->cancel) {
-                    s->cancelled = true;
-                    ops->cancel(s);
-                }
-            }
-            if (!j->ended)
-                wk_job_advance(j);
-        }
+        wk_job_event(j, WK_EV_LEASE_LOST);
         break;
     case WK_R_CANCEL:
         wk_engine_cancel(e, j->cl.c.job_id);
@@ -399,50 +412,44 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
 
 void wk_engine_cancel(struct wk_engine *e, int64_t job_id)
 {
-    for (struct wk_job *j = e->jobs; j; j = j->next) {
-        if (j->cl.c.job_id != job_id || j->cancel || j->ended || j->deprovision)
-            continue;
-        j->cancel = true;
-        j->stopping = true;
-        tq_info("job %" PRId64 " (%s): cancel requested; stopping at the next step boundary",
-                j->cl.c.job_id, j->cl.c.tenant_id);
-        wk_job_advance(j);
+    struct wk_job *next;
+    for (struct wk_job *j = e->jobs; j; j = next) {
+        next = j->next;
+        if (j->cl.c.job_id == job_id)
+            wk_job_event(j, WK_EV_CANCEL);
     }
 }
 
 static void on_grace(uv_timer_t *t)
 {
     struct wk_engine *e = t->data;
-    tq_warn("drain grace period over: cancelling %d job(s)' running steps", e->njobs);
+    if (e->njobs > 0)
+        tq_warn("drain grace period over: cancelling %d job(s)' running steps", e->njobs);
     for (struct wk_job *j = e->jobs; j; j = j->next)
-        for (size_t i = 0; i < j->pl->nsteps; i++) {
-            struct wk_step *s = j->ss[i].cur;
-            const struct wk_step_ops *ops = s ? wk_step_lookup(s->def->kind) : NULL;
-            if (s && !s->cancelled && ops && ops->cancel) {
-                s->cancelled = true;
-                ops->cancel(s);
-            }
-        }
+        for (size_t i = 0; i < j->pl->nsteps; i++)
+            if (j->ss[i].cur)
+                wk_step_cancel(j->ss[i].cur);
 }
 
-void wk_engine_drain(struct wk_engine *e, void (*cb)(void *), void *arg)
+void wk_engine_drain(struct wk_engine *e, uint32_t grace_ms, void (*cb)(void *), void *arg)
 {
     e->draining = true;
     e->drained_cb = cb;
     e->drained_arg = arg;
-    if (e->njobs == 0 && e->closing == 0) {
-        e->drained_cb = NULL;
-        cb(arg);
-        return;
-    }
-    uv_timer_start(&e->grace, on_grace, e->set.grace_ms, 0);
-    e->grace_armed = true;
+    /* jobs the fetcher still delivers are handed back; the grace covers them too */
+    uv_timer_start(&e->grace, on_grace, grace_ms, 0);
     struct wk_job *next;
     for (struct wk_job *j = e->jobs; j; j = next) {
         next = j->next;
-        j->draining = j->stopping = true;
-        wk_job_advance(j);
+        wk_job_event(j, WK_EV_DRAIN);
     }
+    if (e->njobs == 0 && e->closing == 0)
+        cb(arg);
+}
+
+bool wk_engine_idle(const struct wk_engine *e)
+{
+    return e->njobs == 0 && e->closing == 0;
 }
 
 struct wk_engine *wk_engine_new(uv_loop_t *loop, const struct wk_settings *set,
@@ -465,7 +472,7 @@ size_t wk_engine_job_ids(const struct wk_engine *e, int64_t *out, size_t cap)
 {
     size_t n = 0;
     for (const struct wk_job *j = e->jobs; j && n < cap; j = j->next)
-        if (!j->stale)
+        if (j->phase != WK_PH_STALE)
             out[n++] = j->cl.c.job_id;
     return n;
 }
@@ -473,6 +480,17 @@ size_t wk_engine_job_ids(const struct wk_engine *e, int64_t *out, size_t cap)
 int wk_engine_jobs(const struct wk_engine *e)
 {
     return e->njobs;
+}
+
+void wk_engine_abandon(struct wk_engine *e)
+{
+    e->abandoned = true;
+    struct wk_job *next;
+    for (struct wk_job *j = e->jobs; j; j = next) {
+        next = j->next;
+        if (j->phase == WK_PH_ENDED)
+            job_free(j);
+    }
 }
 
 static void engine_closed(uv_handle_t *h)

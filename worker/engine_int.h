@@ -1,38 +1,31 @@
 /*
  * Engine internals shared by engine.c (job life), step_run.c (one attempt of
  * a step), progress.c (what the engine hands the writer) and template.c
- * (step parameters). Worker-internal; loop thread only.
+ * (step parameters). Worker-internal; loop thread only. A job's phase and
+ * the moves between phases are jobsm.h's; these structs hold only what the
+ * engine needs to carry a job through them.
  */
 #ifndef WK_ENGINE_INT_H
 #define WK_ENGINE_INT_H
 
+#include "jobsm.h"
+#include "step_int.h"
 #include "worker.h"
 
-enum st {
-    S_PENDING,       /* forward: not started (or waiting for a long retry) */
-    S_RUNNING,
-    S_WAIT_RETRY,    /* timer armed */
-    S_SUCCEEDED,
-    S_WARNED,        /* performance check failed: counts as done, with a warning */
-    S_FAILED,        /* failed for good */
-    S_UNDO_PENDING,
-    S_UNDOING,
-    S_UNDO_WAIT,
-    S_COMPENSATED,
-    S_COMP_FAILED,
-    S_NOTHING,       /* never ran: nothing to undo */
-    S_SKIPPED,       /* disabled by its "enabled" condition: counts as done */
-};
+enum wk_job_kind { WK_KIND_PROVISION, WK_KIND_DEPROVISION, WK_KIND_REVALIDATE };
 
 struct stepstate {
-    enum st st;
-    int attempts;        /* run attempts in this delivery */
+    enum wk_st st;
+    int attempts;            /* run attempts, across deliveries */
     int undo_attempts;
-    uint64_t due_ms;     /* long retry: not before */
-    struct wk_step *cur;
+    int unreached;           /* run attempts in a row that never reached the server (this delivery) */
+    uint64_t due_ms;         /* long retry: not before */
+    uint64_t outage_since_ms;   /* first of the transient failures in a row, 0: none */
+    struct wk_step_run *cur;
     uv_timer_t retry_timer;
     uv_timer_t timeout_timer;
-    bool timed_out;
+    enum { TO_NONE, TO_FIRED } timeout;   /* the timeout of cur fired */
+    enum { RCH_NEVER, RCH_MAYBE } reached;   /* did any run attempt possibly reach its server */
     struct wk_job *job;
     size_t index;
 };
@@ -40,27 +33,15 @@ struct stepstate {
 struct wk_job {
     struct wk_engine *eng;
     struct tq_claimed cl;
-    const struct tq_pipeline *pl;
+    const struct tq_pipeline *pl;   /* held through pref until the job is freed */
+    struct wk_pipeline *pref;
     char id[24];
     struct stepstate *ss;
-    bool rollback;           /* phase */
-    bool deprovision;
-    bool revalidate;         /* re-run the checks only; never touch resources */
-    int drifted;             /* checks that failed on revalidation */
-    bool stopping;           /* start no new forward steps */
-    bool need_rollback;
-    bool blocked;
-    bool cancel;
-    bool draining;
-    bool stale;
-    bool ended;              /* last row queued; waiting for the writer */
-    bool comp_failed;
-    bool warned;
-    int running;
-    int open_handles;
-    int in_advance;
-    bool again;
-    uint64_t park_due_ms;
+    enum wk_job_kind kind;
+    enum wk_phase phase;
+    int running;             /* steps with an attempt in flight */
+    int open_handles;        /* timers still closing after the job ended */
+    uint64_t park_due_ms;    /* PARKING: the earliest long retry */
     uint64_t started_mono_ms;   /* claimed by this worker, for the duration metric */
     char reason[512];
     char failed_step[TQ_STEP_NAME_MAX + 1];
@@ -78,27 +59,38 @@ struct wk_engine {
     int njobs;
     int closing;                 /* jobs ended whose timers are still closing */
     bool draining;
+    bool abandoned;              /* past the drain's final deadline: ended jobs freed at once */
     void (*drained_cb)(void *);
     void *drained_arg;
     uv_timer_t grace;
-    bool grace_armed;
 };
 
 /* engine.c */
+/* Apply ev to j (an event the table does not list changes nothing), then advance. */
+void wk_job_event(struct wk_job *j, enum wk_event ev);
+/* Start what j's phase starts, and move it on while it is idle. */
 void wk_job_advance(struct wk_job *j);
 void wk_job_notify(struct wk_job *j, const char *event, const char *text);
 
 /* step_run.c */
 bool wk_step_enabled(struct wk_job *j, size_t i);
 void wk_step_skip(struct wk_job *j, size_t i);
-void wk_step_start(struct wk_job *j, size_t i, bool undo);
+/*
+ * Start an attempt of step i (its undo when undo). Returns the job event of
+ * an attempt that ended inside the call (did not start, or a kind that
+ * finished at once), WK_EV_NONE otherwise; the caller applies it.
+ */
+enum wk_event wk_step_start(struct wk_job *j, size_t i, bool undo);
+/* A phase that starts no steps: its retry timers will not fire. */
+void wk_step_stop_waits(struct wk_job *j);
 
 /* progress.c: queue rows for the writer (nothing once the job is stale) */
-void wk_job_emit_step(struct wk_job *j, size_t i, enum st st, int ad, int ud, uint64_t started,
+void wk_job_emit_step(struct wk_job *j, size_t i, enum wk_st st, int ad, int ud, uint64_t started,
                       uint64_t finished, const char *error, const char *output, bool progress);
-void wk_job_emit_attempt(struct wk_job *j, struct wk_step *s, bool ok, const char *error);
-void wk_job_emit_job(struct wk_job *j, const char *jstatus, const char *tstatus,
-                     const char *event, const char *reason, bool last, enum wk_redis_act act,
+void wk_job_emit_attempt(struct wk_job *j, struct wk_step_run *r, bool ok, bool reached,
+                         const char *error);
+void wk_job_emit_job(struct wk_job *j, enum tq_job_status jstatus, enum tq_tenant_status tstatus,
+                     const char *event, const char *reason, enum wk_redis_act act,
                      uint64_t due_ms);
 
 /* template.c: ${...} values of a job, and params rendered with them */

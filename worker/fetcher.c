@@ -17,7 +17,6 @@
 #include "loop.h"
 #include "worker.h"
 
-#define PIPELINES_MAX 32
 
 struct wk_fetcher {
     struct wk_settings set;
@@ -28,22 +27,51 @@ struct wk_fetcher {
     atomic_int *free_slots;
     struct tq_queue *q;
     struct tq_pg *pg;
-    struct tq_pipeline *pipelines[PIPELINES_MAX];
-    size_t npipelines;
+    /* Parsed pipelines by hash, shared with the jobs that run them: at most
+       set.pipeline_cache kept unused, least recently used evicted first;
+       one a job holds is never evicted (its refs come back from the loop). */
+    struct wk_pipeline **pipelines;
+    size_t npipelines, cappipelines;
+    uint64_t tick;
     uv_async_t async;
+    atomic_bool exited;       /* the thread has returned; the loop joins it */
+    bool joined;
+    void (*stopped_cb)(void *);
+    void *stopped_arg;
     pthread_mutex_t omu;
     struct wk_claimed *out, *out_tail;
     void (*deliver)(void *, struct wk_claimed *);
     void *arg;
 };
 
-static const struct tq_pipeline *pipeline(struct wk_fetcher *f, const char *hash, char *why,
-                                          size_t whylen, bool *gone)
+/* Drop least recently used pipelines no job holds until at most keep remain. */
+static void evict(struct wk_fetcher *f, size_t keep)
+{
+    while (f->npipelines > keep) {
+        size_t victim = f->npipelines;
+        for (size_t i = 0; i < f->npipelines; i++)
+            if (atomic_load(&f->pipelines[i]->refs) == 0 &&
+                (victim == f->npipelines || f->pipelines[i]->used < f->pipelines[victim]->used))
+                victim = i;
+        if (victim == f->npipelines)
+            return;   /* every one is in use: the cache holds what jobs hold */
+        tq_pipeline_free(f->pipelines[victim]->pl);
+        free(f->pipelines[victim]);
+        f->pipelines[victim] = f->pipelines[--f->npipelines];
+    }
+}
+
+/* The pipeline with that hash, held for one job (wk_pipeline_release). */
+static struct wk_pipeline *pipeline(struct wk_fetcher *f, const char *hash, char *why,
+                                    size_t whylen, bool *gone)
 {
     *gone = false;
     for (size_t i = 0; i < f->npipelines; i++)
-        if (strcmp(f->pipelines[i]->hash, hash) == 0)
+        if (strcmp(f->pipelines[i]->pl->hash, hash) == 0) {
+            f->pipelines[i]->used = ++f->tick;
+            atomic_fetch_add(&f->pipelines[i]->refs, 1);
             return f->pipelines[i];
+        }
     char *text = NULL;
     enum tq_err err = tq_pg_pipeline_get(f->pg, hash, &text);
     if (err) {
@@ -58,15 +86,22 @@ static const struct tq_pipeline *pipeline(struct wk_fetcher *f, const char *hash
         *gone = true;   /* it will not parse next time either */
         return NULL;
     }
-    if (f->npipelines == PIPELINES_MAX) {
-        /* Jobs may still point at cached pipelines: keep them, refuse to grow. */
-        tq_error("fetcher: more than %d distinct pipelines in flight", PIPELINES_MAX);
-        tq_pipeline_free(p);
-        snprintf(why, whylen, "too many distinct pipelines in flight");
-        return NULL;
+    evict(f, (size_t)f->set.pipeline_cache - 1);
+    if (f->npipelines == f->cappipelines) {
+        f->cappipelines = f->cappipelines ? 2 * f->cappipelines : 16;
+        f->pipelines = tq_xrealloc(f->pipelines, f->cappipelines * sizeof(*f->pipelines));
     }
-    f->pipelines[f->npipelines++] = p;
-    return p;
+    struct wk_pipeline *e = tq_xcalloc(1, sizeof(*e));
+    e->pl = p;
+    e->used = ++f->tick;
+    atomic_init(&e->refs, 1);
+    f->pipelines[f->npipelines++] = e;
+    return e;
+}
+
+void wk_pipeline_release(struct wk_pipeline *p)
+{
+    atomic_fetch_sub(&p->refs, 1);
 }
 
 static void hand_over(struct wk_fetcher *f, struct wk_claimed *c)
@@ -83,6 +118,16 @@ static void hand_over(struct wk_fetcher *f, struct wk_claimed *c)
 static void on_async(uv_async_t *a)
 {
     struct wk_fetcher *f = a->data;
+    bool exited = atomic_load(&f->exited) && !f->joined;
+    if (exited) {
+        /* the thread returned (it sent this wake-up last): joining does not wait */
+        pthread_join(f->th, NULL);
+        f->joined = true;
+        tq_queue_close(f->q);
+        tq_pg_close(f->pg);
+        f->q = NULL;
+        f->pg = NULL;
+    }
     pthread_mutex_lock(&f->omu);
     struct wk_claimed *c = f->out;
     f->out = f->out_tail = NULL;
@@ -92,6 +137,11 @@ static void on_async(uv_async_t *a)
         c->next = NULL;
         f->deliver(f->arg, c);
         c = next;
+    }
+    if (exited && f->stopped_cb) {
+        void (*cb)(void *) = f->stopped_cb;
+        f->stopped_cb = NULL;
+        cb(f->stopped_arg);
     }
 }
 
@@ -139,6 +189,82 @@ static void explain_unclaimed(struct wk_fetcher *f, const int64_t *ids, size_t n
     free(st);
 }
 
+/* Log a Redis failure of a follow-up action once; the reaper or reconciler repairs it. */
+static void queue_failed(struct wk_fetcher *f, enum tq_err err, const char *what, const char *id)
+{
+    if (err)
+        tq_warn("fetcher: could not %s %s: %s; the reaper or the reconciler will", what, id,
+                tq_queue_errstr(f->q));
+}
+
+/* Reserved ids the claim did not take: dead-lettered, or already decided elsewhere. */
+static void settle_unclaimed(struct wk_fetcher *f, char **ids, size_t n,
+                             const struct tq_claimed *cl, size_t ncl, const int64_t *dead,
+                             size_t ndead)
+{
+    int64_t *unclaimed = tq_xcalloc(n, sizeof(int64_t));
+    size_t nun = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v;
+        bool valid = tq_job_id_parse(ids[i], strlen(ids[i]), &v, NULL);
+        bool claimed = false, is_dead = false;
+        for (size_t k = 0; k < ncl && !claimed; k++)
+            claimed = cl[k].c.job_id == v;
+        for (size_t k = 0; k < ndead && !is_dead; k++)
+            is_dead = dead[k] == v;
+        if (is_dead) {
+            tq_error("fetcher: job %s delivered %d times without progress; dead-lettered", ids[i],
+                     f->set.max_deliveries);
+            queue_failed(f, tq_queue_bury(f->q, ids[i]), "dead-letter", ids[i]);
+            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+        } else if (!claimed && valid) {
+            const char *one[] = {ids[i]};
+            /* the claim decided; say why below */
+            queue_failed(f, tq_queue_ack_batch(f->q, one, 1), "drop unclaimable", ids[i]);
+            unclaimed[nun++] = v;
+        }
+    }
+    explain_unclaimed(f, unclaimed, nun);
+    free(unclaimed);
+}
+
+/* Claimed jobs to the loop, each with its pipeline; a job whose pipeline is unusable is buried. */
+static void hand_over_claimed(struct wk_fetcher *f, struct tq_claimed *cl, size_t ncl)
+{
+    for (size_t k = 0; k < ncl; k++) {
+        char why[512] = "";
+        bool gone = false;
+        struct wk_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
+        char id[24];
+        snprintf(id, sizeof(id), "%" PRId64, cl[k].c.job_id);
+        if (!p) {
+            if (gone) {
+                char reason[600];
+                snprintf(reason, sizeof(reason), "pipeline %.12s cannot be used: %s",
+                         cl[k].c.pipeline_hash, why);
+                tq_error("fetcher: job %s: %s; dead-lettered", id, reason);
+                if (tq_store_dead(f->pg, cl[k].c.job_id, cl[k].c.epoch, reason))
+                    tq_warn("fetcher: could not record job %s dead: %s", id, tq_pg_errstr(f->pg));
+                queue_failed(f, tq_queue_bury(f->q, id), "dead-letter", id);
+                atomic_fetch_add(&wk_metrics.jobs_dead, 1);
+            } else {
+                tq_error("fetcher: job %s: %s; handing it back", id, why);
+                const char *one[] = {id};
+                queue_failed(f, tq_queue_release_batch(f->q, one, 1), "hand back", id);
+            }
+            json_decref(cl[k].steps);
+            continue;
+        }
+        struct wk_claimed *c = tq_xcalloc(1, sizeof(*c));
+        c->cl = cl[k];
+        c->pl = p->pl;
+        c->pref = p;
+        memcpy(c->id, id, sizeof(id));
+        atomic_fetch_sub(f->free_slots, 1);
+        hand_over(f, c);
+    }
+}
+
 static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_backoff)
 {
     int free_slots = atomic_load(f->free_slots);
@@ -156,6 +282,16 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     *redis_backoff = 100;
     if (n == 0)
         return;
+    if (atomic_load(&f->stop)) {
+        /* draining: a claim now would only be handed back (and count a delivery) */
+        if (tq_queue_release_batch(f->q, (const char *const *)ids, n) != TQ_OK)
+            tq_warn("fetcher: could not hand back %zu id(s) at shutdown: %s; the reaper will",
+                    n, tq_queue_errstr(f->q));
+        for (size_t i = 0; i < n; i++)
+            free(ids[i]);
+        free(ids);
+        return;
+    }
 
     /* reserve already dead-lettered (and logged) every value that is not a job id */
     atomic_fetch_add(&wk_metrics.jobs_dead, tq_queue_garbage_taken(f->q));
@@ -174,65 +310,15 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     if (err) {
         wk_dep_report(WK_DEP_PG, err, tq_pg_errstr(f->pg));
         tq_error("fetcher: %s; handing %zu job(s) back", tq_pg_errstr(f->pg), nj);
-        tq_queue_release_batch(f->q, (const char *const *)ids, n);
+        queue_failed(f, tq_queue_release_batch(f->q, (const char *const *)ids, n), "hand back",
+                     "the batch");
         backoff(f, pg_backoff);
         goto out;
     }
     wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
     *pg_backoff = 100;
-    int64_t *unclaimed = tq_xcalloc(n, sizeof(int64_t));
-    size_t nun = 0;
-    for (size_t i = 0; i < n; i++) {
-        int64_t v;
-        bool valid = tq_job_id_parse(ids[i], strlen(ids[i]), &v, NULL);
-        bool claimed = false, is_dead = false;
-        for (size_t k = 0; k < ncl && !claimed; k++)
-            claimed = cl[k].c.job_id == v;
-        for (size_t k = 0; k < ndead && !is_dead; k++)
-            is_dead = dead[k] == v;
-        if (is_dead) {
-            tq_error("fetcher: job %s delivered %d times without progress; dead-lettered", ids[i],
-                     f->set.max_deliveries);
-            tq_queue_bury(f->q, ids[i]);
-            atomic_fetch_add(&wk_metrics.jobs_dead, 1);
-        } else if (!claimed && valid) {
-            const char *one[] = {ids[i]};
-            tq_queue_ack_batch(f->q, one, 1);   /* the claim decided; say why below */
-            unclaimed[nun++] = v;
-        }
-    }
-    explain_unclaimed(f, unclaimed, nun);
-    free(unclaimed);
-    for (size_t k = 0; k < ncl; k++) {
-        char why[512] = "";
-        bool gone = false;
-        const struct tq_pipeline *p = pipeline(f, cl[k].c.pipeline_hash, why, sizeof(why), &gone);
-        char id[24];
-        snprintf(id, sizeof(id), "%" PRId64, cl[k].c.job_id);
-        if (!p) {
-            if (gone) {
-                char reason[600];
-                snprintf(reason, sizeof(reason), "pipeline %.12s cannot be used: %s",
-                         cl[k].c.pipeline_hash, why);
-                tq_error("fetcher: job %s: %s; dead-lettered", id, reason);
-                tq_store_dead(f->pg, cl[k].c.job_id, cl[k].c.epoch, reason);
-                tq_queue_bury(f->q, id);
-                atomic_fetch_add(&wk_metrics.jobs_dead, 1);
-            } else {
-                tq_error("fetcher: job %s: %s; handing it back", id, why);
-                const char *one[] = {id};
-                tq_queue_release_batch(f->q, one, 1);
-            }
-            json_decref(cl[k].steps);
-            continue;
-        }
-        struct wk_claimed *c = tq_xcalloc(1, sizeof(*c));
-        c->cl = cl[k];
-        c->pl = p;
-        memcpy(c->id, id, sizeof(id));
-        atomic_fetch_sub(f->free_slots, 1);
-        hand_over(f, c);
-    }
+    settle_unclaimed(f, ids, n, cl, ncl, dead, ndead);
+    hand_over_claimed(f, cl, ncl);
     uv_async_send(&f->async);
 out:
     free(cl);
@@ -251,7 +337,8 @@ static void *fetcher_main(void *arg)
     while (!atomic_load(&f->stop)) {
         if (tq_mono_ms() >= next_promote) {
             int moved = 0;
-            tq_queue_promote(f->q, 1000, &moved);
+            if (tq_queue_promote(f->q, 1000, &moved) && atomic_load(&wk_metrics.redis_ok))
+                tq_warn("fetcher: could not promote due delayed ids: %s", tq_queue_errstr(f->q));
             next_promote = tq_mono_ms() + 250;
         }
         pthread_mutex_lock(&f->mu);
@@ -273,6 +360,8 @@ static void *fetcher_main(void *arg)
         if (atomic_load(f->free_slots) > 0)
             cycle(f, &rb, &pb);
     }
+    atomic_store(&f->exited, true);
+    uv_async_send(&f->async);   /* the loop joins us and delivers the last claims */
     return NULL;
 }
 
@@ -286,6 +375,7 @@ struct wk_fetcher *wk_fetcher_start(uv_loop_t *loop, const struct wk_settings *s
     f->deliver = deliver;
     f->arg = arg;
     atomic_store(&f->stop, false);
+    atomic_init(&f->exited, false);
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_init(&f->omu, NULL);
     pthread_cond_init(&f->cond, NULL);
@@ -308,22 +398,23 @@ void wk_fetcher_poke(struct wk_fetcher *f)
 static void async_closed(uv_handle_t *h)
 {
     struct wk_fetcher *f = h->data;
-    for (size_t i = 0; i < f->npipelines; i++)
-        tq_pipeline_free(f->pipelines[i]);
+    for (size_t i = 0; i < f->npipelines; i++) {
+        tq_pipeline_free(f->pipelines[i]->pl);
+        free(f->pipelines[i]);
+    }
+    free(f->pipelines);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->omu);
     pthread_cond_destroy(&f->cond);
     free(f);
 }
 
-void wk_fetcher_stop(struct wk_fetcher *f)
+void wk_fetcher_stop(struct wk_fetcher *f, void (*cb)(void *), void *arg)
 {
+    f->stopped_cb = cb;
+    f->stopped_arg = arg;
     atomic_store(&f->stop, true);
     wk_fetcher_poke(f);
-    pthread_join(f->th, NULL);
-    tq_queue_close(f->q);
-    tq_pg_close(f->pg);
-    on_async(&f->async);   /* jobs claimed at the last moment still reach the engine */
 }
 
 /* Free after the engine has let go of every job (pipelines are shared with them). */

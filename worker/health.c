@@ -455,11 +455,6 @@ int wk_http_start(uv_loop_t *loop, const char *addr, const atomic_bool *draining
     return 0;
 }
 
-void wk_http_draining(struct wk_http *h)
-{
-    (void)h; /* /readyz reads the draining flag itself */
-}
-
 static void server_closed(uv_handle_t *hd)
 {
     free(hd->data);

@@ -204,10 +204,10 @@ static void acquire_work(uv_work_t *w)
 static void on_wait_over(uv_timer_t *t)
 {
     struct stepstate *ss = t->data;
-    if (ss->st == S_WAIT_RETRY)
-        ss->st = S_PENDING;
-    else if (ss->st == S_UNDO_WAIT)
-        ss->st = S_UNDO_PENDING;
+    if (ss->st == WK_S_WAIT_RETRY)
+        ss->st = WK_S_PENDING;
+    else if (ss->st == WK_S_UNDO_WAIT)
+        ss->st = WK_S_UNDO_PENDING;
     wk_job_advance(ss->job);
 }
 
@@ -222,12 +222,13 @@ static void acquire_after(uv_work_t *w, int status)
     bool undo = p->undo;
     uv_loop_t *loop = j->eng->loop;
     j->running--;
-    bool wanted = !j->stale && !j->ended && !j->draining &&
-                  (undo ? !j->comp_failed : !j->stopping);
+    /* still wanted while the job's phase starts steps of this kind (not
+       stale, ended, handed back for a drain or a park, or failing) */
+    bool wanted = wk_phase_starts(j->phase) == (undo ? WK_START_UNDO : WK_START_RUN);
     if (!wanted || c->got) {
         /* back to pending: the engine starts it now (our permit is waiting
            for it) or decides what else happens to it */
-        ss->st = undo ? S_UNDO_PENDING : S_PENDING;
+        ss->st = undo ? WK_S_UNDO_PENDING : WK_S_PENDING;
         if (c->got && wanted) {
             p->st = P_GRANTED;
             tq_debug("job %" PRId64 " (%s): step %s took a permit of limit %s (%lld/%u)",
@@ -259,7 +260,7 @@ static void acquire_after(uv_work_t *w, int status)
             tq_info("job %" PRId64 " (%s): step %s %s", j->cl.c.job_id, j->cl.c.tenant_id,
                     j->pl->steps[i].name, why);
         snprintf(p->shown, sizeof(p->shown), "%s", why);
-        wk_job_emit_step(j, i, S_PENDING, 0, 0, 0, 0, why, NULL, false);
+        wk_job_emit_step(j, i, WK_S_PENDING, 0, 0, 0, 0, why, NULL, false);
     }
     /* busy: only the connection was taken, ask again soon */
     uint64_t base = c->busy ? BUSY_MS : POLL_MS;
@@ -277,7 +278,7 @@ static struct lease *lease_of(struct wk_job *j)
     struct lease *l = tq_xcalloc(1, sizeof(*l));
     l->job = j;
     l->at_ms = j->started_mono_ms;   /* the claim took the lease just before */
-    if (j->cl.rollback || j->deprovision)
+    if (j->cl.rollback || j->kind == WK_KIND_DEPROVISION)
         l->undo_from_ms = j->started_mono_ms - 1;   /* claimed to undo: the claim confirms it */
     l->next = leases;
     leases = l;
@@ -293,7 +294,7 @@ void wk_leases_confirmed(struct wk_engine *e, const int64_t *asked, size_t naske
                          const int64_t *ok, size_t nok, uint64_t sent_ms)
 {
     for (struct wk_job *j = e->jobs; j; j = j->next) {
-        if (j->ended || j->stale)
+        if (j->phase == WK_PH_ENDED || j->phase == WK_PH_STALE)
             continue;
         int64_t id = j->cl.c.job_id;
         bool was_asked = false, still = false;
@@ -336,7 +337,7 @@ static bool lease_confirmed(struct wk_job *j, size_t i, bool undo)
         tq_debug("job %" PRId64 " (%s): step %s waits for PostgreSQL to confirm the job's lease",
                  j->cl.c.job_id, j->cl.c.tenant_id, j->pl->steps[i].name);
     }
-    j->ss[i].st = undo ? S_UNDO_WAIT : S_WAIT_RETRY;
+    j->ss[i].st = undo ? WK_S_UNDO_WAIT : WK_S_WAIT_RETRY;
     uv_timer_start(&j->ss[i].retry_timer, on_wait_over, CONFIRM_POLL_MS, 0);
     return false;
 }
@@ -375,7 +376,7 @@ bool wk_limit_admit(struct wk_job *j, size_t i, bool undo)
     p->undo = undo;
     p->st = P_ASKING;
     j->running++;   /* the engine waits for the answer as for a running step */
-    j->ss[i].st = undo ? S_UNDO_WAIT : S_WAIT_RETRY;
+    j->ss[i].st = undo ? WK_S_UNDO_WAIT : WK_S_WAIT_RETRY;
     struct call *c = tq_xcalloc(1, sizeof(*c));
     c->p = p;
     c->key = p->key;

@@ -15,6 +15,7 @@
 #include "credentials.h"
 #include "limits.h"
 #include "loop.h"
+#include "step_int.h"
 #include "tq/log.h"
 #include "tq/probe.h"
 #include "tq/util.h"
@@ -31,6 +32,10 @@ struct worker {
     struct wk_fetcher *fetcher;
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
+    uv_timer_t final;          /* drain: stop waiting for PostgreSQL after grace + FINAL_SLACK_MS */
+    bool abandoned;            /* past it: the writer's reports no longer reach the engine */
+    bool fetcher_stopped;      /* drain: its thread has ended */
+    bool drain_done;           /* drain: every job gone; the writer is stopping */
     uv_work_t hb_work;
     char last_problem[200];     /* the database's, at the last beat (heartbeat only) */
     bool hb_busy;
@@ -53,7 +58,9 @@ struct worker {
 /* Push job ids to ready; errors are left to the reconciler. */
 static void push_ids(struct worker *wk, const int64_t *ids, size_t n)
 {
-    tq_queue_dispatch(wk->hb_q, ids, n, 0);
+    if (tq_queue_dispatch(wk->hb_q, ids, n, 0))
+        tq_warn("could not dispatch %zu job(s): %s; the reconciler will", n,
+                tq_queue_errstr(wk->hb_q));
 }
 
 /*
@@ -220,7 +227,11 @@ static void hb_tick(uv_timer_t *t)
     wk->held = tq_xrealloc(wk->held, (size_t)(wk->cfg->concurrency + 1) * sizeof(int64_t));
     wk->nheld = wk_engine_job_ids(wk->engine, wk->held, (size_t)wk->cfg->concurrency + 1);
     wk->hb_work.data = wk;
-    uv_queue_work(wk->loop, &wk->hb_work, hb_work, hb_after);
+    int rc = uv_queue_work(wk->loop, &wk->hb_work, hb_work, hb_after);
+    if (rc != 0) {
+        wk->hb_busy = false;   /* the next tick tries again */
+        tq_warn("heartbeat: could not queue it: %s", uv_strerror(rc));
+    }
 }
 
 static void deliver_claimed(void *arg, struct wk_claimed *c)
@@ -232,6 +243,10 @@ static void deliver_claimed(void *arg, struct wk_claimed *c)
 static void deliver_report(void *arg, struct wk_report *r)
 {
     struct worker *wk = arg;
+    if (wk->abandoned) {
+        free(r);   /* its job was let go at the final deadline */
+        return;
+    }
     wk_engine_report(wk->engine, r);
 }
 
@@ -244,12 +259,13 @@ static void slot_free(void *arg)
 
 static void maybe_close(struct worker *wk)
 {
-    if (!wk->stopping || wk->hb_busy)
+    if (!wk->stopping || wk->hb_busy || wk->writer)
         return;
     if (!uv_is_closing((uv_handle_t *)&wk->hb_timer)) {
         uv_close((uv_handle_t *)&wk->sig_term, NULL);
         uv_close((uv_handle_t *)&wk->sig_int, NULL);
         uv_close((uv_handle_t *)&wk->hb_timer, NULL);
+        uv_close((uv_handle_t *)&wk->final, NULL);
         if (wk->http)
             wk_http_close(wk->http);
         wk_engine_free(wk->engine);
@@ -257,6 +273,13 @@ static void maybe_close(struct worker *wk)
         wk_fetcher_free(wk->fetcher);
         wk->fetcher = NULL;
     }
+}
+
+static void writer_stopped(void *arg)
+{
+    struct worker *wk = arg;
+    wk->writer = NULL;
+    maybe_close(wk);
 }
 
 static void drained(void *arg);
@@ -267,20 +290,56 @@ static void recheck_drained(uv_timer_t *t)
 }
 
 /*
- * Every job has ended and its last row is written: let notifications in
- * flight finish (bounded by their own 15 s timeout), then stop the threads.
+ * Every job has ended and its last row is written (or given up at the final
+ * deadline): let notifications in flight finish (bounded by their own 15 s
+ * timeout), then stop the writer. Nothing here waits on a thread.
  */
 static void drained(void *arg)
 {
     struct worker *wk = arg;
-    if (wk_curl_transfers(wk->set.curl) > 0) {
+    if (wk_curl_transfers(wk->set.curl) > 0 && !wk->abandoned) {
         wk->hb_timer.data = wk;
         uv_timer_start(&wk->hb_timer, recheck_drained, 50, 0);
         return;
     }
-    wk_writer_stop(wk->writer);   /* flushes what is left */
+    uv_timer_stop(&wk->final);
     wk->stopping = true;
-    maybe_close(wk);
+    wk_writer_stop(wk->writer, writer_stopped, wk);   /* flushes what is left */
+}
+
+/*
+ * The drain's last word, grace + FINAL_SLACK_MS after the signal: rows the
+ * writer could not commit by now (PostgreSQL away) are dropped and the jobs
+ * let go. Nothing is lost: they stay leased to us in PostgreSQL and in our
+ * processing list in Redis, and return to the queue when the lease ends.
+ */
+#define FINAL_SLACK_MS 500
+static void on_final(uv_timer_t *t)
+{
+    struct worker *wk = t->data;
+    tq_warn("drain: %d job(s) still waiting for PostgreSQL after the grace period; exiting "
+            "without them (they return to the queue when their lease ends)",
+            wk_engine_jobs(wk->engine));
+    wk->abandoned = true;
+    wk_writer_give_up(wk->writer);
+    wk_engine_abandon(wk->engine);
+}
+
+/* Drained: the fetcher has stopped (its last claims reached the engine) and no job is left. */
+static void maybe_drained(void *arg)
+{
+    struct worker *wk = arg;
+    if (wk->fetcher_stopped && !wk->drain_done && wk_engine_idle(wk->engine)) {
+        wk->drain_done = true;
+        drained(wk);
+    }
+}
+
+static void fetcher_stopped(void *arg)
+{
+    struct worker *wk = arg;
+    wk->fetcher_stopped = true;
+    maybe_drained(wk);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -293,9 +352,10 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     tq_info("%s: draining (no new jobs; jobs in hand finish their step or are handed back)", name);
     uv_timer_stop(&wk->hb_timer);
+    uv_timer_start(&wk->final, on_final, (uint64_t)wk->set.grace_ms + FINAL_SLACK_MS, 0);
     /* the fetcher's last batch reaches the engine, which hands it back */
-    wk_fetcher_stop(wk->fetcher);
-    wk_engine_drain(wk->engine, drained, wk);
+    wk_engine_drain(wk->engine, wk->set.grace_ms, maybe_drained, wk);
+    wk_fetcher_stop(wk->fetcher, fetcher_stopped, wk);
 }
 
 static void make_worker_id(char *out, size_t len)
@@ -309,16 +369,6 @@ static void make_worker_id(char *out, size_t len)
     snprintf(out, len, "%s-%ld-%02x%02x%02x%02x", host, (long)getpid(), r[0], r[1], r[2], r[3]);
 }
 
-static uint32_t env_u32(const char *name, uint32_t dflt)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return dflt;
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    return *end ? dflt : (uint32_t)n;
-}
-
 int wk_run(const struct tq_config *cfg)
 {
     struct worker wk;
@@ -327,23 +377,18 @@ int wk_run(const struct tq_config *cfg)
     make_worker_id(wk.id, sizeof(wk.id));
     atomic_store(&wk.draining, false);
     atomic_store(&wk.free_slots, cfg->concurrency);
-    wk.set = (struct wk_settings){
-        .cfg = cfg,
-        .worker_id = wk.id,
-        .grace_ms = env_u32("TQ_GRACE_MS", 20000),
-        .long_wait_ms = env_u32("TQ_LONG_WAIT_MS", 15000),
-        .max_deliveries = (int)env_u32("TQ_MAX_DELIVERIES", 10),
-        .batch = (int)env_u32("TQ_BATCH", 128),
-        .revalidate_ms = env_u32("TQ_REVALIDATE_INTERVAL_MS", 86400000),
-    };
-    if (wk.set.batch < 1)
-        wk.set.batch = 1;
+    wk_settings_load(&wk.set, cfg, wk.id);
+    char why[256];
+    if (wk_step_kinds_check(why, sizeof(why)) != 0) {
+        tq_error("cannot start: %s", why);
+        return 1;
+    }
 
     /* Blocking step work and the heartbeat share the pool: size it first. */
     char pool[16];
     snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
-    wk_blocking_init(cfg);
+    wk_blocking_init(cfg->database_url);
     wk_limits_init(cfg, wk.id);
     /* A peer that closes its end (Redis restarted, a scraper gone) must come
        back as EPIPE from write(2), which every client here handles by
@@ -363,7 +408,7 @@ int wk_run(const struct tq_config *cfg)
     char policy[64];
     err = tq_queue_eviction_policy(wk.hb_q, policy, sizeof(policy));
     if (!err && strcmp(policy, "noeviction") != 0) {
-        if (!getenv("TQ_ALLOW_EVICTION")) {
+        if (!wk.set.allow_eviction) {
             tq_error("cannot start: redis maxmemory-policy is \"%s\"; anything but noeviction "
                      "silently drops queue keys (set it to noeviction, or TQ_ALLOW_EVICTION=1 "
                      "to run anyway)", policy);
@@ -405,6 +450,8 @@ int wk_run(const struct tq_config *cfg)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
     uv_timer_init(wk.loop, &wk.hb_timer);
     wk.hb_timer.data = &wk;
+    uv_timer_init(wk.loop, &wk.final);
+    wk.final.data = &wk;
     /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
     uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
     uv_timer_start(&wk.hb_timer, hb_tick, 0, tick ? tick : 1000);
@@ -414,7 +461,9 @@ int wk_run(const struct tq_config *cfg)
             cfg->concurrency, cfg->lease_ms, wk.http ? ", http " : "",
             wk.http ? cfg->http_addr : "");
     uv_run(wk.loop, UV_RUN_DEFAULT);
-    tq_queue_unregister(wk.hb_q);
+    if (tq_queue_unregister(wk.hb_q))
+        tq_warn("could not unregister from redis: %s; the reaper will after the lease",
+                tq_queue_errstr(wk.hb_q));
     tq_info("worker %s stopped: %" PRIuFAST64 " succeeded, %" PRIuFAST64 " failed, %" PRIuFAST64
             " handed back, %" PRIuFAST64 " lost to other workers",
             wk.id, atomic_load(&wk_metrics.jobs_succeeded), atomic_load(&wk_metrics.jobs_failed),

@@ -44,8 +44,6 @@ void wk_dep_report(enum wk_dep d, enum tq_err err, const char *detail);
 void wk_dep_beat(enum wk_dep d, enum tq_err err, const char *detail);
 /* The database answers but cannot serve us (read-only, not migrated); NULL: fine. */
 void wk_dep_pg_state(const char *problem);
-/* /readyz answers 503 from now on. */
-void wk_http_draining(struct wk_http *h);
 /* Close the listener and open connections; frees h once closed. */
 void wk_http_close(struct wk_http *h);
 

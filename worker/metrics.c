@@ -1,7 +1,8 @@
 /*
  * Labelled metrics for /metrics (docs/design.md §5): provisioning duration per
  * tier and region (histogram), successes per tier, failures per tier and
- * step, step durations per kind (histogram), rollbacks, queue depths.
+ * step, step durations per kind (histogram), revalidations by result and
+ * drift by step, rollbacks, queue depths.
  * Recorded and printed on the loop thread only (the engine and the HTTP
  * responder both live there), so the series need no lock; queue depths come
  * from the heartbeat thread through atomics.
@@ -37,6 +38,13 @@ static struct family prov_success = {"tenant_provisioning_successes_total",
 static struct family prov_failure = {"tenant_provisioning_failures_total",
                                      "Provisioning jobs that failed, by the step that failed.",
                                      "counter", NULL};
+static struct family revalidations = {"tq_revalidations_total",
+                                      "Revalidation jobs this worker finished, by result "
+                                      "(clean, drift).",
+                                      "counter", NULL};
+static struct family drift = {"tq_drift_detected_total",
+                              "Checks that found drift on revalidation, by step.", "counter",
+                              NULL};
 static struct family step_duration = {"tq_step_duration_seconds",
                                       "Duration of step attempts, by step kind and phase.",
                                       "histogram", NULL};
@@ -104,6 +112,24 @@ void wk_metrics_failed(const char *tier, const char *step)
     tq_buf_cleanup(&b);
 }
 
+void wk_metrics_revalidated(bool drifted)
+{
+    struct tq_buf b;
+    tq_buf_init(&b);
+    label(&b, "result", drifted ? "drift" : "clean");
+    get(&revalidations, b.data)->count++;
+    tq_buf_cleanup(&b);
+}
+
+void wk_metrics_drift(const char *step)
+{
+    struct tq_buf b;
+    tq_buf_init(&b);
+    label(&b, "step", step);
+    get(&drift, b.data)->count++;
+    tq_buf_cleanup(&b);
+}
+
 void wk_metrics_step(const char *kind, bool undo, double seconds)
 {
     struct tq_buf b;
@@ -141,6 +167,8 @@ void wk_metrics_write(struct tq_buf *out)
     write_family(out, &prov_success);
     write_family(out, &prov_failure);
     write_family(out, &step_duration);
+    write_family(out, &revalidations);
+    write_family(out, &drift);
     tq_buf_printf(out, "# HELP tq_rollbacks_total Rollbacks this worker started.\n"
                        "# TYPE tq_rollbacks_total counter\ntq_rollbacks_total %llu\n",
                   (unsigned long long)atomic_load(&wk_metrics.rollbacks));
@@ -158,7 +186,8 @@ void wk_metrics_write(struct tq_buf *out)
 
 void wk_metrics_free(void)
 {
-    struct family *fs[] = {&prov_duration, &prov_success, &prov_failure, &step_duration};
+    struct family *fs[] = {&prov_duration, &prov_success, &prov_failure, &step_duration,
+                           &revalidations, &drift};
     for (size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++) {
         struct series *s = fs[i]->head, *next;
         for (; s; s = next) {

@@ -159,8 +159,9 @@ static bool address_ok(const char *a)
     return true;
 }
 
-void wk_notify(struct wk_curl *c, const struct tq_claim *cl, const char *event, const char *text,
-               const char *webhook_url, const char *smtp_url, wk_notify_cb *cb, void *arg)
+void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const struct tq_claim *cl,
+               const char *event, const char *text, const char *webhook_url,
+               const char *smtp_url, wk_notify_cb *cb, void *arg)
 {
     struct wk_notice *n = tq_xcalloc(1, sizeof(*n));
     n->cb = cb;
@@ -191,12 +192,8 @@ void wk_notify(struct wk_curl *c, const struct tq_claim *cl, const char *event, 
         curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, sink);
         start_send(c, n, x);
     }
-    const char *to = getenv("TQ_NOTIFY_TO");
-    if (!to || !*to)
-        to = cl->owner;
-    const char *from = getenv("TQ_NOTIFY_FROM");
-    if (!from || !*from)
-        from = "tenantq@localhost";
+    const char *to = set->notify_to ? set->notify_to : cl->owner;
+    const char *from = set->notify_from ? set->notify_from : "tenantq@localhost";
     if (smtp_url && *smtp_url && !(address_ok(to) && address_ok(from))) {
         snprintf(n->email_result, sizeof(n->email_result),
                  "failed: %s is not a plain e-mail address", address_ok(from) ? "the recipient"

@@ -1,8 +1,9 @@
 /*
  * One attempt of one step on the loop thread: render its params, start its
- * kind, arm its timeout, and on wk_step_done() record the attempt and decide
- * — success, a retry on a timer, a long wait in the delayed set, or failure
- * for good under the step's validation class (the job decides what follows).
+ * kind, arm its timeout, and when it ends record the attempt and decide
+ * what it means for the step — success, a retry on a timer, a long wait in
+ * the delayed set, waiting out an outage, or failure for good — and which
+ * job event (jobsm.h) that is. The job's move is engine.c's.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,21 +17,28 @@
 #include "tq/retry.h"
 #include "tq/util.h"
 
+void wk_step_cancel(struct wk_step_run *r)
+{
+    if (r->done || atomic_exchange(&r->cancelled, true))
+        return;
+    const struct wk_step_ops *ops = wk_step_lookup(r->pub.def->kind);
+    if (ops && ops->cancel)
+        ops->cancel(&r->pub);
+}
+
 static void on_timeout(uv_timer_t *t)
 {
     struct stepstate *ss = t->data;
-    struct wk_step *s = ss->cur;
-    if (!s || s->done)
+    struct wk_step_run *r = ss->cur;
+    if (!r || r->done)
         return;
-    ss->timed_out = true;
-    if (s->cancelled)
+    ss->timeout = TO_FIRED;
+    if (atomic_load(&r->cancelled))
         return;
     tq_warn("job %" PRId64 " (%s): step %s timed out after %u ms; cancelling it",
-            ss->job->cl.c.job_id, ss->job->cl.c.tenant_id, s->def->name, s->def->timeout_ms);
-    s->cancelled = true;
-    const struct wk_step_ops *ops = wk_step_lookup(s->def->kind);
-    if (ops && ops->cancel)
-        ops->cancel(s);
+            ss->job->cl.c.job_id, ss->job->cl.c.tenant_id, r->pub.def->name,
+            r->pub.def->timeout_ms);
+    wk_step_cancel(r);
 }
 
 /* A step whose "enabled" template renders empty, "false" or "0" is skipped. */
@@ -49,39 +57,56 @@ bool wk_step_enabled(struct wk_job *j, size_t i)
 void wk_step_skip(struct wk_job *j, size_t i)
 {
     uint64_t now = tq_now_ms();
-    j->ss[i].st = S_SKIPPED;
-    wk_job_emit_step(j, i, S_SKIPPED, 0, 0, now, now, NULL, "{\"reason\":\"disabled by its enabled condition\"}",
-              false);
+    j->ss[i].st = WK_S_SKIPPED;
+    wk_job_emit_step(j, i, WK_S_SKIPPED, 0, 0, now, now, NULL,
+                     "{\"reason\":\"disabled by its enabled condition\"}", false);
 }
 
-void wk_step_start(struct wk_job *j, size_t i, bool undo)
+void wk_step_stop_waits(struct wk_job *j)
+{
+    for (size_t i = 0; i < j->pl->nsteps; i++) {
+        struct stepstate *ss = &j->ss[i];
+        uv_timer_stop(&ss->retry_timer);
+        if (ss->st == WK_S_WAIT_RETRY)
+            ss->st = WK_S_PENDING;
+        else if (ss->st == WK_S_UNDO_WAIT)
+            ss->st = WK_S_UNDO_PENDING;
+    }
+}
+
+static enum wk_event finish(struct wk_step_run *r, enum tq_err err);
+
+enum wk_event wk_step_start(struct wk_job *j, size_t i, bool undo)
 {
     /* Fleet-wide limit (worker/limits.c): a step declaring "limit" starts
        only with a permit; until then limits.c parks it in the retry wait and
        calls wk_job_advance again. Keep this the first thing a start does. */
     if (!wk_limit_admit(j, i, undo))
-        return;
+        return WK_EV_NONE;
     struct stepstate *ss = &j->ss[i];
     const struct tq_pipeline_step *def = &j->pl->steps[i];
-    struct wk_step *s = tq_xcalloc(1, sizeof(*s));
+    struct wk_step_run *r = tq_xcalloc(1, sizeof(*r));
+    struct wk_step *s = &r->pub;
     s->loop = j->eng->loop;
-    s->cfg = j->eng->set.cfg;
+    s->set = &j->eng->set.steps;
     s->claim = &j->cl.c;
     s->curl = j->eng->set.curl;
     s->def = def;
     s->undo = undo;
-    s->job = j;
-    s->index = i;
-    s->started_ms = tq_now_ms();
     s->output = json_object();
-    s->refs = 1;
-    pthread_mutex_init(&s->cancel_mu, NULL);
+    r->job = j;
+    r->index = i;
+    r->started_ms = tq_now_ms();
+    r->refs = 1;
+    atomic_init(&r->cancelled, false);
+    pthread_mutex_init(&r->cancel_mu, NULL);
     s->attempt = undo ? ++ss->undo_attempts : ++ss->attempts;
-    ss->st = undo ? S_UNDOING : S_RUNNING;
-    ss->cur = s;
-    ss->timed_out = false;
+    ss->st = undo ? WK_S_UNDOING : WK_S_RUNNING;
+    ss->cur = r;
+    ss->timeout = TO_NONE;
     j->running++;
-    wk_job_emit_step(j, i, ss->st, undo ? 0 : 1, undo ? 1 : 0, s->started_ms, 0, NULL, NULL, false);
+    wk_job_emit_step(j, i, ss->st, undo ? 0 : 1, undo ? 1 : 0, r->started_ms, 0, NULL, NULL,
+                     false);
 
     const json_t *src = def->params;
     if (undo && def->undo && json_is_object(json_object_get(def->undo, "params")))
@@ -92,6 +117,7 @@ void wk_step_start(struct wk_job *j, size_t i, bool undo)
     /* Armed first: a kind may finish inside start(), and done() stops it. */
     uv_timer_start(&ss->timeout_timer, on_timeout, def->timeout_ms, 0);
     enum tq_err err;
+    r->in_start = true;
     if (!ops) {
         err = TQ_EBADJOB;
         snprintf(s->errstr, sizeof(s->errstr), "this worker has no step kind \"%s\"", def->kind);
@@ -101,83 +127,220 @@ void wk_step_start(struct wk_job *j, size_t i, bool undo)
     } else {
         err = ops->start(s);
     }
-    if (err) {
-        if (!s->errstr[0])
-            snprintf(s->errstr, sizeof(s->errstr), "%s", tq_strerror(err));
-        wk_step_done(s, err);
+    r->in_start = false;
+    if (err) {   /* did not start: nothing was sent */
+        s->unsent = true;
+        enum wk_event ev = finish(r, err);
+        wk_step_unref(r);
+        return ev;
     }
+    /* A kind that finished inside start() left its event for us to return. */
+    enum wk_event ev = r->done ? r->event : WK_EV_NONE;
+    if (r->done)
+        wk_step_unref(r);
+    return ev;
 }
 
 static void on_retry_timer(uv_timer_t *t)
 {
     struct stepstate *ss = t->data;
-    struct wk_job *j = ss->job;
-    if (ss->st == S_WAIT_RETRY)
-        ss->st = S_PENDING;
-    else if (ss->st == S_UNDO_WAIT)
-        ss->st = S_UNDO_PENDING;
-    wk_job_advance(j);
+    if (ss->st == WK_S_WAIT_RETRY)
+        ss->st = WK_S_PENDING;
+    else if (ss->st == WK_S_UNDO_WAIT)
+        ss->st = WK_S_UNDO_PENDING;
+    wk_job_advance(ss->job);
 }
 
-static void fail_for_good(struct wk_job *j, size_t i, const char *error)
+static void add_reason(struct wk_job *j, const char *fmt, const char *a, const char *b,
+                       const char *c)
+{
+    size_t l = strlen(j->reason);
+    if (l >= sizeof(j->reason) / 2)
+        return;
+    snprintf(j->reason + l, sizeof(j->reason) - l, l ? "; " : "");
+    l = strlen(j->reason);
+    snprintf(j->reason + l, sizeof(j->reason) - l, fmt, a, b, c);
+}
+
+/* A forward step failed for good: the job event its class (or drift) means. */
+static enum wk_event fail_for_good(struct wk_job *j, size_t i, const char *error)
 {
     const struct tq_pipeline_step *def = &j->pl->steps[i];
-    if (j->revalidate) {
-        /* drift: recorded and reported, the active tenant is left alone */
-        j->ss[i].st = S_WARNED;
-        j->drifted++;
-        size_t l = strlen(j->reason);
-        snprintf(j->reason + l, sizeof(j->reason) - l, "%s%s (%s): %s", l ? "; " : "", def->name,
-                 tq_step_class_name(def->cls), error);
-        return;
+    bool revalidation = j->kind == WK_KIND_REVALIDATE;
+    enum wk_event ev = wk_fail_event(def->cls, revalidation);
+    j->ss[i].st = ev == WK_EV_NONE ? WK_S_WARNED : WK_S_FAILED;
+    if (revalidation) {
+        /* drift: recorded, logged as a warning, reported; the active tenant is left alone */
+        wk_metrics_drift(def->name);
+        tq_warn("job %" PRId64 " (%s): drift: check %s (%s) failed: %s", j->cl.c.job_id,
+                j->cl.c.tenant_id, def->name, tq_step_class_name(def->cls), error);
+        add_reason(j, "%s (%s): %s", def->name, tq_step_class_name(def->cls), error);
+        return ev;
     }
-    switch (def->cls) {
-    case TQ_CLASS_PERFORMANCE:
-        j->ss[i].st = S_WARNED;
-        j->warned = true;
+    if (def->cls == TQ_CLASS_PERFORMANCE) {
+        char why[400];
+        snprintf(why, sizeof(why), "step %s: %s", def->name, error);
         tq_warn("job %" PRId64 " (%s): performance check %s failed: %s; activating with a warning",
                 j->cl.c.job_id, j->cl.c.tenant_id, def->name, error);
-        {
-            char why[400];
-            snprintf(why, sizeof(why), "step %s: %s", def->name, error);
-            wk_job_emit_job(j, "running", NULL, "performance_warning", why, false, WK_NONE, 0);
-            wk_job_notify(j, "performance_warning", why);
-        }
-        return;
-    case TQ_CLASS_COMPLIANCE:
-        j->ss[i].st = S_FAILED;
-        if (!j->need_rollback) {
-            j->blocked = true;
-            snprintf(j->failed_step, sizeof(j->failed_step), "%s", def->name);
+        wk_job_emit_job(j, TQ_JS_RUNNING, TQ_TS_NONE, "performance_warning", why, WK_NONE, 0);
+        wk_job_notify(j, "performance_warning", why);
+        return ev;
+    }
+    /* The first failure names the job's reason; a compliance block yields to a failure. */
+    bool first = j->phase == WK_PH_FORWARD || j->phase == WK_PH_PARKING ||
+                 j->phase == WK_PH_HANDBACK || (j->phase == WK_PH_BLOCKING && ev == WK_EV_FAIL);
+    if (first) {
+        snprintf(j->failed_step, sizeof(j->failed_step), "%s", def->name);
+        if (ev == WK_EV_BLOCK)
             snprintf(j->reason, sizeof(j->reason), "step %s (compliance): %s", def->name, error);
-        }
-        j->stopping = true;
-        return;
-    default:
-        j->ss[i].st = S_FAILED;
-        if (!j->need_rollback) {
-            j->need_rollback = true;
-            j->blocked = false;
-            snprintf(j->failed_step, sizeof(j->failed_step), "%s", def->name);
+        else
             snprintf(j->reason, sizeof(j->reason), "step %s failed after %d attempt%s: %s",
                      def->name, j->ss[i].attempts, j->ss[i].attempts == 1 ? "" : "s", error);
-        }
-        j->stopping = true;
-        return;
     }
+    return ev;
 }
 
-void wk_step_done(struct wk_step *s, enum tq_err err)
+/*
+ * A transient error (the step could not reach what it works on, or our own
+ * services) is not a verdict: it is retried, whatever the class and the
+ * retry policy, until the outage has lasted TQ_OUTAGE_MS.
+ */
+static bool outage(struct wk_job *j, struct stepstate *ss, const struct wk_step *s,
+                   enum tq_err err, uint64_t now)
 {
-    TQ_ASSERT(!s->done);
-    s->done = true;
-    struct wk_job *j = s->job;
-    struct stepstate *ss = &j->ss[s->index];
+    bool transient = err == TQ_ECONNECT || (s->unsent && tq_err_retryable(err));
+    if (!transient) {
+        ss->outage_since_ms = 0;
+        return false;
+    }
+    if (!ss->outage_since_ms)
+        ss->outage_since_ms = now;
+    return now - ss->outage_since_ms < j->eng->set.outage_ms;
+}
+
+/* Backoff of a retry, under the step's policy. */
+static uint32_t retry_delay(const struct tq_pipeline_step *def, int attempt)
+{
+    return tq_retry_delay_ms(&def->retry, (uint32_t)attempt, tq_random_unit());
+}
+
+/* A forward attempt ended with err: the step's new state, and the job event. */
+static enum wk_event run_outcome(struct wk_step_run *r, enum tq_err err, uint64_t now)
+{
+    struct wk_job *j = r->job;
+    struct wk_step *s = &r->pub;
+    struct stepstate *ss = &j->ss[r->index];
     const struct tq_pipeline_step *def = s->def;
+    if (!err) {
+        ss->st = WK_S_SUCCEEDED;
+        ss->outage_since_ms = 0;
+        if (s->warning[0]) {
+            char why[400];
+            snprintf(why, sizeof(why), "step %s: %s", def->name, s->warning);
+            tq_warn("job %" PRId64 " (%s): %s", j->cl.c.job_id, j->cl.c.tenant_id, why);
+            wk_job_emit_job(j, TQ_JS_RUNNING, TQ_TS_NONE, "step_warning", why, WK_NONE, 0);
+        }
+        char *out = json_dumps(s->output, JSON_COMPACT);
+        wk_job_emit_step(j, r->index, WK_S_SUCCEEDED, 0, 0, 0, now, NULL, out, true);
+        free(out);
+        tq_debug("job %" PRId64 " (%s): step %s succeeded", j->cl.c.job_id, j->cl.c.tenant_id,
+                 def->name);
+        return WK_EV_NONE;
+    }
+    bool starts = wk_phase_starts(j->phase) == WK_START_RUN;
+    bool waits_out = outage(j, ss, s, err, now);
+    /* security checks roll back at once; everything else retries first */
+    bool by_policy = def->cls != TQ_CLASS_SECURITY && tq_err_retryable(err) &&
+                     ss->attempts < (int)def->retry.max_attempts;
+    if (starts && (by_policy || waits_out)) {
+        uint32_t delay = retry_delay(def, ss->attempts);
+        if (waits_out && !by_policy && delay > j->eng->set.long_wait_ms)
+            delay = j->eng->set.long_wait_ms;   /* an outage keeps the slot: it may end any time */
+        atomic_fetch_add(&wk_metrics.step_retries, 1);
+        tq_warn("job %" PRId64 " (%s): step %s attempt %d failed: %s; retry in %u ms%s",
+                j->cl.c.job_id, j->cl.c.tenant_id, def->name, ss->attempts, s->errstr, delay,
+                waits_out && !by_policy ? " (waiting out an outage)" : "");
+        wk_job_emit_step(j, r->index, WK_S_PENDING, 0, 0, 0, 0, s->errstr, NULL, false);
+        if (delay > j->eng->set.long_wait_ms) {
+            /* long wait: hand the job to the delayed queue instead of holding a slot */
+            ss->st = WK_S_PENDING;
+            ss->due_ms = now + delay;
+            if (!j->park_due_ms || ss->due_ms < j->park_due_ms)
+                j->park_due_ms = ss->due_ms;
+            return WK_EV_PARK;
+        }
+        ss->st = WK_S_WAIT_RETRY;
+        uv_timer_start(&ss->retry_timer, on_retry_timer, delay, 0);
+        return WK_EV_NONE;
+    }
+    bool handing_back = j->phase == WK_PH_PARKING || j->phase == WK_PH_HANDBACK ||
+                        j->phase == WK_PH_STALE;
+    if (handing_back && (by_policy || waits_out)) {
+        /* interrupted by a drain or a park: run again next delivery */
+        ss->st = WK_S_PENDING;
+        wk_job_emit_step(j, r->index, WK_S_PENDING, 0, 0, 0, 0, s->errstr, NULL, false);
+        return WK_EV_NONE;
+    }
+    /* keep what the step measured: a failed check's findings matter most */
+    char *out = json_dumps(s->output, JSON_COMPACT);
+    wk_job_emit_step(j, r->index, WK_S_FAILED, 0, 0, 0, now, s->errstr, out, false);
+    free(out);
+    return fail_for_good(j, r->index, s->errstr);
+}
+
+/* An undo attempt ended with err. */
+static enum wk_event undo_outcome(struct wk_step_run *r, enum tq_err err, uint64_t now)
+{
+    struct wk_job *j = r->job;
+    struct wk_step *s = &r->pub;
+    struct stepstate *ss = &j->ss[r->index];
+    const struct tq_pipeline_step *def = s->def;
+    if (!err) {
+        ss->st = WK_S_COMPENSATED;
+        ss->outage_since_ms = 0;
+        wk_job_emit_step(j, r->index, WK_S_COMPENSATED, 0, 0, 0, now, NULL, NULL, true);
+        return WK_EV_NONE;
+    }
+    bool waits_out = outage(j, ss, s, err, now);
+    bool by_policy = tq_err_retryable(err) && ss->undo_attempts < (int)def->retry.max_attempts;
+    if (wk_phase_starts(j->phase) == WK_START_UNDO && (by_policy || waits_out)) {
+        uint32_t delay = retry_delay(def, ss->undo_attempts);
+        if (delay > j->eng->set.long_wait_ms)
+            delay = j->eng->set.long_wait_ms;
+        ss->st = WK_S_UNDO_WAIT;
+        tq_warn("job %" PRId64 " (%s): undo of %s attempt %d failed: %s; retry in %u ms%s",
+                j->cl.c.job_id, j->cl.c.tenant_id, def->name, ss->undo_attempts, s->errstr,
+                delay, waits_out && !by_policy ? " (waiting out an outage)" : "");
+        uv_timer_start(&ss->retry_timer, on_retry_timer, delay, 0);
+        return WK_EV_NONE;
+    }
+    if (j->phase != WK_PH_UNDO_FAILING && tq_err_retryable(err) &&
+        wk_phase_starts(j->phase) == WK_START_NONE) {
+        ss->st = WK_S_UNDO_PENDING;   /* handing back or stale: undone on the next delivery */
+        return WK_EV_NONE;
+    }
+    ss->st = WK_S_COMP_FAILED;
+    wk_job_emit_step(j, r->index, WK_S_COMP_FAILED, 0, 0, 0, now, s->errstr, NULL, false);
+    tq_error("ALERT job %" PRId64 " (%s): undo of step %s failed for good: %s", j->cl.c.job_id,
+             j->cl.c.tenant_id, def->name, s->errstr);
+    add_reason(j, "undo of %s failed: %s%s", def->name, s->errstr, "");
+    return WK_EV_UNDO_FAIL;
+}
+
+/* Record the end of an attempt and decide what it means; returns the job event. */
+static enum wk_event finish(struct wk_step_run *r, enum tq_err err)
+{
+    TQ_ASSERT(!r->done);
+    r->done = true;
+    struct wk_step *s = &r->pub;
+    struct wk_job *j = r->job;
+    struct stepstate *ss = &j->ss[r->index];
     uv_timer_stop(&ss->timeout_timer);
-    if (err && ss->timed_out) {
+    bool timed_out = ss->timeout == TO_FIRED;
+    if (err && timed_out) {
         err = TQ_ETIMEOUT;
-        snprintf(s->errstr, sizeof(s->errstr), "timed out after %u ms", def->timeout_ms);
+        s->unsent = false;   /* a timeout after sending may have run */
+        snprintf(s->errstr, sizeof(s->errstr), "timed out after %u ms", s->def->timeout_ms);
     }
     if (err && !s->errstr[0])
         snprintf(s->errstr, sizeof(s->errstr), "%s", tq_strerror(err));
@@ -185,113 +348,47 @@ void wk_step_done(struct wk_step *s, enum tq_err err)
     tq_redact(s->errstr);
     tq_redact(s->warning);
     tq_redact_json(s->output);
+    bool reached = !err || !s->unsent;
+    if (!s->undo && reached)
+        ss->reached = RCH_MAYBE;
     uint64_t now = tq_now_ms();
-    json_object_set_new(s->output, "duration_ms", json_integer((json_int_t)(now - s->started_ms)));
-    wk_metrics_step(def->kind, s->undo, (double)(now - s->started_ms) / 1000.0);
+    json_object_set_new(s->output, "duration_ms", json_integer((json_int_t)(now - r->started_ms)));
+    wk_metrics_step(s->def->kind, s->undo, (double)(now - r->started_ms) / 1000.0);
     ss->cur = NULL;
     j->running--;
-    wk_limit_release(j, s->index);   /* its fleet-wide permit, if any (worker/limits.c) */
-    wk_job_emit_attempt(j, s, err == TQ_OK, err ? s->errstr : NULL);
+    wk_limit_release(j, r->index);   /* its fleet-wide permit, if any (worker/limits.c) */
+    wk_job_emit_attempt(j, r, err == TQ_OK, reached, err ? s->errstr : NULL);
 
-    bool interrupted = err && s->cancelled && !ss->timed_out;   /* drain or lost lease */
-    if (interrupted) {
-        /* not a failure of the step: it runs again on the next delivery */
-        ss->st = s->undo ? S_UNDO_PENDING : S_PENDING;
-        wk_job_emit_step(j, s->index, S_PENDING, 0, 0, 0, 0, "interrupted", NULL, false);
-    } else if (!s->undo) {
-        if (!err) {
-            ss->st = S_SUCCEEDED;
-            if (s->warning[0]) {
-                char why[400];
-                snprintf(why, sizeof(why), "step %s: %s", def->name, s->warning);
-                tq_warn("job %" PRId64 " (%s): %s", j->cl.c.job_id, j->cl.c.tenant_id, why);
-                wk_job_emit_job(j, "running", NULL, "step_warning", why, false, WK_NONE, 0);
-            }
-            char *out = json_dumps(s->output, JSON_COMPACT);
-            wk_job_emit_step(j, s->index, S_SUCCEEDED, 0, 0, 0, now, NULL, out, true);
-            free(out);
-            tq_debug("job %" PRId64 " (%s): step %s succeeded", j->cl.c.job_id,
-                     j->cl.c.tenant_id, def->name);
-        } else {
-            /* security checks roll back at once; everything else retries first */
-            bool retry = def->cls != TQ_CLASS_SECURITY && tq_err_retryable(err) &&
-                         ss->attempts < (int)def->retry.max_attempts && !j->stopping && !j->stale;
-            if (retry) {
-                uint32_t delay = tq_retry_delay_ms(&def->retry, (uint32_t)ss->attempts,
-                                                   tq_random_unit());
-                atomic_fetch_add(&wk_metrics.step_retries, 1);
-                tq_warn("job %" PRId64 " (%s): step %s attempt %d failed: %s; retry in %u ms",
-                        j->cl.c.job_id, j->cl.c.tenant_id, def->name, ss->attempts, s->errstr, delay);
-                wk_job_emit_step(j, s->index, S_PENDING, 0, 0, 0, 0, s->errstr, NULL, false);
-                if (delay > j->eng->set.long_wait_ms) {
-                    /* long wait: hand the job to the delayed queue instead of holding a slot */
-                    ss->st = S_PENDING;
-                    ss->due_ms = now + delay;
-                    if (!j->park_due_ms || ss->due_ms < j->park_due_ms)
-                        j->park_due_ms = ss->due_ms;
-                    j->stopping = true;
-                } else {
-                    ss->st = S_WAIT_RETRY;
-                    uv_timer_start(&ss->retry_timer, on_retry_timer, delay, 0);
-                }
-            } else if (j->stopping && !j->need_rollback && !j->blocked && !j->cancel &&
-                       tq_err_retryable(err) && ss->attempts < (int)def->retry.max_attempts) {
-                /* interrupted by a drain or a park: run again next delivery */
-                ss->st = S_PENDING;
-                wk_job_emit_step(j, s->index, S_PENDING, 0, 0, 0, 0, s->errstr, NULL, false);
-            } else {
-                /* keep what the step measured: a failed check's findings matter most */
-                char *out = json_dumps(s->output, JSON_COMPACT);
-                wk_job_emit_step(j, s->index, S_FAILED, 0, 0, 0, now, s->errstr, out, false);
-                free(out);
-                fail_for_good(j, s->index, s->errstr);
-            }
-        }
-    } else {
-        if (!err) {
-            ss->st = S_COMPENSATED;
-            wk_job_emit_step(j, s->index, S_COMPENSATED, 0, 0, 0, now, NULL, NULL, true);
-        } else {
-            const struct tq_retry_policy *p = &def->retry;
-            bool retry = tq_err_retryable(err) && ss->undo_attempts < (int)p->max_attempts &&
-                         !j->draining && !j->stale;
-            if (retry) {
-                uint32_t delay = tq_retry_delay_ms(p, (uint32_t)ss->undo_attempts, tq_random_unit());
-                if (delay > j->eng->set.long_wait_ms)
-                    delay = j->eng->set.long_wait_ms;
-                ss->st = S_UNDO_WAIT;
-                tq_warn("job %" PRId64 " (%s): undo of %s attempt %d failed: %s; retry in %u ms",
-                        j->cl.c.job_id, j->cl.c.tenant_id, def->name, ss->undo_attempts, s->errstr,
-                        delay);
-                uv_timer_start(&ss->retry_timer, on_retry_timer, delay, 0);
-            } else if (j->draining && tq_err_retryable(err)) {
-                ss->st = S_UNDO_PENDING;
-            } else {
-                ss->st = S_COMP_FAILED;
-                j->comp_failed = true;
-                wk_job_emit_step(j, s->index, S_COMP_FAILED, 0, 0, 0, now, s->errstr, NULL, false);
-                tq_error("ALERT job %" PRId64 " (%s): undo of step %s failed for good: %s",
-                         j->cl.c.job_id, j->cl.c.tenant_id, def->name, s->errstr);
-                if (strlen(j->reason) < sizeof(j->reason) / 2) {
-                    size_t l = strlen(j->reason);
-                    snprintf(j->reason + l, sizeof(j->reason) - l, "%sundo of %s failed: %s",
-                             l ? "; " : "", def->name, s->errstr);
-                }
-            }
-        }
+    if (err && atomic_load(&r->cancelled) && !timed_out) {
+        /* drain or lost lease: not a failure of the step; it runs again on the next delivery */
+        ss->st = s->undo ? WK_S_UNDO_PENDING : WK_S_PENDING;
+        wk_job_emit_step(j, r->index, WK_S_PENDING, 0, 0, 0, 0, "interrupted", NULL, false);
+        return WK_EV_NONE;
     }
-    wk_step_unref(s);
-    wk_job_advance(j);
+    return s->undo ? undo_outcome(r, err, now) : run_outcome(r, err, now);
 }
 
-void wk_step_unref(struct wk_step *s)
+void wk_step_done(struct wk_step *s, enum tq_err err)
 {
-    if (--s->refs > 0)
+    struct wk_step_run *r = wk_step_run_of(s);
+    enum wk_event ev = finish(r, err);
+    if (r->in_start) {
+        r->event = ev;   /* wk_step_start returns it to the engine, which is moving the job */
         return;
-    json_decref(s->params);
-    json_decref(s->output);
-    if (s->pgcancel)
-        PQfreeCancel(s->pgcancel);
-    pthread_mutex_destroy(&s->cancel_mu);
-    free(s);
+    }
+    struct wk_job *j = r->job;
+    wk_step_unref(r);
+    wk_job_event(j, ev);
+}
+
+void wk_step_unref(struct wk_step_run *r)
+{
+    if (--r->refs > 0)
+        return;
+    json_decref(r->pub.params);
+    json_decref(r->pub.output);
+    if (r->pgcancel)
+        PQfreeCancel(r->pgcancel);
+    pthread_mutex_destroy(&r->cancel_mu);
+    free(r);
 }

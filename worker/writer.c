@@ -56,6 +56,11 @@ struct wk_writer {
     struct tq_pg *pg;
     struct tq_queue *q;
     uv_async_t async;
+    atomic_bool give_up;      /* shutdown past its grace: drop what PostgreSQL will not take */
+    atomic_bool exited;       /* the thread has returned; the loop joins it */
+    bool joined;
+    void (*stopped_cb)(void *);
+    void *stopped_arg;
     pthread_mutex_t rmu;
     struct wk_report *reports, *reports_tail;
     void (*deliver)(void *, struct wk_report *);
@@ -217,9 +222,16 @@ static void report(struct wk_writer *w, struct wk_job *job, int what)
     uv_async_send(&w->async);
 }
 
+static void async_closed(uv_handle_t *h);
+
 static void on_async(uv_async_t *a)
 {
     struct wk_writer *w = a->data;
+    if (atomic_load(&w->exited) && !w->joined) {
+        /* the thread returned (it sent this wake-up last): joining does not wait */
+        pthread_join(w->th, NULL);
+        w->joined = true;
+    }
     pthread_mutex_lock(&w->rmu);
     struct wk_report *r = w->reports;
     w->reports = w->reports_tail = NULL;
@@ -230,10 +242,22 @@ static void on_async(uv_async_t *a)
         w->deliver(w->arg, r);
         r = next;
     }
+    if (w->joined && !uv_is_closing((uv_handle_t *)&w->async)) {
+        tq_pg_close(w->pg);
+        tq_queue_close(w->q);
+        void (*cb)(void *) = w->stopped_cb;
+        void *arg = w->stopped_arg;
+        uv_close((uv_handle_t *)&w->async, async_closed);
+        if (cb)
+            cb(arg);
+    }
 }
 
-/* PostgreSQL first; retried until it commits (nothing is lost while PG is away). */
-static void write_rows(struct wk_writer *w, struct batch *b, struct tq_flush_result **res,
+/*
+ * PostgreSQL first; retried until it commits (nothing is lost while PG is
+ * away), or until a shutdown gives up: false then, and nothing was written.
+ */
+static bool write_rows(struct wk_writer *w, struct batch *b, struct tq_flush_result **res,
                        size_t *nres)
 {
     struct tq_flush f = {0};
@@ -262,25 +286,32 @@ static void write_rows(struct wk_writer *w, struct batch *b, struct tq_flush_res
         f.njobs++;
     }
     uint32_t backoff = 100;
-    uint64_t first_fail = 0;
-    for (;;) {
+    bool written = false;
+    while (!atomic_load(&w->give_up)) {
         enum tq_err err = tq_store_flush(w->pg, &f, res, nres);
         if (!err) {
             wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
             atomic_fetch_add(&wk_metrics.flushes, 1);
             atomic_fetch_add(&wk_metrics.flushed_rows, f.nsteps + f.nattempts + f.njobs);
+            written = true;
             break;
         }
         wk_dep_report(WK_DEP_PG, err, tq_pg_errstr(w->pg));
-        if (!first_fail)
-            first_fail = tq_mono_ms();
         tq_error("writer: %s; retrying in %u ms", tq_pg_errstr(w->pg), backoff);
-        tq_sleep_ms(backoff);
+        /* sleep in short steps: a shutdown that gives up must not wait out the backoff */
+        for (uint64_t until = tq_mono_ms() + backoff;
+             tq_mono_ms() < until && !atomic_load(&w->give_up);)
+            tq_sleep_ms(20);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
+    if (!written)
+        tq_warn("writer: shutting down with %zu step, %zu attempt and %zu job row(s) unwritten;"
+                " their jobs stay leased and return to the queue when the lease ends",
+                f.nsteps, f.nattempts, f.njobs);
     free(f.steps);
     free(f.attempts);
     free(f.jobs);
+    return written;
 }
 
 static bool is_stale(struct tq_flush_result *res, size_t n, int64_t id)
@@ -356,7 +387,12 @@ static void *writer_main(void *arg)
         }
         struct tq_flush_result *res = NULL;
         size_t nres = 0;
-        write_rows(w, &b, &res, &nres);
+        if (!write_rows(w, &b, &res, &nres)) {
+            /* no Redis action and no report: the ids stay in our processing list */
+            free(res);
+            batch_free(&b);
+            continue;
+        }
         redis_actions(w, &b, res, nres);
         /* Reports in order: stale/cancel first, then the ends. */
         for (size_t i = 0; i < nres; i++) {
@@ -383,6 +419,8 @@ static void *writer_main(void *arg)
         free(res);
         batch_free(&b);
     }
+    atomic_store(&w->exited, true);
+    uv_async_send(&w->async);   /* the loop joins us and closes the handle */
     return NULL;
 }
 
@@ -399,6 +437,8 @@ struct wk_writer *wk_writer_start(uv_loop_t *loop, const struct wk_settings *set
     pthread_cond_init(&w->cond, NULL);
     tq_pg_open(set->cfg->database_url, &w->pg);   /* reconnects on first use if down */
     tq_queue_open(set->cfg, set->worker_id, &w->q);
+    atomic_init(&w->give_up, false);
+    atomic_init(&w->exited, false);
     uv_async_init(loop, &w->async, on_async);
     w->async.data = w;
     if (pthread_create(&w->th, NULL, writer_main, w) != 0)
@@ -415,15 +455,17 @@ static void async_closed(uv_handle_t *h)
     free(w);
 }
 
-void wk_writer_stop(struct wk_writer *w)
+void wk_writer_stop(struct wk_writer *w, void (*cb)(void *arg), void *arg)
 {
+    w->stopped_cb = cb;
+    w->stopped_arg = arg;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
-    pthread_join(w->th, NULL);
-    on_async(&w->async);   /* reports still queued: deliver on this (the loop) thread */
-    tq_pg_close(w->pg);
-    tq_queue_close(w->q);
-    uv_close((uv_handle_t *)&w->async, async_closed);
+}
+
+void wk_writer_give_up(struct wk_writer *w)
+{
+    atomic_store(&w->give_up, true);
 }

@@ -724,40 +724,6 @@ out:
     return err;
 }
 
-/* ----------------------------------------------------------- schedule */
-
-static char *id_array(const int64_t *ids, size_t n)
-{
-    struct tq_buf b;
-    tq_buf_init(&b);
-    tq_buf_puts(&b, "{");
-    for (size_t i = 0; i < n; i++)
-        tq_buf_printf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
-    tq_buf_puts(&b, "}");
-    return tq_buf_take(&b, NULL);
-}
-
-enum tq_err tq_admin_schedule(struct tq_pg *pg, const int64_t *job_ids, size_t n,
-                              int64_t not_before_ms, const char *actor, char *errbuf,
-                              size_t errlen)
-{
-    if (n == 0)
-        return TQ_OK;
-    char *arr = id_array(job_ids, n);
-    char due[32];
-    snprintf(due, sizeof(due), "%" PRId64, not_before_ms);
-    const char *p[] = {arr, due, actor};
-    enum tq_err err = exec(pg, "schedule the jobs",
-                           "WITH j AS (UPDATE tq.jobs SET not_before ="
-                           "   to_timestamp($2::bigint / 1000.0), updated_at = now()"
-                           "   WHERE id = ANY($1::bigint[]) RETURNING id, tenant_id, not_before)"
-                           " INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
-                           " SELECT tenant_id, id, $3, 'scheduled',"
-                           "   jsonb_build_object('not_before', not_before) FROM j",
-                           3, p, errbuf, errlen);
-    free(arr);
-    return err;
-}
 
 /* -------------------------------------------------------------- stats */
 

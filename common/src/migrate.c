@@ -241,6 +241,12 @@ static const char *const migrations[] = {
     "CREATE UNIQUE INDEX pipeline_names_one_default ON tq.pipeline_names (is_default)"
     "  WHERE is_default;",
 
+    /* Per attempt: may the request have reached its server? An attempt that
+       never left (connection refused, name not resolved) had no effect, and
+       a step none of whose attempts reached its server needs no undo. Rows
+       written before this column existed may have. */
+    "ALTER TABLE tq.step_attempts ADD COLUMN reached boolean NOT NULL DEFAULT true;",
+
     /* Terraform state shared by every worker (exec steps with
        terraform_backend "pg"; worker/README.md): the objects Terraform's pg
        backend would create on first use (schema tq_terraform, one row per

@@ -119,12 +119,45 @@ enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res)
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     if (!msg)
         msg = PQerrorMessage(pg->conn);
-    enum tq_err err = TQ_EPG;
-    if (PQstatus(pg->conn) != CONNECTION_OK || (state && strncmp(state, "08", 2) == 0) ||
-        (state && strncmp(state, "57P", 3) == 0))
-        err = TQ_ECONNECT;
+    enum tq_err err = tq_pg_classify(pg->conn, res);
     return set_err(pg, err, "could not %s: %s%s%s%s", what, msg, state ? " (SQLSTATE " : "",
                    state ? state : "", state ? ")" : "");
+}
+
+enum tq_err tq_pg_connect_classify(const PGconn *db)
+{
+    const char *m = db ? PQerrorMessage(db) : "";
+    /* no FATAL: the server never answered (refused, unreachable, timed out) */
+    if (!strstr(m, "FATAL:"))
+        return TQ_ECONNECT;
+    /* the server answered, but is going away or coming back: an outage too */
+    static const char *const away[] = {"starting up", "shutting down", "in recovery",
+                                       "connection slots", "too many connections",
+                                       "terminating connection", NULL};
+    for (size_t i = 0; away[i]; i++)
+        if (strstr(m, away[i]))
+            return TQ_ECONNECT;
+    return TQ_EPG;   /* it refused us (role, password, database): a verdict, not an outage */
+}
+
+enum tq_err tq_pg_classify(const PGconn *db, const PGresult *res)
+{
+    if (!db || PQstatus(db) != CONNECTION_OK)
+        return TQ_ECONNECT;
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!st)
+        return TQ_EPG;   /* no server verdict (e.g. out of memory in libpq): worth another try */
+    /* connection exception; admin or crash shutdown, cannot connect now */
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
+        return TQ_ECONNECT;
+    /* serialization failure, deadlock, lock not available, statement cancelled,
+       insufficient resources, system errors: the same statement may succeed later */
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0 ||
+        strcmp(st, "57014") == 0 || strncmp(st, "53", 2) == 0 || strncmp(st, "58", 2) == 0 ||
+        strncmp(st, "XX", 2) == 0)
+        return TQ_EPG;
+    /* syntax, permission, constraint, data and everything else: it will be refused again */
+    return TQ_ESQL;
 }
 
 PGresult *tq__pg_query(struct tq_pg *pg, enum tq_err *err, const char *what,
@@ -307,167 +340,162 @@ static void rollback(struct tq_pg *pg)
 
 /* ------------------------------------------------------------------ submit */
 
-static const char sql_insert_tenant[] =
+/*
+ * A submit is set-based: the requests go into a session-local temporary
+ * table by one COPY, and each table gets one INSERT ... SELECT (tenants, jobs
+ * with their audit events, batch members). What already exists is read by
+ * one query first, so that a rerun answers with the existing rows and a
+ * conflicting request is named before anything is written. Every statement
+ * runs in the one transaction: all or nothing.
+ */
+static const char sql_submit_begin[] =
+    "BEGIN;"
+    "CREATE TEMP TABLE IF NOT EXISTS tq_submit_in ("
+    "  ord integer NOT NULL, tenant_id text NOT NULL, name text NOT NULL,"
+    "  tier text NOT NULL, region text NOT NULL, budget bigint NOT NULL,"
+    "  owner text NOT NULL, justification text NOT NULL, key text NOT NULL,"
+    "  status text NOT NULL, queue text, nb bigint NOT NULL,"
+    "  existed boolean NOT NULL DEFAULT false) ON COMMIT DELETE ROWS";
+
+static const char sql_submit_copy[] =
+    "COPY tq_submit_in (ord, tenant_id, name, tier, region, budget, owner, justification,"
+    " key, status, queue, nb) FROM STDIN";
+
+/* What exists already: the job of each key, the tenant of each id or name. */
+static const char sql_submit_existing[] =
+    "SELECT i.ord, 'key', j.tenant_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, j.id::text"
+    "  FROM tq_submit_in i JOIN tq.jobs j ON j.idempotency_key = i.key"
+    " UNION ALL "
+    "SELECT i.ord, 'id', t.tenant_id, t.name, t.tier, t.region, t.budget::text, t.owner,"
+    "  t.justification, t.status, NULL"
+    "  FROM tq_submit_in i JOIN tq.tenants t ON t.tenant_id = i.tenant_id"
+    " UNION ALL "
+    "SELECT i.ord, 'name', t.tenant_id, t.name, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "  FROM tq_submit_in i JOIN tq.tenants t ON lower(t.name) = lower(i.name)"
+    "  WHERE t.tenant_id <> i.tenant_id";
+
+static const char sql_submit_mark[] =
+    "UPDATE tq_submit_in SET existed = true WHERE ord = ANY($1::integer[])";
+
+static const char sql_submit_tenants[] =
     "INSERT INTO tq.tenants (tenant_id, name, tier, region, budget, owner,"
     "  justification, status, approver, approved_at, batch_id, queue)"
-    " VALUES ($1, $2, $3, $4, $5::bigint, $6, $7, $8,"
-    "  CASE WHEN $8 = 'queued' THEN 'auto' END,"
-    "  CASE WHEN $8 = 'queued' THEN now() END, $9, $10)"
-    " ON CONFLICT DO NOTHING RETURNING tenant_id";
+    " SELECT tenant_id, name, tier, region, budget, owner, justification, status,"
+    "  CASE WHEN status = 'queued' THEN 'auto' END,"
+    "  CASE WHEN status = 'queued' THEN now() END, $1, queue"
+    " FROM tq_submit_in WHERE NOT existed ORDER BY ord"
+    " ON CONFLICT DO NOTHING";
 
-static const char sql_find_tenant[] =
-    "SELECT tenant_id, name, tier, region, budget::text, owner, justification,"
-    "  status FROM tq.tenants WHERE tenant_id = $1 OR lower(name) = lower($2)"
-    " ORDER BY (tenant_id = $1) DESC LIMIT 1";
+/* Jobs, then per job its audit events in request order: submitted, approved
+   (within the threshold), scheduled (a start time given). */
+static const char sql_submit_jobs[] =
+    "WITH ins AS ("
+    "  INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, batch_id,"
+    "    status, not_before)"
+    "  SELECT tenant_id, 'provision', $1, key, $2,"
+    "    CASE WHEN status = 'queued' THEN 'queued' ELSE 'held' END,"
+    "    CASE WHEN nb > 0 THEN to_timestamp(nb / 1000.0) END"
+    "  FROM tq_submit_in WHERE NOT existed ORDER BY ord"
+    "  RETURNING id, tenant_id),"
+    " j AS (SELECT i.*, ins.id AS job_id FROM ins JOIN tq_submit_in i USING (tenant_id)),"
+    " a AS ("
+    "  INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
+    "  SELECT j.tenant_id, j.job_id, e.actor, e.event, e.detail"
+    "  FROM j CROSS JOIN LATERAL (VALUES"
+    "    (1, $3::text, 'submitted', jsonb_strip_nulls(jsonb_build_object('tier', j.tier,"
+    "      'region', j.region, 'owner', j.owner, 'budget', j.budget, 'batch', $2::text))),"
+    "    (2, 'auto', 'approved',"
+    "      '{\"reason\":\"budget within auto-approval threshold\"}'::jsonb),"
+    "    (3, $3::text, 'scheduled', jsonb_build_object('not_before_ms', j.nb))"
+    "  ) e(seq, actor, event, detail)"
+    "  WHERE e.seq = 1 OR (e.seq = 2 AND j.status = 'queued') OR (e.seq = 3 AND j.nb > 0)"
+    "  ORDER BY j.ord, e.seq)"
+    " SELECT ord, job_id FROM j";
 
-static const char sql_insert_job[] =
-    "INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key,"
-    "  batch_id, status, not_before) VALUES ($1, 'provision', $2, $3, $4, $5,"
-    "  CASE WHEN $6::bigint > 0 THEN to_timestamp($6::bigint / 1000.0) END)"
-    " RETURNING id";
+static const char sql_submit_members[] =
+    "INSERT INTO tq.batch_tenants (batch_id, tenant_id)"
+    " SELECT $1, tenant_id FROM tq_submit_in ORDER BY ord ON CONFLICT DO NOTHING";
 
-static const char sql_find_job[] =
-    "SELECT id, tenant_id FROM tq.jobs WHERE idempotency_key = $1";
-
-static const char sql_audit[] =
-    "INSERT INTO tq.audit_events (tenant_id, job_id, actor, event, detail)"
-    " VALUES ($1, $2::bigint, $3, $4, coalesce($5::jsonb, '{}'))";
-
-/* Same request again? Compare what the caller sent with what is stored. */
-static bool same_request(PGresult *r, const struct tq_request *q)
+/* One COPY text field: backslash, tab, newline and CR escaped; NULL as \N. */
+static void copy_field(struct tq_buf *b, const char *v, bool last)
 {
-    char budget[32];
-    snprintf(budget, sizeof(budget), "%" PRId64, q->budget_inr);
-    return strcmp(PQgetvalue(r, 0, 0), q->tenant_id) == 0 &&
-           strcmp(PQgetvalue(r, 0, 1), q->name) == 0 &&
-           strcmp(PQgetvalue(r, 0, 2), q->tier) == 0 &&
-           strcmp(PQgetvalue(r, 0, 3), q->region) == 0 &&
-           strcmp(PQgetvalue(r, 0, 4), budget) == 0 &&
-           strcmp(PQgetvalue(r, 0, 5), q->owner) == 0 &&
-           strcmp(PQgetvalue(r, 0, 6), q->justification ? q->justification : "") == 0;
+    if (!v) {
+        tq_buf_append(b, "\\N", 2);
+    } else {
+        const char *run = v;
+        for (const char *p = v; *p; p++) {
+            const char *esc = *p == '\\' ? "\\\\" : *p == '\t' ? "\\t" : *p == '\n' ? "\\n"
+                              : *p == '\r' ? "\\r" : NULL;
+            if (!esc)
+                continue;
+            tq_buf_append(b, run, (size_t)(p - run));
+            tq_buf_append(b, esc, 2);
+            run = p + 1;
+        }
+        tq_buf_puts(b, run);
+    }
+    tq_buf_append(b, last ? "\n" : "\t", 1);
 }
 
-static enum tq_err submit_one(struct tq_pg *pg, struct tq_submit_item *it,
-                              const char *batch, const struct tq_pipeline *pl,
-                              const struct tq_rules *rules, const char *actor,
-                              char *errbuf, size_t errlen)
+static enum tq_err copy_requests(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                 const struct tq_rules *rules)
 {
-    const struct tq_request *q = it->req;
-    const char *key = it->idempotency_key ? it->idempotency_key : q->tenant_id;
-    enum tq_err err;
-    PGresult *r = NULL;
-
-    /* An idempotency key seen before answers with its job, whatever else. */
-    const char *pk[] = {key};
-    r = tq__pg_query(pg, &err, "look up the idempotency key", sql_find_job, 1, pk);
-    if (!r)
-        return err;
-    if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), q->tenant_id) != 0) {
-        snprintf(errbuf, errlen,
-                 "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
-                 PQgetvalue(r, 0, 1));
+    PGconn *c = pg->conn;
+    PGresult *r = PQexec(c, sql_submit_copy);
+    if (!r || PQresultStatus(r) != PGRES_COPY_IN) {
+        enum tq_err err = tq__pg_fail(pg, "copy the requests", r);
         PQclear(r);
-        it->conflict = "idempotency_key";
-        return TQ_ECONFLICT;
+        return err;
     }
     PQclear(r);
+    struct tq_buf b;
+    tq_buf_init(&b);
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct tq_request *q = items[i].req;
+        char ord[24], budget[24], nb[24];
+        snprintf(ord, sizeof(ord), "%zu", i);
+        snprintf(budget, sizeof(budget), "%" PRId64, q->budget_inr);
+        snprintf(nb, sizeof(nb), "%" PRId64, items[i].not_before_ms);
+        const char *f[] = {ord, q->tenant_id, q->name, q->tier, q->region, budget, q->owner,
+                           q->justification ? q->justification : "",
+                           items[i].idempotency_key ? items[i].idempotency_key : q->tenant_id,
+                           tq_request_needs_approval(q, rules) ? "pending_approval" : "queued",
+                           items[i].queue, nb};
+        size_t nf = sizeof(f) / sizeof(f[0]);
+        for (size_t k = 0; k < nf; k++)
+            copy_field(&b, f[k], k + 1 == nf);
+        if (b.len >= 256 * 1024 || i + 1 == n) {
+            ok = PQputCopyData(c, b.data, (int)b.len) == 1;
+            b.len = 0;
+        }
+    }
+    tq_buf_cleanup(&b);
+    if (PQputCopyEnd(c, ok ? NULL : "client gave up") != 1)
+        ok = false;
+    enum tq_err err = TQ_OK;
+    while ((r = PQgetResult(c))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !err)
+            err = tq__pg_fail(pg, "copy the requests", r);
+        PQclear(r);
+    }
+    if (!ok && !err)
+        err = set_err(pg, TQ_ECONNECT, "could not copy the requests: %s", PQerrorMessage(c));
+    return err;
+}
 
-    bool approve = tq_request_needs_approval(q, rules);
-    const char *status = approve ? "pending_approval" : "queued";
+/* Same request again? Compare what the caller sent with what is stored. */
+static bool same_request(PGresult *r, int row, const struct tq_request *q)
+{
     char budget[32];
     snprintf(budget, sizeof(budget), "%" PRId64, q->budget_inr);
-    const char *pt[] = {q->tenant_id, q->name, q->tier, q->region, budget,
-                        q->owner, q->justification ? q->justification : "",
-                        status, batch, it->queue};
-    r = tq__pg_query(pg, &err, "insert the tenant", sql_insert_tenant, 10, pt);
-    if (!r)
-        return err;
-    bool inserted = PQntuples(r) == 1;
-    PQclear(r);
-
-    if (!inserted) {
-        const char *pf[] = {q->tenant_id, q->name};
-        r = tq__pg_query(pg, &err, "read the existing tenant", sql_find_tenant, 2, pf);
-        if (!r)
-            return err;
-        if (PQntuples(r) == 0) {
-            PQclear(r);
-            snprintf(errbuf, errlen, "tenant_id: \"%s\" conflicts with a concurrent request",
-                     q->tenant_id);
-            it->conflict = "tenant_id";
-            return TQ_ECONFLICT;
-        }
-        if (strcmp(PQgetvalue(r, 0, 0), q->tenant_id) != 0) {
-            snprintf(errbuf, errlen, "name: \"%s\" is already taken by tenant \"%s\"",
-                     q->name, PQgetvalue(r, 0, 0));
-            PQclear(r);
-            it->conflict = "name";
-            return TQ_ECONFLICT;
-        }
-        if (!same_request(r, q)) {
-            snprintf(errbuf, errlen,
-                     "tenant_id: \"%s\" already exists with different details "
-                     "(a tenant is requested once; change it through the portal)",
-                     q->tenant_id);
-            PQclear(r);
-            it->conflict = "tenant_id";
-            return TQ_ECONFLICT;
-        }
-        snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, 0, 7));
-        PQclear(r);
-        const char *pj[] = {key};
-        r = tq__pg_query(pg, &err, "find the existing job", sql_find_job, 1, pj);
-        if (!r)
-            return err;
-        if (PQntuples(r) != 1) {
-            PQclear(r);
-            snprintf(errbuf, errlen,
-                     "tenant_id: \"%s\" exists under another idempotency key",
-                     q->tenant_id);
-            it->conflict = "tenant_id";
-            return TQ_ECONFLICT;
-        }
-        it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        it->existed = true;
-        it->queued = false;   /* already dispatched once; the reconciler owns it */
-        PQclear(r);
-        return TQ_OK;
-    }
-
-    char nb[24];
-    snprintf(nb, sizeof(nb), "%" PRId64, it->not_before_ms);
-    const char *pj[] = {q->tenant_id, pl->hash, key, batch, approve ? "held" : "queued", nb};
-    r = tq__pg_query(pg, &err, "insert the job", sql_insert_job, 6, pj);
-    if (!r)
-        return err;
-    it->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    it->existed = false;
-    it->queued = !approve;
-    snprintf(it->status, sizeof(it->status), "%s", status);
-
-    char jid[32];
-    snprintf(jid, sizeof(jid), "%" PRId64, it->job_id);
-    json_t *d = json_pack("{s:s, s:s, s:s, s:I, s:s*}", "tier", q->tier, "region",
-                          q->region, "owner", q->owner, "budget",
-                          (json_int_t)q->budget_inr, "batch", batch);
-    char *detail = json_dumps(d, JSON_COMPACT);
-    json_decref(d);
-    const char *pa[] = {q->tenant_id, jid, actor, "submitted", detail};
-    err = simple(pg, "write the audit event", sql_audit, 5, pa);
-    free(detail);
-    if (!err && !approve) {
-        const char *pb[] = {q->tenant_id, jid, "auto", "approved",
-                            "{\"reason\":\"budget within auto-approval threshold\"}"};
-        err = simple(pg, "write the audit event", sql_audit, 5, pb);
-    }
-    if (!err && it->not_before_ms > 0) {
-        char det[64];
-        snprintf(det, sizeof(det), "{\"not_before_ms\":%" PRId64 "}", it->not_before_ms);
-        const char *ps[] = {q->tenant_id, jid, actor, "scheduled", det};
-        err = simple(pg, "write the audit event", sql_audit, 5, ps);
-    }
-    return err;
+    return strcmp(PQgetvalue(r, row, 2), q->tenant_id) == 0 &&
+           strcmp(PQgetvalue(r, row, 3), q->name) == 0 &&
+           strcmp(PQgetvalue(r, row, 4), q->tier) == 0 &&
+           strcmp(PQgetvalue(r, row, 5), q->region) == 0 &&
+           strcmp(PQgetvalue(r, row, 6), budget) == 0 &&
+           strcmp(PQgetvalue(r, row, 7), q->owner) == 0 &&
+           strcmp(PQgetvalue(r, row, 8), q->justification ? q->justification : "") == 0;
 }
 
 enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
@@ -475,16 +503,30 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
                          const struct tq_rules *rules, const char *actor,
                          char *errbuf, size_t errlen)
 {
-    enum tq_err err = simple(pg, "begin the submit transaction", "BEGIN", 0, NULL);
-    if (err) {
-        snprintf(errbuf, errlen, "%s", pg->errstr);
-        return err;
+    enum tq_err err;
+    PGresult *r = NULL;
+    /* per request: its row in the answer about what exists, or -1 */
+    int *key_row = tq_xmalloc((n + 1) * sizeof(int));
+    int *id_row = tq_xmalloc((n + 1) * sizeof(int));
+    int *name_row = tq_xmalloc((n + 1) * sizeof(int));
+    struct tq_buf marks;
+    tq_buf_init(&marks);
+    size_t nnew = 0;
+    errbuf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        key_row[i] = id_row[i] = name_row[i] = -1;
+        items[i].conflict = NULL;
+        items[i].existed = items[i].queued = false;
     }
-    const char *pp[] = {pl->hash, pl->name, pl->text};
-    err = simple(pg, "store the pipeline",
-                 "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
-                 " ON CONFLICT (hash) DO NOTHING",
-                 3, pp);
+
+    PQclear(tq__pg_query(pg, &err, "begin the submit transaction", sql_submit_begin, 0, NULL));
+    if (!err) {
+        const char *pp[] = {pl->hash, pl->name, pl->text};
+        err = simple(pg, "store the pipeline",
+                     "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
+                     " ON CONFLICT (hash) DO NOTHING",
+                     3, pp);
+    }
     if (!err && batch) {
         const char *pb[] = {batch, actor};
         err = simple(pg, "create the batch",
@@ -492,36 +534,131 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
                      " ON CONFLICT (id) DO NOTHING",
                      2, pb);
     }
+    if (!err)
+        err = copy_requests(pg, items, n, rules);
+    if (!err)
+        r = tq__pg_query(pg, &err, "read the existing requests", sql_submit_existing, 0, NULL);
     /* Before any request: say what failed (a read-only database, say), not nothing. */
-    if (err)
+    if (err) {
         snprintf(errbuf, errlen, "%s", pg->errstr);
+        goto out;
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+        long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
+        if (ord < 0 || (size_t)ord >= n)
+            continue;
+        const char *kind = PQgetvalue(r, row, 1);
+        int *slot = strcmp(kind, "key") == 0  ? &key_row[ord]
+                    : strcmp(kind, "id") == 0 ? &id_row[ord]
+                                              : &name_row[ord];
+        *slot = row;
+    }
+    /* The first request in order that conflicts is named; nothing is written. */
     for (size_t i = 0; i < n && !err; i++) {
-        err = submit_one(pg, &items[i], batch, pl, rules, actor, errbuf, errlen);
-        /* A batch names every tenant it asked for, those that existed too:
-           `status --batch` of a rerun shows them instead of "no such batch". */
-        if (!err && batch) {
-            const char *pm[] = {batch, items[i].req->tenant_id};
-            err = simple(pg, "record the batch's tenant",
-                         "INSERT INTO tq.batch_tenants (batch_id, tenant_id) VALUES ($1, $2)"
-                         " ON CONFLICT DO NOTHING",
-                         2, pm);
+        struct tq_submit_item *it = &items[i];
+        const struct tq_request *q = it->req;
+        const char *key = it->idempotency_key ? it->idempotency_key : q->tenant_id;
+        char why[512] = "";
+        if (key_row[i] >= 0 && strcmp(PQgetvalue(r, key_row[i], 2), q->tenant_id) != 0) {
+            snprintf(why, sizeof(why), "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
+                     PQgetvalue(r, key_row[i], 2));
+            it->conflict = "idempotency_key";
+        } else if (id_row[i] < 0 && name_row[i] >= 0) {
+            snprintf(why, sizeof(why), "name: \"%s\" is already taken by tenant \"%s\"", q->name,
+                     PQgetvalue(r, name_row[i], 2));
+            it->conflict = "name";
+        } else if (id_row[i] >= 0 && !same_request(r, id_row[i], q)) {
+            snprintf(why, sizeof(why),
+                     "tenant_id: \"%s\" already exists with different details "
+                     "(a tenant is requested once; change it through the portal)",
+                     q->tenant_id);
+            it->conflict = "tenant_id";
+        } else if (id_row[i] >= 0 && key_row[i] < 0) {
+            snprintf(why, sizeof(why), "tenant_id: \"%s\" exists under another idempotency key",
+                     q->tenant_id);
+            it->conflict = "tenant_id";
+        } else if (id_row[i] >= 0) {
+            snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, id_row[i], 9));
+            it->job_id = strtoll(PQgetvalue(r, key_row[i], 10), NULL, 10);
+            it->existed = true;
+            it->queued = false;   /* already dispatched once; the reconciler owns it */
+            tq_buf_printf(&marks, "%s%zu", marks.len ? "," : "{", i);
+            continue;
+        } else {
+            nnew++;
+            continue;
         }
-        if (err && err != TQ_ECONFLICT)
-            snprintf(errbuf, errlen, "%s", pg->errstr);
-        else if (err && n > 1) {
-            char tmp[512];
-            snprintf(tmp, sizeof(tmp), "%s", errbuf);
-            snprintf(errbuf, errlen, "request %zu (tenant \"%s\"): %s", i + 1,
-                     items[i].req->tenant_id, tmp);
-        }
+        err = TQ_ECONFLICT;
+        if (n > 1)
+            snprintf(errbuf, errlen, "request %zu (tenant \"%s\"): %s", i + 1, q->tenant_id, why);
+        else
+            snprintf(errbuf, errlen, "%s", why);
     }
-    if (!err) {
+    PQclear(r);
+    r = NULL;
+    if (err)
+        goto out;
+    if (marks.len) {
+        tq_buf_puts(&marks, "}");
+        const char *pm[] = {marks.data};
+        err = simple(pg, "mark the existing requests", sql_submit_mark, 1, pm);
+    }
+    if (!err && nnew > 0) {
+        const char *pt[] = {batch};
+        r = tq__pg_query(pg, &err, "insert the tenants", sql_submit_tenants, 1, pt);
+        if (r && strtoull(PQcmdTuples(r), NULL, 10) != nnew) {
+            /* another submit took an id or a name since we looked */
+            for (size_t i = 0; i < n; i++)
+                if (!items[i].existed) {
+                    items[i].conflict = "tenant_id";
+                    break;
+                }
+            snprintf(errbuf, errlen,
+                     "tenant_id: a request of this submit conflicts with a concurrent request "
+                     "(a tenant id or name was taken meanwhile); submit again to see which");
+            err = TQ_ECONFLICT;
+        }
+        PQclear(r);
+        r = NULL;
+    }
+    if (!err && nnew > 0) {
+        const char *pj[] = {pl->hash, batch, actor};
+        r = tq__pg_query(pg, &err, "insert the jobs and their audit events", sql_submit_jobs, 3,
+                         pj);
+        for (int row = 0; r && row < PQntuples(r); row++) {
+            long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
+            if (ord < 0 || (size_t)ord >= n)
+                continue;
+            struct tq_submit_item *it = &items[ord];
+            bool approve = tq_request_needs_approval(it->req, rules);
+            it->job_id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+            it->queued = !approve;
+            snprintf(it->status, sizeof(it->status), "%s",
+                     approve ? "pending_approval" : "queued");
+        }
+        if (r && (size_t)PQntuples(r) != nnew)
+            err = set_err(pg, TQ_EPG, "could not insert the jobs: %d of %zu written",
+                          PQntuples(r), nnew);
+        PQclear(r);
+        r = NULL;
+    }
+    /* A batch names every tenant it asked for, those that existed too:
+       `status --batch` of a rerun shows them instead of "no such batch". */
+    if (!err && batch) {
+        const char *pb[] = {batch};
+        err = simple(pg, "record the batch's tenants", sql_submit_members, 1, pb);
+    }
+    if (!err)
         err = simple(pg, "commit the submit transaction", "COMMIT", 0, NULL);
-        if (err)
-            snprintf(errbuf, errlen, "%s", pg->errstr);
-    }
+    if (err && err != TQ_ECONFLICT)
+        snprintf(errbuf, errlen, "%s", pg->errstr);
+out:
     if (err)
         rollback(pg);
+    tq_buf_cleanup(&marks);
+    free(key_row);
+    free(id_row);
+    free(name_row);
     return err;
 }
 

@@ -326,26 +326,6 @@ enum tq_err tq_queue_reserve(struct tq_queue *q, uint32_t timeout_ms, char **id)
     return err;
 }
 
-enum tq_err tq_queue_ack(struct tq_queue *q, const char *id)
-{
-    const char *argv[] = {"LREM", q->k_proc, "-1", id};
-    enum tq_err err;
-    freeReplyObject(cmd(q, &err, "ack (LREM)", 4, argv));
-    return err;
-}
-
-static const char release_lua[] =
-    "if redis.call('LREM', KEYS[1], -1, ARGV[1]) > 0 then "
-    "  redis.call('RPUSH', KEYS[2], ARGV[1]) return 1 end return 0";
-
-enum tq_err tq_queue_release(struct tq_queue *q, const char *id)
-{
-    const char *argv[] = {"EVAL", release_lua, "2", q->k_proc, q->k_ready, id};
-    enum tq_err err;
-    freeReplyObject(cmd(q, &err, "release a job", 6, argv));
-    return err;
-}
-
 enum tq_err tq_queue_heartbeat(struct tq_queue *q, uint32_t ttl_ms)
 {
     char ttl[24];

@@ -1,7 +1,8 @@
 /*
  * Batched, fenced job-state writes (see tq/store.h). Rows travel as
- * PostgreSQL array literals and are expanded with unnest(), so a batch of a
- * thousand transitions is one statement per table, not a thousand.
+ * PostgreSQL array literals and are expanded with unnest(): a flush is one
+ * prepared statement (fenced by each job row's own UPDATE) per round of job
+ * rows, all sent in one pipeline — one round trip and one transaction.
  */
 #include "tq/store.h"
 
@@ -131,7 +132,9 @@ static const char sql_claim[] =
  */
 static const char sql_claimed_steps[] =
     "SELECT s.job_id, json_object_agg(s.step, json_build_object('status', s.status,"
-    "  'attempts', s.attempts, 'undo_attempts', s.undo_attempts))::text"
+    "  'attempts', s.attempts, 'undo_attempts', s.undo_attempts,"
+    "  'reached', EXISTS (SELECT 1 FROM tq.step_attempts a WHERE a.job_id = s.job_id"
+    "    AND a.step = s.step AND a.phase = 'run' AND a.reached)))::text"
     " FROM tq.job_steps s WHERE s.job_id = ANY($1::bigint[]) GROUP BY s.job_id";
 
 static void copy(char *dst, size_t cap, const char *src)
@@ -324,13 +327,13 @@ static const char sql_flush[] =
     "    output = coalesce(excluded.output, s.output)"
     "  RETURNING 1),"
     " at AS (SELECT x.*, j.tenant_id FROM unnest($21::bigint[], $22::text[], $23::text[],"
-    "      $24::int[], $25::text[], $26::bigint[], $27::bigint[], $28::text[])"
-    "    AS x(job_id, step, phase, attempt, status, st_ms, fin_ms, error)"
+    "      $24::int[], $25::text[], $26::bigint[], $27::bigint[], $28::text[], $31::bool[])"
+    "    AS x(job_id, step, phase, attempt, status, st_ms, fin_ms, error, reached)"
     "    JOIN j ON j.id = x.job_id),"
     " a AS (INSERT INTO tq.step_attempts (job_id, step, phase, attempt, status, worker,"
-    "    started_at, finished_at, error)"
+    "    started_at, finished_at, error, reached)"
     "  SELECT job_id, step, phase, attempt, status, $30, to_timestamp(st_ms / 1000.0),"
-    "    to_timestamp(fin_ms / 1000.0), error FROM at RETURNING 1),"
+    "    to_timestamp(fin_ms / 1000.0), error, reached FROM at RETURNING 1),"
     " ae AS (INSERT INTO tq.audit_events (at, tenant_id, job_id, actor, event, detail)"
     "  SELECT to_timestamp(fin_ms / 1000.0), tenant_id, job_id, 'worker:' || $30,"
     "    CASE WHEN phase = 'run' THEN 'step_' ELSE 'undo_' END || status,"
@@ -384,10 +387,10 @@ static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64
 
 /* The parameters of one statement of a flush: array literals plus scalars. */
 struct params {
-    struct arr a[28];
+    struct arr a[29];
     int narr;
     char lease[16];
-    const char *p[30];
+    const char *p[31];
 };
 
 static void params_done(struct params *x, int narr)
@@ -417,7 +420,7 @@ static void job_row_params(struct arr *a, const struct tq_job_row *s)
 static void flush_params(struct params *x, const struct tq_flush *f, const int *round, int k,
                          const struct tq_flush_result *res, const struct fence *fc, size_t nres)
 {
-    for (int i = 0; i < 28; i++)
+    for (int i = 0; i < 29; i++)
         arr_init(&x->a[i]);
     for (size_t i = 0; k > 0 && i < f->njobs; i++) {
         if (round[i] != k)
@@ -462,8 +465,11 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_i64(&x->a[25], s->started_ms);
         arr_i64(&x->a[26], s->finished_ms);
         arr_text(&x->a[27], s->error);
+        arr_bool(&x->a[28], s->reached);
     }
-    params_done(x, 28);
+    params_done(x, 29);
+    /* $29 and $30 are scalars; the attempts' reached array came later, as $31 */
+    x->p[30] = x->p[28];
     snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
     x->p[28] = x->lease;
     x->p[29] = f->worker;
@@ -549,7 +555,7 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
     for (int r = 0; r < rounds; r++) {
         flush_params(&x[r], f, round, r, *res, fc, *nres);
         st[r] = (struct tq__stmt){r == 0 ? "record job transitions" : "record job outcomes",
-                                  sql_flush, 30, x[r].p, NULL};
+                                  sql_flush, 31, x[r].p, NULL};
     }
     /* One round trip, one transaction: on error nothing was written. */
     enum tq_err err = tq__pg_pipeline(pg, st, n);

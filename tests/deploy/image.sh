@@ -161,12 +161,37 @@ run() { # run [buildah run options...] -- CMD...: inside the image, as its user,
 }
 DB="tq_image_$$_$RANDOM"
 TENANT="img-$$"
-psql -q -v ON_ERROR_STOP=1 "$TQ_TEST_PG_DSN" -c "CREATE DATABASE $DB" > /dev/null || die "create database $DB"
 http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ENVS=(--env "TQ_DATABASE_URL=${TQ_TEST_PG_DSN%/*}/$DB" --env "TQ_REDIS_URL=$TQ_TEST_REDIS_URL"
-  --env "TQ_TENANT_REDIS_URL=$TQ_TEST_REDIS_URL" --env "TQ_QUEUE=$QUEUE"
-  --env "TQ_HTTP_ADDR=127.0.0.1:$http_port" --env "TQ_SECRETS_DIR=/var/lib/tenantq/secrets"
+# As in production: migrate as tq_migrate (owner of the database), the worker
+# as tq_worker, submit and status as tq_cli, each with its own Redis user
+# (deploy/local/test exports their DSNs). Without them (an older runner),
+# the superuser, explicitly allowed.
+if [ -n "${TQ_TEST_PG_WORKER_DSN:-}" ] && [ -n "${TQ_TEST_PG_MIGRATE_DSN:-}" ] && [ -n "${TQ_TEST_PG_CLI_DSN:-}" ]; then
+  owner=tq_migrate
+  MIG_DB="$TQ_TEST_PG_MIGRATE_DSN dbname=$DB" WRK_DB="$TQ_TEST_PG_WORKER_DSN dbname=$DB" CLI_DB="$TQ_TEST_PG_CLI_DSN dbname=$DB"
+  WRK_REDIS=${TQ_TEST_REDIS_WORKER_URL:-$TQ_TEST_REDIS_URL} CLI_REDIS=${TQ_TEST_REDIS_CLI_URL:-$TQ_TEST_REDIS_URL}
+  roles="tq_migrate / tq_worker / tq_cli"
+else
+  owner=postgres
+  MIG_DB="${TQ_TEST_PG_DSN%/*}/$DB" WRK_DB=$MIG_DB CLI_DB=$MIG_DB
+  WRK_REDIS=$TQ_TEST_REDIS_URL CLI_REDIS=$TQ_TEST_REDIS_URL
+  roles="the superuser (TQ_ALLOW_SUPERUSER=1)"
+fi
+psql -q -v ON_ERROR_STOP=1 "$TQ_TEST_PG_DSN" -c "CREATE DATABASE $DB OWNER $owner" > /dev/null || die "create database $DB"
+# The tenant-secrets key as the Deployment has it: a read-only mounted file
+# (TQ_SECRETS_KEY_FILE, lines KID:BASE64 of 32 bytes).
+mkdir -p "$T/keys"
+printf 'img1:%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" > "$T/keys/secrets-key"
+chmod 0444 "$T/keys/secrets-key"
+COMMON=(--env "TQ_QUEUE=$QUEUE" --env "TQ_LOG_FORMAT=text")
+[ "$owner" = postgres ] && COMMON+=(--env TQ_ALLOW_SUPERUSER=1)
+MIG_ENV=("${COMMON[@]}" --env "TQ_DATABASE_URL=$MIG_DB")
+CLI_ENV=("${COMMON[@]}" --env "TQ_DATABASE_URL=$CLI_DB" --env "TQ_REDIS_URL=$CLI_REDIS")
+WRK_ENV=("${COMMON[@]}" --env "TQ_DATABASE_URL=$WRK_DB" --env "TQ_REDIS_URL=$WRK_REDIS"
+  --env "TQ_TENANT_REDIS_URL=$WRK_REDIS" --env "TQ_HTTP_ADDR=127.0.0.1:$http_port"
+  --env "TQ_SECRETS_KEY_FILE=/etc/tenantq/secrets/secrets-key" --volume "$T/keys:/etc/tenantq/secrets:ro"
   --env "TQ_CONCURRENCY=2" --env "TQ_GRACE_MS=5000")
+ENVS=("${COMMON[@]}")
 
 if run -- tq-enqueue --version > "$T/v.out" 2>&1 && run -- tq-worker --version >> "$T/v.out" 2>&1; then
   ok "both binaries start in the image: $(tr '\n' ' ' < "$T/v.out")"
@@ -176,10 +201,19 @@ fi
 uid=$(run -- /usr/bin/id -u 2> /dev/null || echo "?")
 if [ "$uid" = 10001 ]; then ok "commands run as uid 10001"; else bad "commands run as uid $uid"; fi
 
+ENVS=("${MIG_ENV[@]}")
 if run -- tq-enqueue migrate > "$T/migrate.out" 2>&1; then
-  ok "image's tq-enqueue migrate: $(cat "$T/migrate.out")"
+  ok "image's tq-enqueue migrate as $owner: $(cat "$T/migrate.out")"
 else
   die "image's tq-enqueue migrate: $(cat "$T/migrate.out")"
+fi
+ENVS=("${CLI_ENV[@]}")
+# Operators register the pipelines a fleet may run (enqueue/README.md).
+if run -- tq-enqueue pipeline register /usr/share/tenantq/pipelines/tenant-provision.json --default \
+     --by image-test > "$T/register.out" 2>&1; then
+  ok "image's tq-enqueue pipeline register of its own pipeline file"
+else
+  die "image's tq-enqueue pipeline register: $(cat "$T/register.out")"
 fi
 if run -- tq-enqueue submit --json --tenant-id "$TENANT" --name "Image smoke $$" --tier Silver \
      --region us-east-1 --budget 300000 --owner ops@example.com > "$T/submit.json" 2> "$T/submit.err"; then
@@ -191,6 +225,7 @@ fi
 # The worker: buildah's chroot runtime forks it; SIGTERM goes to the worker
 # process itself (found among buildah's descendants by its name), as the
 # kubelet's does to PID 1.
+ENVS=("${WRK_ENV[@]}")
 run -- /usr/local/bin/tq-worker > "$T/worker.log" 2>&1 &
 WPID=$!
 descendants() { local p; for p in $(cat /proc/"$1"/task/*/children 2> /dev/null); do echo "$p"; descendants "$p"; done; }
@@ -206,6 +241,7 @@ done
 wuid=$(awk '/^Uid:/ {print $2}' /proc/"$worker_pid"/status)
 if [ "$wuid" = 10001 ]; then ok "the worker runs as uid 10001 (pid $worker_pid)"; else bad "the worker runs as uid $wuid"; fi
 
+ENVS=("${CLI_ENV[@]}")
 status=""
 for _ in $(seq 1 180); do
   status=$(run -- tq-enqueue status --json "$TENANT" 2> /dev/null \
@@ -215,11 +251,16 @@ for _ in $(seq 1 180); do
   sleep 1
 done
 if [ "$status" = active ]; then
-  ok "tenant $TENANT provisioned by the image's worker; image's tq-enqueue status says active"
+  ok "tenant $TENANT provisioned by the image's worker ($roles); image's tq-enqueue status says active"
 else
   bad "tenant $TENANT status '$status'; worker log: $(tail -30 "$T/worker.log")"
 fi
 q() { psql -qtA "${TQ_TEST_PG_DSN%/*}/$DB" -c "$1"; }
+if [ "$(q "SELECT count(*) FROM tq.secrets")" -ge 1 ] 2> /dev/null; then
+  ok "the tenant's credentials are stored encrypted in PostgreSQL (tq.secrets), no file on the worker's disk"
+else
+  bad "no row in tq.secrets"
+fi
 ident=${TENANT//-/_}
 if [ "$(q "SELECT status FROM tq.tenants WHERE tenant_id = '$TENANT'")" = active ] &&
    [ "$(q "SELECT count(*) FROM pg_namespace WHERE nspname = 't_$ident'")" = 1 ] &&

@@ -134,6 +134,7 @@ PY
   export TQ_PIPELINE="$REPO/deploy/pipelines/tenant-provision.json"
   redis-cli -u "$TQ_REDIS_URL" --scan > "$T/keys.before"
   if "$ENQUEUE" migrate > "$T/migrate.out" 2>&1 &&
+     "$ENQUEUE" pipeline register "$TQ_PIPELINE" --default --by deploy-check >> "$T/migrate.out" 2>&1 &&
      "$ENQUEUE" submit --json --tenant-id k8s-listname --name "K8s listName probe" --tier Bronze \
        --region us-east-1 --budget 1000 --owner ops@example.com > "$T/submit.json" 2> "$T/submit.err"; then
     JOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"][0]["job_id"])' "$T/submit.json")
@@ -151,7 +152,7 @@ PY
       bad "job $JOB is in no Redis list after submit"
     fi
   else
-    bad "tq-enqueue migrate/submit: $(cat "$T/migrate.out" "$T/submit.err" 2>/dev/null)"
+    bad "tq-enqueue migrate/submit: $(cat "$T/migrate.out" "$T/submit.err" "$T/submit.json" 2>/dev/null)"
   fi
 fi
 python3 "$HERE/k8s_policy.py" "$REPO" local="$T/local.yaml" production="$T/production.yaml" \

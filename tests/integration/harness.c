@@ -21,6 +21,12 @@
 #include "tq/secrets.h"
 #include "tq/util.h"
 
+/* test_tsan runs the worker built with ThreadSanitizer instead */
+#ifdef TQ_TSAN_WORKER_BIN
+#undef TQ_WORKER_BIN
+#define TQ_WORKER_BIN TQ_TSAN_WORKER_BIN
+#endif
+
 struct h_env H;
 static redisContext *rc;
 extern char **environ;

@@ -53,9 +53,14 @@ static const char *as_pg(void)
 
 static void redis_up(void)
 {
+    char acl[400] = "";
+    if (S.aclfile) {
+        sh("touch %s/redis/users.acl", S.dir);
+        snprintf(acl, sizeof(acl), " --aclfile %s/redis/users.acl", S.dir);
+    }
     sh("redis-server --port %d --bind 127.0.0.1 --dir %s/redis --daemonize yes"
-       " --pidfile %s/redis/redis.pid --logfile %s/redis/redis.log --save '' --appendonly no",
-       S.redis_port, S.dir, S.dir, S.dir);
+       " --pidfile %s/redis/redis.pid --logfile %s/redis/redis.log --save '' --appendonly no%s",
+       S.redis_port, S.dir, S.dir, S.dir, acl);
     for (int i = 0; i < 100; i++) {
         redisContext *c = redisConnect("127.0.0.1", S.redis_port);
         bool ok = c && !c->err;
@@ -76,7 +81,13 @@ static void pg_up(void)
 
 void s_start(void)
 {
+    s_start_with(false);
+}
+
+void s_start_with(bool aclfile)
+{
     memset(&S, 0, sizeof(S));
+    S.aclfile = aclfile;
     snprintf(S.dir, sizeof(S.dir), "/tmp/tqsvc-%s", H.tag);
     S.redis_port = free_port();
     S.pg_port = free_port();
@@ -152,6 +163,43 @@ void s_pg_restart(void)
     PQreset(H.db);
 }
 
+void s_pg_stop(void)
+{
+    sh("%s" PGBIN "/pg_ctl -D %s/pg/data -m fast -w stop >/dev/null", as_pg(), S.dir);
+}
+
+void s_pg_start(void)
+{
+    pg_up();
+    PQreset(H.db);
+}
+
+static void redis_wait_down(void)
+{
+    for (int i = 0; i < 100; i++) {
+        redisContext *c = redisConnect("127.0.0.1", S.redis_port);
+        bool down = !c || c->err;
+        redisFree(c);
+        if (down)
+            return;
+        tq_sleep_ms(50);
+    }
+}
+
+void s_redis_stop(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "redis-cli -p %d shutdown save >/dev/null 2>&1", S.redis_port);
+    if (system(cmd) != 0)
+        fprintf(stderr, "services: redis shutdown reported an error\n");
+    redis_wait_down();
+}
+
+void s_redis_start(void)
+{
+    redis_up();
+}
+
 static redisReply *vcmd(const char *fmt, va_list ap)
 {
     redisContext *c = redisConnect("127.0.0.1", S.redis_port);
@@ -189,12 +237,3 @@ char *s_redis(const char *fmt, ...)
     return v;
 }
 
-void s_pg_stop(void)
-{
-    sh("%s" PGBIN "/pg_ctl -D %s/pg/data -m fast -w stop >/dev/null", as_pg(), S.dir);
-}
-
-void s_pg_start(void)
-{
-    pg_up();
-}

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "tq/pg.h"
 #include "tq/util.h"
 
 TestSuite(engine, .init = h_setup, .fini = h_teardown, .timeout = 180);
@@ -354,7 +355,11 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     pipeline("drift.json", steps);
     const char *t = h_tenant("drift");
     submit(t);
-    pid_t w = h_worker_start(NULL);
+    int port = 20000 + (int)((getpid() + 7919) % 20000);
+    char http[64];
+    snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
+    const char *env[] = {http, NULL};
+    pid_t w = h_worker_start(env);
     cr_assert(wait_status(t, "active", 30000));
     /* clean revalidation */
     char *err = NULL;
@@ -366,13 +371,90 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
     free(err);
     cr_assert(h_wait_sql("1", 30000, "SELECT count(*) FROM tq.audit_events WHERE event = 'drift_detected'"));
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    char *m = h_http("GET", url);
     cr_assert_eq(h_worker_stop(w, 15000), 0);
+    /* issue 12 item 4: revalidations and drift are counted */
+    cr_assert(strstr(m, "tq_revalidations_total{result=\"clean\"} 1"), "%s", m);
+    cr_assert(strstr(m, "tq_revalidations_total{result=\"drift\"} 1"), "%s", m);
+    cr_assert(strstr(m, "tq_drift_detected_total{step=\"isolation\"} 1"), "%s", m);
+    free(m);
     char *st = h_sql("SELECT status || ' ' || coalesce(drift, '') FROM tq.tenants WHERE tenant_id = '%s'", t);
     cr_assert(strncmp(st, "active ", 7) == 0 && strstr(st, "role can read t_other"), "%s", st);
     free(st);
     cr_assert_eq(schema_exists(t), 2, "revalidation never touches resources");
     cr_assert_eq(step_count(t, "postgres", "run", "succeeded"), 1, "only checks re-run");
     cr_assert_eq(step_count(t, "postgres", "undo", "succeeded"), 0);
+}
+
+/*
+ * Issue 12 item 1: a SIGTERM during a revalidation handed the job back with
+ * the tenant "queued", and nothing ever set it back to active.
+ */
+Test(engine, sigterm_during_revalidation_leaves_the_tenant_active)
+{
+    pipeline("reval-drain.json", PG_STEP ","
+             "{\"name\":\"audit\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"class\":\"compliance\","
+             " \"params\":{\"ms\":2500}}");
+    const char *t = h_tenant("rvdrain");
+    submit(t);
+    const char *env[] = {"TQ_GRACE_MS=300", NULL};
+    pid_t a = h_worker_start(env);
+    cr_assert(wait_status(t, "active", 30000));
+    char *err = NULL;
+    cr_assert_eq(h_enqueue(NULL, &err, "revalidate", t, NULL), 0, "revalidate: %s", err);
+    free(err);
+    cr_assert(h_wait_sql("running", 30000,
+                         "SELECT s.status FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id"
+                         " WHERE j.kind = 'revalidate' AND s.step = 'audit'"));
+    cr_assert_eq(h_worker_stop(a, 15000), 0, "SIGTERM drains and exits 0");
+    char *st = h_sql("SELECT j.status || ' ' || tn.status FROM tq.jobs j"
+                     " JOIN tq.tenants tn ON tn.tenant_id = j.tenant_id WHERE j.kind = 'revalidate'");
+    cr_assert_str_eq(st, "queued active", "handed back; the tenant's status untouched");
+    free(st);
+    pid_t b = h_worker_start(NULL);
+    cr_assert(h_wait_sql("succeeded", 30000, "SELECT status FROM tq.jobs WHERE kind = 'revalidate'"));
+    cr_assert_eq(h_worker_stop(b, 15000), 0);
+    st = h_sql("SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t);
+    cr_assert_str_eq(st, "active");
+    free(st);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
+                            " AND event IN ('handed_back', 'revalidated')", t), 2);
+}
+
+/*
+ * Issue 12 item 7: a step whose every attempt was refused a connection
+ * never reached its server and left nothing to undo; the tenant ends
+ * "failed" with the rest undone, not "rollback_failed" after an undo that
+ * fails the same way.
+ */
+Test(engine, a_step_that_never_reached_its_server_is_not_undone)
+{
+    pipeline("unreach.json", PG_STEP ","
+             "{\"name\":\"vector\",\"kind\":\"http\",\"needs\":[\"postgres\"],"
+             " \"params\":{\"method\":\"PUT\",\"url\":\"http://127.0.0.1:1/v1/ns\"},"
+             " \"undo\":{\"params\":{\"method\":\"DELETE\",\"url\":\"http://127.0.0.1:1/v1/ns\"}},"
+             " \"retry\":{\"max_attempts\":2,\"base_ms\":20,\"max_ms\":50}}");
+    const char *t = h_tenant("unreach");
+    submit(t);
+    const char *env[] = {"TQ_OUTAGE_MS=0", NULL};
+    pid_t w = h_worker_start(env);
+    cr_assert(h_wait_sql("1", 30000, "SELECT (status IN ('failed', 'rollback_failed'))::int"
+                         " FROM tq.tenants WHERE tenant_id = '%s'", t));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    char *st = h_sql("SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t);
+    cr_assert_str_eq(st, "failed");
+    free(st);
+    cr_assert_eq(step_count(t, "vector", "run", "failed"), 2);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE step = 'vector'"
+                            " AND phase = 'run' AND reached"), 0, "recorded as never sent");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts WHERE step = 'vector'"
+                            " AND phase = 'undo'"), 0, "nothing to undo");
+    cr_assert_eq(schema_exists(t), 0, "every other step undone");
+    st = step_status(t, "postgres");
+    cr_assert_str_eq(st, "compensated");
+    free(st);
 }
 
 Test(engine, sigterm_hands_back_a_running_job_and_another_worker_finishes_it)
@@ -440,3 +522,66 @@ Test(engine, metrics_count_successes_failures_and_durations)
     cr_assert(strstr(m, "tq_queue_depth{list=\"ready\"}"), "%s", m);
     free(m);
 }
+
+/*
+ * Issue 17: SQL errors are classed by SQLSTATE. Serialization failures and
+ * deadlocks may succeed on a retry; syntax, permission, constraint and data
+ * errors never will; only a lost connection is "unreachable".
+ */
+Test(engine, sql_errors_are_classed_by_sqlstate)
+{
+    struct tq_pg *pg = NULL;
+    cr_assert_eq(tq_pg_open(H.dsn, &pg), TQ_OK, "%s", tq_pg_errstr(pg));
+    static const struct {
+        const char *sql;
+        enum tq_err want;
+    } cases[] = {
+        {"SELEC 1", TQ_ESQL},
+        {"SELECT 1/0", TQ_ESQL},
+        {"SELECT * FROM no_such_table", TQ_ESQL},
+        {"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END $$", TQ_EPG},
+        {"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40P01'; END $$", TQ_EPG},
+        {"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '23505'; END $$", TQ_ESQL},
+        {"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '42501'; END $$", TQ_ESQL},
+        {"DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '57P01'; END $$", TQ_ECONNECT},
+        {"SELECT 1", TQ_OK},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum tq_err err = tq_pg_exec(pg, cases[i].sql);
+        cr_expect_eq(err, cases[i].want, "%s: %s, want %s (%s)", cases[i].sql, tq_errname(err),
+                     tq_errname(cases[i].want), tq_pg_errstr(pg));
+    }
+    cr_assert_not(tq_err_retryable(TQ_ESQL));
+    tq_pg_close(pg);
+}
+
+/*
+ * Issue 17: the fetcher's pipeline cache never evicted; after 32 distinct
+ * pipelines a worker handed back every job that used a 33rd, forever.
+ */
+Test(engine, forty_distinct_pipelines_all_run)
+{
+    enum { N = 40 };
+    const char *ids[N];
+    for (int i = 0; i < N; i++) {
+        char name[32], steps[128];
+        snprintf(name, sizeof(name), "pl%02d.json", i);
+        snprintf(steps, sizeof(steps), "{\"name\":\"step%02d\",\"kind\":\"noop\"}", i);
+        pipeline(name, steps);
+        char stem[16];
+        snprintf(stem, sizeof(stem), "pl%02d", i);
+        ids[i] = tq_xstrdup(h_tenant(stem));
+        submit(ids[i]);
+    }
+    pid_t w = h_worker_start(NULL);
+    char want[8];
+    snprintf(want, sizeof(want), "%d", N);
+    bool all = h_wait_sql(want, 60000, "SELECT count(*) FROM tq.tenants WHERE status = 'active'");
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    cr_assert(all, "%ld of %d tenants active",
+              h_sql_long("SELECT count(*) FROM tq.tenants WHERE status = 'active'"), N);
+    cr_assert_eq(h_sql_long("SELECT count(DISTINCT pipeline_hash) FROM tq.jobs"), N);
+    for (int i = 0; i < N; i++)
+        free((char *)ids[i]);
+}
+

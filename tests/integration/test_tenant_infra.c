@@ -992,7 +992,7 @@ Test(infra, audit_check_blocks_when_a_step_has_no_audit_event)
 Test(infra, redis_acl_saved_to_the_aclfile_of_a_separate_tenant_redis)
 {
     int port = free_port();
-    char dir[300], aclfile[350], pidfile[350], cmd[1200];
+    char dir[300], aclfile[350], pidfile[350], cmd[1600];
     snprintf(dir, sizeof(dir), "%s/tenant-redis", H.tmpdir);
     mkdir(dir, 0700);
     snprintf(aclfile, sizeof(aclfile), "%s/users.acl", dir);

@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
+#include "tq/pg.h"
 #include "tq/pipeline.h"
 #include "tq/util.h"
 
@@ -25,8 +26,9 @@ static enum tq_err pg_failed(struct wk_step *s, PGconn *db, PGresult *r, const c
     const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
     snprintf(s->errstr, sizeof(s->errstr), "could not %s: %s", what,
              msg ? msg : PQerrorMessage(db));
+    enum tq_err err = tq_pg_classify(db, r);
     PQclear(r);
-    return PQstatus(db) == CONNECTION_OK ? TQ_EPG : TQ_ECONNECT;
+    return err;
 }
 
 /* Names of the steps this one depends on, directly or not (JSON array). */
@@ -131,11 +133,7 @@ static enum tq_err audit_run(struct wk_step *s, PGconn *db)
         " ORDER BY s.step",
         1, NULL, pv, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-        snprintf(s->errstr, sizeof(s->errstr), "could not read the job's audit events: %s",
-                 msg ? msg : PQerrorMessage(db));
-        PQclear(r);
-        return PQstatus(db) == CONNECTION_OK ? TQ_EPG : TQ_ECONNECT;
+        return pg_failed(s, db, r, "read the job's audit events");
     }
     json_t *checked = json_array(), *missing = json_array();
     struct tq_buf names;

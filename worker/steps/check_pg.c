@@ -33,8 +33,9 @@
 #include <string.h>
 
 #include "../credentials.h"
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
+#include "tq/pg.h"
 #include "tq/request.h"
 #include "tq/util.h"
 
@@ -110,10 +111,10 @@ static enum tq_err tenant_connect(struct wk_step *s, struct conn *c)
     json_decref(cred);
     if (PQstatus(c->db) != CONNECTION_OK) {
         /* libpq's connection messages never contain the password */
-        snprintf(s->errstr, sizeof(s->errstr), "could not connect as %s to %s:%s: %s", c->user,
-                 c->host, c->port, PQerrorMessage(c->db));
+        snprintf(s->errstr, sizeof(s->errstr), "could not connect as %.48s to %.48s:%.8s: %.120s",
+                 c->user, c->host, c->port, PQerrorMessage(c->db));
         s->errstr[strcspn(s->errstr, "\n")] = '\0';
-        return TQ_ECONNECT;
+        return tq_pg_connect_classify(c->db);
     }
     PQsetNoticeProcessor(c->db, quiet, NULL);
     char *qs = PQescapeIdentifier(c->db, n.schema, strlen(n.schema));

@@ -34,7 +34,7 @@
 #include <string.h>
 
 #include "../credentials.h"
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/util.h"
 
@@ -289,7 +289,7 @@ static enum tq_err usage_run(struct wk_step *s)
         redisReply *r = redisCommandArgv(c, 6, argv, NULL);
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-            snprintf(s->errstr, sizeof(s->errstr), "could not SCAN the tenant redis for %s: %s",
+            snprintf(s->errstr, sizeof(s->errstr), "could not SCAN the tenant redis for %.80s: %.120s",
                      match, r && r->type == REDIS_REPLY_ERROR ? r->str
                             : c->errstr[0] ? c->errstr : "unexpected reply");
             err = r ? TQ_EREDIS : TQ_ECONNECT;

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/util.h"
 
 /* The S3 client of s3_bucket.c; these declarations repeat the ones there. */

@@ -71,7 +71,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/log.h"
 #include "tq/redact.h"
@@ -130,7 +130,7 @@ struct run {
     /* thread pool: setup (mkdtemp, files) before the commands, removal after */
     uv_work_t work;
     enum tq_err setup_err;
-    int rm_rc, rm_errno;
+    int rm_errno;                 /* 0: removed */
 };
 
 /* ------------------------------------------------------------ text */
@@ -281,8 +281,8 @@ static bool allowed(struct wk_step *s, const char *prog, const char *what)
                  " never runs", what, prog);
         return false;
     }
-    char *list = tq_xasprintf("%s:%s", s->cfg->exec_allow ? s->cfg->exec_allow : "",
-                              s->cfg->terraform_bin ? s->cfg->terraform_bin : "");
+    char *list = tq_xasprintf("%s:%s", s->set->exec_allow ? s->set->exec_allow : "",
+                              s->set->terraform_bin ? s->set->terraform_bin : "");
     bool ok = false;
     char *save = NULL;
     for (char *e = strtok_r(list, ":", &save); e && !ok; e = strtok_r(NULL, ":", &save))
@@ -384,7 +384,7 @@ static char **make_env(struct wk_step *s, const char *cwd, const char *pg_conn)
     const json_t *e = json_object_get(s->params, "env");
     size_t n = json_is_object(e) ? json_object_size(e) : 0, k = 0;
     char **v = tq_xcalloc(n + 4, sizeof(*v));
-    const char *path = getenv("PATH"), *home = getenv("HOME");
+    const char *path = s->set->child_path, *home = s->set->child_home;
     bool has_path = json_object_get(e, "PATH") != NULL, has_home = json_object_get(e, "HOME") != NULL;
     if (!has_path)
         v[k++] = tq_xasprintf("PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -592,29 +592,35 @@ static void timer_closed(uv_handle_t *h)
     wk_step_done(s, err);
 }
 
+static void close_timer(struct run *r, enum tq_err err)
+{
+    r->final = err;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
+
 static void rm_work(uv_work_t *w)
 {
     struct run *r = w->data;
-    r->rm_rc = rm_tree(r->cwd);
-    r->rm_errno = errno;
+    r->rm_errno = rm_tree(r->cwd) == 0 ? 0 : (errno ? errno : EIO);
 }
 
 static void rm_after(uv_work_t *w, int status)
 {
     struct run *r = w->data;
-    (void)status;
-    if (r->rm_rc != 0) {
+    enum tq_err err = r->final;
+    int why = status != 0 ? -status : r->rm_errno;
+    if (why != 0) {
         if (r->scratch) {
             /* the step's result stands; the scratch space is left to the host */
-            tq_warn("exec: could not remove scratch directory \"%s\": %s", r->cwd,
-                    strerror(r->rm_errno));
-        } else if (!r->final) {
+            tq_warn("exec: could not remove scratch directory \"%s\": %s", r->cwd, strerror(why));
+        } else if (!err) {
             snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
-                     strerror(r->rm_errno));
-            r->final = TQ_EIO;
+                     strerror(why));
+            err = TQ_EIO;
         }
     }
-    uv_close((uv_handle_t *)&r->timer, timer_closed);
+    close_timer(r, err);
 }
 
 static void finish(struct run *r, enum tq_err err)
@@ -623,13 +629,23 @@ static void finish(struct run *r, enum tq_err err)
     r->s->kind_data = NULL;
     r->final = err;
     uv_timer_stop(&r->timer);
-    /* scratch space always goes; an explicit cwd after a successful undo if asked */
+    /* scratch space always goes; an explicit cwd after a successful undo if
+       asked; both off the loop thread (a tree may be large) */
     if (r->cwd && (r->scratch || (!err && r->remove_cwd))) {
         r->work.data = r;
-        uv_queue_work(r->s->loop, &r->work, rm_work, rm_after);
-        return;
+        int rc = uv_queue_work(r->s->loop, &r->work, rm_work, rm_after);
+        if (rc == 0)
+            return;
+        if (r->scratch) {
+            tq_warn("exec: could not queue the removal of scratch directory \"%s\": %s", r->cwd,
+                    uv_strerror(rc));
+        } else {
+            snprintf(r->s->errstr, sizeof(r->s->errstr),
+                     "could not queue the removal of \"%s\": %s", r->cwd, uv_strerror(rc));
+            err = TQ_EIO;
+        }
     }
-    uv_close((uv_handle_t *)&r->timer, timer_closed);
+    close_timer(r, err);
 }
 
 static json_t *result_json(struct run *r, const char *argv0)
@@ -683,7 +699,7 @@ static void command_done(struct run *r)
             snprintf(how, sizeof(how), "killed by signal %d", r->term_signal);
         else
             snprintf(how, sizeof(how), "exit code %lld", (long long)r->exit_status);
-        snprintf(s->errstr, sizeof(s->errstr), "\"%.60s\" (command %zu of %zu) ended with %s%s%s",
+        snprintf(s->errstr, sizeof(s->errstr), "\"%.48s\" (command %zu of %zu) ended with %s%s%.80s",
                  argv0, r->next + 1, n, how, line[0] ? ": " : "", line);
         finish(r, TQ_ESTEP);
         return;
@@ -894,7 +910,7 @@ static enum tq_err exec_start(struct wk_step *s)
             json_decref(cmds);
             return TQ_EINVALID;
         }
-        pg_conn = s->cfg->terraform_pg_url;
+        pg_conn = s->set->terraform_pg_url;
         if (!pg_conn || !*pg_conn) {
             snprintf(s->errstr, sizeof(s->errstr),
                      "params.terraform_backend \"pg\" needs TQ_TERRAFORM_PG_URL in the worker's"
@@ -907,7 +923,7 @@ static enum tq_err exec_start(struct wk_step *s)
     if (c) {
         cwd = tq_xstrdup(json_string_value(c));
     } else {
-        const char *base = getenv("TQ_WORK_DIR");
+        const char *base = s->set->work_dir;
         cwd = tq_xstrdup(base && *base == '/' ? base : DEFAULT_WORK_DIR);
     }
     char **env = make_env(s, cwd, pg_conn);

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/util.h"
 
 #define BODY_MAX (64 * 1024)
@@ -75,6 +75,7 @@ static void done(CURL *e, CURLcode rc, void *arg)
         snprintf(s->errstr, sizeof(s->errstr), "%s request failed: %s", method ? method : "PUT",
                  curl_easy_strerror(rc));
         err = TQ_EIO;
+        s->unsent = wk_curl_unsent(rc);
     } else {
         json_object_set_new(s->output, "status", json_integer(code));
         json_error_t je;

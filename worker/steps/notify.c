@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/redact.h"
 #include "tq/util.h"
 
@@ -35,7 +35,7 @@ static enum tq_err start(struct wk_step *s)
     /* a template may render a secret into the text: it never leaves in a message */
     char *safe = text ? tq_xstrdup(text) : NULL;
     tq_redact(safe);
-    wk_notify(s->curl, s->claim, event ? event : "activated", safe,
+    wk_notify(s->curl, s->set, s->claim, event ? event : "activated", safe,
               json_string_value(json_object_get(p, "webhook_url")),
               json_string_value(json_object_get(p, "smtp_url")), sent, s);
     free(safe);

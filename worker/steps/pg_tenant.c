@@ -29,7 +29,7 @@
 #include <string.h>
 
 #include "../credentials.h"
-#include "../worker.h"
+#include "../step.h"
 #include "tenant_util.h"
 #include "tq/log.h"
 #include "tq/redact.h"

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/request.h"
 #include "tq/util.h"
 #include "s3_client.h"

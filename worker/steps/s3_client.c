@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/request.h"
 #include "tq/util.h"
 #include "s3_client.h"
@@ -44,17 +44,14 @@ struct wk_s3 {
     char curl_err[CURL_ERROR_SIZE];
 };
 
-/* A param string, else the environment variable, else def; "" counts as unset. */
-static const char *param(const struct wk_step *s, const char *name, const char *env,
+/* A param string, else the worker's setting, else def; "" counts as unset. */
+static const char *param(const struct wk_step *s, const char *name, const char *setting,
                          const char *def)
 {
     const char *v = json_string_value(json_object_get(s->params, name));
     if (v && *v)
         return v;
-    v = env ? getenv(env) : NULL;
-    if (v && *v)
-        return v;
-    return def;
+    return setting ? setting : def;
 }
 
 /* S3 bucket naming rules (lowercase, digits, '-', '.'; 3-63; not an IP). */
@@ -79,11 +76,12 @@ static bool bucket_name_ok(const char *b)
 enum tq_err wk_s3_new(struct wk_step *s, struct wk_s3 **out)
 {
     *out = NULL;
-    const char *endpoint = param(s, "endpoint", "TQ_S3_ENDPOINT", NULL);
-    const char *region = param(s, "region", "TQ_S3_REGION", "us-east-1");
-    const char *ak = param(s, "access_key", "TQ_S3_ACCESS_KEY", NULL);
-    const char *sk = param(s, "secret_key", "TQ_S3_SECRET_KEY", NULL);
-    const char *environment = param(s, "environment", "TQ_ENVIRONMENT", "dev");
+    s->unsent = true;   /* until a request may have reached S3 (on_done) */
+    const char *endpoint = param(s, "endpoint", s->set->s3_endpoint, NULL);
+    const char *region = param(s, "region", s->set->s3_region, "us-east-1");
+    const char *ak = param(s, "access_key", s->set->s3_access_key, NULL);
+    const char *sk = param(s, "secret_key", s->set->s3_secret_key, NULL);
+    const char *environment = param(s, "environment", s->set->environment, "dev");
     char defbucket[TQ_TENANT_ID_MAX + 32];
     snprintf(defbucket, sizeof(defbucket), "rag-%s-documents", s->claim->tenant_id);
     const char *bucket = param(s, "bucket", NULL, defbucket);
@@ -217,6 +215,9 @@ static void on_done(CURL *e, CURLcode rc, void *arg)
     struct wk_s3 *c = arg;
     c->rc = rc;
     c->aborted = rc == CURLE_ABORTED_BY_CALLBACK;
+    /* one request that may have reached S3 makes the whole attempt "may have run" */
+    if (!wk_curl_unsent(rc))
+        c->s->unsent = false;
     c->status = 0;
     if (!c->aborted)
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &c->status);

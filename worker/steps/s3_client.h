@@ -10,11 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../worker.h"
+#include "../step.h"
 
 /*
- * The S3 client shared with check_s3.c (which repeats these declarations:
- * worker.h is not ours to extend). Loop thread only.
+ * The S3 client of s3_bucket.c and check_s3.c. Loop thread only.
  *
  * wk_s3_new() reads the connection params (above) from s->params; on error
  * it fills s->errstr and returns TQ_EINVALID. wk_s3_send() starts one request

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/util.h"
 
 static enum tq_err noop_start(struct wk_step *s)

@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../worker.h"
+#include "../step.h"
+#include "tq/pg.h"
 #include "tq/request.h"
 
 static json_t *config_for(const struct tq_tier_info *t)
@@ -36,8 +37,9 @@ static enum tq_err failed(struct wk_step *s, PGconn *db, PGresult *r, const char
     const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
     snprintf(s->errstr, sizeof(s->errstr), "could not %s: %s", what,
              msg ? msg : PQerrorMessage(db));
+    enum tq_err err = tq_pg_classify(db, r);
     PQclear(r);
-    return PQstatus(db) == CONNECTION_OK ? TQ_EPG : TQ_ECONNECT;
+    return err;
 }
 
 static enum tq_err config_run(struct wk_step *s, PGconn *db)

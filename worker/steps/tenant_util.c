@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../worker.h"
+#include "../step.h"
 #include "tq/util.h"
 
 const char *const wk_redis_tenant_denied[20] = {
@@ -86,8 +86,8 @@ enum tq_err wk_redis_open(const struct tq_redis_addr *a, int timeout_ms, redisCo
 const char *wk_tenant_redis_url(const struct wk_step *s)
 {
     const json_t *p = json_object_get(s->params, "url");
-    const char *url = p ? json_string_value(p) : getenv("TQ_TENANT_REDIS_URL");
-    return url && *url ? url : s->cfg->redis_url;
+    const char *url = p ? json_string_value(p) : s->set->tenant_redis_url;
+    return url && *url ? url : s->set->redis_url;
 }
 
 void wk_scrub(char *buf, const char *secret)

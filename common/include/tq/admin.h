@@ -115,13 +115,6 @@ enum tq_err tq_admin_dead_list(struct tq_pg *pg, json_t **out, char *errbuf, siz
 enum tq_err tq_admin_dead_requeue(struct tq_pg *pg, const char *target, const char *actor,
                                   json_t **requeued, char *errbuf, size_t errlen);
 
-/*
- * Set not_before of freshly submitted jobs (submit --not-before) and audit
- * "scheduled". Runs after tq_pg_submit committed: see enqueue/README.md.
- */
-enum tq_err tq_admin_schedule(struct tq_pg *pg, const int64_t *job_ids, size_t n,
-                              int64_t not_before_ms, const char *actor, char *errbuf,
-                              size_t errlen);
 
 /*
  * PostgreSQL side of `stats`: {"jobs_running": n, "jobs_by_status": {...},

@@ -14,6 +14,7 @@
     X(TIMEOUT,  true,  "operation timed out")                  \
     X(REDIS,    true,  "redis command failed")                 \
     X(PG,       true,  "postgres statement failed")            \
+    X(SQL,      false, "postgres refused the statement")       \
     X(CONNECT,  true,  "service unreachable")                  \
     X(BADJOB,   false, "job payload is invalid")               \
     X(INVALID,  false, "invalid input")                        \

@@ -29,6 +29,21 @@ void tq_pg_close(struct tq_pg *pg);
 const char *tq_pg_errstr(const struct tq_pg *pg);
 /* The live connection (reconnecting first if needed), or NULL. Borrowed. */
 PGconn *tq_pg_conn(struct tq_pg *pg);
+/*
+ * The error of a failed statement on db, by its SQLSTATE: TQ_ECONNECT when
+ * the connection is gone (class 08, 57P01-03), TQ_EPG (retryable) for
+ * serialization failures, deadlocks and other conditions a retry may clear,
+ * TQ_ESQL (not retryable) for syntax, permission, constraint and data
+ * errors. res may be NULL. Any thread owning db.
+ */
+enum tq_err tq_pg_classify(const PGconn *db, const PGresult *res);
+/*
+ * The error of a connection attempt that failed: TQ_ECONNECT when the
+ * server could not be reached or is starting up or shutting down (an
+ * outage), TQ_EPG when it answered and refused (no such role, no login,
+ * bad password, no such database).
+ */
+enum tq_err tq_pg_connect_classify(const PGconn *db);
 /* Run SQL text with no parameters and no result; for steps and tests. */
 enum tq_err tq_pg_exec(struct tq_pg *pg, const char *sql);
 

@@ -4,8 +4,10 @@
  * who runs a job (the claim), so every call here is safe to repeat.
  *
  * A struct tq_queue is one blocking hiredis connection. It is not shared:
- * each thread (each worker slot, the heartbeat thread, the CLI) owns its own.
- * A broken connection is re-opened by the next call.
+ * each thread (the worker's fetcher, writer and heartbeat, the CLI) owns
+ * its own. A broken connection is re-opened by the next call. Every error
+ * leaves its detail on the queue, read with tq_queue_errstr() (valid until
+ * the next call on q).
  */
 #ifndef TQ_QUEUE_H
 #define TQ_QUEUE_H
@@ -23,6 +25,8 @@ struct tq_queue;
  * Connect to c->redis_url. worker_id names this process's processing list
  * and heartbeat; NULL for a client that only pushes (the CLI). *out is
  * owned by the caller (tq_queue_close) even on error, so errstr is readable.
+ * c is borrowed and must outlive the queue (key names are derived from it
+ * on later calls); worker_id is copied.
  */
 enum tq_err tq_queue_open(const struct tq_config *c, const char *worker_id,
                           struct tq_queue **out);
@@ -73,12 +77,6 @@ enum tq_err tq_queue_promote(struct tq_queue *q, int limit, int *moved);
  * (managed Redis): the caller decides.
  */
 enum tq_err tq_queue_eviction_policy(struct tq_queue *q, char *buf, size_t len);
-
-/* Remove id from our processing list: the job's outcome is durable. */
-enum tq_err tq_queue_ack(struct tq_queue *q, const char *id);
-
-/* Hand id back: atomically remove it from proc and put it first in ready. */
-enum tq_err tq_queue_release(struct tq_queue *q, const char *id);
 
 /* Refresh hb:<worker> (TTL ttl_ms) and membership of the workers set. */
 enum tq_err tq_queue_heartbeat(struct tq_queue *q, uint32_t ttl_ms);

@@ -5,7 +5,7 @@
  * lease epoch of the claim: rows of a job whose epoch moved on change
  * nothing, and the job is reported stale.
  *
- * All functions block; call them from the worker's fetcher or store thread,
+ * All functions block; call them from the worker's fetcher or writer thread,
  * each with its own struct tq_pg.
  */
 #ifndef TQ_STORE_H
@@ -23,7 +23,7 @@ struct tq_claimed {
     struct tq_claim c;         /* job, epoch, tenant fields */
     bool rollback;             /* phase = rollback (resume an undo) */
     bool cancel_requested;
-    json_t *steps;             /* step -> {status, attempts, undo_attempts} so far (owned) */
+    json_t *steps;             /* step -> {status, attempts, undo_attempts, reached} so far (owned) */
 };
 
 /*
@@ -60,6 +60,7 @@ struct tq_attempt_row {
     const char *status;        /* succeeded | failed */
     int64_t started_ms, finished_ms;
     const char *error;         /* may be NULL */
+    bool reached;              /* the request may have reached its server (false: it never left) */
 };
 
 /* A job-level change: phase switch, or the outcome (terminal, or handed back). */

@@ -12,12 +12,6 @@
 
 #include "tq/err.h"
 
-#if defined(TQ_UNIT_TESTS)
-#define TQ_STATIC
-#else
-#define TQ_STATIC static
-#endif
-
 #define TQ_ASSERT(c)                                                       \
     do {                                                                   \
         if (!(c))                                                          \

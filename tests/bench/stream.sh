@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# tests/bench/stream.sh [REQUESTS] [LATENCY_REQUESTS]
+# The portal's view of `tq-enqueue submit --stream`, on a private Redis and
+# PostgreSQL (fsync on) on free loopback ports, one-step no-op pipeline:
+#  1. REQUESTS requests written at once (no worker): requests/s from the
+#     first line written to the last answer read;
+#  2. one idle worker (8 slots), then LATENCY_REQUESTS requests one at a
+#     time (write, read the answer, next): end-to-end latency from writing
+#     the line to the job's claim (jobs.started_at, microseconds) and to its
+#     first step's start (job_steps.started_at, the worker's clock in whole
+#     milliseconds), p50 and p99; the idle worker's RSS (/proc);
+#  3. a worker with 256 slots draining REQUESTS no-op jobs: its largest RSS.
+# Prints `name value unit` lines. Needs a built tree (.build/release, or TQ_BIN_DIR).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+n=${1:-5000}
+lat_n=${2:-1000}
+bin=${TQ_BIN_DIR:-$top/.build/release/bin}
+[ -x "$bin/tq-enqueue" ] || { echo "stream: build first (cmake --build .build/release)" >&2; exit 1; }
+dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
+chmod 755 "$dir"
+. "$top/tests/bench/lib.sh"
+rport=$(free_port); pport=$(free_port)
+pids=()
+cleanup() {
+  [ -z "${TQ_BENCH_PG_LOG:-}" ] || cp "$dir/pgrun/pg.log" "$TQ_BENCH_PG_LOG" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+  bench_pg_stop "$dir"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
+  --logfile "$dir/redis.log" --save '' --appendonly no
+bench_pg_start "$dir" "$pport"
+export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
+# A throwaway private trust cluster: its superuser is allowed explicitly, and
+# the credentials store gets a key made for this run (docs/security.md).
+export TQ_ALLOW_SUPERUSER=1
+TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
+export TQ_SECRETS_KEY
+"$bin/tq-enqueue" migrate >/dev/null
+printf '{"name":"bench","steps":[{"name":"s1","kind":"noop"}]}\n' > "$dir/pipeline.json"
+"$bin/tq-enqueue" pipeline register "$dir/pipeline.json" --default >/dev/null
+gen() {   # gen PREFIX COUNT
+  awk -v n="$2" -v p="$1" 'BEGIN { for (i = 0; i < n; i++) printf "{\"tenant_id\":\"%s%07d\",\"name\":\"%s %d\",\"tier\":\"Bronze\",\"region\":\"us-east-1\",\"budget\":1000,\"owner\":\"o@example.com\"}\n", p, i, p, i }'
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# 1. throughput: everything written at once, answers read as they come
+gen s "$n" > "$dir/stream.jsonl"
+t0=${EPOCHREALTIME/./}
+"$bin/tq-enqueue" submit --stream --batch stream < "$dir/stream.jsonl" > "$dir/answers"
+t1=${EPOCHREALTIME/./}
+ok=$(grep -c '"ok":true' "$dir/answers" || true)
+[ "$ok" = "$n" ] || { echo "stream: $ok of $n answers ok" >&2; head -n 3 "$dir/answers" >&2; exit 1; }
+echo "submit_stream_rps $(( n * 1000000 / (t1 - t0) )) requests/s"
+redis-cli -p "$rport" del 'tq:{provision}:ready' >/dev/null   # not for the workers below
+psql -qAtX "$TQ_DATABASE_URL" -c "UPDATE tq.jobs SET status = 'cancelled' WHERE batch_id = 'stream'" -c "VACUUM (ANALYZE)" >/dev/null
+
+# 2. latency, one request at a time, idle worker with 8 slots
+TQ_CONCURRENCY=8 "$bin/tq-worker" 2>"$dir/worker-idle.log" & wpid=$!; pids+=("$wpid")
+sleep 2
+echo "worker_rss_idle_8_slots $(rss_kb "$wpid") kB"
+gen l "$lat_n" > "$dir/lat.jsonl"
+coproc S { "$bin/tq-enqueue" submit --stream --batch latency 2>"$dir/stream.err"; }
+spid=$S_PID; pids+=("$spid")
+: > "$dir/sent"
+while IFS= read -r line; do
+  sleep 0.005   # a portal's requests arrive apart: the worker is idle each time
+  t=${EPOCHREALTIME/./}
+  printf '%s\n' "$line" >&"${S[1]}"
+  read -r ans <&"${S[0]}"
+  id=${ans#*\"job_id\":}; id=${id%%,*}
+  echo "$id $t" >> "$dir/sent"
+done < "$dir/lat.jsonl"
+eval "exec ${S[1]}>&-"   # our end of its stdin: the stream ends
+wait "$spid" 2>/dev/null || true
+until [ "$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE batch_id = 'latency' AND status = 'succeeded'")" -ge "$lat_n" ]; do sleep 0.2; done
+psql -qAtX "$TQ_DATABASE_URL" -F ' ' -c "CREATE TEMP TABLE sent (id bigint, us bigint)" \
+  -c "\\copy sent FROM '$dir/sent' WITH (DELIMITER ' ')" \
+  -c "SELECT 'e2e_stream_to_claim_p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY c))::numeric, 3), 'ms',
+             'e2e_stream_to_claim_p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY c))::numeric, 3), 'ms',
+             'e2e_stream_to_step_p50', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY s))::numeric, 3), 'ms',
+             'e2e_stream_to_step_p99', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY s))::numeric, 3), 'ms'
+      FROM (SELECT (extract(epoch FROM j.started_at) * 1000000 - p.us) / 1000.0 AS c,
+                   (extract(epoch FROM st.started_at) * 1000000 - p.us) / 1000.0 AS s
+            FROM sent p JOIN tq.jobs j ON j.id = p.id JOIN tq.job_steps st ON st.job_id = j.id) x" \
+  | tail -n 1 | awk '{ for (i = 1; i <= NF; i += 3) print $i, $(i+1), $(i+2) }'
+kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true
+
+# 3. busy: 256 slots draining no-op jobs; the largest RSS seen
+gen b "$n" > "$dir/busy.jsonl"
+split -l 10000 -d -a 3 --additional-suffix=.jsonl "$dir/busy.jsonl" "$dir/busy-part-"
+for f in "$dir"/busy-part-*.jsonl; do "$bin/tq-enqueue" submit --file "$f" --batch "busy-$(basename "$f" .jsonl)" >/dev/null; done
+TQ_CONCURRENCY=256 "$bin/tq-worker" 2>"$dir/worker-busy.log" & wpid=$!; pids+=("$wpid")
+max=0
+while :; do
+  r=$(rss_kb "$wpid" 2>/dev/null || echo 0); [ "${r:-0}" -gt "$max" ] && max=$r
+  left=$(psql -qAtX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.jobs WHERE batch_id LIKE 'busy-%' AND status <> 'succeeded'")
+  [ "$left" = 0 ] && break
+  sleep 0.1
+done
+echo "worker_rss_busy_256_slots $max kB"
