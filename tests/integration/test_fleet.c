@@ -190,7 +190,7 @@ Test(fleet, terraform_state_in_postgresql_survives_a_dead_worker)
        the grants migrate gives it), else the test's login */
     snprintf(url, sizeof(url), "%s sslmode=disable", H.roles ? H.worker_dsn : H.dsn);
     setenv("TQ_TERRAFORM_PG_URL", url, 1);
-    char pat[160] = "";
+    char pat[sizeof(url)] = "";
     const char *pw = strstr(url, "password=");
     if (pw)
         snprintf(pat, sizeof(pat), "%.*s", (int)strcspn(pw + 9, " "), pw + 9);
