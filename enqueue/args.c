@@ -3,6 +3,7 @@
  * times, and making untrusted text safe to echo on a terminal or in JSON.
  * The domain rules themselves live in libtq (tq/request.h).
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,4 +225,32 @@ int cli_parse_time(const char *s, int64_t now_ms, int64_t *out_ms, char *why, si
         return -1;
     }
     return 0;
+}
+
+int cli_flag_opts(struct cli *c, int argc, char **argv, const char *usage, const char *flag,
+                  bool *flag_set)
+{
+    struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                            {"help", no_argument, NULL, 'h'},
+                            {NULL, 0, NULL, 0},
+                            {NULL, 0, NULL, 0}};
+    if (flag)
+        opts[2] = (struct option){flag, no_argument, NULL, 'f'};
+    int o;
+    optind = 1;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (o == 'f') {
+            *flag_set = true;
+        } else if (o == 'j') {
+            c->json = true;
+        } else if (o == 'h') {
+            fputs(usage, stdout);
+            return EXIT_DONE;
+        } else {
+            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
+                            cli_shown(argv[optind - 1]));
+        }
+    }
+    return CLI_GO_ON;
 }

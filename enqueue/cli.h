@@ -72,6 +72,13 @@ int cli_check_tenant(struct cli *c, const char *id);
    missing, EXIT_REJECTED when the value breaks a rule (tq_text_problem, max). */
 int cli_check_text(struct cli *c, const char *field, const char *v, size_t max, bool required,
                    bool multiline);
+/* Options of a command whose only options are --json, --help and, when flag is
+   not NULL, --FLAG (sets *flag_set). --help prints usage on stdout; an unknown
+   option is reported (see --help). Returns CLI_GO_ON with optind at the first
+   operand, else the exit code to return: EXIT_DONE after --help, EXIT_USAGE. */
+#define CLI_GO_ON (-1)
+int cli_flag_opts(struct cli *c, int argc, char **argv, const char *usage, const char *flag,
+                  bool *flag_set);
 /* RFC 3339 or "+30s"/"+5m"/"+2h"/"+1d" -> ms since epoch; -1 with why. */
 int cli_parse_time(const char *s, int64_t now_ms, int64_t *out_ms, char *why, size_t whylen);
 

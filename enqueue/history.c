@@ -95,27 +95,13 @@ static void print_text(const json_t *h)
 
 int cmd_history(struct cli *c, int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int o;
-    optind = 1;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (o == 'j') {
-            c->json = true;
-        } else if (o == 'h') {
-            fputs(usage, stdout);
-            return EXIT_DONE;
-        } else {
-            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
-                            cli_shown(argv[optind - 1]));
-        }
-    }
+    int rc = cli_flag_opts(c, argc, argv, usage, NULL, NULL);
+    if (rc != CLI_GO_ON)
+        return rc;
     if (argc - optind != 1)
         return cli_fail(c, EXIT_USAGE, NULL, "give exactly one tenant ID (see --help)");
     const char *id = argv[optind];
-    int rc = cli_check_tenant(c, id);
+    rc = cli_check_tenant(c, id);
     if (rc != EXIT_DONE)
         return rc;
     struct tq_pg *pg = NULL;

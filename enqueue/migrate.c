@@ -19,22 +19,9 @@ static const char usage[] =
 
 int cmd_migrate(struct cli *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    int o;
-    optind = 1;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (o == 'j') {
-            c->json = true;
-        } else if (o == 'h') {
-            fputs(usage, stdout);
-            return EXIT_DONE;
-        } else {
-            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
-                            cli_shown(argv[optind - 1]));
-        }
-    }
+    int rc = cli_flag_opts(c, argc, argv, usage, NULL, NULL);
+    if (rc != CLI_GO_ON)
+        return rc;
     if (optind < argc)
         return cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
     struct tq_pg *pg = NULL;
@@ -42,7 +29,7 @@ int cmd_migrate(struct cli *c, int argc, char **argv)
     enum tq_err err = tq_pg_open(c->cfg.database_url, &pg);
     if (!err)
         err = tq_pg_migrate(pg, &applied, &version);
-    int rc = EXIT_DONE;
+    rc = EXIT_DONE;
     if (err) {
         rc = cli_fail(c, cli_exit_for(err) == EXIT_REJECTED ? EXIT_UNREACHABLE : cli_exit_for(err),
                       NULL, "%s", tq_pg_errstr(pg));

@@ -32,37 +32,20 @@ static const char usage[] =
 
 int cmd_revalidate(struct cli *c, int argc, char **argv)
 {
-    static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     bool all = false;
-    int o;
-    optind = 1;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (o == 'a') {
-            all = true;
-        } else if (o == 'j') {
-            c->json = true;
-        } else if (o == 'h') {
-            fputs(usage, stdout);
-            return EXIT_DONE;
-        } else {
-            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
-                            cli_shown(argv[optind - 1]));
-        }
-    }
+    int rc = cli_flag_opts(c, argc, argv, usage, "all", &all);
+    if (rc != CLI_GO_ON)
+        return rc;
     size_t nids = (size_t)(argc - optind);
     if ((nids > 0) == all)
         return cli_fail(c, EXIT_USAGE, NULL, "give tenant IDs or --all (exactly one of them)");
     for (size_t i = 0; i < nids; i++) {
-        int rc = cli_check_tenant(c, argv[optind + (int)i]);
+        rc = cli_check_tenant(c, argv[optind + (int)i]);
         if (rc != EXIT_DONE)
             return rc;
     }
     struct tq_pg *pg = NULL;
-    int rc = cli_open_pg(c, &pg);
+    rc = cli_open_pg(c, &pg);
     if (rc != EXIT_DONE) {
         tq_pg_close(pg);
         return rc;

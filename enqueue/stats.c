@@ -71,30 +71,16 @@ static void print_text(const struct cli *c, const json_t *s)
 
 int cmd_stats(struct cli *c, int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int o;
-    optind = 1;
-    opterr = 0;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (o == 'j') {
-            c->json = true;
-        } else if (o == 'h') {
-            fputs(usage, stdout);
-            return EXIT_DONE;
-        } else {
-            return cli_fail(c, EXIT_USAGE, NULL, "unknown option \"%s\" (see --help)",
-                            cli_shown(argv[optind - 1]));
-        }
-    }
+    int rc = cli_flag_opts(c, argc, argv, usage, NULL, NULL);
+    if (rc != CLI_GO_ON)
+        return rc;
     if (optind < argc)
         return cli_fail(c, EXIT_USAGE, NULL, "unexpected argument \"%s\"", cli_shown(argv[optind]));
     struct tq_pg *pg = NULL;
     struct tq_queue *q = NULL;
     json_t *ps = NULL, *qs = NULL;
     char why[512];
-    int rc = cli_open_pg(c, &pg);
+    rc = cli_open_pg(c, &pg);
     if (rc != EXIT_DONE)
         goto out;
     enum tq_err err = tq_admin_pg_stats(pg, &ps, why, sizeof(why));

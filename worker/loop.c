@@ -369,8 +369,28 @@ static void make_worker_id(char *out, size_t len)
     snprintf(out, len, "%s-%ld-%02x%02x%02x%02x", host, (long)getpid(), r[0], r[1], r[2], r[3]);
 }
 
+/*
+ * A stop that arrives while the worker is still starting (connecting,
+ * checking the schema) must drain like any other, not kill the process with
+ * the default action (exit 143): a scale-down or a test may stop a worker
+ * the moment it is registered. Until the loop's own signal handles exist,
+ * this handler only remembers the signal; it is raised again once they do.
+ */
+static volatile sig_atomic_t early_signal;
+
+static void remember_signal(int signo)
+{
+    early_signal = signo;
+}
+
 int wk_run(const struct tq_config *cfg)
 {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = remember_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     struct worker wk;
     memset(&wk, 0, sizeof(wk));
     wk.cfg = cfg;
@@ -443,6 +463,8 @@ int wk_run(const struct tq_config *cfg)
     wk.sig_term.data = wk.sig_int.data = &wk;
     uv_signal_start(&wk.sig_term, on_signal, SIGTERM);
     uv_signal_start(&wk.sig_int, on_signal, SIGINT);
+    if (early_signal)
+        raise(early_signal);   /* now libuv's: handled by on_signal once the loop runs */
     /* Registered and heartbeating before the fetcher reserves anything, so a
        reaper never takes our first processing list for a dead worker's; and
        only once SIGTERM is ours, so a stop that follows registration drains. */

@@ -15,31 +15,17 @@
 # (TQ_BIN_DIR, default .build/release/bin).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/bench/lib.sh"
 tenants=${1:-200}
 conc=${2:-8}
 idle_s=${TQ_FOOTPRINT_IDLE_S:-30}
-bin=${TQ_BIN_DIR:-$top/.build/release/bin}
-[ -x "$bin/tq-worker" ] || { echo "footprint: build first (cmake --build .build/release) or set TQ_BIN_DIR" >&2; exit 1; }
-dir=$(mktemp -d /tmp/tq-footprint.XXXXXX)
-chmod 755 "$dir"
-. "$top/tests/bench/lib.sh"
-rport=$(free_port); pport=$(free_port)
-wpid=""
-cleanup() {
-  if [ -n "$wpid" ]; then kill -TERM "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true; fi
-  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
-  bench_pg_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
-  --logfile "$dir/redis.log" --save '' --appendonly no
-bench_pg_start "$dir" "$pport"
-export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+bench_setup footprint tq-worker " or set TQ_BIN_DIR"
+bench_trust_env   # a throwaway private trust cluster (lib.sh)
 export TQ_TENANT_REDIS_URL=$TQ_REDIS_URL TQ_SECRETS_DIR="$dir/secrets" TQ_HTTP_ADDR="127.0.0.1:$(free_port)"
 export TQ_LOG_FORMAT=json TQ_CONCURRENCY=$conc TQ_PIPELINE="$top/deploy/pipelines/tenant-provision.json"
 mkdir -m 700 "$dir/secrets"
 "$bin/tq-enqueue" migrate >/dev/null
+"$bin/tq-enqueue" pipeline register "$TQ_PIPELINE" --default >/dev/null
 
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -47,7 +33,7 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 "$bin/tq-worker" 2>"$dir/worker.log" &
-wpid=$!
+wpid=$!; pids+=("$wpid")
 for _ in $(seq 1 100); do curl -sf -o /dev/null "http://$TQ_HTTP_ADDR/readyz" && break; sleep 0.1; done
 sleep 2
 t0=$(ticks "$wpid"); max_rss=0
@@ -71,5 +57,5 @@ s1=$(date +%s.%N); c1=$(ticks "$wpid")
 active=$(psql -qtAX "$TQ_DATABASE_URL" -c "SELECT count(*) FROM tq.tenants WHERE status = 'active'")
 wall=$(awk -v a="$s0" -v b="$s1" 'BEGIN{printf "%.1f", b - a}')
 echo "footprint: busy $tenants tenants ($active active) in ${wall}s: peak RSS (VmHWM) $(($(hwm_kb "$wpid") / 1024)) MiB, CPU average $(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$wall" 'BEGIN{printf "%.0f", t / hz / s * 1000}') millicores, busiest second $(awk -v t="$peak" -v hz="$hz" 'BEGIN{printf "%.0f", t / hz * 1000}') millicores"
-kill -TERM "$wpid"; rc=0; wait "$wpid" || rc=$?; wpid=""
+kill -TERM "$wpid"; rc=0; wait "$wpid" || rc=$?; pids=()
 echo "footprint: SIGTERM -> exit $rc"

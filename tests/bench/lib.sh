@@ -20,3 +20,41 @@ bench_pg_start() {
 bench_pg_stop() {   # bench_pg_stop DIR
   as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$1/pg" -m immediate -w stop >/dev/null 2>&1 || true
 }
+# bench_setup NAME BINARY [HINT]: what every bench does first. Needs $top (the
+# checkout). Sets bin (TQ_BIN_DIR or .build/release/bin; exits naming NAME if
+# BINARY is not built there), dir (a fresh folder under /tmp), rport and pport
+# (free loopback ports), pids (processes to end at exit: add yours), and a
+# trap that ends them, Redis and PostgreSQL and removes dir (copying
+# PostgreSQL's log to TQ_BENCH_PG_LOG first when set). Starts the private
+# Redis and PostgreSQL and exports TQ_REDIS_URL and TQ_DATABASE_URL.
+bench_setup() {
+  local name=$1 need=$2 hint=${3:-}
+  bin=${TQ_BIN_DIR:-$top/.build/release/bin}
+  [ -x "$bin/$need" ] || { echo "$name: build first (cmake --build .build/release)$hint" >&2; exit 1; }
+  dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
+  chmod 755 "$dir"
+  rport=$(free_port); pport=$(free_port)
+  pids=()
+  trap bench_cleanup EXIT
+  redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
+    --logfile "$dir/redis.log" --save '' --appendonly no
+  bench_pg_start "$dir" "$pport"
+  export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+}
+bench_cleanup() {
+  [ -z "${TQ_BENCH_PG_LOG:-}" ] || cp "$dir/pgrun/pg.log" "$TQ_BENCH_PG_LOG" 2>/dev/null || true
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
+  bench_pg_stop "$dir"
+  rm -rf "$dir"
+}
+# bench_trust_env: the bench cluster is a throwaway private trust cluster: its
+# superuser is allowed explicitly, and the credentials store gets a key made
+# for this run (docs/security.md).
+bench_trust_env() {
+  export TQ_ALLOW_SUPERUSER=1
+  TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
+  export TQ_SECRETS_KEY
+}

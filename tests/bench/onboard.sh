@@ -12,27 +12,11 @@
 # or TQ_BIN_DIR).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/bench/lib.sh"
 counts=${1:-10 100 1000}
 workers=${2:-2}
 conc=${3:-16}
-bin=${TQ_BIN_DIR:-$top/.build/release/bin}
-[ -x "$bin/tq-worker" ] || { echo "onboard: build first (cmake --build .build/release)" >&2; exit 1; }
-dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
-chmod 755 "$dir"
-. "$top/tests/bench/lib.sh"
-rport=$(free_port); pport=$(free_port)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
-  bench_pg_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
-  --logfile "$dir/redis.log" --save '' --appendonly no
-bench_pg_start "$dir" "$pport"
+bench_setup onboard tq-worker
 # stand-ins, with throwaway credentials passed by environment
 ak="AKIA$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)"
 sk=$(head -c 30 /dev/urandom | base64 | tr -d '/+=\n')
@@ -43,7 +27,6 @@ SAAS_TOKEN=$tok python3 "$top/tests/stubs/saas_stub.py" --port 0 --port-file "$d
   --quiet --lifetime 3600 >/dev/null 2>"$dir/saas.log" & pids+=($!)
 for i in $(seq 1 100); do [ -s "$dir/s3.port" ] && [ -s "$dir/saas.port" ] && break; sleep 0.1; done
 [ -s "$dir/s3.port" ] && [ -s "$dir/saas.port" ] || { echo "onboard: the stand-ins did not start" >&2; exit 1; }
-export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
 export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
 export TQ_TENANT_REDIS_URL=$TQ_REDIS_URL TQ_ENVIRONMENT=bench
 s3_port=$(cat "$dir/s3.port"); saas_port=$(cat "$dir/saas.port")
@@ -52,11 +35,7 @@ export TQ_S3_ACCESS_KEY=$ak TQ_S3_SECRET_KEY=$sk
 export TQ_VECTOR_URL="http://127.0.0.1:$saas_port" TQ_DASHBOARD_URL="http://127.0.0.1:$saas_port"
 export TQ_VECTOR_TOKEN=$tok TQ_DASHBOARD_TOKEN=$tok
 export TQ_NOTIFY_WEBHOOK_URL="http://127.0.0.1:$saas_port/hooks/bench"
-# A throwaway private trust cluster: its superuser is allowed explicitly, and
-# the credentials store gets a key made for this run (docs/security.md).
-export TQ_ALLOW_SUPERUSER=1
-TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
-export TQ_SECRETS_KEY
+bench_trust_env   # a throwaway private trust cluster (lib.sh)
 "$bin/tq-enqueue" migrate >/dev/null
 "$bin/tq-enqueue" pipeline register "$top/deploy/pipelines/tenant-provision.json" --default >/dev/null
 for i in $(seq 1 "$workers"); do

@@ -13,34 +13,12 @@
 # Prints `name value unit` lines. Needs a built tree (.build/release, or TQ_BIN_DIR).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/bench/lib.sh"
 n=${1:-5000}
 lat_n=${2:-1000}
-bin=${TQ_BIN_DIR:-$top/.build/release/bin}
-[ -x "$bin/tq-enqueue" ] || { echo "stream: build first (cmake --build .build/release)" >&2; exit 1; }
-dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
-chmod 755 "$dir"
-. "$top/tests/bench/lib.sh"
-rport=$(free_port); pport=$(free_port)
-pids=()
-cleanup() {
-  [ -z "${TQ_BENCH_PG_LOG:-}" ] || cp "$dir/pgrun/pg.log" "$TQ_BENCH_PG_LOG" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
-  bench_pg_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
-  --logfile "$dir/redis.log" --save '' --appendonly no
-bench_pg_start "$dir" "$pport"
-export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+bench_setup stream tq-enqueue
 export TQ_HTTP_ADDR="" TQ_LOG_FORMAT=text
-# A throwaway private trust cluster: its superuser is allowed explicitly, and
-# the credentials store gets a key made for this run (docs/security.md).
-export TQ_ALLOW_SUPERUSER=1
-TQ_SECRETS_KEY="bench:$(head -c 32 /dev/urandom | base64 -w0)"
-export TQ_SECRETS_KEY
+bench_trust_env   # a throwaway private trust cluster (lib.sh)
 "$bin/tq-enqueue" migrate >/dev/null
 printf '{"name":"bench","steps":[{"name":"s1","kind":"noop"}]}\n' > "$dir/pipeline.json"
 "$bin/tq-enqueue" pipeline register "$dir/pipeline.json" --default >/dev/null

@@ -11,25 +11,10 @@
 # TQ_BENCH_PG_OPTS="-c log_min_duration_statement=0": each statement's time).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/bench/lib.sh"
 rows=${1:-10000}
 runs=${2:-3}
-bin=${TQ_BIN_DIR:-$top/.build/release/bin}
-[ -x "$bin/tq-enqueue" ] || { echo "submit: build first (cmake --build .build/release)" >&2; exit 1; }
-dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
-chmod 755 "$dir"
-. "$top/tests/bench/lib.sh"
-rport=$(free_port); pport=$(free_port)
-cleanup() {
-  [ -z "${TQ_BENCH_PG_LOG:-}" ] || cp "$dir/pgrun/pg.log" "$TQ_BENCH_PG_LOG" 2>/dev/null || true
-  redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
-  bench_pg_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
-  --logfile "$dir/redis.log" --save '' --appendonly no
-bench_pg_start "$dir" "$pport"
-export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+bench_setup submit tq-enqueue
 export TQ_LOG_FORMAT=text
 "$bin/tq-enqueue" migrate >/dev/null
 printf '{"name":"bench","steps":[{"name":"s1","kind":"noop"}]}\n' > "$dir/pipeline.json"

@@ -207,14 +207,15 @@ if run -- tq-enqueue migrate > "$T/migrate.out" 2>&1; then
 else
   die "image's tq-enqueue migrate: $(cat "$T/migrate.out")"
 fi
-ENVS=("${CLI_ENV[@]}")
-# Operators register the pipelines a fleet may run (enqueue/README.md).
+# Operators register the pipelines a fleet may run (enqueue/README.md), with
+# the migration (admin) account: the CLI's account may only read them.
 if run -- tq-enqueue pipeline register /usr/share/tenantq/pipelines/tenant-provision.json --default \
      --by image-test > "$T/register.out" 2>&1; then
   ok "image's tq-enqueue pipeline register of its own pipeline file"
 else
   die "image's tq-enqueue pipeline register: $(cat "$T/register.out")"
 fi
+ENVS=("${CLI_ENV[@]}")
 if run -- tq-enqueue submit --json --tenant-id "$TENANT" --name "Image smoke $$" --tier Silver \
      --region us-east-1 --budget 300000 --owner ops@example.com > "$T/submit.json" 2> "$T/submit.err"; then
   ok "image's tq-enqueue submit: $(cat "$T/submit.json")"

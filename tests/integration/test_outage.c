@@ -55,7 +55,7 @@ static void use_pipeline(void)
 {
     char text[4096];
     snprintf(text, sizeof(text), "{\"name\":\"outage\",\"steps\":[%s]}", steps);
-    setenv("TQ_PIPELINE", h_write_file("outage.json", text), 1);
+    h_use_pipeline(h_write_file("outage.json", text));
 }
 
 static void submit_batch(int n)
@@ -127,7 +127,7 @@ Test(outage, sigterm_while_postgres_is_down_exits_within_grace_and_loses_nothing
     snprintf(text, sizeof(text), "{\"name\":\"stop\",\"steps\":["
              "{\"name\":\"first\",\"kind\":\"noop\"},"
              "{\"name\":\"work\",\"kind\":\"sleep\",\"needs\":[\"first\"],\"params\":{\"ms\":4000}}]}");
-    setenv("TQ_PIPELINE", h_write_file("stop.json", text), 1);
+    h_use_pipeline(h_write_file("stop.json", text));
     submit_batch(4);
     const char *env[] = {"TQ_CONCURRENCY=4", "TQ_GRACE_MS=1000", "TQ_LEASE_MS=2000", NULL};
     pid_t a = h_worker_start(env);
@@ -158,7 +158,7 @@ Test(outage, an_undo_waits_out_a_postgres_outage)
              "{\"name\":\"hold\",\"kind\":\"sleep\",\"needs\":[\"postgres\"],\"params\":{\"ms\":1500}},"
              "{\"name\":\"gate\",\"kind\":\"sleep\",\"needs\":[\"hold\"],\"class\":\"security\","
              " \"params\":{\"ms\":10,\"fail_if_exists\":\"%s\"}}]}", flag);
-    setenv("TQ_PIPELINE", h_write_file("undo.json", text), 1);
+    h_use_pipeline(h_write_file("undo.json", text));
     submit_batch(1);
     pid_t w = h_worker_start(NULL);
     cr_assert(h_wait_sql("running", 60000, "SELECT status FROM tq.job_steps WHERE step = 'hold'"));

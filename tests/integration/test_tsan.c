@@ -35,7 +35,7 @@ Test(tsan, batch_with_cancels_timeouts_and_a_drain_is_race_free)
         " \"params\":{\"ms\":150}},"
         "{\"name\":\"audit\",\"kind\":\"check_audit\",\"class\":\"compliance\","
         " \"needs\":[\"pace\",\"slow\"]}]}";
-    setenv("TQ_PIPELINE", h_write_file("tsan.json", text), 1);
+    h_use_pipeline(h_write_file("tsan.json", text));
     struct tq_buf b;
     tq_buf_init(&b);
     tq_buf_puts(&b, "tenant_id,name,tier,region,budget,owner\n");
