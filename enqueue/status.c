@@ -48,6 +48,19 @@ static const char *str(const json_t *o, const char *k)
     return s ? s : "";
 }
 
+/* A pending step waiting for a fleet-wide limit's permit: its recorded wait. */
+static const char *waiting_step(const json_t *t)
+{
+    size_t k;
+    json_t *s;
+    json_array_foreach(json_object_get(t, "steps"), k, s) {
+        if (strcmp(str(s, "status"), "pending") == 0 &&
+            strncmp(str(s, "last_error"), "waiting for limit ", 18) == 0)
+            return str(s, "last_error");
+    }
+    return "";
+}
+
 static void print_table(const json_t *tenants, bool with_steps)
 {
     printf("%-24s %-7s %-10s %-16s %-6s %s\n", "TENANT", "TIER", "REGION", "STATUS", "STEPS",
@@ -68,6 +81,8 @@ static void print_table(const json_t *tenants, bool with_steps)
             snprintf(dd, sizeof(dd), "DRIFT: %s", str(drift, "summary"));
             detail = dd;
         }
+        if (!*detail)
+            detail = waiting_step(t);
         printf("%-24s %-7s %-10s %-16s %-6s %s\n", str(t, "tenant_id"), str(t, "tier"),
                str(t, "region"), str(t, "status"), steps, cli_shown(detail));
         if (!with_steps)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "limits.h"
 #include "tq/log.h"
 #include "tq/status.h"
 #include "tq/util.h"
@@ -47,6 +48,7 @@ static void handle_closed(uv_handle_t *h)
 static void job_free(struct wk_job *j)
 {
     struct wk_engine *e = j->eng;
+    wk_limits_forget(j);   /* fleet-wide permits it waited for (worker/limits.c) */
     if (j->prev)
         j->prev->next = j->next;
     else

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "credentials.h"
+#include "limits.h"
 #include "loop.h"
 #include "step_int.h"
 #include "tq/log.h"
@@ -47,6 +48,11 @@ struct worker {
     size_t ncancels;
     int64_t *held;             /* ids of jobs in hand, snapshot for hb_work */
     size_t nheld;
+    /* leases confirmed by hb_work (extended, still ours), for hb_after */
+    int64_t *confirmed;
+    size_t nconfirmed;
+    uint64_t confirm_sent_ms;
+    bool confirm_ok;
 };
 
 /* Push job ids to ready; errors are left to the reconciler. */
@@ -127,9 +133,24 @@ static void chores(struct worker *wk)
  * effect at the next step boundary). Every lease/3: tell Redis we live,
  * extend the leases of jobs in hand, do chores.
  */
+/* Extend the leases of the jobs in hand, learning which are still ours. */
+static enum tq_err confirm_leases(struct worker *wk)
+{
+    free(wk->confirmed);
+    wk->confirmed = NULL;
+    wk->nconfirmed = 0;
+    wk->confirm_sent_ms = tq_mono_ms();
+    enum tq_err err = tq_pg_extend_leases_ids(wk->hb_pg, wk->id, wk->held, wk->nheld,
+                                              wk->cfg->lease_ms, &wk->confirmed,
+                                              &wk->nconfirmed);
+    wk->confirm_ok = err == TQ_OK;
+    return err;
+}
+
 static void hb_work(uv_work_t *w)
 {
     struct worker *wk = w->data;
+    wk->confirm_ok = false;
     free(wk->cancels);
     wk->cancels = NULL;
     wk->ncancels = 0;
@@ -139,11 +160,14 @@ static void hb_work(uv_work_t *w)
         wk->ncancels = 0;
     }
     uint64_t now = tq_mono_ms();
-    if (now < wk->next_beat_ms)
+    if (now < wk->next_beat_ms) {
+        /* a step waits for its job's lease to be confirmed (worker/limits.c) */
+        if (wk_leases_wanted())
+            confirm_leases(wk);
         return;
+    }
     wk->next_beat_ms = now + wk->cfg->lease_ms / 3;
     enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
-    int n = 0;
     long long ready, delayed, dead;
     if (!err)
         err = tq_queue_depths(wk->hb_q, &ready, &delayed, &dead);
@@ -156,10 +180,11 @@ static void hb_work(uv_work_t *w)
     bool redis_fine = err == TQ_OK;
     if (err)
         tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
+    wk_limits_renew();   /* fleet-wide permits share the worker's lease */
     /* A real round trip every beat, even with no lease to extend: the
        dependency state must not outlive a stopped server. */
     char problem[200] = "";
-    err = tq_pg_extend_leases(wk->hb_pg, wk->id, wk->held, wk->nheld, wk->cfg->lease_ms, &n);
+    err = confirm_leases(wk);
     if (!err)
         err = tq_pg_probe(wk->hb_pg, problem, sizeof(problem));
     wk_dep_beat(WK_DEP_PG, err, tq_pg_errstr(wk->hb_pg));
@@ -183,6 +208,10 @@ static void hb_after(uv_work_t *w, int status)
     struct worker *wk = w->data;
     (void)status;
     wk->hb_busy = false;
+    /* steps start only under a lease PostgreSQL confirmed; lost ones are dropped */
+    if (wk->confirm_ok && !wk->stopping)
+        wk_leases_confirmed(wk->engine, wk->held, wk->nheld, wk->confirmed, wk->nconfirmed,
+                            wk->confirm_sent_ms);
     for (size_t i = 0; i < wk->ncancels && !wk->stopping; i++)
         wk_engine_cancel(wk->engine, wk->cancels[i]);
     maybe_close(wk);
@@ -380,6 +409,7 @@ int wk_run(const struct tq_config *cfg)
     snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 1);
     wk_blocking_init(cfg->database_url);
+    wk_limits_init(cfg, wk.id);
     /* A peer that closes its end (Redis restarted, a scraper gone) must come
        back as EPIPE from write(2), which every client here handles by
        reconnecting; left at its default, SIGPIPE ends the process without a
@@ -470,7 +500,9 @@ out:
     tq_pg_close(wk.hb_pg);
     free(wk.cancels);
     free(wk.held);
+    free(wk.confirmed);
     wk_metrics_free();
+    wk_limits_shutdown();
     wk_blocking_shutdown();
     wk_cred_shutdown();
     curl_global_cleanup();

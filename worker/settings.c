@@ -51,6 +51,7 @@ void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, cons
                 .work_dir = env_str("TQ_WORK_DIR"),
                 .exec_allow = cfg->exec_allow,
                 .terraform_bin = cfg->terraform_bin,
+                .terraform_pg_url = cfg->terraform_pg_url,
                 .child_path = env_str("PATH"),
                 .child_home = env_str("HOME"),
                 .notify_webhook_url = env_str("TQ_NOTIFY_WEBHOOK_URL"),

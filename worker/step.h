@@ -39,9 +39,11 @@ struct wk_step_settings {
     const char *s3_access_key;      /* TQ_S3_ACCESS_KEY */
     const char *s3_secret_key;      /* TQ_S3_SECRET_KEY */
     const char *environment;        /* TQ_ENVIRONMENT (cost tag) */
-    const char *work_dir;           /* TQ_WORK_DIR: exec's per-tenant directories */
+    const char *work_dir;           /* TQ_WORK_DIR: where exec's scratch directories go */
     const char *exec_allow;         /* TQ_EXEC_ALLOW: colon-separated programs exec may run */
     const char *terraform_bin;      /* TQ_TERRAFORM_BIN: exec may run it too */
+    const char *terraform_pg_url;   /* TQ_TERRAFORM_PG_URL: PG_CONN_STR of exec's
+                                       terraform_backend "pg" children; NULL unset */
     const char *child_path;         /* PATH given to exec's children */
     const char *child_home;         /* HOME given to exec's children (NULL: their cwd) */
     const char *notify_webhook_url; /* TQ_NOTIFY_WEBHOOK_URL */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "limits.h"
 #include "tq/log.h"
 #include "tq/redact.h"
 #include "tq/retry.h"
@@ -77,6 +78,11 @@ static enum wk_event finish(struct wk_step_run *r, enum tq_err err);
 
 enum wk_event wk_step_start(struct wk_job *j, size_t i, bool undo)
 {
+    /* Fleet-wide limit (worker/limits.c): a step declaring "limit" starts
+       only with a permit; until then limits.c parks it in the retry wait and
+       calls wk_job_advance again. Keep this the first thing a start does. */
+    if (!wk_limit_admit(j, i, undo))
+        return WK_EV_NONE;
     struct stepstate *ss = &j->ss[i];
     const struct tq_pipeline_step *def = &j->pl->steps[i];
     struct wk_step_run *r = tq_xcalloc(1, sizeof(*r));
@@ -350,6 +356,7 @@ static enum wk_event finish(struct wk_step_run *r, enum tq_err err)
     wk_metrics_step(s->def->kind, s->undo, (double)(now - r->started_ms) / 1000.0);
     ss->cur = NULL;
     j->running--;
+    wk_limit_release(j, r->index);   /* its fleet-wide permit, if any (worker/limits.c) */
     wk_job_emit_attempt(j, r, err == TQ_OK, reached, err ? s->errstr : NULL);
 
     if (err && atomic_load(&r->cancelled) && !timed_out) {

@@ -114,6 +114,8 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
     c->secrets_store = ss ? tq_xstrdup(ss) : NULL;
     const char *su = env_or("TQ_ALLOW_SUPERUSER", "0");
     c->allow_superuser = strcmp(su, "0") != 0;
+    const char *tfpg = env_or("TQ_TERRAFORM_PG_URL", NULL);
+    c->terraform_pg_url = tfpg ? tq_xstrdup(tfpg) : NULL;
     c->exec_allow = tq_xstrdup(env_or("TQ_EXEC_ALLOW", ""));
     const char *tf = env_or("TQ_TERRAFORM_BIN", NULL);
     c->terraform_bin = tf && *tf ? tq_xstrdup(tf) : NULL;
@@ -170,6 +172,7 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->prefix);
     free(c->http_addr);
     free(c->secrets_store);
+    free(c->terraform_pg_url);
     free(c->exec_allow);
     free(c->terraform_bin);
     for (size_t i = 0; i < c->nregions; i++)

@@ -246,6 +246,20 @@ static const char *const migrations[] = {
        a step none of whose attempts reached its server needs no undo. Rows
        written before this column existed may have. */
     "ALTER TABLE tq.step_attempts ADD COLUMN reached boolean NOT NULL DEFAULT true;",
+
+    /* Terraform state shared by every worker (exec steps with
+       terraform_backend "pg"; worker/README.md): the objects Terraform's pg
+       backend would create on first use (schema tq_terraform, one row per
+       workspace = tenant), made once here so that first inits on several
+       workers cannot race on CREATE SCHEMA and the backend's role needs no
+       CREATE privilege. */
+    "CREATE SCHEMA IF NOT EXISTS tq_terraform;"
+    "CREATE SEQUENCE IF NOT EXISTS public.global_states_id_seq AS bigint;"
+    "CREATE TABLE IF NOT EXISTS tq_terraform.states ("
+    "  id bigint NOT NULL DEFAULT nextval('public.global_states_id_seq') PRIMARY KEY,"
+    "  name text UNIQUE,"
+    "  data text);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -256,7 +270,9 @@ static const char *const migrations[] = {
  * by later migrations, are covered. A role that does not exist is skipped:
  * a single-role setup (one superuser) keeps working.
  *   tq_worker  DML on every tq table; audit_events insert-only; never the
- *              migration ledger; CREATE on the database (tenant schemas)
+ *              migration ledger; CREATE on the database (tenant schemas);
+ *              DML on tq_terraform.states and its sequence (Terraform's pg
+ *              backend, told to create nothing: worker/README.md)
  *   tq_cli     read every table but secrets; insert and update (no delete),
  *              but never the pipeline registry (operators register with the
  *              admin account, tq_migrate: a submitter cannot name new steps);
@@ -272,6 +288,9 @@ static const char grants_sql[] =
     "  GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tq TO tq_worker;"
     "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.schema_migrations FROM tq_worker;"
     "  REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM tq_worker;"
+    "  GRANT USAGE ON SCHEMA tq_terraform TO tq_worker;"
+    "  GRANT SELECT, INSERT, UPDATE, DELETE ON tq_terraform.states TO tq_worker;"
+    "  GRANT USAGE, SELECT ON SEQUENCE public.global_states_id_seq TO tq_worker;"
     "  BEGIN"
     "   EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO tq_worker', current_database());"
     "  EXCEPTION WHEN insufficient_privilege THEN"

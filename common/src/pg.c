@@ -717,6 +717,39 @@ enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int6
     return err;
 }
 
+enum tq_err tq_pg_extend_leases_ids(struct tq_pg *pg, const char *worker, const int64_t *ids,
+                                    size_t n, uint32_t lease_ms, int64_t **out, size_t *nout)
+{
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return TQ_OK;
+    char lease[16];
+    snprintf(lease, sizeof(lease), "%u", lease_ms);
+    char *arr = id_array(ids, n);
+    const char *p[] = {worker, lease, arr};
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "extend leases",
+                               "UPDATE tq.jobs SET lease_until = now() +"
+                               " make_interval(secs => $2::int / 1000.0)"
+                               " WHERE id = ANY($3::bigint[]) AND lease_owner = $1"
+                               "   AND status = 'running' AND lease_until > now()"
+                               " RETURNING id",
+                               3, p);
+    free(arr);
+    if (!r)
+        return err;
+    size_t m = (size_t)PQntuples(r);
+    if (m > 0) {
+        *out = tq_xcalloc(m, sizeof(int64_t));
+        for (size_t i = 0; i < m; i++)
+            (*out)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+    }
+    *nout = m;
+    PQclear(r);
+    return TQ_OK;
+}
+
 /* A tenant's queue; tenants submitted before tenants.queue existed: the default. */
 #define TENANT_QUEUE(t) "coalesce(" t ".queue, '" TQ_DEFAULT_QUEUE "')"
 

@@ -205,6 +205,54 @@ static bool valid_step_name(const char *s)
     return true;
 }
 
+/*
+ * "limit": {"key": "terraform:${tenant.region}", "max": 2}. Every rule the
+ * object breaks is named in one message.
+ */
+static enum tq_err parse_limit(struct ctx *c, struct tq_pipeline_step *s, const json_t *lim)
+{
+    if (!lim)
+        return TQ_OK;
+    if (!json_is_object(lim))
+        return bad(c, s->name, "\"limit\" must be an object such as {\"key\": "
+                               "\"terraform:${tenant.region}\", \"max\": 2}");
+    char why[600] = "";
+    size_t used = 0;
+#define WHY(...)                                                                     \
+    do {                                                                             \
+        if (used < sizeof(why))                                                      \
+            used += (size_t)snprintf(why + used, sizeof(why) - used, "%s", used ? "; " : ""); \
+        if (used < sizeof(why))                                                      \
+            used += (size_t)snprintf(why + used, sizeof(why) - used, __VA_ARGS__);   \
+    } while (0)
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)lim, key, v) {
+        if (strcmp(key, "key") != 0 && strcmp(key, "max") != 0)
+            WHY("unknown field \"%.40s\" (known: key, max)", key);
+    }
+    const json_t *k = json_object_get(lim, "key");
+    if (!json_is_string(k) || json_string_length(k) == 0 ||
+        json_string_length(k) > TQ_LIMIT_KEY_MAX) {
+        WHY("\"key\" is required: a string of 1 to %d characters (a template such as "
+            "\"terraform:${tenant.region}\")", TQ_LIMIT_KEY_MAX);
+    } else {
+        char terr[300];
+        if (tq_template_check(json_string_value(k), terr, sizeof(terr)))
+            WHY("\"key\": %s", terr);
+    }
+    const json_t *m = json_object_get(lim, "max");
+    if (!json_is_integer(m) || json_integer_value(m) < 1 ||
+        json_integer_value(m) > TQ_LIMIT_MAX)
+        WHY("\"max\" is required: an integer from 1 to %d", TQ_LIMIT_MAX);
+#undef WHY
+    if (why[0])
+        return bad(c, s->name, "limit: %s", why);
+    s->limit_key = json_string_value(k);
+    s->limit_max = (uint32_t)json_integer_value(m);
+    return TQ_OK;
+}
+
 static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
                               const json_t *js)
 {
@@ -225,7 +273,8 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
             return bad(c, s->name, "the name is used by another step");
 
     const char *known[] = {"name", "kind", "needs", "params", "retry",
-                           "timeout_ms", "class", "undo", "description", "enabled", NULL};
+                           "timeout_ms", "class", "undo", "description", "enabled", "limit",
+                           NULL};
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)js, key, v) {
@@ -270,6 +319,10 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
             return bad(c, s->name, "enabled: %s", terr);
         s->enabled = json_string_value(en);
     }
+
+    enum tq_err lerr = parse_limit(c, s, json_object_get(js, "limit"));
+    if (lerr)
+        return lerr;
 
     const json_t *retry = json_object_get(js, "retry");
     s->retry = TQ_RETRY_DEFAULT;

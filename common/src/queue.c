@@ -137,6 +137,11 @@ char *tq__queue_key(const struct tq_queue *q, const char *suffix)
     return tq_key(q->cfg, suffix);
 }
 
+const struct tq_config *tq__queue_cfg(const struct tq_queue *q)
+{
+    return q->cfg;
+}
+
 enum tq_err tq_queue_open(const struct tq_config *c, const char *worker_id,
                           struct tq_queue **out)
 {

@@ -18,5 +18,7 @@ redisReply *tq__queue_cmd_len(struct tq_queue *q, enum tq_err *err, const char *
                               const char **argv, const size_t *lens);
 /* "<prefix>:{<queue>}:<suffix>" for q's configuration; caller frees. */
 char *tq__queue_key(const struct tq_queue *q, const char *suffix);
+/* The configuration q was opened with (fleet-wide keys such as limits). */
+const struct tq_config *tq__queue_cfg(const struct tq_queue *q);
 
 #endif

@@ -559,7 +559,7 @@ Test(infra, rollback_after_a_failing_integration_step_removes_everything)
     snprintf(steps, sizeof(steps),
              RESOURCES ","
              "{'name':'workspace','kind':'exec','params':{"
-             "  'argv':['%s'],"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}','argv':['%s'],"
              "  'undo_argv':['%s'],'remove_cwd_on_undo':true}},"
              "{'name':'vector','kind':'sleep','class':'integration',"
              " 'needs':['postgres','redis','config','workspace'],"
@@ -1062,6 +1062,7 @@ Test(infra, exec_runs_a_sequence_with_a_minimal_environment_in_the_tenant_direct
     char steps[2048];
     snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'steps':[['%s'],['%s']],"
              "  'env':{'GREETING':'hello ${tenant.id}'},"
              "  'files':{'main.tf':'# tenant ${tenant.id}\\n'}}}",
@@ -1123,6 +1124,7 @@ Test(infra, exec_failure_reports_the_last_stderr_line_and_runs_the_undo)
     char steps[2048];
     snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'argv':['%s'], 'undo_argv':['%s']}}",
              allow_script("fail.sh", "echo out; echo first problem >&2;"
                                      " echo disk quota exceeded >&2; exit 3"),
@@ -1147,8 +1149,10 @@ Test(infra, exec_timeout_kills_the_whole_process_group)
     char steps[2048];
     snprintf(steps, sizeof(steps),
              "{'name':'polite','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'argv':['%s']}},"
              "{'name':'stubborn','kind':'exec','timeout_ms':1000,'retry':{'max_attempts':1},'params':{"
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"
              "  'argv':['%s']}}",
              allow_script("polite.sh", "/bin/sleep 300 & echo $! > polite.pid; wait"),
              allow_script("stubborn.sh", "trap \"\" TERM; /bin/sleep 300 & echo $! > stubborn.pid; wait"));
@@ -1215,7 +1219,9 @@ Test(infra, exec_output_keeps_the_last_64_kib_of_each_stream)
 
 /*
  * The exec step's Terraform sequence with the real binary (TQ_TERRAFORM_BIN,
- * else /usr/local/bin/terraform) on a root that needs no provider download
+ * else /usr/local/bin/terraform), in an explicit per-tenant cwd with local
+ * state (the pg backend and scratch space: tests/integration/test_fleet.c),
+ * on a root that needs no provider download
  * (the built-in terraform_data resource): init, plan -out, apply; applied
  * twice (the second changes nothing); destroy on deprovision, twice.
  */
@@ -1230,6 +1236,7 @@ Test(infra, exec_runs_terraform_init_plan_apply_and_destroy)
     setenv("TQ_EXEC_ALLOW", bin, 1);
 #define TF(...) "['${env.TQ_TEST_TF_BIN}','-chdir=${env.TQ_WORK_DIR}/${tenant.id}'," __VA_ARGS__ "]"
 #define TF_PARAMS                                                                              \
+    "'cwd':'${env.TQ_WORK_DIR}/${tenant.id}',"                                                 \
     "'files':{'main.tf.json':{'resource':{'terraform_data':{'tenant':{'input':'${tenant.id}'}}}}},"  \
     "'env':{'TF_IN_AUTOMATION':'1','CHECKPOINT_DISABLE':'1','TF_CLI_CONFIG_FILE':'/dev/null'},"  \
     "'steps':[" TF("'init','-input=false','-no-color'") ","                                     \
@@ -1282,7 +1289,7 @@ Test(infra, exec_runs_only_allowed_programs_and_never_a_shell)
     setenv("TQ_EXEC_ALLOW", "/bin/sh:/usr/bin/env:/bin/bash", 1);
     pipeline("shell.json",
              "{'name':'run','kind':'exec','retry':{'max_attempts':1},'params':{"
-             "  'argv':['/bin/sh','-c','id > pwned.txt']}}");
+             "  'cwd':'${env.TQ_WORK_DIR}/${tenant.id}','argv':['/bin/sh','-c','id > pwned.txt']}}");
     const char *t = h_tenant("shell");
     submit(t, "Bronze");
     const char *log = log_path("worker-shell.log");
@@ -1302,7 +1309,7 @@ Test(infra, exec_runs_only_allowed_programs_and_never_a_shell)
     snprintf(steps, sizeof(steps),
              "{'name':'run','kind':'exec','params':{'argv':['%s']}},"
              "{'name':'other','kind':'exec','needs':['run'],'retry':{'max_attempts':1},"
-             " 'params':{'argv':['/usr/bin/touch','touched.txt']}}", ok);
+             " 'params':{'cwd':'${env.TQ_WORK_DIR}/${tenant.id}','argv':['/usr/bin/touch','touched.txt']}}", ok);
     pipeline("offlist.json", steps);
     const char *t2 = h_tenant("offlist");
     submit(t2, "Bronze");

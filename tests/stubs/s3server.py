@@ -1349,6 +1349,9 @@ def main():
 """)
     ap.add_argument("--port", type=int, default=int(os.environ.get("S3_PORT", "0")),
                     help="TCP port on 127.0.0.1; 0 picks a free one (default: env S3_PORT or 0)")
+    ap.add_argument("--bind", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; tests that run hosts in network"
+                         " namespaces give the address of their own bridge)")
     ap.add_argument("--port-file", help="write the port number to this file once listening")
     ap.add_argument("--pid-file", help="write this process's PID to this file")
     ap.add_argument("--access-key", default=os.environ.get("S3_ACCESS_KEY"),
@@ -1378,7 +1381,7 @@ def main():
     if args.data:
         os.makedirs(args.data, exist_ok=True)
 
-    srv = Server(("127.0.0.1", args.port), Handler, args)
+    srv = Server((args.bind, args.port), Handler, args)
     port = srv.server_address[1]
     if args.port_file:
         tmp = args.port_file + ".tmp"
@@ -1388,7 +1391,7 @@ def main():
     if args.pid_file:
         with open(args.pid_file, "w") as f:
             f.write("%d\n" % os.getpid())
-    sys.stdout.write("listening on 127.0.0.1:%d\n" % port)
+    sys.stdout.write("listening on %s:%d\n" % (args.bind, port))
     sys.stdout.flush()
 
     stop = threading.Event()
@@ -1396,7 +1399,7 @@ def main():
         signal.signal(sig, lambda *_: stop.set())
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     t.start()
-    log("listening on 127.0.0.1:%d (region %s, data %s)" % (port, args.region, args.data or "memory"))
+    log("listening on %s:%d (region %s, data %s)" % (args.bind, port, args.region, args.data or "memory"))
     stop.wait(args.lifetime if args.lifetime > 0 else None)
     srv.shutdown()
     srv.server_close()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """saas_stub.py - one local HTTP server playing the third-party SaaS APIs that
 tenantq's worker calls, for tests and the local demo. Standard library only
-(runs on Debian 12's /usr/bin/python3, 3.11). Binds 127.0.0.1 only.
+(runs on Debian 12's /usr/bin/python3, 3.11). Binds 127.0.0.1 unless --bind says otherwise.
 
 APIs (JSON in, JSON out unless said otherwise):
 
@@ -545,6 +545,9 @@ def main():
 """)
     ap.add_argument("--port", type=int, default=int(os.environ.get("SAAS_PORT", "0")),
                     help="TCP port on 127.0.0.1; 0 picks a free one (default: env SAAS_PORT or 0)")
+    ap.add_argument("--bind", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; tests that run hosts in network"
+                         " namespaces give the address of their own bridge)")
     ap.add_argument("--port-file", help="write the port number to this file once listening")
     ap.add_argument("--pid-file", help="write this process's PID to this file")
     ap.add_argument("--token", default=os.environ.get("SAAS_TOKEN") or None,
@@ -554,7 +557,7 @@ def main():
     ap.add_argument("--quiet", action="store_true", help="no per-request log lines")
     args = ap.parse_args()
 
-    srv = Server(("127.0.0.1", args.port), Handler, args)
+    srv = Server((args.bind, args.port), Handler, args)
     port = srv.server_address[1]
     if args.port_file:
         tmp = args.port_file + ".tmp"
@@ -564,7 +567,7 @@ def main():
     if args.pid_file:
         with open(args.pid_file, "w") as f:
             f.write("%d\n" % os.getpid())
-    sys.stdout.write("listening on 127.0.0.1:%d\n" % port)
+    sys.stdout.write("listening on %s:%d\n" % (args.bind, port))
     sys.stdout.flush()
 
     stop = threading.Event()
@@ -572,7 +575,7 @@ def main():
         signal.signal(sig, lambda *_: stop.set())
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     t.start()
-    log("listening on 127.0.0.1:%d (token %s)" % (port, "required" if args.token else "not required"))
+    log("listening on %s:%d (token %s)" % (args.bind, port, "required" if args.token else "not required"))
     stop.wait(args.lifetime if args.lifetime > 0 else None)
     srv.shutdown()
     srv.server_close()

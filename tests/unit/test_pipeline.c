@@ -151,3 +151,38 @@ Test(pipeline, missing_file_is_named)
     cr_assert_neq(tq_pipeline_load("/nonexistent/p.json", &p, err, sizeof(err)), TQ_OK);
     cr_assert(strstr(err, "/nonexistent/p.json"));
 }
+
+Test(pipeline, limit_is_parsed_and_every_broken_rule_is_named)
+{
+    struct tq_pipeline *p = NULL;
+    char err[512] = "";
+    cr_assert_eq(parse("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\","
+                       "\"limit\":{\"key\":\"terraform:${tenant.region}\",\"max\":2}},"
+                       "{\"name\":\"b\",\"kind\":\"noop\"}]}",
+                       &p, err, sizeof(err)),
+                 TQ_OK, "%s", err);
+    cr_assert_str_eq(p->steps[0].limit_key, "terraform:${tenant.region}");
+    cr_assert_eq(p->steps[0].limit_max, 2);
+    cr_assert_null(p->steps[1].limit_key, "no limit unless declared");
+    tq_pipeline_free(p);
+
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\",\"limit\":3}]}",
+               "step \"a\": \"limit\" must be an object");
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\",\"limit\":{}}]}",
+               "limit: \"key\" is required");
+    /* every rule broken at once is named at once */
+    const char *all = "{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\","
+                      "\"limit\":{\"key\":\"\",\"max\":0,\"per\":\"host\"}}]}";
+    expect_bad(all, "unknown field \"per\"");
+    expect_bad(all, "\"key\" is required");
+    expect_bad(all, "\"max\" is required: an integer from 1 to 10000");
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\","
+               "\"limit\":{\"key\":\"tf:${tenant.nope}\",\"max\":2}}]}",
+               "limit: \"key\": unknown template variable");
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\","
+               "\"limit\":{\"key\":\"tf\",\"max\":10001}}]}",
+               "\"max\" is required: an integer from 1 to 10000");
+    expect_bad("{\"name\":\"t\",\"steps\":[{\"name\":\"a\",\"kind\":\"noop\","
+               "\"limit\":{\"key\":\"tf\",\"max\":\"2\"}}]}",
+               "\"max\"");
+}

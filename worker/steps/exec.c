@@ -16,12 +16,26 @@
  *   env         {"NAME": "value"}             added to a minimal environment
  *                                             (PATH and HOME only, never the
  *                                             worker's whole environment)
- *   cwd         working directory; default <TQ_WORK_DIR or /tmp/tenantq-work>/
- *               <tenant>, created with mode 0700 (as is any missing part)
+ *   cwd         working directory kept between runs (created 0700 with any
+ *               missing part). Default: scratch space made for this run only,
+ *               <TQ_WORK_DIR or /tmp/tenantq-work>/tq-<tenant>-XXXXXX (mkdtemp,
+ *               0700), removed with its content when the run ends, however it
+ *               ends: nothing a step needs later may live on a worker's disk
  *   files       {"name": "text" | {...}}      written into cwd (0600) before
  *                                             the commands, forward and undo;
  *                                             an object or array as JSON text
- *   remove_cwd_on_undo  true: a successful undo removes cwd and its content
+ *   remove_cwd_on_undo  true: a successful undo removes an explicit cwd
+ *   terraform_backend   "pg": Terraform keeps its state in PostgreSQL, shared
+ *               by every worker: tq_backend.tf.json in cwd declares the
+ *               built-in pg backend with schema tq_terraform, and the child
+ *               gets the worker's TQ_TERRAFORM_PG_URL as PG_CONN_STR (in its
+ *               environment only: never in a file or argv). The commands
+ *               select the tenant's workspace themselves
+ *               (`workspace select -or-create=true ${tenant.id}` after init);
+ *               Terraform's lock on that workspace (a PostgreSQL advisory
+ *               lock) keeps two workers from applying it at once
+ * Making the scratch directory, writing the files and removing the directory
+ * run on the libuv thread pool, never on the loop thread.
  * Each command runs in its own process group (UV_PROCESS_DETACHED: setsid).
  * Cancel (timeout, drain) sends SIGTERM to the group and SIGKILL 2 s later;
  * when the command itself exits, what is left of its group is killed too.
@@ -30,18 +44,20 @@
  * The output holds exit code, duration and the capped tails per command.
  *
  * Idempotency is the commands' own: the step only re-runs them. Terraform,
- * whose apply converges, fits: per tenant, in a directory of its own,
- *   steps      [["terraform","-chdir=<dir>","init","-input=false"],
- *               ["terraform","-chdir=<dir>","plan","-input=false","-out=tfplan"],
- *               ["terraform","-chdir=<dir>","apply","-input=false","tfplan"]]
- *   undo_steps [["terraform","-chdir=<dir>","init","-input=false"],
- *               ["terraform","-chdir=<dir>","destroy","-input=false","-auto-approve"]]
- * with <dir> = cwd, holding main.tf.json from params.files: {"module":
- * {"tenant": {"source": ".../terraform/modules/tenant", "tenant_id":
- * "${tenant.id}", ...}}} (see terraform/README.md; Terraform's own "${...}"
- * cannot appear in params, which are templates). Destroy of nothing
- * succeeds, so the undo is safe to run twice as well. Secrets belong in
- * env, never in argv (command lines are visible to every local user).
+ * whose apply converges, fits when its state is shared (terraform_backend
+ * "pg"): a retry or an undo on any worker starts from the same state.
+ *   steps      [["terraform","init","-input=false"],
+ *               ["terraform","workspace","select","-or-create=true","${tenant.id}"],
+ *               ["terraform","plan","-input=false","-lock-timeout=300s","-out=tfplan"],
+ *               ["terraform","apply","-input=false","-lock-timeout=300s","tfplan"]]
+ *   undo_steps [init, workspace select as above,
+ *               ["terraform","destroy","-input=false","-lock-timeout=300s","-auto-approve"]]
+ * with main.tf.json from params.files: {"module": {"tenant": {"source":
+ * ".../terraform/modules/tenant", "tenant_id": "${tenant.id}", ...}}} (see
+ * terraform/README.md; Terraform's own "${...}" cannot appear in params,
+ * which are templates). Destroy of nothing succeeds, so the undo is safe to
+ * run twice as well. Secrets belong in env, never in argv (command lines are
+ * visible to every local user).
  */
 #define _XOPEN_SOURCE 700   /* realpath */
 #include <dirent.h>
@@ -57,6 +73,7 @@
 
 #include "../step.h"
 #include "tenant_util.h"
+#include "tq/log.h"
 #include "tq/redact.h"
 #include "tq/util.h"
 
@@ -66,6 +83,13 @@
 #define DRAIN_MS 2000         /* after exit: wait this long for the pipes to close */
 #define MAX_ARGS 256
 #define DEFAULT_WORK_DIR "/tmp/tenantq-work"
+#define TF_BACKEND_FILE "tq_backend.tf.json"
+/* The schema, its table and index come from the platform's migrations: the
+   backend's role needs no CREATE (which its own creation would). */
+#define TF_BACKEND_DOC                                                                    \
+    "{\"terraform\": {\"backend\": {\"pg\": {\"schema_name\": \"tq_terraform\","            \
+    " \"skip_schema_creation\": true, \"skip_table_creation\": true,"                      \
+    " \"skip_index_creation\": true}}}}\n"
 
 /* The last OUT_CAP bytes of a stream, and how much there was. */
 struct cap {
@@ -100,8 +124,12 @@ struct run {
     const json_t *cmds;           /* array of argv arrays (borrowed from params) */
     size_t next;
     bool remove_cwd;
+    bool scratch;                 /* cwd made for this run: removed when it ends */
+    bool tf_backend;              /* write TF_BACKEND_FILE into cwd */
     json_t *results;
-    uv_work_t rm_work;            /* removing cwd on the thread pool: a tree may be large */
+    /* thread pool: setup (mkdtemp, files) before the commands, removal after */
+    uv_work_t work;
+    enum tq_err setup_err;
     int rm_errno;                 /* 0: removed */
 };
 
@@ -347,12 +375,15 @@ static json_t *commands(struct wk_step *s, bool *invalid)
     return NULL;
 }
 
-/* PATH and HOME, then params.env: the child sees nothing else of ours. */
-static char **make_env(struct wk_step *s, const char *cwd)
+/*
+ * PATH and HOME, then params.env, then PG_CONN_STR when pg_conn is set: the
+ * child sees nothing else of ours.
+ */
+static char **make_env(struct wk_step *s, const char *cwd, const char *pg_conn)
 {
     const json_t *e = json_object_get(s->params, "env");
     size_t n = json_is_object(e) ? json_object_size(e) : 0, k = 0;
-    char **v = tq_xcalloc(n + 3, sizeof(*v));
+    char **v = tq_xcalloc(n + 4, sizeof(*v));
     const char *path = s->set->child_path, *home = s->set->child_home;
     bool has_path = json_object_get(e, "PATH") != NULL, has_home = json_object_get(e, "HOME") != NULL;
     if (!has_path)
@@ -368,8 +399,17 @@ static char **make_env(struct wk_step *s, const char *cwd)
             strv_free(v);
             return NULL;
         }
+        if (pg_conn && strcmp(name, "PG_CONN_STR") == 0) {
+            snprintf(s->errstr, sizeof(s->errstr),
+                     "params.env: PG_CONN_STR comes from the worker's TQ_TERRAFORM_PG_URL when"
+                     " params.terraform_backend is \"pg\"; remove it from params.env");
+            strv_free(v);
+            return NULL;
+        }
         v[k++] = tq_xasprintf("%s=%s", name, json_string_value(val));
     }
+    if (pg_conn)
+        v[k++] = tq_xasprintf("PG_CONN_STR=%s", pg_conn);
     return v;
 }
 
@@ -447,6 +487,25 @@ static enum tq_err write_files(struct wk_step *s, const char *cwd)
     return TQ_OK;
 }
 
+/* The pg backend block (no credentials: those reach the child as PG_CONN_STR). */
+static enum tq_err write_backend(struct wk_step *s, const char *cwd)
+{
+    char *path = tq_xasprintf("%s/" TF_BACKEND_FILE, cwd);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t len = strlen(TF_BACKEND_DOC);
+    bool ok = fd >= 0 && write(fd, TF_BACKEND_DOC, len) == (ssize_t)len;
+    int saved = errno;
+    if (fd >= 0 && close(fd) != 0) {
+        saved = errno;
+        ok = false;
+    }
+    if (!ok)
+        snprintf(s->errstr, sizeof(s->errstr), "could not write \"%s\": %s", path,
+                 strerror(saved));
+    free(path);
+    return ok ? TQ_OK : TQ_EIO;
+}
+
 /* rm -r without following symbolic links; a missing path is success. */
 static int rm_tree(const char *path)
 {
@@ -517,7 +576,8 @@ static void timer_closed(uv_handle_t *h)
     struct run *r = h->data;
     struct wk_step *s = r->s;
     enum tq_err err = r->final;
-    json_object_set_new(s->output, "cwd", json_string(r->cwd));
+    if (r->cwd)
+        json_object_set_new(s->output, "cwd", json_string(r->cwd));
     json_object_set_new(s->output, "commands", r->results);
     json_t *last = json_array_get(r->results, json_array_size(r->results) - 1);
     if (last) {
@@ -548,11 +608,17 @@ static void rm_work(uv_work_t *w)
 static void rm_after(uv_work_t *w, int status)
 {
     struct run *r = w->data;
-    enum tq_err err = TQ_OK;
-    if (status != 0 || r->rm_errno != 0) {
-        snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
-                 status != 0 ? uv_strerror(status) : strerror(r->rm_errno));
-        err = TQ_EIO;
+    enum tq_err err = r->final;
+    int why = status != 0 ? -status : r->rm_errno;
+    if (why != 0) {
+        if (r->scratch) {
+            /* the step's result stands; the scratch space is left to the host */
+            tq_warn("exec: could not remove scratch directory \"%s\": %s", r->cwd, strerror(why));
+        } else if (!err) {
+            snprintf(r->s->errstr, sizeof(r->s->errstr), "could not remove \"%s\": %s", r->cwd,
+                     strerror(why));
+            err = TQ_EIO;
+        }
     }
     close_timer(r, err);
 }
@@ -561,16 +627,23 @@ static void finish(struct run *r, enum tq_err err)
 {
     r->finishing = true;
     r->s->kind_data = NULL;
+    r->final = err;
     uv_timer_stop(&r->timer);
-    /* undo done: the tenant's working directory goes with it, off the loop thread */
-    if (!err && r->remove_cwd) {
-        r->rm_work.data = r;
-        int rc = uv_queue_work(r->s->loop, &r->rm_work, rm_work, rm_after);
+    /* scratch space always goes; an explicit cwd after a successful undo if
+       asked; both off the loop thread (a tree may be large) */
+    if (r->cwd && (r->scratch || (!err && r->remove_cwd))) {
+        r->work.data = r;
+        int rc = uv_queue_work(r->s->loop, &r->work, rm_work, rm_after);
         if (rc == 0)
             return;
-        snprintf(r->s->errstr, sizeof(r->s->errstr), "could not queue the removal of \"%s\": %s",
-                 r->cwd, uv_strerror(rc));
-        err = TQ_EIO;
+        if (r->scratch) {
+            tq_warn("exec: could not queue the removal of scratch directory \"%s\": %s", r->cwd,
+                    uv_strerror(rc));
+        } else {
+            snprintf(r->s->errstr, sizeof(r->s->errstr),
+                     "could not queue the removal of \"%s\": %s", r->cwd, uv_strerror(rc));
+            err = TQ_EIO;
+        }
     }
     close_timer(r, err);
 }
@@ -764,6 +837,53 @@ static void spawn_next(struct run *r)
     uv_read_start((uv_stream_t *)&r->pipes[1], on_alloc, on_read);
 }
 
+/* Thread pool: the working directory and the files the commands read. */
+static void setup_work(uv_work_t *w)
+{
+    struct run *r = w->data;
+    struct wk_step *s = r->s;
+    enum tq_err err = TQ_OK;
+    if (r->scratch) {
+        const char *base = r->cwd;   /* the base until mkdtemp names the run's own */
+        err = make_dir(s, base);
+        if (!err) {
+            char *tmpl = tq_xasprintf("%s/tq-%s-XXXXXX", base, s->claim->tenant_id);
+            if (mkdtemp(tmpl)) {
+                free(r->cwd);
+                r->cwd = tmpl;
+            } else {
+                snprintf(s->errstr, sizeof(s->errstr), "could not create scratch space in"
+                         " \"%s\": %s", base, strerror(errno));
+                free(tmpl);
+                free(r->cwd);
+                r->cwd = NULL;   /* nothing to remove */
+                err = TQ_EIO;
+            }
+        } else {
+            free(r->cwd);
+            r->cwd = NULL;
+        }
+    } else {
+        err = make_dir(s, r->cwd);
+    }
+    if (!err)
+        err = write_files(s, r->cwd);
+    if (!err && r->tf_backend)
+        err = write_backend(s, r->cwd);
+    r->setup_err = err;
+}
+
+static void setup_after(uv_work_t *w, int status)
+{
+    struct run *r = w->data;
+    (void)status;
+    if (r->setup_err) {
+        finish(r, r->setup_err);
+        return;
+    }
+    spawn_next(r);   /* a cancel meanwhile is seen there */
+}
+
 static enum tq_err exec_start(struct wk_step *s)
 {
     bool invalid;
@@ -775,31 +895,42 @@ static enum tq_err exec_start(struct wk_step *s)
         wk_step_done(s, TQ_OK);   /* no undo commands: nothing to undo */
         return TQ_OK;
     }
-    char *cwd;
     const json_t *c = json_object_get(s->params, "cwd");
     if (c && (!json_is_string(c) || json_string_value(c)[0] != '/')) {
         snprintf(s->errstr, sizeof(s->errstr), "params.cwd must be an absolute path");
         json_decref(cmds);
         return TQ_EINVALID;
     }
+    const json_t *tb = json_object_get(s->params, "terraform_backend");
+    const char *pg_conn = NULL;
+    if (tb) {
+        if (!json_is_string(tb) || strcmp(json_string_value(tb), "pg") != 0) {
+            snprintf(s->errstr, sizeof(s->errstr),
+                     "params.terraform_backend must be \"pg\" (Terraform state in PostgreSQL)");
+            json_decref(cmds);
+            return TQ_EINVALID;
+        }
+        pg_conn = s->set->terraform_pg_url;
+        if (!pg_conn || !*pg_conn) {
+            snprintf(s->errstr, sizeof(s->errstr),
+                     "params.terraform_backend \"pg\" needs TQ_TERRAFORM_PG_URL in the worker's"
+                     " environment (the connection string of Terraform's state database)");
+            json_decref(cmds);
+            return TQ_EINVALID;
+        }
+    }
+    char *cwd;
     if (c) {
         cwd = tq_xstrdup(json_string_value(c));
     } else {
         const char *base = s->set->work_dir;
-        cwd = tq_xasprintf("%s/%s", base && *base == '/' ? base : DEFAULT_WORK_DIR,
-                           s->claim->tenant_id);
+        cwd = tq_xstrdup(base && *base == '/' ? base : DEFAULT_WORK_DIR);
     }
-    /* local metadata operations on small files: short enough for the loop thread */
-    enum tq_err err = make_dir(s, cwd);
-    if (!err)
-        err = write_files(s, cwd);
-    char **env = err ? NULL : make_env(s, cwd);
-    if (!err && !env)
-        err = TQ_EINVALID;
-    if (err) {
+    char **env = make_env(s, cwd, pg_conn);
+    if (!env) {
         free(cwd);
         json_decref(cmds);
-        return err;
+        return TQ_EINVALID;
     }
     struct run *r = tq_xcalloc(1, sizeof(*r));
     r->s = s;
@@ -807,12 +938,17 @@ static enum tq_err exec_start(struct wk_step *s)
     r->cwd = cwd;
     r->cmds = cmds;
     r->results = json_array();
-    r->remove_cwd = s->undo && json_is_true(json_object_get(s->params, "remove_cwd_on_undo")) &&
+    r->scratch = c == NULL;
+    r->tf_backend = tb != NULL;
+    r->remove_cwd = !r->scratch && s->undo &&
+                    json_is_true(json_object_get(s->params, "remove_cwd_on_undo")) &&
                     strcmp(cwd, "/") != 0;
     uv_timer_init(s->loop, &r->timer);
     r->timer.data = r;
     s->kind_data = r;
-    spawn_next(r);
+    /* directories and files off the loop thread; the commands start after */
+    r->work.data = r;
+    uv_queue_work(s->loop, &r->work, setup_work, setup_after);
     return TQ_OK;
 }
 

@@ -35,6 +35,8 @@ struct tq_config {
     char *http_addr;        /* TQ_HTTP_ADDR, default 127.0.0.1:9464; "" = off */
     char *secrets_store;    /* TQ_SECRETS_STORE: NULL/"" = "pg", or "file:DIR" (tq/secrets.h) */
     bool allow_superuser;   /* TQ_ALLOW_SUPERUSER=1 or --allow-superuser (worker) */
+    char *terraform_pg_url; /* TQ_TERRAFORM_PG_URL: conninfo for Terraform's pg backend,
+                               handed to exec steps' children as PG_CONN_STR only; NULL = unset */
     char *exec_allow;       /* TQ_EXEC_ALLOW: colon-separated absolute paths exec may run; "" none */
     char *terraform_bin;    /* TQ_TERRAFORM_BIN; when set, exec may run it too; NULL none */
     int concurrency;        /* TQ_CONCURRENCY, default 4, 1..256 */

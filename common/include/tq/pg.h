@@ -109,6 +109,13 @@ enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text);
 /* Heartbeat: extend the leases of the jobs (ids) this worker holds. */
 enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int64_t *ids,
                                 size_t n, uint32_t lease_ms, int *extended);
+/*
+ * The same, saying which: *out (caller frees; NULL when none) holds the ids
+ * whose lease was still ours and is extended now. An id of ids missing from
+ * it has lost its lease (lapsed or taken over).
+ */
+enum tq_err tq_pg_extend_leases_ids(struct tq_pg *pg, const char *worker, const int64_t *ids,
+                                    size_t n, uint32_t lease_ms, int64_t **out, size_t *nout);
 
 /*
  * Reconciler input: ids of jobs of queue's tenants that are runnable (queued,

@@ -9,7 +9,8 @@
  *               "params": {...}, "retry": {"max_attempts": 3,
  *               "base_ms": 500, "max_ms": 10000}, "timeout_ms": 60000,
  *               "class": "none", "undo": {...},
- *               "enabled": "${env.TQ_S3_ENDPOINT}"}]}
+ *               "enabled": "${env.TQ_S3_ENDPOINT}",
+ *               "limit": {"key": "terraform:${tenant.region}", "max": 2}}]}
  */
 #ifndef TQ_PIPELINE_H
 #define TQ_PIPELINE_H
@@ -25,6 +26,8 @@
 #define TQ_PIPELINE_MAX_BYTES (1024 * 1024)
 #define TQ_PIPELINE_MAX_STEPS 64
 #define TQ_STEP_NAME_MAX 63
+#define TQ_LIMIT_KEY_MAX 200      /* characters of a limit's key template */
+#define TQ_LIMIT_MAX 10000        /* largest "max" of a limit */
 
 enum tq_step_class {
     TQ_CLASS_NONE,
@@ -46,6 +49,10 @@ struct tq_pipeline_step {
     enum tq_step_class cls;
     const char *enabled;     /* template; the step runs only if it renders non-empty
                                 and not "false"/"0"; NULL = always */
+    const char *limit_key;   /* "limit": {"key": template, "max": n}: at most limit_max
+                                steps with the rendered key run at once in the whole
+                                fleet (worker/limits.c); NULL = no limit */
+    uint32_t limit_max;
 };
 
 struct tq_pipeline {
