@@ -694,29 +694,6 @@ static char *id_array(const int64_t *ids, size_t n)
     return tq_buf_take(&b, NULL);
 }
 
-enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int64_t *ids,
-                                size_t n, uint32_t lease_ms, int *extended)
-{
-    *extended = 0;
-    if (n == 0)
-        return TQ_OK;
-    char lease[16];
-    snprintf(lease, sizeof(lease), "%u", lease_ms);
-    char *arr = id_array(ids, n);
-    const char *p[] = {worker, lease, arr};
-    enum tq_err err;
-    PGresult *r = tq__pg_query(pg, &err, "extend leases",
-                               "UPDATE tq.jobs SET lease_until = now() +"
-                               " make_interval(secs => $2::int / 1000.0)"
-                               " WHERE id = ANY($3::bigint[]) AND lease_owner = $1"
-                               "   AND status = 'running' AND lease_until > now()",
-                               3, p);
-    free(arr);
-    *extended = r ? atoi(PQcmdTuples(r)) : 0;
-    PQclear(r);
-    return err;
-}
-
 enum tq_err tq_pg_extend_leases_ids(struct tq_pg *pg, const char *worker, const int64_t *ids,
                                     size_t n, uint32_t lease_ms, int64_t **out, size_t *nout)
 {

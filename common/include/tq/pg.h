@@ -106,12 +106,9 @@ struct tq_claim {
 /* Pipeline text stored at submit; *text owned by the caller. */
 enum tq_err tq_pg_pipeline_get(struct tq_pg *pg, const char *hash, char **text);
 
-/* Heartbeat: extend the leases of the jobs (ids) this worker holds. */
-enum tq_err tq_pg_extend_leases(struct tq_pg *pg, const char *worker, const int64_t *ids,
-                                size_t n, uint32_t lease_ms, int *extended);
 /*
- * The same, saying which: *out (caller frees; NULL when none) holds the ids
- * whose lease was still ours and is extended now. An id of ids missing from
+ * Heartbeat: extend the leases of the jobs (ids) this worker holds. *out
+ * (caller frees; NULL when none) holds the ids whose lease was still ours and is extended now. An id of ids missing from
  * it has lost its lease (lapsed or taken over).
  */
 enum tq_err tq_pg_extend_leases_ids(struct tq_pg *pg, const char *worker, const int64_t *ids,
