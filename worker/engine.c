@@ -133,9 +133,15 @@ void wk_job_notify(struct wk_job *j, const char *event, const char *text)
               NULL, NULL);
 }
 
-/* The job's last row is queued: notifications, metrics and its log line. */
-static void ended(struct wk_job *j, const struct wk_move *m, const char *reason)
+/*
+ * The job's last row committed (the writer said so): notifications, metrics
+ * and its log line. Never earlier: a row the epoch fence refuses was not the
+ * job's outcome, another worker's is.
+ */
+static void outcome(struct wk_job *j, const struct wk_move *m, const char *reason)
 {
+    if (m->audit && strcmp(m->audit, "drift_detected") == 0)
+        wk_job_notify(j, "drift_detected", reason);
     enum tq_tenant_status ts = m->tenant;
     bool bad = ts == TQ_TS_FAILED || ts == TQ_TS_ROLLBACK_FAILED || ts == TQ_TS_BLOCKED;
     if (bad)
@@ -159,6 +165,18 @@ static void ended(struct wk_job *j, const struct wk_move *m, const char *reason)
     tq_log(m->audit && strcmp(m->audit, "drift_detected") == 0 ? TQ_LOG_WARN : TQ_LOG_INFO,
            "job %" PRId64 " (%s): %s%s%s", j->cl.c.job_id, j->cl.c.tenant_id, what,
            reason ? ": " : "", reason ? reason : "");
+}
+
+/* Let go at the drain's final deadline with its last row unconfirmed. */
+static void unconfirmed(const struct wk_job *j)
+{
+    if (j->lost || !j->last_queued)
+        return;
+    tq_info("job %" PRId64 " (%s): exiting before its last row (%s) was confirmed; if it was "
+            "not written, the job returns to the queue when its lease ends", j->cl.c.job_id,
+            j->cl.c.tenant_id,
+            j->end.tenant ? tq_tenant_status_name(j->end.tenant)
+            : j->end.audit ? j->end.audit : tq_job_status_name(j->end.job));
 }
 
 /* The reason a move's row carries, if any. */
@@ -191,9 +209,17 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
     if (wk_phase_starts(m->next) == WK_START_NONE)
         wk_step_stop_waits(j);
     if (m->next == WK_PH_STALE) {
+        j->lost = true;
         atomic_fetch_add(&wk_metrics.jobs_stale, 1);
-        tq_warn("job %" PRId64 " (%s): lease lost to another worker; abandoning it without "
-                "further writes", j->cl.c.job_id, j->cl.c.tenant_id);
+        if (from == WK_PH_ENDED)
+            tq_warn("job %" PRId64 " (%s): lease lost to another worker before its last row "
+                    "committed; the fence refused it (%s), another worker's outcome stands",
+                    j->cl.c.job_id, j->cl.c.tenant_id,
+                    j->end.tenant ? tq_tenant_status_name(j->end.tenant)
+                    : j->end.audit ? j->end.audit : tq_job_status_name(j->end.job));
+        else
+            tq_warn("job %" PRId64 " (%s): lease lost to another worker; abandoning it without "
+                    "further writes", j->cl.c.job_id, j->cl.c.tenant_id);
         for (size_t i = 0; i < j->pl->nsteps; i++)
             if (j->ss[i].cur)
                 wk_step_cancel(j->ss[i].cur);
@@ -207,20 +233,26 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
                 j->cl.c.job_id, j->cl.c.tenant_id);
     const char *reason = move_reason(j, m);
     if (m->act == WK_DROP) {
-        wk_writer_drop(j->eng->w, j, j->id);
+        /* A job whose last row the fence refused has its id acked by the
+           writer already, and one WK_R_ENDED coming: a drop would be a second. */
+        if (!j->last_queued)
+            wk_writer_drop(j->eng->w, j, j->id);
+        j->last_queued = true;
         if (j->eng->abandoned)
             job_free(j);
         return;
     }
-    if (m->next == WK_PH_ENDED && m->audit && strcmp(m->audit, "drift_detected") == 0)
-        wk_job_notify(j, "drift_detected", reason);
     if (m->job != TQ_JS_NONE)
         wk_job_emit_job(j, m->job, m->tenant, m->audit, reason, m->act,
                         m->act == WK_PARK ? j->park_due_ms : 0);
     if (m->next == WK_PH_ENDED) {
-        ended(j, m, reason);
-        if (j->eng->abandoned)
+        j->end = *m;
+        j->end_reason = reason;
+        j->last_queued = true;
+        if (j->eng->abandoned) {
+            unconfirmed(j);
             job_free(j);   /* past the final deadline: no report will come for it */
+        }
     }
 }
 
@@ -398,12 +430,17 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
     struct wk_job *j = r->job;
     switch (r->what) {
     case WK_R_STALE:
-        wk_job_event(j, WK_EV_LEASE_LOST);
+        /* Once: a job lost in one flush may have its last row refused in the next. */
+        if (!j->lost)
+            wk_job_event(j, WK_EV_LEASE_LOST);
         break;
     case WK_R_CANCEL:
         wk_engine_cancel(e, j->cl.c.job_id);
         break;
     case WK_R_ENDED:
+        /* The last row committed (a refused one reported WK_R_STALE first). */
+        if (!j->lost)
+            outcome(j, &j->end, j->end_reason);
         job_free(j);
         break;
     }
@@ -488,8 +525,10 @@ void wk_engine_abandon(struct wk_engine *e)
     struct wk_job *next;
     for (struct wk_job *j = e->jobs; j; j = next) {
         next = j->next;
-        if (j->phase == WK_PH_ENDED)
+        if (j->phase == WK_PH_ENDED) {
+            unconfirmed(j);
             job_free(j);
+        }
     }
 }
 

@@ -45,6 +45,13 @@ struct wk_job {
     uint64_t started_mono_ms;   /* claimed by this worker, for the duration metric */
     char reason[512];
     char failed_step[TQ_STEP_NAME_MAX + 1];
+    /* ENDED: the move whose row is the job's last word, and its reason; its
+       outcome is logged and counted once the writer reports the row
+       committed (WK_R_ENDED), never when the fence refused it. */
+    struct wk_move end;
+    const char *end_reason;     /* j->reason or a literal */
+    bool last_queued;           /* the last row (or drop) is with the writer */
+    bool lost;                  /* the lease was lost (counted once, as stale) */
     struct wk_job *prev, *next;
 };
 
