@@ -167,10 +167,22 @@ static void outcome(struct wk_job *j, const struct wk_move *m, const char *reaso
            reason ? ": " : "", reason ? reason : "");
 }
 
+/* The job's last word (its last row, or its drop) is with the writer. */
+static bool last_word_queued(const struct wk_job *j)
+{
+    return j->end.next == WK_PH_ENDED;
+}
+
+/* The lease is lost: stale, or already ended by dropping the id. */
+static bool lost(const struct wk_job *j)
+{
+    return j->phase == WK_PH_STALE || (last_word_queued(j) && j->end.act == WK_DROP);
+}
+
 /* Let go at the drain's final deadline with its last row unconfirmed. */
 static void unconfirmed(const struct wk_job *j)
 {
-    if (j->lost || !j->last_queued)
+    if (lost(j) || !last_word_queued(j))
         return;
     tq_info("job %" PRId64 " (%s): exiting before its last row (%s) was confirmed; if it was "
             "not written, the job returns to the queue when its lease ends", j->cl.c.job_id,
@@ -209,7 +221,6 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
     if (wk_phase_starts(m->next) == WK_START_NONE)
         wk_step_stop_waits(j);
     if (m->next == WK_PH_STALE) {
-        j->lost = true;
         atomic_fetch_add(&wk_metrics.jobs_stale, 1);
         if (from == WK_PH_ENDED)
             tq_warn("job %" PRId64 " (%s): lease lost to another worker before its last row "
@@ -233,11 +244,8 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
                 j->cl.c.job_id, j->cl.c.tenant_id);
     const char *reason = move_reason(j, m);
     if (m->act == WK_DROP) {
-        /* A job whose last row the fence refused has its id acked by the
-           writer already, and one WK_R_ENDED coming: a drop would be a second. */
-        if (!j->last_queued)
-            wk_writer_drop(j->eng->w, j, j->id);
-        j->last_queued = true;
+        j->end = *m;
+        wk_writer_drop(j->eng->w, j, j->id);
         if (j->eng->abandoned)
             job_free(j);
         return;
@@ -248,7 +256,6 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
     if (m->next == WK_PH_ENDED) {
         j->end = *m;
         j->end_reason = reason;
-        j->last_queued = true;
         if (j->eng->abandoned) {
             unconfirmed(j);
             job_free(j);   /* past the final deadline: no report will come for it */
@@ -305,7 +312,10 @@ static enum wk_event start_steps(struct wk_job *j)
 void wk_job_advance(struct wk_job *j)
 {
     bool lifecycle = j->kind != WK_KIND_REVALIDATE;
-    while (j->phase != WK_PH_ENDED) {
+    /* A job whose last word is queued moves only on the writer's report: a
+       last row the fence refused makes it STALE, with its id acked by the
+       writer already and one WK_R_ENDED coming (a drop would be a second). */
+    while (j->phase != WK_PH_ENDED && !last_word_queued(j)) {
         struct wk_move m;
         enum wk_event ev = start_steps(j);
         if (ev != WK_EV_NONE) {
@@ -430,8 +440,8 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
     struct wk_job *j = r->job;
     switch (r->what) {
     case WK_R_STALE:
-        /* Once: a job lost in one flush may have its last row refused in the next. */
-        if (!j->lost)
+        /* Once: a job lost in one flush may have rows refused in the next. */
+        if (!lost(j))
             wk_job_event(j, WK_EV_LEASE_LOST);
         break;
     case WK_R_CANCEL:
@@ -439,7 +449,7 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
         break;
     case WK_R_ENDED:
         /* The last row committed (a refused one reported WK_R_STALE first). */
-        if (!j->lost)
+        if (!lost(j))
             outcome(j, &j->end, j->end_reason);
         job_free(j);
         break;
@@ -525,7 +535,7 @@ void wk_engine_abandon(struct wk_engine *e)
     struct wk_job *next;
     for (struct wk_job *j = e->jobs; j; j = next) {
         next = j->next;
-        if (j->phase == WK_PH_ENDED) {
+        if (last_word_queued(j)) {   /* ENDED, or STALE after a refused last row */
             unconfirmed(j);
             job_free(j);
         }
