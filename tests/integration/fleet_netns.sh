@@ -11,14 +11,17 @@
 #    its state in PostgreSQL (limited to 1 per region);
 #  - the host running the Terraform step has its worker killed (-9, with what
 #    it ran) after the apply and is restarted; mid-batch another host's link
-#    goes down for three leases, then comes back.
+#    goes down for three leases, then comes back. That host also runs a
+#    second worker, of queue fleetend, whose 2 jobs END while it is cut off
+#    (a worker on another host finishes them meanwhile): once back, their
+#    last rows are refused by the fence and counted stale, not succeeded.
 # Then, from PostgreSQL, Redis and the stand-ins' own records: every tenant
 # active and no Redis list left; every bucket created once (S3 log), every
 # role created once (PostgreSQL's DDL log), every vector namespace and
 # dashboard created once (SaaS log); the partitioned worker wrote nothing for
-# the jobs it lost and abandoned them once healed; a tenant provisioned on
-# one host revalidates on another (needs the shared credential store: skipped
-# with a message when this build has none); the Terraform step finished on
+# the jobs it lost (the fence refused what it sent) and abandoned them once
+# healed; a tenant provisioned on one host revalidates on another with the
+# credentials from the shared store (tq.secrets); the Terraform step finished on
 # another host from the shared state, its resource made once; the limited
 # step never ran 3 at once, and the killed holder's permit came back.
 # Prints the figures (jobs resumed, time to resume after the cut, stale
@@ -78,6 +81,7 @@ TQ_SCRIPT_NAME=fleet_netns
 . "$REPO/deploy/local/lib.sh"
 WPID=(0 0 0 0)
 STUB_PIDS=()
+END_PIDS=(0 0)   # the two workers of queue fleetend (below)
 MADE_NS=()
 MADE_LINKS=()
 
@@ -85,14 +89,14 @@ cleanup() {
   set +e
   exec 2>/dev/null   # best effort; and no "Killed" notices for our own kills
   local p n
-  for p in "${WPID[@]}" "${STUB_PIDS[@]}"; do
+  for p in "${WPID[@]}" "${END_PIDS[@]}" "${STUB_PIDS[@]}"; do
     [ "$p" -gt 0 ] 2>/dev/null && kill -9 "$p" 2>/dev/null
   done
   # whatever still runs on our hosts (a killed worker's Terraform, say)
   for n in "${MADE_NS[@]}"; do
     for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   done
-  for p in "${WPID[@]}" "${STUB_PIDS[@]}"; do
+  for p in "${WPID[@]}" "${END_PIDS[@]}" "${STUB_PIDS[@]}"; do
     [ "$p" -gt 0 ] 2>/dev/null && wait "$p" 2>/dev/null
   done
   if [ -n "${BRIP:-}" ] && [ -f "$T/redis/redis.pid" ]; then
@@ -274,10 +278,23 @@ cat >"$T/cut.json" <<'EOF'
               "${env.TQ_WORK_DIR}/cut-fail"]}}]}
 EOF
 export TQ_TEST_CUT_LOG="$T/cut-effects.log" TQ_TEST_CUT_HOLD="$T/cut-hold"
+# end: one step that waits until the test lets it go, then succeeds and
+# writes its host's name: jobs that END on the host while it is cut off,
+# whose last row the fence refuses once it is back (another host finished
+# them meanwhile). They run on a queue of their own, fleetend, served by a
+# second worker on the host to be cut off, then by one on another host.
+cat >"$T/end.json" <<'EOF'
+{"name": "fleet-end", "steps": [
+  {"name": "wait", "kind": "exec", "retry": {"max_attempts": 1}, "timeout_ms": 120000,
+   "params": {"argv": ["${env.TQ_TEST_HELPER}", "gate", "${env.TQ_TEST_END_HOLD}",
+                       "${env.TQ_WORK_DIR}/never-made", "${env.TQ_TEST_END_LOG}"]}}]}
+EOF
+export TQ_TEST_END_LOG="$T/end-effects.log" TQ_TEST_END_HOLD="$T/end-hold"
 # pipelines are the operator's: registered by name (as the migration
 # account, as the suite's harness does), then named by each submit
 for p in "$REPO/deploy/pipelines/tenant-provision.json:tenant-provision" \
-         "$T/gate.json:fleet-gate" "$T/tf.json:fleet-tf" "$T/cut.json:fleet-cut"; do
+         "$T/gate.json:fleet-gate" "$T/tf.json:fleet-tf" "$T/cut.json:fleet-cut" \
+         "$T/end.json:fleet-end"; do
   admin pipeline register "${p%%:*}" --name "${p##*:}" --by fleet-test >/dev/null ||
     die "register pipeline ${p##*:}"
 done
@@ -311,6 +328,18 @@ start_worker() {
   done
   WID[$i]=$(grep -o 'worker fleet-h[0-9]-[^ ]* started' "$log" | tail -1 | awk '{print $2}')
   [ -n "${WID[$i]}" ] || die "worker on h$i did not start: $(tail -5 "$log")"
+}
+# start_end_worker HOST: a worker of queue fleetend on HOST (metrics on :9465);
+# sets END_PID / END_ID
+start_end_worker() {
+  local i=$1 log="$T/h$1/end-worker.log" n
+  TQ_QUEUE=fleetend TQ_HTTP_ADDR="$PFX.1$i:9465" TQ_WORK_DIR="$T/h$i/work" \
+    ip netns exec "${NS[$i]}" unshare --uts /bin/sh -c 'hostname "$0" && exec "$@"' \
+    "fleet-h$i" "$BIN/tq-worker" >>"$log" 2>&1 </dev/null &
+  END_PID=$!
+  for n in $(seq 1 200); do grep -q ' started: queue' "$log" 2>/dev/null && break; sleep 0.05; done
+  END_ID=$(grep -o 'worker fleet-h[0-9]-[^ ]* started' "$log" | tail -1 | awk '{print $2}')
+  [ -n "$END_ID" ] || die "the fleetend worker on h$i did not start: $(tail -5 "$log")"
 }
 host_of() { # worker id -> host number
   case $1 in fleet-h1-*) echo 1 ;; fleet-h2-*) echo 2 ;; fleet-h3-*) echo 3 ;; *) echo 0 ;; esac
@@ -347,6 +376,31 @@ fi
 cli submit --pipeline fleet-cut --tenant-id "$CUT_TENANT" --name "$CUT_TENANT" \
   --tier Bronze --region us-east-1 --budget 150000 --owner ops@example.com >/dev/null ||
   die "submit the cut tenant"
+# the host to cut off: the one running the cut tenant's held step
+cut_running() {
+  [ "$(q "SELECT s.status FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id
+          WHERE j.tenant_id = '$CUT_TENANT' AND s.step = 'wait'")" = running ]
+}
+wait_for 60 cut_running || die "the cut tenant's step never ran"
+P=$(host_of "$(q "SELECT lease_owner FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")")
+[ "$P" -gt 0 ] || die "no host holds the cut tenant: $(q "SELECT status || ' ' || coalesce(lease_owner, '-') FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")"
+P_ID=${WID[$P]}
+Q=$((P % 3 + 1))   # the host that takes the fleetend jobs over
+# two jobs that will end on h$P while it is cut off
+start_end_worker "$P"; END_PIDS[0]=$END_PID; E_ID=$END_ID
+: >"$TQ_TEST_END_HOLD"
+END_TENANTS="'end1-fleet-$ID','end2-fleet-$ID'"
+for e in 1 2; do
+  TQ_QUEUE=fleetend cli submit --pipeline fleet-end --tenant-id "end$e-fleet-$ID" \
+    --name "end$e-fleet-$ID" --tier Bronze --region us-east-1 --budget 150000 \
+    --owner ops@example.com >/dev/null || die "submit end tenant $e"
+done
+ends_running() {
+  [ "$(q "SELECT count(*) FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id
+          WHERE j.tenant_id IN ($END_TENANTS) AND s.step = 'wait' AND s.status = 'running'
+            AND j.lease_owner = '$E_ID'")" -eq 2 ]
+}
+wait_for 60 ends_running || die "the fleetend jobs never ran on h$P"
 tiers=(Gold Silver Bronze); budgets=(800000 300000 150000); regions=(us-east-1 us-west-2 eu-west-1)
 { echo "tenant_id,name,tier,region,budget,owner"
   for i in $(seq 1 60); do
@@ -358,29 +412,25 @@ cli submit --pipeline tenant-provision \
 TOTAL=$(q "SELECT count(*) FROM tq.tenants")
 say "submitted the batch of 60 on the default pipeline ($TOTAL tenants in all)"
 active() { q "SELECT count(*) FROM tq.tenants WHERE status = 'active'"; }
-# the host to cut off: the one running the cut tenant's held step, once the
-# batch is under way
-cut_running() {
-  [ "$(q "SELECT s.status FROM tq.job_steps s JOIN tq.jobs j ON j.id = s.job_id
-          WHERE j.tenant_id = '$CUT_TENANT' AND s.step = 'wait'")" = running ]
-}
-wait_for 60 cut_running || die "the cut tenant's step never ran"
+# cut it off once the batch is under way
 batch_going() {
   [ "$(q "SELECT count(*) FROM tq.tenants WHERE status = 'active' AND batch_id = 'fleet-$ID'")" -ge 5 ]
 }
 wait_for 3 batch_going
-P=$(host_of "$(q "SELECT lease_owner FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")")
-[ "$P" -gt 0 ] || die "no host holds the cut tenant: $(q "SELECT status || ' ' || coalesce(lease_owner, '-') FROM tq.jobs WHERE tenant_id = '$CUT_TENANT'")"
 mkdir -p "$T/h$P/work" && : >"$T/h$P/work/cut-fail"
-P_ID=${WID[$P]}
 ip link set "tqf${ID}a$P" down
 T_CUT=$(now)
 q "SELECT id || ' ' || lease_epoch FROM tq.jobs WHERE lease_owner = '$P_ID' AND status = 'running'" \
   >"$T/lost.txt"
+q "SELECT id || ' ' || lease_epoch FROM tq.jobs WHERE lease_owner = '$E_ID' AND status = 'running'" \
+  >"$T/end-lost.txt"
 LOST_IDS=$(awk '{print $1}' "$T/lost.txt" | paste -sd, -)
 rm -f -- "$TQ_TEST_CUT_HOLD"   # the held step ends now, failing on the host cut off
+rm -f -- "$TQ_TEST_END_HOLD"   # the fleetend jobs end now, on the host cut off
 NLOST=$(grep -c . "$T/lost.txt")
-say "h$P ($P_ID) cut off at $(active) active, holding $NLOST job(s): ${LOST_IDS:-none}"
+say "h$P ($P_ID) cut off at $(active) active, holding $NLOST job(s): ${LOST_IDS:-none}; and $(grep -c . "$T/end-lost.txt") of queue fleetend ($E_ID)"
+# another host serves fleetend from now on: it takes those over a lease later
+start_end_worker "$Q"; END_PIDS[1]=$END_PID; E2_ID=$END_ID
 sleep $((3 * LEASE_MS / 1000))
 ip link set "tqf${ID}a$P" up
 T_HEAL=$(now)
@@ -395,13 +445,16 @@ finished() {
 wait_for 240 finished || bad "tenants still unfinished after 240 s: $(q "SELECT string_agg(tenant_id || ':' || status, ' ') FROM tq.tenants WHERE status <> 'active'")"
 T_DONE=$(now)
 say "batch finished $(ms_since "$T0" "$T_DONE") ms after the workers started"
-# the hosts' connections (the workers' and their Terraform's), by account
-HOST_USERS=$(q "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity
-                WHERE host(client_addr) IN ('$PFX.11', '$PFX.12', '$PFX.13')")
-check "the hosts reach PostgreSQL as tq_worker only (scram-sha-256 over the bridge): $HOST_USERS" \
-  test "$HOST_USERS" = tq_worker
+# the hosts' connections now, by account: the workers' (and their
+# Terraform's) as tq_worker, checks as a tenant's own login; no superuser
+HOST_USERS=$(q "SELECT string_agg(DISTINCT a.usename || CASE WHEN r.rolsuper THEN '(superuser)' ELSE '' END, ',')
+                FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+                WHERE host(a.client_addr) IN ('$PFX.11', '$PFX.12', '$PFX.13')")
+check "the hosts reach PostgreSQL as tq_worker (and tenants' logins), never a superuser: $HOST_USERS" \
+  test -z "$(echo "$HOST_USERS" | tr ',' '\n' | grep -v -x -e tq_worker -e 'tq_t_[a-z0-9_]*')" \
+    -a "${HOST_USERS#*tq_worker}" != "$HOST_USERS"
 # the healed worker has caught up with what it lost
-metric() { curl -s -m 3 "http://$PFX.1$1:9464/metrics" | awk -v m="$2" '$1 == m {print $2; exit}'; }
+metric() { curl -s -m 3 "http://$PFX.1$1:${3:-9464}/metrics" | awk -v m="$2" '$1 == m {print $2; exit}'; }
 STALE=0 FENCED=0
 if [ "$NLOST" -gt 0 ]; then
   stale_all() { [ "$(metric "$P" 'tq_jobs_total{outcome="stale"}')" -ge "$NLOST" ] 2>/dev/null; }
@@ -409,6 +462,13 @@ if [ "$NLOST" -gt 0 ]; then
   STALE=$(metric "$P" 'tq_jobs_total{outcome="stale"}')
   FENCED=$(metric "$P" 'tq_rows_fenced_total')
 fi
+# the jobs that ended on h$P while it was cut off: the fence refused their
+# last rows; the worker counts them stale, not succeeded
+end_stale() { [ "$(metric "$P" 'tq_jobs_total{outcome="stale"}' 9465)" -ge 2 ] 2>/dev/null; }
+wait_for 60 end_stale
+E_STALE=$(metric "$P" 'tq_jobs_total{outcome="stale"}' 9465)
+E_SUCCEEDED=$(metric "$P" 'tq_jobs_total{outcome="succeeded"}' 9465)
+E_FENCED=$(metric "$P" 'tq_rows_fenced_total' 9465)
 
 # ------------------------------------------------------------------ revalidation on another host
 # A tenant whose database step (which generates its login's password) ran on
@@ -449,6 +509,14 @@ for i in 1 2 3; do
     wait "${WPID[$i]}"; rc=$?
     WPID[$i]=0
     check "worker on h$i drains and exits 0" test "$rc" -eq 0
+  fi
+done
+for k in 0 1; do
+  if [ "${END_PIDS[$k]}" -gt 0 ]; then
+    kill -TERM "${END_PIDS[$k]}"
+    wait "${END_PIDS[$k]}"; rc=$?
+    END_PIDS[$k]=0
+    check "fleetend worker $((k + 1)) drains and exits 0" test "$rc" -eq 0
   fi
 done
 
@@ -580,6 +648,27 @@ check "the host cut off undid nothing after its lease could have lapsed" \
   test "$(grep -c '^undone$' "$TQ_TEST_CUT_LOG" 2>/dev/null)" -eq 0
 check "the cut tenant finished on another host" \
   test "$(q "SELECT status FROM tq.tenants WHERE tenant_id = '$CUT_TENANT'")" = active
+# Jobs that ENDED on the host while it was cut off (their step succeeded
+# there: the helper's record), whose last rows the fence refused once it
+# was back: the worker counts them stale, not succeeded, and writes nothing.
+ENDED_ON_P=$(grep -cx "fleet-h$P" "$TQ_TEST_END_LOG" 2>/dev/null)
+check "2 fleetend jobs held by h$P at the cut ($(grep -c . "$T/end-lost.txt"))" \
+  test "$(grep -c . "$T/end-lost.txt")" -eq 2
+check "both ended on h$P while it was cut off (their step succeeded there: $ENDED_ON_P)" \
+  test "${ENDED_ON_P:-0}" -eq 2
+check "and were finished by h$Q from new epochs (tenants active, nothing of h$P's after the cut)" \
+  test "$(q "SELECT count(*) FROM tq.jobs j JOIN tq.tenants t ON t.tenant_id = j.tenant_id
+             JOIN (VALUES $(awk '{printf "%s(%s,%s)", (NR > 1 ? "," : ""), $1, $2}' "$T/end-lost.txt")) AS l(id, epoch)
+               ON j.id = l.id
+             WHERE j.lease_epoch > l.epoch AND j.status = 'succeeded' AND t.status = 'active'
+               AND EXISTS (SELECT 1 FROM tq.step_attempts s WHERE s.job_id = j.id
+                           AND s.worker = '$E2_ID' AND s.status = 'succeeded')
+               AND NOT EXISTS (SELECT 1 FROM tq.step_attempts s WHERE s.job_id = j.id
+                               AND s.worker = '$E_ID' AND s.finished_at > to_timestamp($T_CUT))
+               AND NOT EXISTS (SELECT 1 FROM tq.audit_events a WHERE a.job_id = j.id
+                               AND a.actor = 'worker:$E_ID' AND a.at > to_timestamp($T_CUT))")" -eq 2
+check "h$P's fleetend worker, healed, counted them stale, not succeeded (stale ${E_STALE:-?}, succeeded ${E_SUCCEEDED:-?}, rows fenced ${E_FENCED:-?})" \
+  test "${E_STALE:-0}" -eq 2 -a "${E_SUCCEEDED:-1}" -eq 0 -a "${E_FENCED:-0}" -ge 2
 
 echo "--- Terraform and limits"
 if [ "$HAVE_TF" = 1 ]; then
@@ -614,10 +703,11 @@ check "on several hosts" test "$(q "SELECT count(DISTINCT split_part(worker, '-'
   WHERE step = 'gate'")" -ge 2
 
 echo "--- sanitizers"
-for i in 1 2 3; do
-  if grep -q 'Sanitizer\|runtime error' "$T/h$i/worker.log"; then
-    bad "sanitizer report in h$i's worker log"
-    grep -A20 'Sanitizer\|runtime error' "$T/h$i/worker.log" | head -40
+for f in "$T"/h[123]/worker.log "$T"/h[123]/end-worker.log; do
+  [ -f "$f" ] || continue
+  if grep -q 'Sanitizer\|runtime error' "$f"; then
+    bad "sanitizer report in ${f#"$T"/}"
+    grep -A20 'Sanitizer\|runtime error' "$f" | head -40
   fi
 done
 
@@ -636,6 +726,9 @@ nth() { awk -v k="$1" '{a[NR] = $1} END {i = k == "min" ? 1 : k == "max" ? NR : 
   echo "fleet_resume_after_cut_max $(secs "$(nth max)") s"
   echo "fleet_stale_jobs_abandoned ${STALE:-0} jobs"
   echo "fleet_stale_writes_refused ${FENCED:-0} rows"
+  echo "fleet_ended_while_cut_off ${ENDED_ON_P:-0} jobs"
+  echo "fleet_ended_while_cut_off_stale ${E_STALE:-0} jobs"
+  echo "fleet_ended_while_cut_off_writes_refused ${E_FENCED:-0} rows"
   echo "fleet_terraform_resume_after_kill $(secs "${TF_RESUME:-}") s"
   echo "fleet_limit_most_at_once $MOST steps"
   echo "fleet_batch $(secs "$(ms_since "$T0" "$T_DONE")") s"
@@ -643,6 +736,7 @@ nth() { awk -v k="$1" '{a[NR] = $1} END {i = k == "min" ? 1 : k == "max" ? NR : 
 } | tee "$T/figures.txt"
 if [ "$FAILS" -gt 0 ]; then
   for i in 1 2 3; do echo "--- h$i worker log (tail)"; tail -20 "$T/h$i/worker.log"; done
+  for f in "$T"/h[123]/end-worker.log; do echo "--- ${f#"$T"/} (tail)"; tail -20 "$f"; done
   echo "$FAILS check(s) failed"
   exit 1
 fi
