@@ -309,8 +309,6 @@ fi
 { echo "tenant_id,name,tier,region,budget,owner"
   for i in $(seq 1 9); do echo "gate$i-$ID,Gate $i $ID,Bronze,eu-west-1,150000,ops@example.com"; done
 } >"$T/gate.csv"
-cli submit --pipeline fleet-gate --file "$T/gate.csv" --batch "gate-$ID" \
-  >/dev/null || die "submit the gate batch"
 
 # ------------------------------------------------------------------ hosts
 WID=("" "" "" "")
@@ -347,6 +345,11 @@ host_of() { # worker id -> host number
 T0=$(now)
 for i in 1 2 3; do start_worker "$i"; done
 say "workers: ${WID[*]:1}"
+# The limited batch once every host waits for work: one push serves each
+# waiting worker an id, so the limit is shared by several hosts (submitted
+# before the workers, the first to start could take them all).
+cli submit --pipeline fleet-gate --file "$T/gate.csv" --batch "gate-$ID" \
+  >/dev/null || die "submit the gate batch"
 
 wait_for() { # seconds, then a command; true once it succeeds
   local until=$((SECONDS + $1)); shift
@@ -401,6 +404,9 @@ ends_running() {
             AND j.lease_owner = '$E_ID'")" -eq 2 ]
 }
 wait_for 60 ends_running || die "the fleetend jobs never ran on h$P"
+# another host serves fleetend too from now on (nothing is ready there now):
+# it takes those two over a lease after the cut
+start_end_worker "$Q"; END_PIDS[1]=$END_PID; E2_ID=$END_ID
 tiers=(Gold Silver Bronze); budgets=(800000 300000 150000); regions=(us-east-1 us-west-2 eu-west-1)
 { echo "tenant_id,name,tier,region,budget,owner"
   for i in $(seq 1 60); do
@@ -429,8 +435,6 @@ rm -f -- "$TQ_TEST_CUT_HOLD"   # the held step ends now, failing on the host cut
 rm -f -- "$TQ_TEST_END_HOLD"   # the fleetend jobs end now, on the host cut off
 NLOST=$(grep -c . "$T/lost.txt")
 say "h$P ($P_ID) cut off at $(active) active, holding $NLOST job(s): ${LOST_IDS:-none}; and $(grep -c . "$T/end-lost.txt") of queue fleetend ($E_ID)"
-# another host serves fleetend from now on: it takes those over a lease later
-start_end_worker "$Q"; END_PIDS[1]=$END_PID; E2_ID=$END_ID
 sleep $((3 * LEASE_MS / 1000))
 ip link set "tqf${ID}a$P" up
 T_HEAL=$(now)
