@@ -404,6 +404,9 @@ ends_running() {
             AND j.lease_owner = '$E_ID'")" -eq 2 ]
 }
 wait_for 60 ends_running || die "the fleetend jobs never ran on h$P"
+# their epochs under h$P's fleetend worker (any later holder has a higher one)
+q "SELECT id || ' ' || lease_epoch FROM tq.jobs WHERE tenant_id IN ($END_TENANTS)
+     AND lease_owner = '$E_ID'" >"$T/end-lost.txt"
 # another host serves fleetend too from now on (nothing is ready there now):
 # it takes those two over a lease after the cut
 start_end_worker "$Q"; END_PIDS[1]=$END_PID; E2_ID=$END_ID
@@ -428,13 +431,11 @@ ip link set "tqf${ID}a$P" down
 T_CUT=$(now)
 q "SELECT id || ' ' || lease_epoch FROM tq.jobs WHERE lease_owner = '$P_ID' AND status = 'running'" \
   >"$T/lost.txt"
-q "SELECT id || ' ' || lease_epoch FROM tq.jobs WHERE lease_owner = '$E_ID' AND status = 'running'" \
-  >"$T/end-lost.txt"
 LOST_IDS=$(awk '{print $1}' "$T/lost.txt" | paste -sd, -)
 rm -f -- "$TQ_TEST_CUT_HOLD"   # the held step ends now, failing on the host cut off
 rm -f -- "$TQ_TEST_END_HOLD"   # the fleetend jobs end now, on the host cut off
 NLOST=$(grep -c . "$T/lost.txt")
-say "h$P ($P_ID) cut off at $(active) active, holding $NLOST job(s): ${LOST_IDS:-none}; and $(grep -c . "$T/end-lost.txt") of queue fleetend ($E_ID)"
+say "h$P ($P_ID) cut off at $(active) active, holding $NLOST job(s): ${LOST_IDS:-none}; and 2 of queue fleetend ($E_ID)"
 sleep $((3 * LEASE_MS / 1000))
 ip link set "tqf${ID}a$P" up
 T_HEAL=$(now)
@@ -656,7 +657,7 @@ check "the cut tenant finished on another host" \
 # there: the helper's record), whose last rows the fence refused once it
 # was back: the worker counts them stale, not succeeded, and writes nothing.
 ENDED_ON_P=$(grep -cx "fleet-h$P" "$TQ_TEST_END_LOG" 2>/dev/null)
-check "2 fleetend jobs held by h$P at the cut ($(grep -c . "$T/end-lost.txt"))" \
+check "2 fleetend jobs claimed by h$P before the cut ($(grep -c . "$T/end-lost.txt"))" \
   test "$(grep -c . "$T/end-lost.txt")" -eq 2
 check "both ended on h$P while it was cut off (their step succeeded there: $ENDED_ON_P)" \
   test "${ENDED_ON_P:-0}" -eq 2
