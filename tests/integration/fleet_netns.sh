@@ -40,8 +40,8 @@
 #
 # Traffic goes only to addresses this script made (a 10.x.y.0/24 no
 # interface here uses); namespaces, links, services and processes are removed
-# on every exit path (trap). Bounded: about 2-3 minutes under the
-# sanitizers, 6 at most (every wait has its own limit; ctest's TIMEOUT 600).
+# on every exit path (trap). Bounded: about a minute under the sanitizers,
+# 6 at most (every wait has its own limit; ctest's TIMEOUT 600).
 set -uo pipefail
 
 BIN=${1:?usage: fleet_netns.sh BIN_DIR (holding tq-worker and tq-enqueue)}
