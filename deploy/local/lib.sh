@@ -595,6 +595,14 @@ tq_prometheus_start() {
     [ "$n" -lt 200 ] || { tq_log_tail "$d/stub-prometheus.log"; tq_die "prometheus did not become ready on port $port"; }
     sleep 0.1
   done
+  # and has scraped the stand-in once, so a tenant's check waits one scrape
+  # interval at most, never Prometheus's start-up (bounded: 10 s)
+  n=0
+  until curl -sf "http://127.0.0.1:$port/api/v1/query?query=up%3D%3D1" 2>/dev/null | grep -q '"job":"saas"'; do
+    n=$((n + 1))
+    [ "$n" -lt 100 ] || { tq_warn "prometheus has not scraped the stand-in yet"; return 0; }
+    sleep 0.1
+  done
 }
 
 # tq_services_down NAME: stops what the ports file of NAME records.

@@ -9,9 +9,12 @@
  *            each of the first three; the probe it was made from must rank
  *            first, else TQ_ESTEP naming what came first (class
  *            integration: rollback). Then the probes are deleted.
- *   latency  upsert its own probes (tq-probe-latency-<i>), run
- *            params.queries (default 20, at least 20) queries one after
- *            another, p50/p95/max of their times in the output; p95 over
+ *   latency  upsert its own probes (tq-probe-latency-<i>, embeddings
+ *            pointing away from the search probes, so both checks may run
+ *            at once), run
+ *            params.queries (default 20, at least 20) queries, up to
+ *            params.parallel (4) in flight at once like concurrent clients,
+ *            p50/p95/max of their times in the output; p95 over
  *            the tier's p95_sla_ms (Gold 500, Silver 1000, Bronze 2000;
  *            params.sla_ms overrides) is TQ_ESTEP (class performance:
  *            activate with a warning). Then the probes are deleted.
@@ -33,18 +36,31 @@
 #define SEARCHES 3
 #define MIN_QUERIES 20
 #define MAX_QUERIES 1000
+#define MAX_PARALLEL 16
 
 enum phase { P_UPSERT, P_QUERY, P_DELETE, P_UNDO };
 
+struct run;
+
+/* One request in flight: the upsert and delete use slot 0, queries up to nslots. */
+struct slot {
+    struct wk_jh h;
+    struct run *r;
+    int idx;              /* which query */
+};
+
 struct run {
     struct wk_step *s;
-    struct wk_jh h;
+    struct slot slot[MAX_PARALLEL];
+    int nslots, inflight;
+    bool holding;         /* cancel() is aborting: finish only after it */
+    enum tq_err failed;   /* first error of a query, reported once none is in flight */
     enum phase ph;
     bool latency;
     char *base;           /* <url>/v1/namespaces/<ns> */
     const char *token;
     long timeout_ms;
-    int nq, done_q, top_k;
+    int nq, sent_q, done_q, top_k;
     long long sla;
     double *ms;
     double upsert_ms;
@@ -55,15 +71,21 @@ struct run {
 
 static void on_answer(struct wk_jh *h, void *arg);
 
-static void finish(struct run *r, enum tq_err err)
+static void run_free(struct run *r)
 {
-    struct wk_step *s = r->s;
-    s->kind_data = NULL;
-    wk_jh_cleanup(&r->h);
+    for (int i = 0; i < MAX_PARALLEL; i++)
+        wk_jh_cleanup(&r->slot[i].h);
     free(r->base);
     free(r->ms);
     json_decref(r->ranked);
     free(r);
+}
+
+static void finish(struct run *r, enum tq_err err)
+{
+    struct wk_step *s = r->s;
+    s->kind_data = NULL;
+    run_free(r);
     wk_step_done(s, err);
 }
 
@@ -72,24 +94,33 @@ static void probe_id(const struct run *r, int i, char *buf, size_t len)
     snprintf(buf, len, "tq-probe-%s-%d", r->latency ? "latency" : "search", i);
 }
 
-/* Probe i's embedding: a unit spike in dimension i over a small shared floor. */
-static json_t *embedding(int i, double jitter)
+/*
+ * Probe i's embedding: a unit spike in dimension i over a small shared
+ * floor. The latency check's probes are the negation, so its documents
+ * never outrank the search check's (cosine -1 against them) when both run
+ * in the namespace at once.
+ */
+static json_t *embedding(const struct run *r, int i, double jitter)
 {
+    double sign = r->latency ? -1.0 : 1.0;
     json_t *v = json_array();
     for (int d = 0; d < DIM; d++)
-        json_array_append_new(v, json_real(d == i ? 1.0 : 0.05 + jitter * ((d * 7 + i) % 3)));
+        json_array_append_new(v, json_real(sign * (d == i ? 1.0 : 0.05 + jitter *
+                                                                   ((d * 7 + i) % 3))));
     return v;
 }
 
-static enum tq_err post(struct run *r, enum phase ph, const char *what, const char *suffix,
-                        json_t *body)
+static enum tq_err post(struct run *r, struct slot *sl, enum phase ph, const char *what,
+                        const char *suffix, json_t *body)
 {
     r->ph = ph;
     char *url = tq_xasprintf("%s%s", r->base, suffix);
-    enum tq_err err = wk_jh_send(&r->h, what, "POST", url, r->token, body, r->timeout_ms,
-                                 on_answer, r);
+    enum tq_err err = wk_jh_send(&sl->h, what, "POST", url, r->token, body, r->timeout_ms,
+                                 on_answer, sl);
     free(url);
     json_decref(body);
+    if (!err)
+        r->inflight++;
     return err;
 }
 
@@ -100,18 +131,19 @@ static enum tq_err send_upsert(struct run *r)
         char id[48];
         probe_id(r, i, id, sizeof(id));
         json_array_append_new(vecs, json_pack("{s:s, s:o, s:{s:s, s:i}}", "id", id, "values",
-                                              embedding(i, 0.0), "metadata", "source",
+                                              embedding(r, i, 0.0), "metadata", "source",
                                               "tenantq-check", "probe", i));
     }
-    return post(r, P_UPSERT, "POST vectors (upsert probes)", "/vectors",
+    return post(r, &r->slot[0], P_UPSERT, "POST vectors (upsert probes)", "/vectors",
                 json_pack("{s:o}", "vectors", vecs));
 }
 
-static enum tq_err send_query(struct run *r)
+static enum tq_err send_query(struct run *r, struct slot *sl)
 {
-    int target = r->done_q % SEARCHES;
-    return post(r, P_QUERY, "POST query", "/query",
-                json_pack("{s:o, s:i}", "vector", embedding(target, 0.02), "top_k", r->top_k));
+    sl->idx = r->sent_q++;
+    int target = sl->idx % SEARCHES;
+    return post(r, sl, P_QUERY, "POST query", "/query",
+                json_pack("{s:o, s:i}", "vector", embedding(r, target, 0.02), "top_k", r->top_k));
 }
 
 static enum tq_err send_delete(struct run *r, enum phase ph)
@@ -122,7 +154,7 @@ static enum tq_err send_delete(struct run *r, enum phase ph)
         probe_id(r, i, id, sizeof(id));
         json_array_append_new(ids, json_string(id));
     }
-    return post(r, ph, "POST vectors/delete (remove probes)", "/vectors/delete",
+    return post(r, &r->slot[0], ph, "POST vectors/delete (remove probes)", "/vectors/delete",
                 json_pack("{s:o}", "ids", ids));
 }
 
@@ -144,16 +176,16 @@ static double round3(double v)
 }
 
 /* One query's answer: the probe it was made from must rank first (search). */
-static void judge_query(struct run *r)
+static void judge_query(struct run *r, struct slot *sl)
 {
     struct wk_step *s = r->s;
-    int target = r->done_q % SEARCHES;
+    int target = sl->idx % SEARCHES;
     char want[48];
     probe_id(r, target, want, sizeof(want));
-    const json_t *first = json_array_get(json_object_get(r->h.json, "matches"), 0);
+    const json_t *first = json_array_get(json_object_get(sl->h.json, "matches"), 0);
     const char *got = json_string_value(json_object_get(first, "id"));
     double score = json_number_value(json_object_get(first, "score"));
-    r->ms[r->done_q] = r->h.ms;
+    r->ms[sl->idx] = sl->h.ms;
     if (!r->latency) {
         json_array_append_new(r->ranked, json_pack("{s:s, s:s?, s:f}", "query", want, "first",
                                                    got, "score", round3(score)));
@@ -161,7 +193,7 @@ static void judge_query(struct run *r)
             snprintf(r->why, sizeof(r->why),
                      "namespace search is wrong: the query made from %s ranked %s first "
                      "(score %.3f) out of %zu matches", want, got ? got : "nothing", score,
-                     json_array_size(json_object_get(r->h.json, "matches")));
+                     json_array_size(json_object_get(sl->h.json, "matches")));
             r->verdict = TQ_ESTEP;
         }
     }
@@ -187,11 +219,75 @@ static void report_latency(struct run *r)
     }
 }
 
+/* The queries are all answered: report, then remove the probes. */
+static enum tq_err queries_done(struct run *r)
+{
+    struct wk_step *s = r->s;
+    json_object_set_new(s->output, "check", json_string(r->latency ? "latency" : "search"));
+    json_object_set_new(s->output, "upsert_ms", json_real(round3(r->upsert_ms)));
+    json_object_set_new(s->output, "documents", json_integer(DOCS));
+    if (r->latency) {
+        json_object_set_new(s->output, "parallel", json_integer(r->nslots));
+        report_latency(r);
+    } else {
+        json_object_set_new(s->output, "top_k", json_integer(r->top_k));
+        json_object_set_new(s->output, "ranked", json_incref(r->ranked));
+    }
+    return send_delete(r, P_DELETE);
+}
+
+/* Start queries on the idle slots, as many as are left to send. */
+static enum tq_err fill(struct run *r)
+{
+    for (int i = 0; i < r->nslots && r->sent_q < r->nq; i++) {
+        if (r->slot[i].h.e)
+            continue;   /* in flight */
+        enum tq_err err = send_query(r, &r->slot[i]);
+        if (err)
+            return err;
+    }
+    return TQ_OK;
+}
+
+static void on_query(struct run *r, struct slot *sl, enum tq_err err)
+{
+    struct wk_step *s = r->s;
+    if (err && !r->failed) {
+        if (sl->h.status == 404)
+            snprintf(s->errstr, sizeof(s->errstr), "%s: namespace %s does not exist (HTTP 404)",
+                     sl->h.what, s->claim->tenant_id);
+        r->failed = err;
+    }
+    if (!err) {
+        judge_query(r, sl);
+        r->done_q++;
+    }
+    if (!r->failed && r->sent_q < r->nq)
+        r->failed = fill(r);
+    if (r->inflight > 0 || r->holding)
+        return;
+    if (r->failed) {
+        finish(r, r->failed);
+        return;
+    }
+    err = queries_done(r);
+    if (err)
+        finish(r, err);
+}
+
 static void on_answer(struct wk_jh *h, void *arg)
 {
-    struct run *r = arg;
+    struct slot *sl = arg;
+    struct run *r = sl->r;
     struct wk_step *s = r->s;
     enum tq_err err = wk_jh_result(h);
+    r->inflight--;
+    if (r->holding)   /* aborted by cancel(), which ends the step */
+        return;
+    if (r->ph == P_QUERY) {
+        on_query(r, sl, err);
+        return;
+    }
     if (r->ph == P_UNDO) {
         if (err && h->status == 404)   /* no namespace: no probes */
             err = TQ_OK;
@@ -211,24 +307,14 @@ static void on_answer(struct wk_jh *h, void *arg)
     switch (r->ph) {
     case P_UPSERT:
         r->upsert_ms = h->ms;
-        err = send_query(r);
+        r->ph = P_QUERY;
+        err = fill(r);
+        if (err && r->inflight > 0) {   /* the ones started end the step */
+            r->failed = err;
+            return;
+        }
         break;
     case P_QUERY:
-        judge_query(r);
-        if (++r->done_q < r->nq) {
-            err = send_query(r);
-            break;
-        }
-        json_object_set_new(s->output, "check", json_string(r->latency ? "latency" : "search"));
-        json_object_set_new(s->output, "upsert_ms", json_real(round3(r->upsert_ms)));
-        json_object_set_new(s->output, "documents", json_integer(DOCS));
-        if (r->latency) {
-            report_latency(r);
-        } else {
-            json_object_set_new(s->output, "top_k", json_integer(r->top_k));
-            json_object_set_new(s->output, "ranked", json_incref(r->ranked));
-        }
-        err = send_delete(r, P_DELETE);
         break;
     case P_DELETE:
         if (r->verdict)
@@ -268,6 +354,16 @@ static enum tq_err start(struct wk_step *s)
     }
     if (latency && q)
         nq = (int)json_integer_value(q);
+    int par = 4;
+    const json_t *pp = json_object_get(p, "parallel");
+    if (pp && (!json_is_integer(pp) || json_integer_value(pp) < 1 ||
+               json_integer_value(pp) > MAX_PARALLEL)) {
+        snprintf(s->errstr, sizeof(s->errstr), "params.parallel must be an integer from 1 to %d",
+                 MAX_PARALLEL);
+        return TQ_EINVALID;
+    }
+    if (pp)
+        par = (int)json_integer_value(pp);
     long long sla = -1;
     const json_t *sl = json_object_get(p, "sla_ms");
     if (json_is_integer(sl)) {
@@ -293,7 +389,11 @@ static enum tq_err start(struct wk_step *s)
     r->token = json_string_value(json_object_get(p, "token"));
     json_int_t to = json_integer_value(json_object_get(p, "timeout_ms"));
     r->timeout_ms = to > 0 ? (long)to : 10000;
-    wk_jh_init(&r->h, s);
+    r->nslots = latency ? par : 1;   /* the search's three queries: one at a time */
+    for (int i = 0; i < MAX_PARALLEL; i++) {
+        wk_jh_init(&r->slot[i].h, s);
+        r->slot[i].r = r;
+    }
     char *ens = wk_jh_escape(ns && *ns ? ns : s->claim->tenant_id);
     size_t ul = strlen(url);
     r->base = tq_xasprintf("%.*s/v1/namespaces/%s", (int)(ul && url[ul - 1] == '/' ? ul - 1 : ul),
@@ -303,22 +403,25 @@ static enum tq_err start(struct wk_step *s)
     enum tq_err err = s->undo ? send_delete(r, P_UNDO) : send_upsert(r);
     if (err) {
         s->kind_data = NULL;
-        wk_jh_cleanup(&r->h);
-        free(r->base);
-        free(r->ms);
-        json_decref(r->ranked);
-        free(r);
+        run_free(r);
     }
     return err;
 }
 
+/* Timeout or shutdown: abort every request in flight (their callbacks run at once). */
 static void cancel(struct wk_step *s)
 {
     struct run *r = s->kind_data;
-    if (r && !wk_jh_abort(&r->h)) {
-        snprintf(s->errstr, sizeof(s->errstr), "cancelled");
-        finish(r, TQ_ECANCELED);
-    }
+    if (!r)
+        return;
+    r->holding = true;
+    if (!r->failed)
+        r->failed = TQ_ECANCELED;
+    for (int i = 0; i < MAX_PARALLEL; i++)
+        wk_jh_abort(&r->slot[i].h);
+    r->holding = false;
+    snprintf(s->errstr, sizeof(s->errstr), "cancelled");
+    finish(r, TQ_ECANCELED);
 }
 
 const struct wk_step_ops wk_step_check_vector = {"check_vector", start, cancel};
