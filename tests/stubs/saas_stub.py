@@ -113,6 +113,10 @@ class State:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of new connections
+    # (ten tenants' checks at once) overflows it and the dropped SYNs come
+    # back a whole second later, a latency no hosted API has
+    request_queue_size = 128
 
     def __init__(self, addr, handler, args):
         super().__init__(addr, handler)
