@@ -21,6 +21,9 @@ struct stepstate {
     int unreached;           /* run attempts in a row that never reached the server (this delivery) */
     uint64_t due_ms;         /* long retry: not before */
     uint64_t outage_since_ms;   /* first of the transient failures in a row, 0: none */
+    int outage_attempts;     /* run attempts waited out as an outage (this delivery): the
+                                retry policy does not count them */
+    int undo_outage_attempts;
     struct wk_step_run *cur;
     uv_timer_t retry_timer;
     uv_timer_t timeout_timer;
