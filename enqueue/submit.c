@@ -718,8 +718,9 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         items[i].not_before_ms = not_before ? due_ms : 0;   /* in the submit transaction */
         items[i].queue = c->cfg.queue;
     }
-    err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue", why, sizeof(why));
+    err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue");
     if (err) {
+        snprintf(why, sizeof(why), "%s", tq_pg_errstr(pg));
         json_t *details = NULL;
         for (size_t i = 0; err == TQ_ECONFLICT && i < l.n && !details; i++) {
             if (!items[i].conflict)

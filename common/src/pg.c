@@ -41,21 +41,29 @@ static void quiet_notices(void *arg, const char *msg)
     (void)msg;
 }
 
-static enum tq_err set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static enum tq_err vset_err(struct tq_pg *pg, enum tq_err err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
-static enum tq_err set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+static enum tq_err vset_err(struct tq_pg *pg, enum tq_err err, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(pg->errstr, sizeof(pg->errstr), fmt, ap);
-    va_end(ap);
     /* libpq messages end in a newline; our messages do not */
     size_t n = strlen(pg->errstr);
     while (n && (pg->errstr[n - 1] == '\n' || pg->errstr[n - 1] == ' '))
         pg->errstr[--n] = '\0';
     return err;
 }
+
+enum tq_err tq__pg_set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vset_err(pg, err, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+#define set_err tq__pg_set_err
 
 static enum tq_err connect_now(struct tq_pg *pg)
 {
@@ -332,11 +340,12 @@ static enum tq_err simple(struct tq_pg *pg, const char *what, const char *sql,
 
 static char *text_array(const char *const *ids, size_t n);
 
-static void rollback(struct tq_pg *pg)
+void tq__pg_rollback(struct tq_pg *pg)
 {
     if (pg->conn && PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
         PQclear(PQexec(pg->conn, "ROLLBACK"));
 }
+#define rollback tq__pg_rollback
 
 /* ------------------------------------------------------------------ submit */
 
@@ -500,8 +509,7 @@ static bool same_request(PGresult *r, int row, const struct tq_request *q)
 
 enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
                          const char *batch, const struct tq_pipeline *pl,
-                         const struct tq_rules *rules, const char *actor,
-                         char *errbuf, size_t errlen)
+                         const struct tq_rules *rules, const char *actor)
 {
     enum tq_err err;
     PGresult *r = NULL;
@@ -512,7 +520,7 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
     struct tq_buf marks;
     tq_buf_init(&marks);
     size_t nnew = 0;
-    errbuf[0] = '\0';
+    pg->errstr[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         key_row[i] = id_row[i] = name_row[i] = -1;
         items[i].conflict = NULL;
@@ -538,11 +546,9 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
         err = copy_requests(pg, items, n, rules);
     if (!err)
         r = tq__pg_query(pg, &err, "read the existing requests", sql_submit_existing, 0, NULL);
-    /* Before any request: say what failed (a read-only database, say), not nothing. */
-    if (err) {
-        snprintf(errbuf, errlen, "%s", pg->errstr);
+    /* Before any request: pg->errstr says what failed (a read-only database, say). */
+    if (err)
         goto out;
-    }
     for (int row = 0; row < PQntuples(r); row++) {
         long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
         if (ord < 0 || (size_t)ord >= n)
@@ -588,11 +594,11 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
             nnew++;
             continue;
         }
-        err = TQ_ECONFLICT;
         if (n > 1)
-            snprintf(errbuf, errlen, "request %zu (tenant \"%s\"): %s", i + 1, q->tenant_id, why);
+            err = set_err(pg, TQ_ECONFLICT, "request %zu (tenant \"%s\"): %s", i + 1,
+                          q->tenant_id, why);
         else
-            snprintf(errbuf, errlen, "%s", why);
+            err = set_err(pg, TQ_ECONFLICT, "%s", why);
     }
     PQclear(r);
     r = NULL;
@@ -613,10 +619,10 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
                     items[i].conflict = "tenant_id";
                     break;
                 }
-            snprintf(errbuf, errlen,
-                     "tenant_id: a request of this submit conflicts with a concurrent request "
-                     "(a tenant id or name was taken meanwhile); submit again to see which");
-            err = TQ_ECONFLICT;
+            err = set_err(pg, TQ_ECONFLICT,
+                          "tenant_id: a request of this submit conflicts with a concurrent "
+                          "request (a tenant id or name was taken meanwhile); submit again "
+                          "to see which");
         }
         PQclear(r);
         r = NULL;
@@ -650,8 +656,6 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
     }
     if (!err)
         err = simple(pg, "commit the submit transaction", "COMMIT", 0, NULL);
-    if (err && err != TQ_ECONFLICT)
-        snprintf(errbuf, errlen, "%s", pg->errstr);
 out:
     if (err)
         rollback(pg);
