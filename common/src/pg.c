@@ -507,147 +507,170 @@ static bool same_request(PGresult *r, int row, const struct tq_request *q)
            strcmp(PQgetvalue(r, row, 8), q->justification ? q->justification : "") == 0;
 }
 
-enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
-                         const char *batch, const struct tq_pipeline *pl,
-                         const struct tq_rules *rules, const char *actor)
-{
-    enum tq_err err;
-    PGresult *r = NULL;
-    /* per request: its row in the answer about what exists, or -1 */
-    int *key_row = tq_xmalloc((n + 1) * sizeof(int));
-    int *id_row = tq_xmalloc((n + 1) * sizeof(int));
-    int *name_row = tq_xmalloc((n + 1) * sizeof(int));
-    struct tq_buf marks;
-    tq_buf_init(&marks);
-    size_t nnew = 0;
-    pg->errstr[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        key_row[i] = id_row[i] = name_row[i] = -1;
-        items[i].conflict = NULL;
-        items[i].existed = items[i].queued = false;
-    }
+/* Per request of a submit: its rows in the answer about what exists, or -1. */
+struct existing {
+    int key_row, id_row, name_row;
+};
 
-    PQclear(tq__pg_query(pg, &err, "begin the submit transaction", sql_submit_begin, 0, NULL));
-    if (!err) {
+/* BEGIN, store the pipeline and the batch, COPY the requests, read what exists. */
+static PGresult *submit_prepare(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                const char *batch, const struct tq_pipeline *pl,
+                                const struct tq_rules *rules, const char *actor,
+                                enum tq_err *err)
+{
+    PQclear(tq__pg_query(pg, err, "begin the submit transaction", sql_submit_begin, 0, NULL));
+    if (!*err) {
         const char *pp[] = {pl->hash, pl->name, pl->text};
-        err = simple(pg, "store the pipeline",
-                     "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
-                     " ON CONFLICT (hash) DO NOTHING",
-                     3, pp);
+        *err = simple(pg, "store the pipeline",
+                      "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
+                      " ON CONFLICT (hash) DO NOTHING",
+                      3, pp);
     }
-    if (!err && batch) {
+    if (!*err && batch) {
         const char *pb[] = {batch, actor};
-        err = simple(pg, "create the batch",
-                     "INSERT INTO tq.batches (id, created_by) VALUES ($1, $2)"
-                     " ON CONFLICT (id) DO NOTHING",
-                     2, pb);
+        *err = simple(pg, "create the batch",
+                      "INSERT INTO tq.batches (id, created_by) VALUES ($1, $2)"
+                      " ON CONFLICT (id) DO NOTHING",
+                      2, pb);
     }
-    if (!err)
-        err = copy_requests(pg, items, n, rules);
-    if (!err)
-        r = tq__pg_query(pg, &err, "read the existing requests", sql_submit_existing, 0, NULL);
-    /* Before any request: pg->errstr says what failed (a read-only database, say). */
-    if (err)
-        goto out;
+    if (!*err)
+        *err = copy_requests(pg, items, n, rules);
+    if (*err)
+        return NULL;
+    return tq__pg_query(pg, err, "read the existing requests", sql_submit_existing, 0, NULL);
+}
+
+/*
+ * Match each request with what exists; the first in order that conflicts is
+ * named (TQ_ECONFLICT, nothing is written). Requests already there are
+ * answered from their rows and listed in marks; *nnew counts the new ones.
+ */
+static enum tq_err submit_match(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                PGresult *r, struct existing *ex, struct tq_buf *marks,
+                                size_t *nnew)
+{
     for (int row = 0; row < PQntuples(r); row++) {
         long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
         if (ord < 0 || (size_t)ord >= n)
             continue;
         const char *kind = PQgetvalue(r, row, 1);
-        int *slot = strcmp(kind, "key") == 0  ? &key_row[ord]
-                    : strcmp(kind, "id") == 0 ? &id_row[ord]
-                                              : &name_row[ord];
+        int *slot = strcmp(kind, "key") == 0  ? &ex[ord].key_row
+                    : strcmp(kind, "id") == 0 ? &ex[ord].id_row
+                                              : &ex[ord].name_row;
         *slot = row;
     }
-    /* The first request in order that conflicts is named; nothing is written. */
-    for (size_t i = 0; i < n && !err; i++) {
+    for (size_t i = 0; i < n; i++) {
         struct tq_submit_item *it = &items[i];
         const struct tq_request *q = it->req;
+        const struct existing *e = &ex[i];
         const char *key = it->idempotency_key ? it->idempotency_key : q->tenant_id;
         char why[512] = "";
-        if (key_row[i] >= 0 && strcmp(PQgetvalue(r, key_row[i], 2), q->tenant_id) != 0) {
+        if (e->key_row >= 0 && strcmp(PQgetvalue(r, e->key_row, 2), q->tenant_id) != 0) {
             snprintf(why, sizeof(why), "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
-                     PQgetvalue(r, key_row[i], 2));
+                     PQgetvalue(r, e->key_row, 2));
             it->conflict = "idempotency_key";
-        } else if (id_row[i] < 0 && name_row[i] >= 0) {
+        } else if (e->id_row < 0 && e->name_row >= 0) {
             snprintf(why, sizeof(why), "name: \"%s\" is already taken by tenant \"%s\"", q->name,
-                     PQgetvalue(r, name_row[i], 2));
+                     PQgetvalue(r, e->name_row, 2));
             it->conflict = "name";
-        } else if (id_row[i] >= 0 && !same_request(r, id_row[i], q)) {
+        } else if (e->id_row >= 0 && !same_request(r, e->id_row, q)) {
             snprintf(why, sizeof(why),
                      "tenant_id: \"%s\" already exists with different details "
                      "(a tenant is requested once; change it through the portal)",
                      q->tenant_id);
             it->conflict = "tenant_id";
-        } else if (id_row[i] >= 0 && key_row[i] < 0) {
+        } else if (e->id_row >= 0 && e->key_row < 0) {
             snprintf(why, sizeof(why), "tenant_id: \"%s\" exists under another idempotency key",
                      q->tenant_id);
             it->conflict = "tenant_id";
-        } else if (id_row[i] >= 0) {
-            snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, id_row[i], 9));
-            it->job_id = strtoll(PQgetvalue(r, key_row[i], 10), NULL, 10);
+        } else if (e->id_row >= 0) {
+            snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, e->id_row, 9));
+            it->job_id = strtoll(PQgetvalue(r, e->key_row, 10), NULL, 10);
             it->existed = true;
             it->queued = false;   /* already dispatched once; the reconciler owns it */
-            tq_buf_printf(&marks, "%s%zu", marks.len ? "," : "{", i);
+            tq_buf_printf(marks, "%s%zu", marks->len ? "," : "{", i);
             continue;
         } else {
-            nnew++;
+            (*nnew)++;
             continue;
         }
         if (n > 1)
-            err = set_err(pg, TQ_ECONFLICT, "request %zu (tenant \"%s\"): %s", i + 1,
-                          q->tenant_id, why);
-        else
-            err = set_err(pg, TQ_ECONFLICT, "%s", why);
+            return set_err(pg, TQ_ECONFLICT, "request %zu (tenant \"%s\"): %s", i + 1,
+                           q->tenant_id, why);
+        return set_err(pg, TQ_ECONFLICT, "%s", why);
+    }
+    return TQ_OK;
+}
+
+/* INSERT the new tenants, then their jobs and audit events; answer each new item. */
+static enum tq_err submit_insert(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                 size_t nnew, const char *batch, const struct tq_pipeline *pl,
+                                 const struct tq_rules *rules, const char *actor)
+{
+    enum tq_err err;
+    const char *pt[] = {batch};
+    PGresult *r = tq__pg_query(pg, &err, "insert the tenants", sql_submit_tenants, 1, pt);
+    if (r && strtoull(PQcmdTuples(r), NULL, 10) != nnew) {
+        /* another submit took an id or a name since we looked */
+        for (size_t i = 0; i < n; i++)
+            if (!items[i].existed) {
+                items[i].conflict = "tenant_id";
+                break;
+            }
+        err = set_err(pg, TQ_ECONFLICT,
+                      "tenant_id: a request of this submit conflicts with a concurrent "
+                      "request (a tenant id or name was taken meanwhile); submit again "
+                      "to see which");
     }
     PQclear(r);
-    r = NULL;
     if (err)
-        goto out;
-    if (marks.len) {
+        return err;
+    const char *pj[] = {pl->hash, batch, actor};
+    r = tq__pg_query(pg, &err, "insert the jobs and their audit events", sql_submit_jobs, 3, pj);
+    for (int row = 0; r && row < PQntuples(r); row++) {
+        long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
+        if (ord < 0 || (size_t)ord >= n)
+            continue;
+        struct tq_submit_item *it = &items[ord];
+        bool approve = tq_request_needs_approval(it->req, rules);
+        it->job_id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+        it->queued = !approve;
+        snprintf(it->status, sizeof(it->status), "%s", approve ? "pending_approval" : "queued");
+    }
+    if (r && (size_t)PQntuples(r) != nnew)
+        err = set_err(pg, TQ_EPG, "could not insert the jobs: %d of %zu written", PQntuples(r),
+                      nnew);
+    PQclear(r);
+    return err;
+}
+
+enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                         const char *batch, const struct tq_pipeline *pl,
+                         const struct tq_rules *rules, const char *actor)
+{
+    struct existing *ex = tq_xmalloc((n + 1) * sizeof(*ex));
+    struct tq_buf marks;
+    tq_buf_init(&marks);
+    size_t nnew = 0;
+    pg->errstr[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        ex[i].key_row = ex[i].id_row = ex[i].name_row = -1;
+        items[i].conflict = NULL;
+        items[i].existed = items[i].queued = false;
+    }
+    enum tq_err err;
+    /* On failure pg->errstr says what failed (a read-only database, say). */
+    PGresult *r = submit_prepare(pg, items, n, batch, pl, rules, actor, &err);
+    if (r)
+        err = submit_match(pg, items, n, r, ex, &marks, &nnew);
+    PQclear(r);
+    if (!err && marks.len) {
         tq_buf_puts(&marks, "}");
         const char *pm[] = {marks.data};
         err = simple(pg, "mark the existing requests", sql_submit_mark, 1, pm);
     }
-    if (!err && nnew > 0) {
-        const char *pt[] = {batch};
-        r = tq__pg_query(pg, &err, "insert the tenants", sql_submit_tenants, 1, pt);
-        if (r && strtoull(PQcmdTuples(r), NULL, 10) != nnew) {
-            /* another submit took an id or a name since we looked */
-            for (size_t i = 0; i < n; i++)
-                if (!items[i].existed) {
-                    items[i].conflict = "tenant_id";
-                    break;
-                }
-            err = set_err(pg, TQ_ECONFLICT,
-                          "tenant_id: a request of this submit conflicts with a concurrent "
-                          "request (a tenant id or name was taken meanwhile); submit again "
-                          "to see which");
-        }
-        PQclear(r);
-        r = NULL;
-    }
-    if (!err && nnew > 0) {
-        const char *pj[] = {pl->hash, batch, actor};
-        r = tq__pg_query(pg, &err, "insert the jobs and their audit events", sql_submit_jobs, 3,
-                         pj);
-        for (int row = 0; r && row < PQntuples(r); row++) {
-            long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
-            if (ord < 0 || (size_t)ord >= n)
-                continue;
-            struct tq_submit_item *it = &items[ord];
-            bool approve = tq_request_needs_approval(it->req, rules);
-            it->job_id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
-            it->queued = !approve;
-            snprintf(it->status, sizeof(it->status), "%s",
-                     approve ? "pending_approval" : "queued");
-        }
-        if (r && (size_t)PQntuples(r) != nnew)
-            err = set_err(pg, TQ_EPG, "could not insert the jobs: %d of %zu written",
-                          PQntuples(r), nnew);
-        PQclear(r);
-        r = NULL;
-    }
+    if (!err && nnew > 0)
+        err = submit_insert(pg, items, n, nnew, batch, pl, rules, actor);
     /* A batch names every tenant it asked for, those that existed too:
        `status --batch` of a rerun shows them instead of "no such batch". */
     if (!err && batch) {
@@ -656,13 +679,10 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
     }
     if (!err)
         err = simple(pg, "commit the submit transaction", "COMMIT", 0, NULL);
-out:
     if (err)
         rollback(pg);
     tq_buf_cleanup(&marks);
-    free(key_row);
-    free(id_row);
-    free(name_row);
+    free(ex);
     return err;
 }
 
