@@ -151,6 +151,98 @@ static PGresult *run1(struct tq_pg *pg, enum tq_err *err, const char *what, cons
     return st.res;
 }
 
+/* The claim's answer, one struct tq_claimed per row (steps still empty). */
+static struct tq_claimed *claimed_rows(PGresult *r, size_t *m)
+{
+    *m = (size_t)PQntuples(r);
+    struct tq_claimed *out = tq_xcalloc(*m ? *m : 1, sizeof(*out));
+    for (size_t i = 0; i < *m; i++) {
+        struct tq_claimed *x = &out[i];
+        int row = (int)i;
+        x->c.job_id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+        x->c.epoch = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+        x->c.attempt = atoi(PQgetvalue(r, row, 2));
+        copy(x->c.kind, sizeof(x->c.kind), PQgetvalue(r, row, 3));
+        copy(x->c.pipeline_hash, sizeof(x->c.pipeline_hash), PQgetvalue(r, row, 4));
+        x->rollback = strcmp(PQgetvalue(r, row, 5), "rollback") == 0;
+        x->cancel_requested = PQgetvalue(r, row, 6)[0] == 't';
+        copy(x->c.tenant_id, sizeof(x->c.tenant_id), PQgetvalue(r, row, 7));
+        copy(x->c.name, sizeof(x->c.name), PQgetvalue(r, row, 8));
+        copy(x->c.tier, sizeof(x->c.tier), PQgetvalue(r, row, 9));
+        copy(x->c.region, sizeof(x->c.region), PQgetvalue(r, row, 10));
+        copy(x->c.owner, sizeof(x->c.owner), PQgetvalue(r, row, 11));
+        x->steps = json_object();
+    }
+    return out;
+}
+
+/*
+ * The steps recorded so far of the claimed jobs. Step rows are written only
+ * under an epoch some claim handed out, so a first claim (epoch 1) has none:
+ * only redeliveries are read.
+ */
+static enum tq_err claimed_steps(struct tq_pg *pg, struct tq_claimed *out, size_t m)
+{
+    enum tq_err err = TQ_OK;
+    struct arr got;
+    arr_init(&got);
+    for (size_t i = 0; i < m; i++)
+        if (out[i].c.epoch > 1)
+            arr_i64(&got, out[i].c.job_id);
+    arr_done(&got);
+    if (got.n > 0) {
+        const char *ps[] = {got.b.data};
+        PGresult *r = run1(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
+        for (int row = 0; r && row < PQntuples(r); row++) {
+            int64_t id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+            for (size_t i = 0; i < m; i++) {
+                if (out[i].c.job_id != id)
+                    continue;
+                json_error_t je;
+                json_t *st = json_loads(PQgetvalue(r, row, 1), 0, &je);
+                if (st) {
+                    json_decref(out[i].steps);
+                    out[i].steps = st;
+                }
+            }
+        }
+        PQclear(r);
+    }
+    arr_free(&got, 1);
+    return err;
+}
+
+/* Only ids the claim left out can be worn-out redeliveries (usually none). */
+static void dead_on_claim(struct tq_pg *pg, const int64_t *ids, size_t n,
+                          const struct tq_claimed *out, size_t m, const char *maxd,
+                          const char *worker, int64_t **dead, size_t *ndead)
+{
+    struct arr rest;
+    arr_init(&rest);
+    for (size_t i = 0; i < n; i++) {
+        bool claimed = false;
+        for (size_t k = 0; k < m && !claimed; k++)
+            claimed = out[k].c.job_id == ids[i];
+        if (!claimed)
+            arr_i64(&rest, ids[i]);
+    }
+    arr_done(&rest);
+    if (rest.n > 0) {
+        enum tq_err err;
+        const char *pd[] = {rest.b.data, maxd, worker};
+        /* on failure the claims stand; dead-lettering waits for the next delivery */
+        PGresult *r = run1(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
+        if (r) {
+            *ndead = (size_t)PQntuples(r);
+            *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
+            for (size_t i = 0; i < *ndead; i++)
+                (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+            PQclear(r);
+        }
+    }
+    arr_free(&rest, 1);
+}
+
 enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const char *worker,
                            uint32_t lease_ms, int max_deliveries, struct tq_claimed **out,
                            size_t *nout, int64_t **dead, size_t *ndead)
@@ -170,99 +262,24 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     snprintf(lease, sizeof(lease), "%u", lease_ms);
     snprintf(maxd, sizeof(maxd), "%d", max_deliveries);
     enum tq_err err;
-    struct arr rest;
-    arr_init(&rest);
     const char *pc[] = {a.b.data, worker, lease, maxd};
     PGresult *r = run1(pg, &err, "claim jobs", sql_claim, 4, pc);
-    if (!r)
-        goto out;
-    size_t m = (size_t)PQntuples(r);
-    *out = tq_xcalloc(m ? m : 1, sizeof(**out));
-    for (size_t i = 0; i < m; i++) {
-        struct tq_claimed *x = &(*out)[i];
-        int row = (int)i;
-        x->c.job_id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
-        x->c.epoch = strtoll(PQgetvalue(r, row, 1), NULL, 10);
-        x->c.attempt = atoi(PQgetvalue(r, row, 2));
-        copy(x->c.kind, sizeof(x->c.kind), PQgetvalue(r, row, 3));
-        copy(x->c.pipeline_hash, sizeof(x->c.pipeline_hash), PQgetvalue(r, row, 4));
-        x->rollback = strcmp(PQgetvalue(r, row, 5), "rollback") == 0;
-        x->cancel_requested = PQgetvalue(r, row, 6)[0] == 't';
-        copy(x->c.tenant_id, sizeof(x->c.tenant_id), PQgetvalue(r, row, 7));
-        copy(x->c.name, sizeof(x->c.name), PQgetvalue(r, row, 8));
-        copy(x->c.tier, sizeof(x->c.tier), PQgetvalue(r, row, 9));
-        copy(x->c.region, sizeof(x->c.region), PQgetvalue(r, row, 10));
-        copy(x->c.owner, sizeof(x->c.owner), PQgetvalue(r, row, 11));
-        x->steps = json_object();
-    }
-    *nout = m;
-    PQclear(r);
-
-    /* Step rows are written only under an epoch some claim handed out, so a
-       first claim (epoch 1) has none: only redeliveries are read. */
-    struct arr got;
-    arr_init(&got);
-    for (size_t i = 0; i < m; i++)
-        if ((*out)[i].c.epoch > 1)
-            arr_i64(&got, (*out)[i].c.job_id);
-    arr_done(&got);
-    if (got.n > 0) {
-        const char *ps[] = {got.b.data};
-        r = run1(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
-        if (!r) {
-            arr_free(&got, 1);
-            goto out;   /* claims stand but unusable: the caller hands them back */
-        }
-        for (int row = 0; row < PQntuples(r); row++) {
-            int64_t id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
-            for (size_t i = 0; i < m; i++) {
-                if ((*out)[i].c.job_id != id)
-                    continue;
-                json_error_t je;
-                json_t *st = json_loads(PQgetvalue(r, row, 1), 0, &je);
-                if (st) {
-                    json_decref((*out)[i].steps);
-                    (*out)[i].steps = st;
-                }
-            }
-        }
-        PQclear(r);
-    }
-    arr_free(&got, 1);
-
-    /* Only ids the claim left out can be worn-out redeliveries (usually none). */
-    for (size_t i = 0; i < n; i++) {
-        bool claimed = false;
-        for (size_t k = 0; k < m && !claimed; k++)
-            claimed = (*out)[k].c.job_id == ids[i];
-        if (!claimed)
-            arr_i64(&rest, ids[i]);
-    }
-    arr_done(&rest);
-    if (rest.n > 0) {
-        const char *pd[] = {rest.b.data, maxd, worker};
-        r = run1(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
-        if (!r) {
-            err = TQ_OK;   /* the claims stand; dead-lettering waits for the next delivery */
-            goto out;
-        }
-        *ndead = (size_t)PQntuples(r);
-        *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
-        for (size_t i = 0; i < *ndead; i++)
-            (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
-        PQclear(r);
-    }
-out:
     arr_free(&a, 1);
-    arr_free(&rest, 1);
-    if (err) {
+    if (!r)
+        return err;
+    *out = claimed_rows(r, nout);
+    PQclear(r);
+    /* claims that stand but are unusable: the caller hands them back */
+    if ((err = claimed_steps(pg, *out, *nout))) {
         for (size_t i = 0; i < *nout; i++)
             json_decref((*out)[i].steps);
         free(*out);
         *out = NULL;
         *nout = 0;
+        return err;
     }
-    return err;
+    dead_on_claim(pg, ids, n, *out, *nout, maxd, worker, dead, ndead);
+    return TQ_OK;
 }
 
 /* ---- flush ---- */
