@@ -215,52 +215,48 @@ static void drop_conn(struct tq_pg *pg)
     forget_prepared(pg);
 }
 
-enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
+/*
+ * Send every statement (a Parse first for those not yet prepared on this
+ * connection: fresh[i]) and the Sync. False when the connection broke;
+ * *sent then counts the statements written.
+ */
+static bool pipeline_send(struct tq_pg *pg, struct tq__stmt *st, size_t n, unsigned *id,
+                          bool *fresh, size_t *sent)
 {
-    for (size_t i = 0; i < n; i++)
-        st[i].res = NULL;
-    enum tq_err err = connect_now(pg);
-    if (err)
-        return err;
     PGconn *c = pg->conn;
-    if (!PQenterPipelineMode(c))
-        return set_err(pg, TQ_EPG, "could not enter pipeline mode: %s", PQerrorMessage(c));
-    /* per statement: the name it runs under; fresh ones are parsed here first */
-    unsigned *id = tq_xcalloc(n + 1, sizeof(unsigned));
-    bool *fresh = tq_xcalloc(n + 1, sizeof(bool));
-    size_t sent = 0;
     bool ok = true;
-    for (; sent < n && ok; sent++) {
+    for (*sent = 0; *sent < n && ok; (*sent)++) {
+        size_t i = *sent;
         char name[24];
-        int slot = prepared_slot(pg, st[sent].sql);
+        int slot = prepared_slot(pg, st[i].sql);
         if (slot >= 0) {
-            id[sent] = pg->prepared[slot].id;
+            id[i] = pg->prepared[slot].id;
         } else {
             size_t k = 0;
-            while (k < sent && st[k].sql != st[sent].sql)
+            while (k < i && st[k].sql != st[i].sql)
                 k++;
-            if (k < sent) {
-                id[sent] = id[k];   /* parsed earlier in this pipeline */
+            if (k < i) {
+                id[i] = id[k];   /* parsed earlier in this pipeline */
             } else {
-                id[sent] = ++pg->next_id;
-                fresh[sent] = true;
+                id[i] = ++pg->next_id;
+                fresh[i] = true;
             }
         }
-        snprintf(name, sizeof(name), "tq_%u", id[sent]);
-        if (fresh[sent])
-            ok = PQsendPrepare(c, name, st[sent].sql, st[sent].nparams, NULL);
+        snprintf(name, sizeof(name), "tq_%u", id[i]);
+        if (fresh[i])
+            ok = PQsendPrepare(c, name, st[i].sql, st[i].nparams, NULL);
         if (ok)
-            ok = PQsendQueryPrepared(c, name, st[sent].nparams, st[sent].params, NULL, NULL, 0);
+            ok = PQsendQueryPrepared(c, name, st[i].nparams, st[i].params, NULL, NULL, 0);
     }
-    if (ok)
-        ok = PQpipelineSync(c);
-    if (!ok) {
-        err = set_err(pg, TQ_ECONNECT, "could not %s: %s", st[sent ? sent - 1 : 0].what,
-                      PQerrorMessage(c));
-        drop_conn(pg);
-        goto out;
-    }
-    /* Read back in order: [Parse], Execute per statement, then the Sync. */
+    return ok && PQpipelineSync(c);
+}
+
+/* Read back in order: [Parse], Execute per statement. The first error is kept. */
+static enum tq_err pipeline_read(struct tq_pg *pg, struct tq__stmt *st, size_t n,
+                                 const unsigned *id, const bool *fresh)
+{
+    PGconn *c = pg->conn;
+    enum tq_err err = TQ_OK;
     for (size_t i = 0; i < n && !err; i++) {
         for (int part = fresh[i] ? 0 : 1; part < 2 && !err; part++) {
             PGresult *r = PQgetResult(c);
@@ -296,16 +292,21 @@ enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
             }
         }
     }
-    /* After an error the rest answers ABORTED, each with its NULL, until the
-       Sync. Two NULLs in a row: nothing more is coming (a broken stream). */
-    bool lost = false;
+    return err;
+}
+
+/*
+ * After an error the rest answers ABORTED, each with its NULL, until the
+ * Sync. Two NULLs in a row: nothing more is coming (a broken stream).
+ * False when the connection is lost.
+ */
+static bool pipeline_finish(PGconn *c)
+{
     for (int nulls = 0;;) {
         PGresult *r = PQgetResult(c);
         if (!r) {
-            if (++nulls == 2 || PQstatus(c) != CONNECTION_OK) {
-                lost = true;
-                break;
-            }
+            if (++nulls == 2 || PQstatus(c) != CONNECTION_OK)
+                return false;
             continue;
         }
         nulls = 0;
@@ -314,12 +315,35 @@ enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
         if (s == PGRES_PIPELINE_SYNC)
             break;
     }
-    if (lost || PQstatus(c) != CONNECTION_OK || !PQexitPipelineMode(c)) {
-        if (!err)
-            err = set_err(pg, TQ_ECONNECT, "could not %s: connection lost", st[0].what);
+    return PQstatus(c) == CONNECTION_OK && PQexitPipelineMode(c);
+}
+
+enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st[i].res = NULL;
+    enum tq_err err = connect_now(pg);
+    if (err)
+        return err;
+    PGconn *c = pg->conn;
+    if (!PQenterPipelineMode(c))
+        return set_err(pg, TQ_EPG, "could not enter pipeline mode: %s", PQerrorMessage(c));
+    /* per statement: the name it runs under; fresh ones are parsed here first */
+    unsigned *id = tq_xcalloc(n + 1, sizeof(unsigned));
+    bool *fresh = tq_xcalloc(n + 1, sizeof(bool));
+    size_t sent = 0;
+    if (!pipeline_send(pg, st, n, id, fresh, &sent)) {
+        err = set_err(pg, TQ_ECONNECT, "could not %s: %s", st[sent ? sent - 1 : 0].what,
+                      PQerrorMessage(c));
         drop_conn(pg);
+    } else {
+        err = pipeline_read(pg, st, n, id, fresh);
+        if (!pipeline_finish(c)) {
+            if (!err)
+                err = set_err(pg, TQ_ECONNECT, "could not %s: connection lost", st[0].what);
+            drop_conn(pg);
+        }
     }
-out:
     if (err)
         for (size_t i = 0; i < n; i++) {
             PQclear(st[i].res);
