@@ -32,9 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../credentials.h"
 #include "../step.h"
-#include "tenant_util.h"
 #include "tq/pg.h"
 #include "tq/request.h"
 #include "tq/util.h"
@@ -208,20 +206,14 @@ static enum tq_err check_connect(struct wk_step *s, struct conn *c)
  * the grant), never this one.
  */
 struct probes {
-    json_t *list;          /* [{probe, result[, blame]}] */
+    struct wk_probes w;    /* what was tried, and the leaks blamed on this tenant */
     json_t *foreign;       /* [{schema, probe, result}] */
-    struct tq_buf leaks;   /* the sentences for errstr */
-    int nleaks;
     bool lost;             /* the connection broke: the check cannot conclude */
 };
 
 static void record(struct probes *p, const char *tried, const char *happened, bool leak)
 {
-    json_array_append_new(p->list, json_pack("{s:s, s:s}", "probe", tried, "result", happened));
-    if (leak) {
-        tq_buf_printf(&p->leaks, " Tried to %s, and %s.", tried, happened);
-        p->nleaks++;
-    }
+    wk_probe(&p->w, tried, happened, leak);
 }
 
 enum outcome { O_DENIED, O_ALLOWED, O_OTHER };
@@ -443,8 +435,8 @@ static enum tq_err check_isolation(struct wk_step *s, struct conn *c)
 {
     struct wk_tenant_names n;
     wk_tenant_names(s->claim->tenant_id, &n);
-    struct probes p = {.list = json_array(), .foreign = json_array()};
-    tq_buf_init(&p.leaks);
+    struct probes p = {.foreign = json_array()};
+    wk_probes_init(&p.w);
     enum tq_err err = TQ_OK;
     char tried[256], happened[200];
     int nschemas = 0, nrels = 0;
@@ -472,7 +464,7 @@ static enum tq_err check_isolation(struct wk_step *s, struct conn *c)
                      " (that tenant's leak)", other);
             json_array_append_new(p.foreign, json_pack("{s:s, s:s, s:s}", "schema", other,
                                                        "probe", tried, "result", happened));
-            json_array_append_new(p.list, json_pack("{s:s, s:s, s:s}", "probe", tried, "result",
+            json_array_append_new(p.w.list, json_pack("{s:s, s:s, s:s}", "probe", tried, "result",
                                                     happened, "blame", other));
             if (!s->warning[0])
                 snprintf(s->warning, sizeof(s->warning), "%s could read %s.documents: schema %s"
@@ -545,19 +537,16 @@ static enum tq_err check_isolation(struct wk_step *s, struct conn *c)
                  c->user, PQerrorMessage(c->db));
         s->errstr[strcspn(s->errstr, "\n")] = '\0';
         err = TQ_ECONNECT;
-    } else if (p.nleaks) {
-        snprintf(s->errstr, sizeof(s->errstr), "Isolation leak as %s.%s", c->user, p.leaks.data);
-        err = TQ_ESTEP;
+    } else {
+        err = wk_probes_verdict(&p.w, s, c->user);
     }
 out:
     PQclear(PQexec(c->db, "ROLLBACK"));
     json_object_set_new(s->output, "user", json_string(c->user));
     json_object_set_new(s->output, "other_schemas_tried", json_integer(nschemas));
     json_object_set_new(s->output, "platform_relations_tried", json_integer(nrels));
-    json_object_set_new(s->output, "leaks", json_integer(p.nleaks));
-    json_object_set_new(s->output, "probes", p.list);
+    wk_probes_output(&p.w, s->output);
     json_object_set_new(s->output, "foreign_leaks", p.foreign);
-    tq_buf_cleanup(&p.leaks);
     return err;
 }
 

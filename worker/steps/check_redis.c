@@ -33,30 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../credentials.h"
 #include "../step.h"
-#include "tenant_util.h"
 #include "tq/util.h"
 
 #define FOREIGN_PREFIX "t:someone-else:"
 
-struct probes {
-    json_t *list;
-    struct tq_buf leaks;
-    int nleaks;
-};
-
-static void record(struct probes *p, const char *probe, const char *result, bool leak)
-{
-    json_array_append_new(p->list, json_pack("{s:s, s:s}", "probe", probe, "result", result));
-    if (leak) {
-        tq_buf_printf(&p->leaks, " Tried to %s, and %s.", probe, result);
-        p->nleaks++;
-    }
-}
-
 /* Send argv, which the ACL must refuse; false when the connection broke. */
-static bool expect_noperm(redisContext *c, struct probes *p, const char *probe, int argc,
+static bool expect_noperm(redisContext *c, struct wk_probes *p, const char *probe, int argc,
                           const char **argv, const char *undo_key)
 {
     redisReply *r = redisCommandArgv(c, argc, argv, NULL);
@@ -78,7 +61,7 @@ static bool expect_noperm(redisContext *c, struct probes *p, const char *probe, 
         }
     }
     freeReplyObject(r);
-    record(p, probe, result, leak);
+    wk_probe(p, probe, result, leak);
     return true;
 }
 
@@ -145,8 +128,8 @@ static enum tq_err check_run(struct wk_step *s)
 {
     redisContext *c = NULL;
     redisReply *r;
-    struct probes p = {.list = json_array()};
-    tq_buf_init(&p.leaks);
+    struct wk_probes p;
+    wk_probes_init(&p);
     char user[64] = "", prefix[64] = "";
     const char *tenant = s->claim->tenant_id;
     enum tq_err err = tenant_open(s, &c, user, sizeof(user), prefix, sizeof(prefix));
@@ -180,7 +163,7 @@ static enum tq_err check_run(struct wk_step *s)
         err = TQ_ESTEP;
         goto out;
     }
-    record(&p, "SET/GET/DEL own key", "ok", false);
+    wk_probe(&p, "SET/GET/DEL own key", "ok", false);
 
     /* everything else is refused */
     char foreign_key[96], plain_key[96], foreign_chan[96];
@@ -225,20 +208,16 @@ static enum tq_err check_run(struct wk_step *s)
             goto out;
         }
     }
-    if (p.nleaks) {
-        snprintf(s->errstr, sizeof(s->errstr), "Isolation leak as redis user %s.%s", user,
-                 p.leaks.data);
-        err = TQ_ESTEP;
-    }
+    char who[96];
+    snprintf(who, sizeof(who), "redis user %s", user);
+    err = wk_probes_verdict(&p, s, who);
 out:
     json_object_set_new(s->output, "check", json_string("isolation"));
     if (user[0])
         json_object_set_new(s->output, "user", json_string(user));
     if (prefix[0])
         json_object_set_new(s->output, "key_prefix", json_string(prefix));
-    json_object_set_new(s->output, "leaks", json_integer(p.nleaks));
-    json_object_set_new(s->output, "probes", p.list);
-    tq_buf_cleanup(&p.leaks);
+    wk_probes_output(&p, s->output);
     redisFree(c);
     return err;
 }
