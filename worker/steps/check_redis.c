@@ -230,6 +230,43 @@ static long long int_param(const struct wk_step *s, const char *name, long long 
     return json_is_integer(v) ? json_integer_value(v) : dflt;
 }
 
+/* Add the keys of one SCAN page and their MEMORY USAGE (asked as the tenant, tc). */
+static enum tq_err page_usage(struct wk_step *s, redisContext *tc, const redisReply *page,
+                              long long *keys, long long *bytes)
+{
+    enum tq_err err = TQ_OK;
+    /* one round trip for the page's MEMORY USAGE calls */
+    for (size_t i = 0; i < page->elements; i++) {
+        const char *mu[] = {"MEMORY", "USAGE", page->element[i]->str};
+        size_t len[] = {6, 5, page->element[i]->len};
+        if (redisAppendCommandArgv(tc, 3, mu, len) != REDIS_OK) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not ask MEMORY USAGE: %s",
+                     tc->errstr);
+            return TQ_ECONNECT;
+        }
+    }
+    for (size_t i = 0; i < page->elements; i++) {
+        void *rep = NULL;
+        if (redisGetReply(tc, &rep) != REDIS_OK) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE: %s",
+                     tc->errstr);
+            return TQ_ECONNECT;
+        }
+        redisReply *m = rep;
+        if (m->type == REDIS_REPLY_ERROR && !err) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE as the"
+                     " tenant: %s", m->str);
+            err = TQ_EREDIS;
+        }
+        if (m->type == REDIS_REPLY_INTEGER) {   /* nil: the key expired meanwhile */
+            *bytes += m->integer;
+            (*keys)++;
+        }
+        freeReplyObject(m);
+    }
+    return err;
+}
+
 static enum tq_err usage_run(struct wk_step *s)
 {
     const char *tenant = s->claim->tenant_id;
@@ -278,34 +315,7 @@ static enum tq_err usage_run(struct wk_step *s)
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         complete = strcmp(cursor, "0") == 0;
         scanned_rounds++;
-        redisReply *page = r->element[1];
-        /* one round trip for the page's MEMORY USAGE calls */
-        for (size_t i = 0; i < page->elements; i++) {
-            const char *mu[] = {"MEMORY", "USAGE", page->element[i]->str};
-            size_t len[] = {6, 5, page->element[i]->len};
-            redisAppendCommandArgv(tc, 3, mu, len);
-        }
-        for (size_t i = 0; i < page->elements; i++) {
-            void *rep = NULL;
-            if (redisGetReply(tc, &rep) != REDIS_OK) {
-                snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE: %s",
-                         tc->errstr);
-                freeReplyObject(r);
-                err = TQ_ECONNECT;
-                goto out;
-            }
-            redisReply *m = rep;
-            if (m->type == REDIS_REPLY_ERROR && !err) {
-                snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE as the"
-                         " tenant: %s", m->str);
-                err = TQ_EREDIS;
-            }
-            if (m->type == REDIS_REPLY_INTEGER) {   /* nil: the key expired meanwhile */
-                bytes += m->integer;
-                keys++;
-            }
-            freeReplyObject(m);
-        }
+        err = page_usage(s, tc, r->element[1], &keys, &bytes);
         freeReplyObject(r);
         if (err)
             goto out;
