@@ -317,15 +317,16 @@ static enum wk_st initial(const char *status, bool rollback)
 
 static enum wk_st first_state(const struct wk_job *j, size_t i, const char *was)
 {
+    enum tq_step_status st = tq_step_status_parse(was);
     switch (j->kind) {
     case WK_KIND_REVALIDATE:
         /* validation steps are those with a class; the rest made resources */
         return j->pl->steps[i].cls == TQ_CLASS_NONE ? WK_S_SKIPPED
-               : was && strcmp(was, "succeeded") == 0 ? WK_S_SUCCEEDED
-                                                      : WK_S_PENDING;
+               : st == TQ_SS_SUCCEEDED              ? WK_S_SUCCEEDED
+                                                    : WK_S_PENDING;
     case WK_KIND_DEPROVISION:
         /* a deprovision job undoes everything its own rows do not show undone */
-        return was && strcmp(was, "compensated") == 0 ? WK_S_COMPENSATED : WK_S_UNDO_PENDING;
+        return st == TQ_SS_COMPENSATED ? WK_S_COMPENSATED : WK_S_UNDO_PENDING;
     default:
         return initial(was, j->cl.rollback);
     }

@@ -144,7 +144,8 @@ static void add_job(struct wk_writer *w, struct wk_job *job, const struct tq_job
             continue;
         if (q->act != WK_NONE || q->row.event || q->row.epoch != row->epoch)
             break;
-        const char *tstatus = row->tenant_status ? row->tenant_status : q->row.tenant_status;
+        enum tq_tenant_status tstatus = row->tenant_status ? row->tenant_status
+                                                           : q->row.tenant_status;
         q->row = *row;
         q->row.tenant_status = tstatus;
         if (row->reason) {

@@ -419,8 +419,9 @@ static void params_done(struct params *x, int narr)
 
 static void job_row_params(struct arr *a, const struct tq_job_row *s)
 {
-    arr_text(&a[2], s->job_status);
-    arr_text(&a[3], s->tenant_status);
+    /* names from the one table (tq/status.h); NONE is NULL: keep */
+    arr_text(&a[2], tq_job_status_name(s->job_status));
+    arr_text(&a[3], tq_tenant_status_name(s->tenant_status));
     arr_text(&a[4], s->phase);
     arr_text(&a[5], s->event);
     arr_text(&a[6], s->reason);
@@ -464,7 +465,7 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         const struct tq_step_row *s = &f->steps[i];
         arr_i64(&x->a[11], s->job_id);
         arr_text(&x->a[12], s->step);
-        arr_text(&x->a[13], s->status);
+        arr_text(&x->a[13], tq_step_status_name(s->status));
         arr_i64(&x->a[14], s->attempts_delta);
         arr_i64(&x->a[15], s->undo_attempts_delta);
         arr_i64(&x->a[16], s->started_ms);
@@ -478,7 +479,7 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_text(&x->a[21], s->step);
         arr_text(&x->a[22], s->phase);
         arr_i64(&x->a[23], s->attempt);
-        arr_text(&x->a[24], s->status);
+        arr_text(&x->a[24], tq_step_status_name(s->status));
         arr_i64(&x->a[25], s->started_ms);
         arr_i64(&x->a[26], s->finished_ms);
         arr_text(&x->a[27], s->error);
