@@ -354,6 +354,10 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
         /* attempts count across deliveries: a retry policy is not reset by a crash */
         ss->attempts = (int)json_integer_value(json_object_get(rec, "attempts"));
         ss->undo_attempts = (int)json_integer_value(json_object_get(rec, "undo_attempts"));
+        /* ... and so does the outage's share, which the policy does not count */
+        ss->outage_attempts = (int)json_integer_value(json_object_get(rec, "outage_attempts"));
+        ss->undo_outage_attempts =
+            (int)json_integer_value(json_object_get(rec, "undo_outage_attempts"));
         /* unknown (no record of it): an earlier attempt may have reached its server */
         const json_t *reached = json_object_get(rec, "reached");
         ss->reached = json_is_false(reached) ? RCH_NEVER : RCH_MAYBE;

@@ -19,6 +19,7 @@ void wk_job_emit_step(struct wk_job *j, size_t i, enum wk_st st, int ad, int ud,
 {
     if (j->phase == WK_PH_STALE)
         return;
+    struct stepstate *ss = &j->ss[i];
     struct tq_step_row r = {
         .job_id = j->cl.c.job_id,
         .epoch = j->cl.c.epoch,
@@ -26,12 +27,16 @@ void wk_job_emit_step(struct wk_job *j, size_t i, enum wk_st st, int ad, int ud,
         .status = wk_st_status(st),
         .attempts_delta = ad,
         .undo_attempts_delta = ud,
+        /* outage attempts ride on the step's next row, whichever it is */
+        .outage_attempts_delta = ss->outage_unwritten,
+        .undo_outage_attempts_delta = ss->undo_outage_unwritten,
         .started_ms = (int64_t)started,
         .finished_ms = (int64_t)finished,
         .error = error,
         .output = output,
         .progress = progress,
     };
+    ss->outage_unwritten = ss->undo_outage_unwritten = 0;
     wk_writer_step(j->eng->w, j, &r);
 }
 

@@ -249,8 +249,10 @@ static enum wk_event run_outcome(struct wk_step_run *r, enum tq_err err, uint64_
     }
     bool starts = wk_phase_starts(j->phase) == WK_START_RUN;
     bool waits_out = outage(j, ss, s, err, now);
-    if (waits_out)
+    if (waits_out) {
         ss->outage_attempts++;   /* not a verdict: the retry policy counts the others */
+        ss->outage_unwritten++;
+    }
     int counted = ss->attempts - ss->outage_attempts;
     /* security checks roll back at once; everything else retries first */
     bool by_policy = def->cls != TQ_CLASS_SECURITY && tq_err_retryable(err) &&
@@ -306,8 +308,10 @@ static enum wk_event undo_outcome(struct wk_step_run *r, enum tq_err err, uint64
         return WK_EV_NONE;
     }
     bool waits_out = outage(j, ss, s, err, now);
-    if (waits_out)
+    if (waits_out) {
         ss->undo_outage_attempts++;
+        ss->undo_outage_unwritten++;
+    }
     int counted = ss->undo_attempts - ss->undo_outage_attempts;
     bool by_policy = tq_err_retryable(err) && counted < (int)def->retry.max_attempts;
     if (wk_phase_starts(j->phase) == WK_START_UNDO && (by_policy || waits_out)) {

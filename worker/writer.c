@@ -92,6 +92,8 @@ void wk_writer_step(struct wk_writer *w, struct wk_job *job, const struct tq_ste
         p->row.status = row->status;
         p->row.attempts_delta += row->attempts_delta;
         p->row.undo_attempts_delta += row->undo_attempts_delta;
+        p->row.outage_attempts_delta += row->outage_attempts_delta;
+        p->row.undo_outage_attempts_delta += row->undo_outage_attempts_delta;
         if (row->started_ms)
             p->row.started_ms = row->started_ms;
         p->row.finished_ms = row->finished_ms;

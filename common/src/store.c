@@ -133,6 +133,7 @@ static const char sql_claim[] =
 static const char sql_claimed_steps[] =
     "SELECT s.job_id, json_object_agg(s.step, json_build_object('status', s.status,"
     "  'attempts', s.attempts, 'undo_attempts', s.undo_attempts,"
+    "  'outage_attempts', s.outage_attempts, 'undo_outage_attempts', s.undo_outage_attempts,"
     "  'reached', EXISTS (SELECT 1 FROM tq.step_attempts a WHERE a.job_id = s.job_id"
     "    AND a.step = s.step AND a.phase = 'run' AND a.reached)))::text"
     " FROM tq.job_steps s WHERE s.job_id = ANY($1::bigint[]) GROUP BY s.job_id";
@@ -326,18 +327,20 @@ static const char sql_flush[] =
     "  RETURNING j.id, j.tenant_id, j.cancel_requested, v.tstatus, v.event, v.reason,"
     "    v.failed_step),"
     " s AS (INSERT INTO tq.job_steps AS s (job_id, step, status, attempts, undo_attempts,"
-    "    started_at, finished_at, last_error, output)"
-    "  SELECT x.job_id, x.step, x.status, x.ad, x.ud,"
+    "    outage_attempts, undo_outage_attempts, started_at, finished_at, last_error, output)"
+    "  SELECT x.job_id, x.step, x.status, x.ad, x.ud, x.od, x.uod,"
     "    CASE WHEN x.st_ms > 0 THEN to_timestamp(x.st_ms / 1000.0) END,"
     "    CASE WHEN x.fin_ms > 0 THEN to_timestamp(x.fin_ms / 1000.0) END,"
     "    x.error, x.output::jsonb"
     "  FROM unnest($12::bigint[], $13::text[], $14::text[], $15::int[], $16::int[],"
-    "      $17::bigint[], $18::bigint[], $19::text[], $20::text[])"
-    "    AS x(job_id, step, status, ad, ud, st_ms, fin_ms, error, output)"
+    "      $17::bigint[], $18::bigint[], $19::text[], $20::text[], $32::int[], $33::int[])"
+    "    AS x(job_id, step, status, ad, ud, st_ms, fin_ms, error, output, od, uod)"
     "    JOIN j ON j.id = x.job_id"
     "  ON CONFLICT (job_id, step) DO UPDATE SET status = excluded.status,"
     "    attempts = s.attempts + excluded.attempts,"
     "    undo_attempts = s.undo_attempts + excluded.undo_attempts,"
+    "    outage_attempts = s.outage_attempts + excluded.outage_attempts,"
+    "    undo_outage_attempts = s.undo_outage_attempts + excluded.undo_outage_attempts,"
     "    started_at = coalesce(excluded.started_at, s.started_at),"
     "    finished_at = excluded.finished_at,"
     "    last_error = coalesce(excluded.last_error, s.last_error),"
@@ -404,10 +407,10 @@ static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64
 
 /* The parameters of one statement of a flush: array literals plus scalars. */
 struct params {
-    struct arr a[29];
+    struct arr a[31];
     int narr;
     char lease[16];
-    const char *p[31];
+    const char *p[33];
 };
 
 static void params_done(struct params *x, int narr)
@@ -438,7 +441,7 @@ static void job_row_params(struct arr *a, const struct tq_job_row *s)
 static void flush_params(struct params *x, const struct tq_flush *f, const int *round, int k,
                          const struct tq_flush_result *res, const struct fence *fc, size_t nres)
 {
-    for (int i = 0; i < 29; i++)
+    for (int i = 0; i < 31; i++)
         arr_init(&x->a[i]);
     for (size_t i = 0; k > 0 && i < f->njobs; i++) {
         if (round[i] != k)
@@ -472,6 +475,8 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_i64(&x->a[17], s->finished_ms);
         arr_text(&x->a[18], s->error);
         arr_text(&x->a[19], s->output);
+        arr_i64(&x->a[29], s->outage_attempts_delta);
+        arr_i64(&x->a[30], s->undo_outage_attempts_delta);
     }
     for (size_t i = 0; k == 0 && i < f->nattempts; i++) {
         const struct tq_attempt_row *s = &f->attempts[i];
@@ -485,9 +490,13 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_text(&x->a[27], s->error);
         arr_bool(&x->a[28], s->reached);
     }
-    params_done(x, 29);
-    /* $29 and $30 are scalars; the attempts' reached array came later, as $31 */
-    x->p[30] = x->p[28];
+    params_done(x, 31);
+    /* $29 and $30 are scalars; arrays added later follow them: the attempts'
+       reached ($31), the steps' outage attempts ($32, $33) */
+    const char *reached = x->p[28], *od = x->p[29], *uod = x->p[30];
+    x->p[30] = reached;
+    x->p[31] = od;
+    x->p[32] = uod;
     snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
     x->p[28] = x->lease;
     x->p[29] = f->worker;
@@ -573,7 +582,7 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
     for (int r = 0; r < rounds; r++) {
         flush_params(&x[r], f, round, r, *res, fc, *nres);
         st[r] = (struct tq__stmt){r == 0 ? "record job transitions" : "record job outcomes",
-                                  sql_flush, 31, x[r].p, NULL};
+                                  sql_flush, 33, x[r].p, NULL};
     }
     /* One round trip, one transaction: on error nothing was written. */
     enum tq_err err = tq__pg_pipeline(pg, st, n);

@@ -24,7 +24,8 @@ struct tq_claimed {
     struct tq_claim c;         /* job, epoch, tenant fields */
     bool rollback;             /* phase = rollback (resume an undo) */
     bool cancel_requested;
-    json_t *steps;             /* step -> {status, attempts, undo_attempts, reached} so far (owned) */
+    json_t *steps;             /* step -> {status, attempts, undo_attempts, outage_attempts,
+                                  undo_outage_attempts, reached} so far (owned) */
 };
 
 /*
@@ -45,6 +46,8 @@ struct tq_step_row {
     enum tq_step_status status;   /* its name is stored (tq/status.h) */
     int attempts_delta;        /* run attempts started */
     int undo_attempts_delta;   /* undo attempts started */
+    int outage_attempts_delta;       /* run attempts waited out as an outage */
+    int undo_outage_attempts_delta;  /* undo attempts waited out as an outage */
     int64_t started_ms;        /* 0: keep */
     int64_t finished_ms;       /* 0: NULL */
     const char *error;         /* NULL: keep */
