@@ -331,8 +331,8 @@ int submit_stream(struct cli *c, const char *batch, const char *pipeline,
     /* only an operator-registered pipeline, read once: the stream's requests
        all run on it */
     if (!err)
-        err = tq_pipeline_named(s.pg, pipeline, &s.pl, why, sizeof(why));
-    else
+        err = tq_pipeline_named(s.pg, pipeline, &s.pl);
+    if (err)
         snprintf(why, sizeof(why), "%s", tq_pg_errstr(s.pg));
     if (err) {
         tq_pg_close(s.pg);

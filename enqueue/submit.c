@@ -706,7 +706,8 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         goto out;
     }
     /* only an operator-registered pipeline, never steps of the submitter's own */
-    if ((err = tq_pipeline_named(pg, pipeline, &pl, why, sizeof(why)))) {
+    if ((err = tq_pipeline_named(pg, pipeline, &pl))) {
+        snprintf(why, sizeof(why), "%s", tq_pg_errstr(pg));
         rc = cli_fail(c, err == TQ_ENOTFOUND ? EXIT_USAGE : cli_exit_for(err), NULL,
                       "--pipeline: %s; nothing was submitted", why);
         goto out;
