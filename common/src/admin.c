@@ -13,7 +13,12 @@
 #include <string.h>
 
 #include "pg_int.h"
+#include "tq/status.h"
 #include "tq/util.h"
+
+/* Status names from the one table (tq/status.h). */
+#define TS(x) tq_tenant_status_name(TQ_TS_##x)
+#define JS(x) tq_job_status_name(TQ_JS_##x)
 
 /* ms since epoch of not_before when it is still in the future, else 0 */
 #define DUE_MS                                                                   \
@@ -204,8 +209,8 @@ static enum tq_err decide(struct tq_pg *pg, const char *tenant, const char *by,
     err = commit(pg);
     if (err)
         goto out;
-    copy(out->tenant_status, sizeof(out->tenant_status), approve ? "queued" : "rejected");
-    copy(out->job_status, sizeof(out->job_status), approve ? "queued" : "cancelled");
+    copy(out->tenant_status, sizeof(out->tenant_status), approve ? TS(QUEUED) : TS(REJECTED));
+    copy(out->job_status, sizeof(out->job_status), approve ? JS(QUEUED) : JS(CANCELLED));
     copy(out->action, sizeof(out->action), approve ? "approved" : "rejected");
     out->dispatch = approve;
     out->due_ms = s.due_ms;
@@ -262,7 +267,7 @@ enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char 
          * tenant's status alone.
          */
         char back[32];
-        copy(back, sizeof(back), strcmp(s.kind, "provision") == 0 ? "cancelled" : s.status);
+        copy(back, sizeof(back), strcmp(s.kind, "provision") == 0 ? TS(CANCELLED) : s.status);
         if (strcmp(s.kind, "deprovision") == 0) {
             PGresult *r = run(pg, &err, "read the status before deprovisioning",
                               "SELECT coalesce((SELECT detail->>'from' FROM tq.audit_events"
@@ -281,7 +286,7 @@ enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char 
                               "from", s.status));
         if (err || (err = commit(pg)))
             goto out;
-        copy(out->job_status, sizeof(out->job_status), "cancelled");
+        copy(out->job_status, sizeof(out->job_status), JS(CANCELLED));
         copy(out->action, sizeof(out->action), "cancelled");
         goto out;
     }
@@ -378,8 +383,9 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
     const char *to = NULL;
     int64_t job = s.job_id;
     bool fresh = false;
-    if (strcmp(s.status, "blocked") == 0 || strcmp(s.status, "rollback_failed") == 0) {
-        bool rb = s.status[0] == 'r';
+    enum tq_tenant_status was = tq_tenant_status_parse(s.status);
+    if (was == TQ_TS_BLOCKED || was == TQ_TS_ROLLBACK_FAILED) {
+        bool rb = was == TQ_TS_ROLLBACK_FAILED;
         if (!s.has_job || strcmp(s.job_status, s.status) != 0) {
             err = fail(pg, TQ_ECONFLICT,
                        "cannot retry: tenant is %s but its latest job is %s", s.status,
@@ -389,8 +395,10 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
         if ((err = requeue_job(pg, s.job_id, rb ? "rollback" : NULL)))
             goto out;
         /* a deprovision job is all undo: it resumes as deprovisioning */
-        to = !rb ? "queued" : strcmp(s.kind, "deprovision") == 0 ? "deprovisioning" : "rolling_back";
-    } else if (strcmp(s.status, "failed") == 0) {
+        to = !rb                                 ? TS(QUEUED)
+             : strcmp(s.kind, "deprovision") == 0 ? TS(DEPROVISIONING)
+                                                 : TS(ROLLING_BACK);
+    } else if (was == TQ_TS_FAILED) {
         if (!pl) {
             out->needs_pipeline = true;
             err = fail(pg, TQ_ECONFLICT,
@@ -401,7 +409,7 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
         if ((err = new_retry_job(pg, tenant_id, &s, pl, &job)))
             goto out;
         fresh = true;
-        to = "queued";
+        to = TS(QUEUED);
     } else {
         err = fail(pg, TQ_ECONFLICT,
                    "cannot retry: tenant is %s (retry applies to blocked, failed and "
@@ -427,7 +435,7 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
     if (err || (err = commit(pg)))
         goto out;
     out->job_id = job;
-    copy(out->job_status, sizeof(out->job_status), "queued");
+    copy(out->job_status, sizeof(out->job_status), JS(QUEUED));
     copy(out->action, sizeof(out->action), "retry_requested");
     out->dispatch = true;
     out->due_ms = fresh ? 0 : s.due_ms;
@@ -498,14 +506,14 @@ enum tq_err tq_admin_deprovision(struct tq_pg *pg, const char *tenant_id, const 
         goto out;
     out->job_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
-    if ((err = set_tenant(pg, tenant_id, "deprovisioning", out)))
+    if ((err = set_tenant(pg, tenant_id, TS(DEPROVISIONING), out)))
         goto out;
     err = audit(pg, tenant_id, out->job_id, actor, "deprovision_requested",
                 json_pack("{s:s, s:I, s:s}", "from", s.status, "provision_job_id",
                           (json_int_t)strtoll(pjid, NULL, 10), "pipeline_hash", hash));
     if (err || (err = commit(pg)))
         goto out;
-    copy(out->job_status, sizeof(out->job_status), "queued");
+    copy(out->job_status, sizeof(out->job_status), JS(QUEUED));
     out->dispatch = true;
 out:
     free(key);
