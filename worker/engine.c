@@ -125,21 +125,17 @@ static void mark_for_undo(struct wk_job *j)
             j->reason[0] ? j->reason : "cancelled by an operator");
 }
 
-/* Tell people about outcomes that need them (failures, blocks, warnings). */
-void wk_job_notify(struct wk_job *j, const char *event, const char *text)
-{
-    const struct wk_step_settings *st = &j->eng->set.steps;
-    wk_notify(j->eng->set.curl, st, &j->cl.c, event, text, st->notify_webhook_url, st->smtp_url,
-              NULL, NULL);
-}
-
-/* The job's last row is queued: notifications, metrics and its log line. */
+/*
+ * The job's last row is queued: metrics and its log line. Nobody is told
+ * from here: the audit event in that row is what dispatch.c notifies, once
+ * it is committed.
+ */
 static void ended(struct wk_job *j, const struct wk_move *m, const char *reason)
 {
     enum tq_tenant_status ts = m->tenant;
     bool bad = ts == TQ_TS_FAILED || ts == TQ_TS_ROLLBACK_FAILED || ts == TQ_TS_BLOCKED;
-    if (bad)
-        wk_job_notify(j, tq_tenant_status_name(ts), reason);
+    if (ts == TQ_TS_ROLLBACK_FAILED)
+        wk_metrics_rollback_failed(j->cl.c.tier);
     if (j->kind == WK_KIND_PROVISION && ts == TQ_TS_ACTIVE)
         wk_metrics_provisioned(j->cl.c.tier, j->cl.c.region,
                                (double)(tq_mono_ms() - j->started_mono_ms) / 1000.0);
@@ -212,8 +208,6 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
             job_free(j);
         return;
     }
-    if (m->next == WK_PH_ENDED && m->audit && strcmp(m->audit, "drift_detected") == 0)
-        wk_job_notify(j, "drift_detected", reason);
     if (m->job != TQ_JS_NONE)
         wk_job_emit_job(j, m->job, m->tenant, m->audit, reason, m->act,
                         m->act == WK_PARK ? j->park_due_ms : 0);

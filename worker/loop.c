@@ -30,6 +30,8 @@ struct worker {
     struct wk_engine *engine;
     struct wk_writer *writer;
     struct wk_fetcher *fetcher;
+    struct wk_routes *routes;
+    struct wk_dispatch *dispatch;   /* notifications from audit events: its own thread */
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
     uv_timer_t final;          /* drain: stop waiting for PostgreSQL after grace + FINAL_SLACK_MS */
@@ -403,6 +405,11 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", why);
         return 1;
     }
+    char rwhy[2048];
+    if (wk_routes_load(&wk.set, &wk.routes, rwhy, sizeof(rwhy)) != 0) {
+        tq_error("cannot start: %s", rwhy);
+        return 1;
+    }
 
     /* Blocking step work and the heartbeat share the pool: size it first. */
     char pool[16];
@@ -457,6 +464,7 @@ int wk_run(const struct tq_config *cfg)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     wk.set.curl = wk_curl_new(wk.loop);
     wk.writer = wk_writer_start(wk.loop, &wk.set, deliver_report, &wk);
+    wk.dispatch = wk_dispatch_start(&wk.set, wk.routes);
     wk.engine = wk_engine_new(wk.loop, &wk.set, wk.writer, &wk.free_slots, slot_free, &wk);
     uv_signal_init(wk.loop, &wk.sig_term);
     uv_signal_init(wk.loop, &wk.sig_int);
@@ -483,6 +491,9 @@ int wk_run(const struct tq_config *cfg)
             cfg->concurrency, cfg->lease_ms, wk.http ? ", http " : "",
             wk.http ? cfg->http_addr : "");
     uv_run(wk.loop, UV_RUN_DEFAULT);
+    /* every row is written: what the last jobs wrote is told now (bounded) */
+    wk_dispatch_stop(wk.dispatch);
+    wk.dispatch = NULL;
     if (tq_queue_unregister(wk.hb_q))
         tq_warn("could not unregister from redis: %s; the reaper will after the lease",
                 tq_queue_errstr(wk.hb_q));
@@ -496,6 +507,8 @@ out:
         wk_http_close(wk.http);
         uv_run(wk.loop, UV_RUN_DEFAULT);
     }
+    wk_dispatch_stop(wk.dispatch);
+    wk_routes_free(wk.routes);
     tq_queue_close(wk.hb_q);
     tq_pg_close(wk.hb_pg);
     free(wk.cancels);

@@ -38,6 +38,10 @@ void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, cons
         .outage_ms = env_u32("TQ_OUTAGE_MS", 300000),
         .pipeline_cache = (int)env_u32("TQ_PIPELINE_CACHE", 32),
         .allow_eviction = env_str("TQ_ALLOW_EVICTION") != NULL,
+        .notify_routes_file = env_str("TQ_NOTIFY_ROUTES_FILE"),
+        .notify_poll_ms = env_u32("TQ_NOTIFY_POLL_MS", 1000),
+        .notify_backoff_ms = env_u32("TQ_NOTIFY_BACKOFF_MS", 1000),
+        .notify_max_attempts = (int)env_u32("TQ_NOTIFY_MAX_ATTEMPTS", 10),
         .steps =
             {
                 .database_url = cfg->database_url,

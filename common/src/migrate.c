@@ -260,6 +260,37 @@ static const char *const migrations[] = {
     "  name text UNIQUE,"
     "  data text);"
     "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);",
+
+    /* Notifications derived from audit events (worker/dispatch.c). An audit
+       event someone may be told about lands in an outbox in the same
+       transaction as the fact (a trigger: no writer can forget it, and no
+       commit order can make a reader skip it, as a cursor over ids could);
+       a worker moves it to one delivery row per channel its routes name
+       (claimed with SKIP LOCKED, so many workers never fan out the same
+       event twice). A delivery is (event, channel), unique: one message per
+       event and channel whoever sends it; next_attempt_at is both its retry
+       time and, while a worker sends it, that claim's expiry. */
+    "CREATE TABLE tq.notify_outbox (event_id bigint PRIMARY KEY);"
+    "CREATE FUNCTION tq.notify_outbox_add() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO tq.notify_outbox (event_id) VALUES (NEW.id); RETURN NULL; END $$;"
+    "CREATE TRIGGER audit_notify AFTER INSERT ON tq.audit_events FOR EACH ROW"
+    "  WHEN (NEW.event IN ('submitted', 'pending_approval', 'approved', 'rejected',"
+    "    'approval_escalated', 'activated', 'active', 'active_with_warnings', 'failed',"
+    "    'rollback_failed', 'drift_detected', 'performance_warning', 'blocked'))"
+    "  EXECUTE FUNCTION tq.notify_outbox_add();"
+    "CREATE TABLE tq.notify_deliveries ("
+    "  event_id bigint NOT NULL,"
+    "  channel text NOT NULL,"
+    "  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),"
+    "  attempts integer NOT NULL DEFAULT 0,"
+    "  next_attempt_at timestamptz NOT NULL DEFAULT now(),"
+    "  claimed_by text,"
+    "  last_error text,"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  sent_at timestamptz,"
+    "  PRIMARY KEY (event_id, channel));"
+    "CREATE INDEX notify_deliveries_due ON tq.notify_deliveries (next_attempt_at)"
+    "  WHERE status = 'pending';",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
