@@ -30,11 +30,13 @@ TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 # for the notification tests; clang-14 + libclang-rt-14-dev: tests/fuzz (libFuzzer).
 # yamllint and python3-yaml: tests/deploy/k8s.sh (podman, buildah and
 # mmdebstrap are installed by tests/deploy/image.sh itself, only for it).
+# prometheus: promtool, for /metrics (test_notify) and deploy/monitoring's
+# rules and their unit tests.
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
   postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
   libhttp-parser-dev python3-aiosmtpd clang-14 libclang-rt-14-dev
-  yamllint python3-yaml)
+  yamllint python3-yaml prometheus)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
 # shellcheck disable=SC2034  # used by the scripts that source this file
