@@ -512,7 +512,7 @@ Test(notify, metrics_are_promtool_clean_with_the_new_series)
     for (int i = 0; i < 100; i++) {
         free(m);
         m = get(hp, "/metrics");
-        if (m && strstr(m, "tenant_approval_wait_seconds_count") &&
+        if (m && strstr(m, "tenant_approval_wait_seconds_count") && strstr(m, "tq_queue_depth{") &&
             strstr(m, "tq_notifications_total{channel=\"activations\",outcome=\"sent\"} 1"))
             break;
         tq_sleep_ms(100);
@@ -537,13 +537,21 @@ Test(notify, metrics_are_promtool_clean_with_the_new_series)
     cr_assert_not_null(strstr(body, "# TYPE tq_drift_detected_total counter"), "%s", body);
     cr_assert_not_null(strstr(body, "# TYPE tq_rollback_failures_total counter"), "%s", body);
     const char *mf = h_write_file("metrics.txt", body);
-    char cmd[600];
+    char cmd[1200];
     snprintf(cmd, sizeof(cmd), "promtool check metrics < '%s' > '%s.out' 2>&1", mf, mf);
     int rc = system(cmd);
     char outp[400];
     snprintf(outp, sizeof(outp), "%s.out", mf);
     char *out = st_slurp(outp);
     cr_assert_eq(rc, 0, "promtool check metrics: %s", out);
+    free(out);
+    /* deploy/monitoring queries nothing this worker does not export */
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 " TQ_SOURCE_DIR "/tests/monitoring_names.py '%s' "
+             TQ_SOURCE_DIR "/deploy/monitoring/tenantq-dashboard.json " TQ_SOURCE_DIR
+             "/deploy/monitoring/alerts.yml > '%s.out' 2>&1", mf, mf);
+    rc = system(cmd);
+    out = st_slurp(outp);
+    cr_assert_eq(rc, 0, "dashboard and alerts name only exported metrics: %s", out);
     free(out);
     free(m);
     cr_assert_eq(h_worker_stop(w, 15000), 0);
