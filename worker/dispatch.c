@@ -403,6 +403,7 @@ struct wk_dispatch {
     struct tq_pg *pg;
     CURLM *multi;
     uint64_t quiet_until;   /* database warnings: one per 30 s */
+    int backend_pid;        /* of the connection statement_timeout was set on */
 };
 
 /* One delivery being sent. */
@@ -448,8 +449,11 @@ static PGconn *conn(struct wk_dispatch *d)
         return NULL;
     }
     PGconn *c = tq_pg_conn(d->pg);
-    if (c && PQstatus(c) == CONNECTION_OK)
+    /* a statement never holds the thread (or a stop) long; set again after a reconnect */
+    if (c && PQstatus(c) == CONNECTION_OK && PQbackendPID(c) != d->backend_pid) {
         PQclear(PQexec(c, "SET statement_timeout = '10s'"));
+        d->backend_pid = PQbackendPID(c);
+    }
     return c;
 }
 
@@ -874,12 +878,16 @@ static void *run(void *arg)
 {
     struct wk_dispatch *d = arg;
     uint64_t final_deadline = 0;
+    bool db_down = false;
     for (;;) {
         bool stop = stopping(d);
+        if (stop && db_down)
+            break;   /* no last pass against a database that did not answer: the others will */
         if (stop && !final_deadline)
             final_deadline = tq_mono_ms() + FINAL_PASS_MS;
         int fanned = fan_out(d);
         int sent = fanned < 0 ? -1 : deliver(d, stop ? final_deadline : UINT64_MAX);
+        db_down = fanned < 0 || sent < 0;
         /* stopping: one last pass for what is due now (bounded), then out */
         if (stop && (sent <= 0 || tq_mono_ms() >= final_deadline))
             break;
