@@ -20,7 +20,8 @@
  *      jittered); or failed for good after max attempts (or at once when
  *      it can never work: no valid recipient, a channel no longer
  *      configured).
- * Idle, it waits poll_ms between rounds. At-least-once: a worker that dies
+ * Idle, it waits poll_ms between rounds; hourly it deletes deliveries
+ * sent or given up more than 30 days ago. At-least-once: a worker that dies
  * after the server took a message but before recording it sends it again
  * (e-mails carry a Message-ID and PagerDuty a dedup_key per event, so the
  * receiver can tell).
@@ -404,6 +405,7 @@ struct wk_dispatch {
     CURLM *multi;
     uint64_t quiet_until;   /* database warnings: one per 30 s */
     int backend_pid;        /* of the connection statement_timeout was set on */
+    uint64_t next_prune_ms;
 };
 
 /* One delivery being sent. */
@@ -874,6 +876,23 @@ static int deliver(struct wk_dispatch *d, uint64_t deadline_ms)
     return n;
 }
 
+/* Delivered or given-up rows older than 30 days go (hourly, by whichever worker). */
+static void prune(struct wk_dispatch *d)
+{
+    uint64_t now = tq_mono_ms();
+    if (now < d->next_prune_ms)
+        return;
+    d->next_prune_ms = now + 3600000;
+    PGconn *c = conn(d);
+    PGresult *r = c ? q(c, "DELETE FROM tq.notify_deliveries WHERE status <> 'pending'"
+                           " AND created_at < now() - interval '30 days'",
+                        0, NULL, PGRES_COMMAND_OK)
+                    : NULL;
+    if (c && !r)
+        db_warn(d, "prune old deliveries", c);
+    PQclear(r);
+}
+
 static void *run(void *arg)
 {
     struct wk_dispatch *d = arg;
@@ -885,6 +904,8 @@ static void *run(void *arg)
             break;   /* no last pass against a database that did not answer: the others will */
         if (stop && !final_deadline)
             final_deadline = tq_mono_ms() + FINAL_PASS_MS;
+        if (!stop)
+            prune(d);
         int fanned = fan_out(d);
         int sent = fanned < 0 ? -1 : deliver(d, stop ? final_deadline : UINT64_MAX);
         db_down = fanned < 0 || sent < 0;
