@@ -226,6 +226,8 @@ static void parse_channel(struct wk_routes *r, const char *name, const json_t *v
         else if (!url && !smtp_default)
             problem(errs, "channels.%s: needs smtp_url (or TQ_SMTP_URL)", name);
         c->url = tq_xstrdup(url ? url : smtp_default ? smtp_default : "");
+        if (url && strchr(url, '@') && strlen(url) >= TQ_REDACT_MIN)
+            tq_redact_add(url);   /* smtp://user:password@host */
         const json_t *to = json_object_get(v, "to"), *a;
         const json_t *req = json_object_get(v, "requester");
         if (req && !json_is_boolean(req))
@@ -268,7 +270,7 @@ static void parse_channel(struct wk_routes *r, const char *name, const json_t *v
         if (key && strlen(key) >= TQ_REDACT_MIN)
             tq_redact_add(key);
     }
-    if (url && strlen(url) >= TQ_REDACT_MIN)
+    if (t == CH_SLACK && url && strlen(url) >= TQ_REDACT_MIN)
         tq_redact_add(url);   /* a webhook URL is its own credential */
 }
 
