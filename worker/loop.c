@@ -528,8 +528,11 @@ static int start_loop_parts(struct worker *wk)
 /* Everything wk_run set up, in reverse; started says the loop ran. */
 static void release_all(struct worker *wk, bool started)
 {
-    if (!started && wk->http) {
-        wk_http_close(wk->http);
+    if (!started) {
+        /* a failed start may have closed handles of its own (a listener that
+           could not bind): let their close callbacks run before the loop goes */
+        if (wk->http)
+            wk_http_close(wk->http);
         uv_run(wk->loop, UV_RUN_DEFAULT);
     }
     tq_queue_close(wk->hb_q);
