@@ -261,6 +261,12 @@ static const char *const migrations[] = {
     "  data text);"
     "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);",
 
+    /* Attempts a step waited out while a dependency was unreachable: part of
+       attempts / undo_attempts, but not counted against the step's retry
+       policy, on whichever worker the job is delivered to next. */
+    "ALTER TABLE tq.job_steps ADD COLUMN outage_attempts int NOT NULL DEFAULT 0,"
+    "  ADD COLUMN undo_outage_attempts int NOT NULL DEFAULT 0;",
+
     /* Notifications derived from audit events (worker/dispatch.c). An audit
        event someone may be told about lands in an outbox in the same
        transaction as the fact (a trigger: no writer can forget it, and no
