@@ -1,6 +1,7 @@
 /*
  * Step parameters: the ${...} variables of a job (tenant fields, the tier's
- * facts, job id, environment) and a params tree rendered with them.
+ * facts, the tenant's region from the region map, job id, environment) and
+ * a params tree rendered with them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,8 +10,17 @@
 
 #include "engine_int.h"
 #include "tq/log.h"
+#include "tq/regions.h"
 #include "tq/retry.h"
 #include "tq/util.h"
+
+/* The region map, set once at start before any job runs, read-only after. */
+static const struct tq_regions *region_map;
+
+void wk_template_set_regions(const struct tq_regions *m)
+{
+    region_map = m;
+}
 
 const char *wk_template_lookup(const char *var, void *arg)
 {
@@ -57,6 +67,11 @@ const char *wk_template_lookup(const char *var, void *arg)
             return NULL;
         snprintf(buf, sizeof(buf), "%d", v);
         return buf;
+    }
+    if (strncmp(var, "region.", 7) == 0) {
+        /* No entry (or no map): no value, so the step fails; never a fleet default. */
+        const struct tq_region *r = tq_regions_find(region_map, c->region);
+        return r ? tq_region_field(r, var + 7) : NULL;
     }
     if (strncmp(var, "env.", 4) == 0) {
         const char *v = getenv(var + 4);

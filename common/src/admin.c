@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pg_int.h"
+#include "tq/approvers.h"
 #include "tq/util.h"
 
 /* ms since epoch of not_before when it is still in the future, else 0 */
@@ -189,6 +190,11 @@ static enum tq_err decide(struct tq_pg *pg, const char *tenant, const char *by,
                    "cannot %s: tenant is pending_approval but has no held job", verb);
         goto out;
     }
+    /* Who may decide is data (tq/approvers.h): the tier's role, never the requester. */
+    char role[40];
+    err = tq_approval_authorize(pg, tenant, by, approve, role, sizeof(role), errbuf, errlen);
+    if (err)
+        goto out;
     char jid[32];
     snprintf(jid, sizeof(jid), "%" PRId64, s.job_id);
     if (approve) {
@@ -217,7 +223,8 @@ static enum tq_err decide(struct tq_pg *pg, const char *tenant, const char *by,
     if (err)
         goto out;
     err = audit(pg, tenant, s.job_id, by, approve ? "approved" : "rejected",
-                json_pack("{s:s?}", approve ? "note" : "reason", text), errbuf, errlen);
+                json_pack("{s:s?, s:s}", approve ? "note" : "reason", text, "role", role), errbuf,
+                errlen);
     if (err)
         goto out;
     err = commit(pg, errbuf, errlen);

@@ -896,6 +896,9 @@ static const char sql_status[] =
     " SELECT t.tenant_id, t.name, t.tier, t.region, t.budget, t.owner, t.status,"
     "  t.batch_id AS batch, t.approver, t.failure_reason, t.created_at,"
     "  t.updated_at, t.activated_at, t.last_validated_at,"
+    /* escalated: pending approval longer than TQ_APPROVAL_ESCALATE_AFTER */
+    "  (t.status = 'pending_approval' AND t.escalated_at IS NOT NULL) AS escalated,"
+    "  t.escalated_at, t.escalations,"
     "  j.id AS job_id, j.kind AS job_kind, j.status AS job_status,"
     "  j.attempt AS job_attempt, j.lease_owner AS worker, j.error AS job_error,"
     "  coalesce((SELECT count(*) FROM tq.job_steps s WHERE s.job_id = j.id"

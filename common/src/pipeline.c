@@ -45,7 +45,8 @@ void tq_pipeline_free(struct tq_pipeline *p)
 static const char *const template_vars[] = {
     "tenant.id", "tenant.ident", "tenant.name", "tenant.tier", "tenant.region", "tenant.owner",
     "job.id", "tier.documents_per_month", "tier.queries_per_minute", "tier.vector_replicas",
-    "tier.archive_after_days", "tier.p95_sla_ms", "tier.model", "tier.cost_center", NULL};
+    "tier.archive_after_days", "tier.p95_sla_ms", "tier.model", "tier.cost_center",
+    "region.s3_region", "region.s3_endpoint", "region.vector_url", "region.dashboard_url", NULL};
 
 static int known_var(const char *v, size_t n)
 {
@@ -88,7 +89,8 @@ static enum tq_err template_walk(const char *s, struct tq_buf *out,
             snprintf(errbuf, errlen,
                      "unknown template variable \"${%.*s}\" (known: tenant.id, "
                      "tenant.ident, tenant.name, tenant.tier, tenant.region, "
-                     "tenant.owner, job.id, tier.<fact>, env.NAME)",
+                     "tenant.owner, job.id, tier.<fact>, region.s3_region, "
+                     "region.s3_endpoint, region.vector_url, region.dashboard_url, env.NAME)",
                      (int)(n > 64 ? 64 : n), d + 2);
             return TQ_EINVALID;
         }
@@ -97,8 +99,13 @@ static enum tq_err template_walk(const char *s, struct tq_buf *out,
             snprintf(var, sizeof(var), "%.*s", (int)(n < 127 ? n : 127), d + 2);
             const char *val = lookup(var, arg);
             if (!val) {
-                snprintf(errbuf, errlen, "template variable \"${%s}\" has no value",
-                         var);
+                if (strncmp(var, "region.", 7) == 0)
+                    snprintf(errbuf, errlen, "template variable \"${%s}\" has no value: the "
+                             "tenant's region has no entry in the region map (TQ_REGIONS_FILE)",
+                             var);
+                else
+                    snprintf(errbuf, errlen, "template variable \"${%s}\" has no value",
+                             var);
                 return TQ_EINVALID;
             }
             tq_buf_puts(out, val);
