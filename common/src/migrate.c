@@ -278,7 +278,26 @@ static const char *const migrations[] = {
     "INSERT INTO tq.approval_policy (tier, role) VALUES"
     "  ('Gold', 'finance'), ('Silver', 'finance'), ('Bronze', 'finance');"
     "ALTER TABLE tq.tenants ADD COLUMN escalated_at timestamptz,"
-    "  ADD COLUMN escalations integer NOT NULL DEFAULT 0;",
+    "  ADD COLUMN escalations integer NOT NULL DEFAULT 0;"
+    /* The same rule as tq_approval_authorize, kept by the database itself:
+       whoever writes the row (any account, raw SQL included), a pending
+       request becomes queued only with an approver holding the tier's role
+       who is not its owner. */
+    "CREATE FUNCTION tq.approval_guard() RETURNS trigger LANGUAGE plpgsql"
+    "  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"
+    " BEGIN"
+    "  IF NEW.approver IS NULL OR lower(NEW.approver) = lower(OLD.owner) OR NOT EXISTS ("
+    "    SELECT 1 FROM tq.approvers a JOIN tq.approval_policy p ON p.role = a.role"
+    "    WHERE p.tier = OLD.tier AND a.identity = NEW.approver) THEN"
+    "   RAISE EXCEPTION 'approver % may not approve tenant % (needs the role of tier %, never"
+    " the owner)', NEW.approver, OLD.tenant_id, OLD.tier USING ERRCODE = 'insufficient_privilege';"
+    "  END IF;"
+    "  RETURN NEW;"
+    " END $$;"
+    "REVOKE ALL ON FUNCTION tq.approval_guard() FROM PUBLIC;"
+    "CREATE TRIGGER tenants_approval_guard BEFORE UPDATE OF status ON tq.tenants FOR EACH ROW"
+    "  WHEN (OLD.status = 'pending_approval' AND NEW.status = 'queued')"
+    "  EXECUTE FUNCTION tq.approval_guard();",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

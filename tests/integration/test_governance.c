@@ -416,6 +416,31 @@ Test(approvals, only_a_holder_of_the_role_may_approve_and_never_the_requester)
     free(who);
 }
 
+Test(approvals, the_database_refuses_an_approval_by_anyone_else_even_in_raw_sql)
+{
+    const char *a = h_tenant("raw");
+    submit(a, "Gold", "us-east-1", "1200000", "owner@example.com");
+    add_approver("finance", "controller@example.com");
+    add_approver("finance", "owner@example.com");
+    struct tq_pg *pg = NULL;
+    cr_assert_eq(tq_pg_open(H.roles ? H.cli_dsn : H.dsn, &pg), TQ_OK);
+    const char *who[] = {"mallory@example.com", "owner@example.com", NULL};
+    for (size_t i = 0; who[i]; i++) {
+        char sql[400];
+        snprintf(sql, sizeof(sql), "UPDATE tq.tenants SET status = 'queued', approver = '%s'"
+                 " WHERE tenant_id = '%s'", who[i], a);
+        PGresult *r = PQexec(tq_pg_conn(pg), sql);
+        cr_assert_eq(PQresultStatus(r), PGRES_FATAL_ERROR, "approver %s was let through", who[i]);
+        cr_assert(strstr(PQresultErrorMessage(r), "may not approve"), "%s",
+                  PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    tq_pg_close(pg);
+    char *st = status_of(a);
+    cr_assert_str_eq(st, "pending_approval");
+    free(st);
+}
+
 Test(approvals, only_a_holder_of_the_role_may_reject)
 {
     const char *a = h_tenant("rej");
