@@ -372,6 +372,12 @@ Test(approvals, only_a_holder_of_the_role_may_approve_and_never_the_requester)
     char *st = status_of(a);
     cr_assert_str_eq(st, "pending_approval");
     free(st);
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
+                            " AND event = 'pending_approval' AND detail->>'role' = 'finance'"
+                            " AND (detail->>'budget')::bigint = 1400000", a), 1,
+                 "the request waits, and says for whom");
+    cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE tenant_id = '%s'"
+                            " AND event = 'approved'", a), 0);
     add_approver("finance", "cfo@example.com");      /* the requester, also in finance */
     add_approver("finance", "controller@example.com");
     add_approver("legal", "counsel@example.com");   /* a role, but not the policy's */
