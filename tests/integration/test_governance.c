@@ -1,5 +1,5 @@
 /*
- * Data residency and approval governance (issue: residency, approvers),
+ * Data residency and approval governance,
  * against the real binaries, PostgreSQL, Redis and the S3 stand-in:
  *   residency  the region map (TQ_REGIONS_FILE) places each tenant's bucket
  *              in its own region through the shipped pipeline; a bucket

@@ -14,7 +14,7 @@
  *              bucket actually lives with params.expect_region (the
  *              pipeline passes the region map's ${region.s3_region}); a
  *              bucket elsewhere fails the step naming both regions, and
- *              as a compliance check blocks activation (issue: data
+ *              as a compliance check blocks activation (data
  *              residency). An empty LocationConstraint is us-east-1, the
  *              legacy "EU" is eu-west-1, as AWS documents.
  *
