@@ -708,7 +708,8 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         goto out;
     }
     /* only an operator-registered pipeline, never steps of the submitter's own */
-    if ((err = tq_pipeline_named(pg, pipeline, &pl, why, sizeof(why)))) {
+    if ((err = tq_pipeline_named(pg, pipeline, &pl))) {
+        snprintf(why, sizeof(why), "%s", tq_pg_errstr(pg));
         rc = cli_fail(c, err == TQ_ENOTFOUND ? EXIT_USAGE : cli_exit_for(err), NULL,
                       "--pipeline: %s; nothing was submitted", why);
         goto out;
@@ -720,8 +721,9 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         items[i].not_before_ms = not_before ? due_ms : 0;   /* in the submit transaction */
         items[i].queue = c->cfg.queue;
     }
-    err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue", why, sizeof(why));
+    err = tq_pg_submit(pg, items, l.n, batch, pl, &rules, "tq-enqueue");
     if (err) {
+        snprintf(why, sizeof(why), "%s", tq_pg_errstr(pg));
         json_t *details = NULL;
         for (size_t i = 0; err == TQ_ECONFLICT && i < l.n && !details; i++) {
             if (!items[i].conflict)

@@ -261,6 +261,12 @@ static const char *const migrations[] = {
     "  data text);"
     "CREATE UNIQUE INDEX IF NOT EXISTS states_by_name ON tq_terraform.states (name);",
 
+    /* Attempts a step waited out while a dependency was unreachable: part of
+       attempts / undo_attempts, but not counted against the step's retry
+       policy, on whichever worker the job is delivered to next. */
+    "ALTER TABLE tq.job_steps ADD COLUMN outage_attempts int NOT NULL DEFAULT 0,"
+    "  ADD COLUMN undo_outage_attempts int NOT NULL DEFAULT 0;",
+
     /* Approval governance (tq/approvers.h): who may approve, by role, managed
        by operators with the admin account (tq-enqueue approvers); which role a
        tier's requests need (the policy is data: tier -> role, beside the

@@ -32,7 +32,6 @@
 #include "tq/util.h"
 
 /* The S3 client of s3_bucket.c; these declarations repeat the ones there. */
-#include "s3_client.h"
 
 
 enum phase { C_PUT, C_GET, C_DELETE, C_TAGS, C_LOCATION, C_UNDO_DELETE };

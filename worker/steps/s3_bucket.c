@@ -33,7 +33,6 @@
 #include "../step.h"
 #include "tq/request.h"
 #include "tq/util.h"
-#include "s3_client.h"
 
 /* ------------------------------------------------------------ the step */
 

@@ -11,7 +11,6 @@
 #include "../step.h"
 #include "tq/request.h"
 #include "tq/util.h"
-#include "s3_client.h"
 
 #define BODY_MAX (64 * 1024)          /* response bytes we keep */
 #define CONNECT_TIMEOUT_MS 10000L
