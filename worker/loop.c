@@ -17,6 +17,7 @@
 #include "limits.h"
 #include "loop.h"
 #include "step_int.h"
+#include "tq/approvers.h"
 #include "tq/log.h"
 #include "tq/probe.h"
 #include "tq/util.h"
@@ -95,6 +96,23 @@ static void revalidate_due(struct worker *wk)
 }
 
 /*
+ * Approvals waiting longer than TQ_APPROVAL_ESCALATE_AFTER: an audit event
+ * approval_escalated per request, once a period (tq_approvals_escalate;
+ * delivery to people is the notification dispatcher's, from the event).
+ */
+static void escalate_due(struct worker *wk)
+{
+    if (wk->set.escalate_after_s == 0)
+        return;
+    size_t n = 0;
+    if (tq_approvals_escalate(wk->hb_pg, wk->cfg->queue, wk->set.escalate_after_s, "scheduler",
+                              &n) == TQ_OK &&
+        n > 0)
+        tq_info("approvals: escalated %zu request(s) pending longer than %" PRIu32 " s", n,
+                wk->set.escalate_after_s);
+}
+
+/*
  * Fleet chores, run by whichever worker takes the lock this period: return
  * the processing lists of dead workers to ready (reaper: registered workers
  * and every processing list found by SCAN, so a worker that died before
@@ -121,6 +139,7 @@ static void chores(struct worker *wk)
         tq_warn("reaper: %d worker(s) stopped heartbeating; %d job(s) returned to ready", dead,
                 moved);
     revalidate_due(wk);
+    escalate_due(wk);
     int64_t *ids = NULL;
     size_t n = 0;
     if (tq_pg_orphans(wk->hb_pg, wk->cfg->queue, wk->cfg->lease_ms, 500, &ids, &n) != TQ_OK)

@@ -58,7 +58,14 @@ struct wk_settings {
     uint32_t notify_poll_ms;     /* TQ_NOTIFY_POLL_MS: idle dispatcher's period (1000) */
     uint32_t notify_backoff_ms;  /* TQ_NOTIFY_BACKOFF_MS: first retry wait, doubling (1000) */
     int notify_max_attempts;     /* TQ_NOTIFY_MAX_ATTEMPTS: then a delivery is failed (10) */
+    uint32_t escalate_after_s;   /* TQ_APPROVAL_ESCALATE_AFTER: pending approval longer than
+                                    this (s) writes approval_escalated, once a period; 0 = off */
 };
+
+/* The map ${region.*} reads (tq/regions.h, template.c); main.c sets it once before any job.
+   NULL: no map, so every ${region.*} has no value and its step fails. */
+struct tq_regions;
+void wk_template_set_regions(const struct tq_regions *m);
 
 /* Fill set from cfg and the environment; strings borrowed from cfg and the environment. */
 void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, const char *worker_id);
