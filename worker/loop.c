@@ -454,8 +454,7 @@ int wk_run(const struct tq_config *cfg)
                       &wk.http) != 0)
         goto out;
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    wk.set.curl = wk_curl_new(wk.loop);
+    wk.set.curl = wk_curl_new(wk.loop);   /* libcurl itself starts with the first transfer */
     wk.writer = wk_writer_start(wk.loop, &wk.set, deliver_report, &wk);
     wk.engine = wk_engine_new(wk.loop, &wk.set, wk.writer, &wk.free_slots, slot_free, &wk);
     uv_signal_init(wk.loop, &wk.sig_term);
@@ -505,7 +504,7 @@ out:
     wk_limits_shutdown();
     wk_blocking_shutdown();
     wk_cred_shutdown();
-    curl_global_cleanup();
+    curl_global_cleanup();   /* a no-op unless a step's curl_easy_init() started libcurl */
     uv_loop_close(wk.loop);
     free(wk.loop);
     return rc;
