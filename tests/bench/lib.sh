@@ -26,7 +26,8 @@ bench_pg_stop() {   # bench_pg_stop DIR
 # (free loopback ports), pids (processes to end at exit: add yours), and a
 # trap that ends them, Redis and PostgreSQL and removes dir (copying
 # PostgreSQL's log to TQ_BENCH_PG_LOG first when set). Starts the private
-# Redis and PostgreSQL and exports TQ_REDIS_URL and TQ_DATABASE_URL.
+# Redis and PostgreSQL and exports TQ_REDIS_URL and TQ_DATABASE_URL (over
+# loopback TCP; TQ_BENCH_PG_SOCKET=1: PostgreSQL over its Unix socket).
 bench_setup() {
   local name=$1 need=$2 hint=${3:-}
   bin=${TQ_BIN_DIR:-$top/.build/release/bin}
@@ -39,7 +40,9 @@ bench_setup() {
   redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
     --logfile "$dir/redis.log" --save '' --appendonly no
   bench_pg_start "$dir" "$pport"
-  export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=127.0.0.1 port=$pport user=postgres dbname=tenantq"
+  local pghost=127.0.0.1
+  [ "${TQ_BENCH_PG_SOCKET:-0}" = 1 ] && pghost=$dir/pgrun   # PostgreSQL over its Unix socket
+  export TQ_REDIS_URL="redis://127.0.0.1:$rport/0" TQ_DATABASE_URL="host=$pghost port=$pport user=postgres dbname=tenantq"
 }
 bench_cleanup() {
   [ -z "${TQ_BENCH_PG_LOG:-}" ] || cp "$dir/pgrun/pg.log" "$TQ_BENCH_PG_LOG" 2>/dev/null || true
