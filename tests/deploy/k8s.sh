@@ -131,10 +131,10 @@ PY
   DB="tq_k8s_$$_$RANDOM"
   psql -q -v ON_ERROR_STOP=1 "$TQ_TEST_PG_DSN" -c "CREATE DATABASE $DB" > "$T/db.out" 2>&1 || bad "create database: $(cat "$T/db.out")"
   export TQ_DATABASE_URL="${TQ_TEST_PG_DSN%/*}/$DB" TQ_REDIS_URL="$TQ_TEST_REDIS_URL"
-  export TQ_PIPELINE="$REPO/deploy/pipelines/tenant-provision.json"
+  PIPELINE_FILE="$REPO/deploy/pipelines/tenant-provision.json"
   redis-cli -u "$TQ_REDIS_URL" --scan > "$T/keys.before"
   if "$ENQUEUE" migrate > "$T/migrate.out" 2>&1 &&
-     "$ENQUEUE" pipeline register "$TQ_PIPELINE" --default --by deploy-check >> "$T/migrate.out" 2>&1 &&
+     "$ENQUEUE" pipeline register "$PIPELINE_FILE" --default --by deploy-check >> "$T/migrate.out" 2>&1 &&
      "$ENQUEUE" submit --json --tenant-id k8s-listname --name "K8s listName probe" --tier Bronze \
        --region us-east-1 --budget 1000 --owner ops@example.com > "$T/submit.json" 2> "$T/submit.err"; then
     JOB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"][0]["job_id"])' "$T/submit.json")

@@ -161,9 +161,27 @@ def main():
         check(P + "TQ_SECRETS_KEY_FILE %s is the key secrets-key of Secret tenantq-worker, mounted read-only" % keyfile,
               kv.get("secret", {}).get("secretName") == "tenantq-worker" and km.get("readOnly") is True
               and {"key": "secrets-key", "path": kname} in kv["secret"].get("items", []), kv)
-        pm = mounts.get(os.path.dirname(config.get("TQ_PIPELINE", "")))
-        check(P + "TQ_PIPELINE is in the mounted ConfigMap tenantq-pipelines",
-              pm is not None and base_name(vols.get(pm["name"], {}).get("configMap", {}).get("name", "")) == "tenantq-pipelines")
+        # Nothing reads TQ_PIPELINE any more: a submit picks a registered
+        # pipeline. A fresh cluster gets its default from an init container
+        # that registers the mounted file with the migration account.
+        check(P + "no ConfigMap or container sets TQ_PIPELINE (nothing reads it)",
+              "TQ_PIPELINE" not in config and all(
+                  e.get("name") != "TQ_PIPELINE" for c in init + [worker] for e in c.get("env", [])))
+        reg = [c for c in init if c.get("command", [])[1:3] == ["pipeline", "register"]]
+        regfile = reg[0]["command"][3] if reg and len(reg[0]["command"]) > 3 else ""
+        rmounts = {m["mountPath"]: m for m in reg[0].get("volumeMounts", [])} if reg else {}
+        rm = rmounts.get(os.path.dirname(regfile))
+        check(P + "an init container after migrate registers %s as the default pipeline "
+              "from ConfigMap tenantq-pipelines with the tenantq-migrate credentials" % (regfile or "a pipeline"),
+              bool(reg) and "--default" in reg[0]["command"] and init.index(reg[0]) > 0
+              and rm is not None and rm.get("readOnly") is True
+              and base_name(vols.get(rm["name"], {}).get("configMap", {}).get("name", "")) == "tenantq-pipelines"
+              and os.path.basename(regfile) in cms.get("tenantq-pipelines", {}).get("data", {})
+              and any(e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "tenantq-migrate"
+                      for e in reg[0].get("env", [])), reg)
+        check(P + "the worker container does not mount the pipeline files (it reads registered pipelines from PostgreSQL)",
+              not any(base_name(vols.get(m["name"], {}).get("configMap", {}).get("name", "")) == "tenantq-pipelines"
+                      for m in worker.get("volumeMounts", [])))
         pipes = cms.get("tenantq-pipelines", {}).get("data", {})
         src = os.path.join(repo, "deploy", "pipelines")
         want = {f: open(os.path.join(src, f)).read() for f in os.listdir(src) if f.endswith(".json")}
