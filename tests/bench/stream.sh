@@ -9,7 +9,8 @@
 #     the line to the job's claim (jobs.started_at, microseconds) and to its
 #     first step's start (job_steps.started_at, the worker's clock in whole
 #     milliseconds), p50 and p99; before that, idle workers with 256, 64
-#     and 8 slots: RSS (VmRSS) and CPU (utime+stime over 3 s), from /proc;
+#     and 8 slots: RSS (VmRSS) and CPU (utime+stime over TQ_BENCH_IDLE_S,
+#     default 3 s), from /proc;
 #  3. a worker with 256 slots draining REQUESTS no-op jobs: its peak RSS
 #     (VmHWM), that less the idle 256-slot RSS per slot (in-flight job), and
 #     its CPU from start to the last job done.
@@ -47,10 +48,10 @@ psql -qAtX "$TQ_DATABASE_URL" -c "UPDATE tq.jobs SET status = 'cancelled' WHERE 
 # 2. idle footprint at 256 and 64 slots (started, 2 s for the pool and the
 #    connections, RSS and CPU over 3 s, stopped), then latency, one request at a
 #    time, on an idle worker with 8 slots (its RSS and CPU measured the same way first)
-idle_s=3
+idle_s=${TQ_BENCH_IDLE_S:-3}   # run --quick/--smoke: 1
 for slots in 256 64 8; do
   TQ_CONCURRENCY=$slots "$bin/tq-worker" 2>"$dir/worker-idle-$slots.log" & wpid=$!; pids+=("$wpid")
-  sleep 2
+  sleep $(( idle_s < 3 ? 1 : 2 ))   # the pool and the connections up
   c0=$(ticks "$wpid"); sleep "$idle_s"; c1=$(ticks "$wpid")
   echo "worker_rss_idle_${slots}_slots $(rss_kb "$wpid") kB"
   echo "worker_cpu_idle_${slots}_slots $(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$idle_s" 'BEGIN { printf "%.1f", t / hz / s * 1000 }') millicores"
