@@ -9,6 +9,7 @@ function row(what, cmd) { printf "| %s | `%s` | %s %s |\n", what, cmd, $2, $3 }
 BEGIN { print "| what | command (as the full run calls it) | value |"; print "|---|---|---|" }
 $1 == "noop_jobs_per_s_1_step"  { row("no-op jobs/s, 1 step, 2 workers × 256 slots", "tests/bench/throughput.sh 20000 2 256 1") }
 $1 == "noop_jobs_per_s_5_steps" { row("no-op jobs/s, 5 steps, 2 workers × 256 slots", "tests/bench/throughput.sh 10000 2 256 5") }
+$1 ~ /^lpush_to_claim_pg_socket_p/ { row("dispatch latency, LPUSH to claim, PostgreSQL over its Unix socket, " substr($1, 26), "TQ_BENCH_PG_SOCKET=1 TQ_BENCH_LATENCY_JOBS=300 tests/bench/throughput.sh 500 1 8 1"); next }
 $1 ~ /^lpush_to_claim_p/        { row("dispatch latency, LPUSH to claim, idle workers, " substr($1, 16), "TQ_BENCH_LATENCY_JOBS=1000 tests/bench/throughput.sh 20000 2 256 1") }
 $1 == "submit_bulk_rps"         { row("bulk submit, 10,000-row batch (best of 3)", "tests/bench/submit.sh 10000 3") }
 $1 == "submit_stream_rps"       { row("`submit --stream`, 10,000 requests written at once", "tests/bench/stream.sh 10000 1000") }
