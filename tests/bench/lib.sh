@@ -34,11 +34,20 @@ bench_setup() {
   [ -x "$bin/$need" ] || { echo "$name: build first (cmake --build .build/release)$hint" >&2; exit 1; }
   dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
   chmod 755 "$dir"
-  rport=$(free_port); pport=$(free_port)
   pids=()
   trap bench_cleanup EXIT
-  redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
-    --logfile "$dir/redis.log" --save '' --appendonly no
+  # A port free when looked at can be taken before Redis binds it (other
+  # suites pick ports from the same range): check Redis answers, else retry.
+  local try
+  for try in 1 2 3 4 5; do
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" \
+      --logfile "$dir/redis.log" --save '' --appendonly no
+    for _ in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "$rport" ping >/dev/null 2>&1 && break
+    echo "$name: redis did not start on port $rport (try $try)" >&2
+  done
+  pport=$(free_port)
   bench_pg_start "$dir" "$pport"
   local pghost=127.0.0.1
   [ "${TQ_BENCH_PG_SOCKET:-0}" = 1 ] && pghost=$dir/pgrun   # PostgreSQL over its Unix socket
