@@ -84,8 +84,15 @@ static void lean_process(char **argv)
     mallopt(M_ARENA_MAX, 2);
     const char *g = getenv("GNUTLS_NO_IMPLICIT_INIT");
     if (!g) {
-        if (setenv("GNUTLS_NO_IMPLICIT_INIT", OUR_NO_GNUTLS_INIT, 1) == 0)
-            execv("/proc/self/exe", argv);
+        /* By the binary's own path, not /proc/self/exe: the process name
+           (comm, what ps and pgrep show) is the exec'd file's name. */
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0 && (size_t)n < sizeof(self) - 1) {
+            self[n] = '\0';
+            if (setenv("GNUTLS_NO_IMPLICIT_INIT", OUR_NO_GNUTLS_INIT, 1) == 0)
+                execv(self, argv);
+        }
         unsetenv("GNUTLS_NO_IMPLICIT_INIT");   /* no exec: run as we are */
     } else if (strcmp(g, OUR_NO_GNUTLS_INIT) == 0) {
         unsetenv("GNUTLS_NO_IMPLICIT_INIT");   /* ours: programs exec steps run start as usual */
