@@ -135,6 +135,7 @@ int cmd_revalidate(struct cli *c, int argc, char **argv);
 int cmd_history(struct cli *c, int argc, char **argv);
 int cmd_credentials(struct cli *c, int argc, char **argv);   /* credentials.c */
 int cmd_secrets(struct cli *c, int argc, char **argv);       /* credentials.c */
+int cmd_auth(struct cli *c, int argc, char **argv);          /* credentials.c */
 int cmd_pipeline(struct cli *c, int argc, char **argv);
 
 /* ---- watch.c: status --watch ---- */

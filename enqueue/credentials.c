@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "tq/jwt.h"
 #include "tq/secrets.h"
 
 static const char cred_usage[] =
@@ -173,4 +174,33 @@ int cmd_secrets(struct cli *c, int argc, char **argv)
     tq_pg_close(pg);
     tq_secrets_free(st);
     return rc;
+}
+
+static const char auth_usage[] =
+    "usage: tq-enqueue auth jwks\n"
+    "Print the public keys tenants' API tokens (JWTs, EdDSA/Ed25519) are verified with, as a\n"
+    "JSON Web Key Set, for the platform's services to publish or load. The keys come from\n"
+    "TQ_AUTH_KEY or TQ_AUTH_KEY_FILE (lines KID:BASE64 of 32-byte Ed25519 private keys, the\n"
+    "first signs, all verify: rotate by putting a new key first and dropping the old one once\n"
+    "its tokens expired). Only public keys are printed.\n";
+
+int cmd_auth(struct cli *c, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(auth_usage, stdout);
+            return EXIT_DONE;
+        }
+    if (argc != 2 || strcmp(argv[1], "jwks") != 0)
+        return cli_fail(c, EXIT_USAGE, NULL, "the only auth command is \"jwks\" (see --help)");
+    struct tq_jwt_keys *k = NULL;
+    char why[256];
+    if (tq_jwt_keys_from_env(&k, why, sizeof(why)))
+        return cli_fail(c, EXIT_USAGE, NULL, "%s", why);
+    if (!k)
+        return cli_fail(c, EXIT_USAGE, NULL, "TQ_AUTH_KEY or TQ_AUTH_KEY_FILE is required: the "
+                        "tenants' JWT signing keys");
+    cli_print_json(tq_jwt_jwks(k));
+    tq_jwt_keys_free(k);
+    return EXIT_DONE;
 }

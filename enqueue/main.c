@@ -36,6 +36,7 @@ static const char usage[] =
     "  credentials ID          an active tenant's generated credentials, for its\n"
     "                          owner (needs the secrets key; every read is audited)\n"
     "  secrets rotate          re-encrypt stored secrets under the current key\n"
+    "  auth jwks               print the public keys of tenants' API tokens (a JWKS)\n"
     "  pipeline register FILE | list\n"
     "                          the operator's named pipelines (submit picks one)\n"
     "\n"
@@ -186,6 +187,7 @@ int main(int argc, char **argv)
                 {"dead", cmd_dead},       {"stats", cmd_stats},
                 {"revalidate", cmd_revalidate}, {"history", cmd_history},
                 {"credentials", cmd_credentials}, {"secrets", cmd_secrets},
+                {"auth", cmd_auth},
                 {"pipeline", cmd_pipeline}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)

@@ -21,7 +21,7 @@ export TQ_LOCAL_DIR=$state TQ_SKIP_INSTALL=1 TQ_SKIP_BUILD=1 TQ_BIN_DIR=$bindir
 export TQ_LOCAL_REDIS_PORT TQ_LOCAL_PG_PORT
 TQ_LOCAL_REDIS_PORT=$(free_port 26390)
 TQ_LOCAL_PG_PORT=$(free_port 25440)
-unset TQ_LOCAL_S3_PORT TQ_LOCAL_SAAS_PORT
+unset TQ_LOCAL_S3_PORT TQ_LOCAL_SAAS_PORT TQ_LOCAL_PROMETHEUS_PORT
 blocker='' worker=''
 cleanup() {
   [ -z "$worker" ] || kill -TERM "$worker" 2>/dev/null

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "tq/jwt.h"
 #include "tq/pg.h"
 #include "tq/secrets.h"
 #include "worker.h"
@@ -18,6 +19,7 @@
 static struct {
     pthread_mutex_t mu;
     struct tq_secrets *store;
+    struct tq_jwt_keys *auth_keys;   /* TQ_AUTH_KEY / TQ_AUTH_KEY_FILE, or NULL */
     const char *database_url;
     struct tq_pg *idle[POOL_MAX];
     int nidle;
@@ -32,6 +34,8 @@ enum tq_err wk_cred_init(const struct tq_config *cfg, char *errbuf, size_t errle
     bool have_db = cfg->database_url && *cfg->database_url;
     err = tq_secrets_open(cfg->secrets_store, have_db, kr, &cred.store, errbuf, errlen);
     cred.database_url = cfg->database_url;
+    if (!err)
+        err = tq_jwt_keys_from_env(&cred.auth_keys, errbuf, errlen);
     return err;
 }
 
@@ -43,7 +47,14 @@ void wk_cred_shutdown(void)
     cred.nidle = 0;
     tq_secrets_free(cred.store);
     cred.store = NULL;
+    tq_jwt_keys_free(cred.auth_keys);
+    cred.auth_keys = NULL;
     pthread_mutex_unlock(&cred.mu);
+}
+
+const struct tq_jwt_keys *wk_cred_auth_keys(void)
+{
+    return cred.auth_keys;
 }
 
 const char *wk_cred_describe(void)

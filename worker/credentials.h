@@ -29,6 +29,13 @@ struct wk_step;
  */
 enum tq_err wk_cred_init(const struct tq_config *cfg, char *errbuf, size_t errlen);
 void wk_cred_shutdown(void);
+/*
+ * The tenants' JWT signing keys (tq/jwt.h), loaded by wk_cred_init from
+ * TQ_AUTH_KEY / TQ_AUTH_KEY_FILE (a bad key refuses the start); NULL when
+ * neither is set. Read-only, shared by threads.
+ */
+struct tq_jwt_keys;
+const struct tq_jwt_keys *wk_cred_auth_keys(void);
 /* "pg" or "file:DIR"; and whether it is the single-host file store. */
 const char *wk_cred_describe(void);
 bool wk_cred_is_file(void);

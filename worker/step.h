@@ -162,7 +162,12 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
     X(check_pg)                                                                                   \
     X(check_redis)                                                                                \
     X(check_s3)                                                                                   \
-    X(check_audit)
+    X(check_audit)                                                                                \
+    X(check_vector)                                                                               \
+    X(check_tags)                                                                                 \
+    X(auth_token)                                                                                 \
+    X(check_auth)                                                                                 \
+    X(check_monitoring)
 
 #define X(name) extern const struct wk_step_ops wk_step_##name;
 WK_STEP_KINDS(X)

@@ -14,7 +14,8 @@
 
 const char *const tq_step_kinds[] = {
     "pg_tenant", "noop", "sleep", "redis_acl", "s3_bucket", "http", "exec", "tenant_config",
-    "notify", "check_pg", "check_redis", "check_s3", "check_audit", NULL};
+    "notify", "check_pg", "check_redis", "check_s3", "check_audit",
+    "check_vector", "check_tags", "auth_token", "check_auth", "check_monitoring", NULL};
 
 static const char *const class_names[] = {
     [TQ_CLASS_NONE] = "none",

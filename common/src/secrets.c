@@ -147,20 +147,21 @@ bad:
     return TQ_EINVALID;
 }
 
-enum tq_err tq_keyring_from_env(struct tq_keyring **out, char *errbuf, size_t errlen)
+enum tq_err tq_keyring_from_vars(const char *var, const char *file_var, struct tq_keyring **out,
+                                 char *errbuf, size_t errlen)
 {
     *out = NULL;
-    const char *inline_key = getenv("TQ_SECRETS_KEY");
-    const char *file = getenv("TQ_SECRETS_KEY_FILE");
+    const char *inline_key = getenv(var);
+    const char *file = getenv(file_var);
     bool has_inline = inline_key && *inline_key, has_file = file && *file;
     if (has_inline && has_file) {
-        snprintf(errbuf, errlen, "TQ_SECRETS_KEY and TQ_SECRETS_KEY_FILE: set only one");
+        snprintf(errbuf, errlen, "%s and %s: set only one", var, file_var);
         return TQ_EINVALID;
     }
     char why[200];
     if (has_inline) {
         if (tq_keyring_parse(inline_key, out, why, sizeof(why))) {
-            snprintf(errbuf, errlen, "TQ_SECRETS_KEY: %s", why);
+            snprintf(errbuf, errlen, "%s: %s", var, why);
             return TQ_EINVALID;
         }
         return TQ_OK;
@@ -170,21 +171,40 @@ enum tq_err tq_keyring_from_env(struct tq_keyring **out, char *errbuf, size_t er
     char *text = NULL;
     size_t len = 0;
     if (tq_read_file(file, KEYFILE_MAX, &text, &len)) {
-        snprintf(errbuf, errlen, "TQ_SECRETS_KEY_FILE: cannot read \"%s\": %s", file,
+        snprintf(errbuf, errlen, "%s: cannot read \"%s\": %s", file_var, file,
                  strerror(errno));
         return TQ_EINVALID;
     }
     enum tq_err err = TQ_OK;
     if (strlen(text) != len) {
-        snprintf(errbuf, errlen, "TQ_SECRETS_KEY_FILE: \"%s\" contains a NUL byte", file);
+        snprintf(errbuf, errlen, "%s: \"%s\" contains a NUL byte", file_var, file);
         err = TQ_EINVALID;
     } else if (tq_keyring_parse(text, out, why, sizeof(why))) {
-        snprintf(errbuf, errlen, "TQ_SECRETS_KEY_FILE \"%s\": %s", file, why);
+        snprintf(errbuf, errlen, "%s \"%s\": %s", file_var, file, why);
         err = TQ_EINVALID;
     }
     OPENSSL_cleanse(text, len);
     free(text);
     return err;
+}
+
+enum tq_err tq_keyring_from_env(struct tq_keyring **out, char *errbuf, size_t errlen)
+{
+    return tq_keyring_from_vars("TQ_SECRETS_KEY", "TQ_SECRETS_KEY_FILE", out, errbuf, errlen);
+}
+
+int tq_keyring_size(const struct tq_keyring *k)
+{
+    return k ? k->n : 0;
+}
+
+const char *tq_keyring_key_at(const struct tq_keyring *k, int i,
+                              const unsigned char **key)
+{
+    if (!k || i < 0 || i >= k->n)
+        return NULL;
+    *key = k->keys[i].key;
+    return k->keys[i].kid;
 }
 
 void tq_sealed_cleanup(struct tq_sealed *s)

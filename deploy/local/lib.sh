@@ -34,7 +34,7 @@ TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
   postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
   libhttp-parser-dev python3-aiosmtpd clang-14 libclang-rt-14-dev
-  yamllint python3-yaml)
+  yamllint python3-yaml python3-cryptography prometheus)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
 # shellcheck disable=SC2034  # used by the scripts that source this file
@@ -563,10 +563,45 @@ tq_stubs_stop() {
     stub=$(basename -- "$f" .pid)
     stub=${stub#stub-}
     pid=$(cat -- "$f" 2>/dev/null || true)
-    if tq_pid_is "$pid" "$stub.py"; then
+    if tq_pid_is "$pid" "$stub.py" || { [ "$stub" = prometheus ] && tq_pid_is "$pid" prometheus; }; then
       kill -TERM "$pid" 2>/dev/null || true
     fi
     rm -f -- "$f"
+  done
+}
+
+# tq_prometheus_start NAME PORT TARGET_PORT: Debian's prometheus on
+# 127.0.0.1:PORT scraping the SaaS stand-in's /metrics (per-tenant series)
+# every 250 ms, data under STATE/prometheus, pid in STATE/stub-prometheus.pid
+# (stopped with the stand-ins). Bounded: gives up after 20 s.
+tq_prometheus_start() {
+  local name=$1 port=$2 target=$3 d pidf n=0
+  d=$(tq_state_dir "$name")
+  pidf="$d/stub-prometheus.pid"
+  if [ -f "$pidf" ] && tq_pid_is "$(cat -- "$pidf")" prometheus; then
+    return 0
+  fi
+  command -v prometheus >/dev/null 2>&1 || { tq_warn "prometheus is not installed: check-monitoring stays off"; return 1; }
+  tq_port_in_use "$port" && tq_die "port $port (for prometheus) is in use by something else"
+  mkdir -p -- "$d/prometheus"
+  printf '%s\n' "global: {scrape_interval: 250ms, scrape_timeout: 200ms}" "scrape_configs:" \
+    "  - job_name: saas" "    static_configs: [{targets: ['127.0.0.1:$target']}]" >"$d/prometheus.yml"
+  prometheus --config.file="$d/prometheus.yml" --storage.tsdb.path="$d/prometheus" \
+    --storage.tsdb.retention.time=1d --web.listen-address="127.0.0.1:$port" \
+    >>"$d/stub-prometheus.log" 2>&1 </dev/null &
+  echo $! >"$pidf"
+  until curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; do
+    n=$((n + 1))
+    [ "$n" -lt 200 ] || { tq_log_tail "$d/stub-prometheus.log"; tq_die "prometheus did not become ready on port $port"; }
+    sleep 0.1
+  done
+  # and has scraped the stand-in once, so a tenant's check waits one scrape
+  # interval at most, never Prometheus's start-up (bounded: 10 s)
+  n=0
+  until curl -sf "http://127.0.0.1:$port/api/v1/query?query=up%3D%3D1" 2>/dev/null | grep -q '"job":"saas"'; do
+    n=$((n + 1))
+    [ "$n" -lt 100 ] || { tq_warn "prometheus has not scraped the stand-in yet"; return 0; }
+    sleep 0.1
   done
 }
 
@@ -675,12 +710,13 @@ tq_demo_ports() {
 tq_read_stub_ports() {
   local f k v
   f="$(tq_state_dir "$TQ_DEMO")/stub-ports"
-  TQ_DEMO_S3_PORT='' TQ_DEMO_SAAS_PORT=''
+  TQ_DEMO_S3_PORT='' TQ_DEMO_SAAS_PORT='' TQ_DEMO_PROM_PORT=''
   [ -r "$f" ] || return 0
   while IFS='=' read -r k v; do
     case $k in
       S3_PORT) TQ_DEMO_S3_PORT=$v ;;
       SAAS_PORT) TQ_DEMO_SAAS_PORT=$v ;;
+      PROM_PORT) TQ_DEMO_PROM_PORT=$v ;;
     esac
   done <"$f"
 }
@@ -691,7 +727,8 @@ tq_read_stub_ports() {
 tq_stub_port() {
   local stub=$1 recorded=$2 wanted=$3 dflt=$4 pidf
   pidf="$(tq_state_dir "$TQ_DEMO")/stub-$stub.pid"
-  if [ -n "$recorded" ] && [ -f "$pidf" ] && tq_pid_is "$(cat -- "$pidf")" "$stub.py"; then
+  if [ -n "$recorded" ] && [ -f "$pidf" ] \
+     && { tq_pid_is "$(cat -- "$pidf")" "$stub.py" || tq_pid_is "$(cat -- "$pidf")" "$stub"; }; then
     echo "$recorded"
   elif [ -n "$wanted" ]; then
     echo "$wanted"
@@ -719,9 +756,20 @@ tq_demo_stubs_up() {
   # Secrets by environment, never on a command line (process lists show those).
   S3_ACCESS_KEY=$(sed -n 1p "$cred") S3_SECRET_KEY=$(sed -n 2p "$cred") \
     tq_stub_start "$TQ_DEMO" s3server "$TQ_DEMO_S3_PORT" --quiet --data "$sdir/s3"
+  # The tenants' JWT signing key (made once, like the secrets key) and its
+  # public half for the vector stand-in, published the operator's way.
+  if [ ! -s "$sdir/auth.keys" ]; then
+    (umask 077; printf 'demo-%s:%s\n' "$(date -u +%Y%m%d)" "$(head -c 32 /dev/urandom | base64)" >"$sdir/auth.keys")
+  fi
+  TQ_AUTH_KEY_FILE="$sdir/auth.keys" "$TQ_BIN_DIR/tq-enqueue" auth jwks >"$sdir/jwks.json" \
+    || tq_die "tq-enqueue auth jwks failed"
   TQ_DEMO_SAAS_PORT=$(tq_stub_port saas_stub "$TQ_DEMO_SAAS_PORT" "${TQ_LOCAL_SAAS_PORT:-}" 9391)
-  SAAS_TOKEN=$(sed -n 3p "$cred") tq_stub_start "$TQ_DEMO" saas_stub "$TQ_DEMO_SAAS_PORT" --quiet
-  printf 'S3_PORT=%s\nSAAS_PORT=%s\n' "$TQ_DEMO_S3_PORT" "$TQ_DEMO_SAAS_PORT" >"$sdir/stub-ports"
+  SAAS_TOKEN=$(sed -n 3p "$cred") tq_stub_start "$TQ_DEMO" saas_stub "$TQ_DEMO_SAAS_PORT" --quiet \
+    --jwks "$sdir/jwks.json"
+  TQ_DEMO_PROM_PORT=$(tq_stub_port prometheus "$TQ_DEMO_PROM_PORT" "${TQ_LOCAL_PROMETHEUS_PORT:-}" 9392)
+  tq_prometheus_start "$TQ_DEMO" "$TQ_DEMO_PROM_PORT" "$TQ_DEMO_SAAS_PORT" || TQ_DEMO_PROM_PORT=''
+  printf 'S3_PORT=%s\nSAAS_PORT=%s\nPROM_PORT=%s\n' "$TQ_DEMO_S3_PORT" "$TQ_DEMO_SAAS_PORT" \
+    "$TQ_DEMO_PROM_PORT" >"$sdir/stub-ports"
 }
 
 # Workers registered with the demo's Redis that still heartbeat (started by
@@ -773,6 +821,9 @@ tq_demo_env_lines() {
     printf 'export TQ_VECTOR_TOKEN=%q\n' "$(sed -n 3p "$sdir/stub-credentials")"
     printf 'export TQ_DASHBOARD_TOKEN=%q\n' "$(sed -n 3p "$sdir/stub-credentials")"
     printf 'export TQ_NOTIFY_WEBHOOK_URL=%q\n' "http://127.0.0.1:$TQ_DEMO_SAAS_PORT/hooks/tenantq-onboarding"
+    # the tenants' JWT signing keys (the CLI too: `tq-enqueue auth jwks`)
+    [ -r "$sdir/auth.keys" ] && printf 'export TQ_AUTH_KEY_FILE=%q\n' "$sdir/auth.keys"
+    [ -z "$TQ_DEMO_PROM_PORT" ] || printf 'export TQ_PROMETHEUS_URL=%q\n' "http://127.0.0.1:$TQ_DEMO_PROM_PORT"
   fi
   # shellcheck disable=SC2016  # $PATH is expanded by the shell that evals this
   printf 'export PATH=%q:"$PATH"\n' "$TQ_BIN_DIR"

@@ -18,6 +18,11 @@ APIs (JSON in, JSON out unless said otherwise):
     POST   /v1/namespaces/<name>/query    {"vector":[..], "top_k": K}
                                           -> {"matches":[{"id","score",
                                           "metadata"}], "took_ms"} (cosine)
+    POST   /v1/namespaces/<name>/vectors/delete  {"ids":[..]} -> {"deleted": N}
+  metrics (Prometheus text format, no auth, like an exporter)
+    GET    /metrics                       saas_namespace_vectors{tenant=..},
+                                          saas_namespace_requests_total{tenant=..}
+                                          for every namespace
   monitoring dashboards
     PUT    /api/dashboards/<uid>          any JSON object; same 201/200/409 and
                                           ?overwrite=true rules as namespaces
@@ -40,7 +45,11 @@ key runs again.
 
 Auth: with --token T (or env SAAS_TOKEN) every /v1/ and /api/ request needs
 "Authorization: Bearer T" (else 401). Webhooks need none: like Slack's, their
-URL is the secret.
+URL is the secret. With --jwks FILE (a JWKS of Ed25519 keys, re-read when it
+changes) a tenant's own JWT opens its own namespace too: a token whose EdDSA
+signature verifies with a key of FILE, not expired, whose tenant_id claim is
+the namespace's name; a valid token of another tenant gets 403 forbidden, an
+invalid one 401 (python3-cryptography verifies the signature).
 
 Admin endpoints (never authenticated) are listed by --help.
 """
@@ -97,16 +106,74 @@ class State:
         self.faults = []       # [{"prefix", "method", "status", "count", "retry_after"}]
         self.latency = []      # [{"prefix", "ms", "jitter_ms"}]
         self.requests = []     # last 1000 requests
+        self.quirks = set()    # misbehaviours switched on by /_admin/quirk
+        self.ns_requests = {}  # namespace -> API requests answered (for /metrics)
 
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of new connections
+    # (ten tenants' checks at once) overflows it and the dropped SYNs come
+    # back a whole second later, a latency no hosted API has
+    request_queue_size = 128
 
     def __init__(self, addr, handler, args):
         super().__init__(addr, handler)
         self.args = args
         self.state = State()
+
+
+def b64url(text):
+    import base64
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Jwks:
+    """Ed25519 public keys from a JWKS file (re-read when it changes), to verify tenants' JWTs."""
+
+    def __init__(self, path):
+        self.path = path
+        self.mtime = None
+        self.keys = {}
+        self.lock = threading.Lock()
+
+    def load(self):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            return {}
+        with self.lock:
+            if mtime != self.mtime:
+                keys = {}
+                try:
+                    with open(self.path) as f:
+                        for k in json.load(f).get("keys", []):
+                            if k.get("kty") == "OKP" and k.get("crv") == "Ed25519" and k.get("kid"):
+                                keys[k["kid"]] = Ed25519PublicKey.from_public_bytes(b64url(k["x"]))
+                except (OSError, ValueError, KeyError) as e:
+                    log("cannot read JWKS %s: %s" % (self.path, type(e).__name__))
+                    keys = {}
+                self.keys, self.mtime = keys, mtime
+            return self.keys
+
+    def verify(self, token):
+        """The claims of a valid, unexpired EdDSA token, else None."""
+        from cryptography.exceptions import InvalidSignature
+        try:
+            h, p, sig = token.split(".")
+            hdr, claims = json.loads(b64url(h)), json.loads(b64url(p))
+            key = self.load().get(hdr.get("kid"))
+            if hdr.get("alg") != "EdDSA" or key is None or not isinstance(claims, dict):
+                return None
+            key.verify(b64url(sig), (h + "." + p).encode())
+        except (ValueError, InvalidSignature, AttributeError):
+            return None
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp <= time.time():
+            return None
+        return claims
 
 
 def canonical_body(body):
@@ -243,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def check_auth(self, path):
         token = self.server.args.token
-        if not token or path.startswith("/hooks/"):
+        if not token or path.startswith("/hooks/") or path == "/metrics":
             return
         got = self.headers.get("Authorization")
         if got is None:
@@ -253,8 +320,24 @@ class Handler(BaseHTTPRequestHandler):
             return
         else:
             self.auth_state = "wrong"
+            if self.server.args.jwks and got.startswith("Bearer ") and got.count(".") == 2:
+                self.check_jwt(path, got[len("Bearer "):].strip())
+                return
         raise HTTPError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required",
                         {"WWW-Authenticate": 'Bearer realm="saas-stub"'})
+
+    def check_jwt(self, path, token):
+        claims = self.server.jwks.verify(token)
+        if claims is None:
+            self.auth_state = "jwt-invalid"
+            raise HTTPError(401, "unauthorized", "the token's signature, key id or expiry is not valid",
+                            {"WWW-Authenticate": 'Bearer realm="saas-stub", error="invalid_token"'})
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v1", "namespaces"] and len(parts) >= 3 and claims.get("tenant_id") == parts[2]:
+            self.auth_state = "jwt"
+            return
+        self.auth_state = "jwt-other-tenant"
+        raise HTTPError(403, "forbidden", "this token is for another tenant's resources")
 
     def apply_latency(self, path):
         st = self.server.state
@@ -307,10 +390,17 @@ class Handler(BaseHTTPRequestHandler):
             if m != "POST":
                 raise HTTPError(405, "method_not_allowed")
             return self.hook(path, body)
+        if path == "/metrics" and m == "GET":
+            return self.metrics()
+        if parts[:2] == ["v1", "namespaces"] and len(parts) == 5 and parts[3:] == ["vectors", "delete"] \
+                and m == "POST":
+            self.count(parts[2])
+            return self.delete_vectors(parts[2], body)
         if parts[:2] == ["v1", "namespaces"] and len(parts) in (3, 4):
             name = parts[2]
             if not NAME_RE.match(name):
                 raise HTTPError(400, "invalid_name", "namespace names match %s" % NAME_RE.pattern)
+            self.count(name)
             if len(parts) == 3:
                 return self.resource(m, "namespace", name, query, body)
             if parts[3] == "vectors" and m == "POST":
@@ -370,6 +460,36 @@ class Handler(BaseHTTPRequestHandler):
             raise HTTPError(409, "conflict", "%s %s exists with a different configuration "
                             "(PUT ?overwrite=true replaces it)" % (kind, name))
 
+    def count(self, name):
+        st = self.server.state
+        with st.lock:
+            st.ns_requests[name] = st.ns_requests.get(name, 0) + 1
+
+    def metrics(self):
+        st = self.server.state
+        lines = ["# HELP saas_namespace_vectors Vectors stored in the tenant's namespace.",
+                 "# TYPE saas_namespace_vectors gauge"]
+        with st.lock:
+            names = sorted(st.namespaces)
+            for n in names:
+                lines.append('saas_namespace_vectors{tenant="%s"} %d' % (n, len(st.namespaces[n]["vectors"])))
+            lines += ["# HELP saas_namespace_requests_total API requests on the tenant's namespace.",
+                      "# TYPE saas_namespace_requests_total counter"]
+            for n in names:
+                lines.append('saas_namespace_requests_total{tenant="%s"} %d' % (n, st.ns_requests.get(n, 0)))
+        return self.send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4")
+
+    def delete_vectors(self, name, body):
+        st = self.server.state
+        req = self.json_body(body)
+        ids = req.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise HTTPError(400, "invalid_request", "ids must be a list of strings")
+        with st.lock:
+            ns = self.namespace(name)
+            n = sum(1 for i in ids if ns["vectors"].pop(i, None) is not None)
+        return self.send(200, {"deleted": n})
+
     def namespace(self, name):
         r = self.server.state.namespaces.get(name)
         if r is None:
@@ -422,7 +542,7 @@ class Handler(BaseHTTPRequestHandler):
                 vn = math.sqrt(sum(f * f for f in vals))
                 score = sum(a * b for a, b in zip(q, vals)) / (qn * vn) if qn and vn else 0.0
                 scored.append((-score, vid, rec))
-            scored.sort(key=lambda s: (s[0], s[1]))
+            scored.sort(key=lambda s: (s[0], s[1]), reverse="reverse_ranking" in st.quirks)
             matches = [{"id": vid, "score": round(-neg, 6), "metadata": rec["metadata"]}
                        for neg, vid, rec in scored[:top_k]]
         return self.send(200, {"namespace": name, "matches": matches,
@@ -468,7 +588,7 @@ class Handler(BaseHTTPRequestHandler):
                     "hooks": list(st.hooks),
                     "idempotency_keys": {k: {"method": v["method"], "path": v["path"], "status": v["status"]}
                                          for k, v in st.idem.items()},
-                    "faults": list(st.faults), "latency": list(st.latency)})
+                    "faults": list(st.faults), "latency": list(st.latency), "quirks": sorted(st.quirks)})
         if action == "requests" and m == "GET":
             with st.lock:
                 return self.send(200, {"requests": list(st.requests)})
@@ -487,6 +607,13 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     st.faults.append(f)
                     return self.send(200, {"ok": True, "faults": st.faults})
+            if action == "quirk":
+                need("name")
+                if q["name"] not in ("reverse_ranking",):
+                    raise HTTPError(400, "unknown quirk (known: reverse_ranking)")
+                with st.lock:
+                    (st.quirks.add if q.get("on", "1") == "1" else st.quirks.discard)(q["name"])
+                    return self.send(200, {"ok": True, "quirks": sorted(st.quirks)})
             if action == "latency":
                 need("ms")
                 prefix, ms, jit = q.get("path", "/"), int(q["ms"]), int(q.get("jitter_ms", "0"))
@@ -539,6 +666,8 @@ def main():
                                            the next N requests under PREFIX fail
   POST /_admin/latency?path=PREFIX&ms=N[&jitter_ms=J]
                                            delay matching requests (ms=0 clears)
+  POST /_admin/quirk?name=reverse_ranking[&on=0]
+                                           queries rank the worst match first
   POST /_admin/set?path=/v1/namespaces/N   body: JSON that replaces the stored
        /_admin/set?path=/api/dashboards/U  config (e.g. drop a tag on purpose)
   POST /_admin/delete?path=...             remove a resource behind the worker's back
@@ -552,12 +681,14 @@ def main():
     ap.add_argument("--pid-file", help="write this process's PID to this file")
     ap.add_argument("--token", default=os.environ.get("SAAS_TOKEN") or None,
                     help="require 'Authorization: Bearer TOKEN' on /v1/ and /api/ (default: env SAAS_TOKEN)")
+    ap.add_argument("--jwks", help="JWKS file of Ed25519 keys: tenants' JWTs open their own namespaces")
     ap.add_argument("--lifetime", type=float, default=0,
                     help="exit by itself after this many seconds (0: run until SIGTERM/SIGINT)")
     ap.add_argument("--quiet", action="store_true", help="no per-request log lines")
     args = ap.parse_args()
 
     srv = Server((args.bind, args.port), Handler, args)
+    srv.jwks = Jwks(args.jwks) if args.jwks else None
     port = srv.server_address[1]
     if args.port_file:
         tmp = args.port_file + ".tmp"

@@ -120,6 +120,17 @@ admin GET /_admin/state > /dev/null
 check "state: the webhook message" "tenant acme-corp active" "$(json "$T/admin" "d['hooks'][0]['payload']['text']")"
 check "state: namespace vector ids" "['a', 'b', 'c']" "$(json "$T/admin" "d['namespaces']['acme-corp']['vector_ids']")"
 check "state: idempotency key recorded" 201 "$(json "$T/admin" "d['idempotency_keys']['job1/vector']['status']")"
+check "metrics: no token needed" 200 "$(curl -sS -o "$T/metrics" -w '%{http_code}' "$BASE/metrics")"
+has "  ... the tenant's vector count" "$T/metrics" 'saas_namespace_vectors{tenant="acme-corp"} 3'
+has "  ... the tenant's request counter" "$T/metrics" 'saas_namespace_requests_total{tenant="acme-corp"}'
+check "query: the nearest vector first" a "$(api POST /v1/namespaces/acme-corp/query '{"vector": [1, 0, 0], "top_k": 3}' >/dev/null; json "$T/body" "d['matches'][0]['id']")"
+check "quirk reverse_ranking" 200 "$(admin POST "/_admin/quirk?name=reverse_ranking")"
+check "  ... the farthest vector first" False "$(api POST /v1/namespaces/acme-corp/query '{"vector": [1, 0, 0], "top_k": 3}' >/dev/null; json "$T/body" "d['matches'][0]['id'] == 'a'")"
+check "  ... off again" 200 "$(admin POST "/_admin/quirk?name=reverse_ranking&on=0")"
+check "unknown quirk" 400 "$(admin POST "/_admin/quirk?name=nope")"
+check "delete vectors" 200 "$(api POST /v1/namespaces/acme-corp/vectors/delete '{"ids": ["c", "zz"]}')"
+check "  ... only the ones there count" 1 "$(json "$T/body" "d['deleted']")"
+check "delete vectors: ids must be strings" 400 "$(api POST /v1/namespaces/acme-corp/vectors/delete '{"ids": [1]}')"
 check "admin set: drop the namespace's tags" 200 "$(admin POST "/_admin/set?path=/v1/namespaces/acme-corp" '{"replicas": 3, "dimension": 3}')"
 api GET /v1/namespaces/acme-corp > /dev/null
 check "  ... GET shows no tags" False "$(json "$T/body" "'tags' in d['config']")"

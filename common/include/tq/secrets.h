@@ -48,7 +48,16 @@ enum tq_err tq_keyring_parse(const char *text, struct tq_keyring **out, char *er
  * *out is NULL (and TQ_OK) when neither is set.
  */
 enum tq_err tq_keyring_from_env(struct tq_keyring **out, char *errbuf, size_t errlen);
+/*
+ * The same from any pair of variables (e.g. TQ_AUTH_KEY / TQ_AUTH_KEY_FILE,
+ * the JWT signing keys of tq/jwt.h); errors name the variable.
+ */
+enum tq_err tq_keyring_from_vars(const char *var, const char *file_var, struct tq_keyring **out,
+                                 char *errbuf, size_t errlen);
 void tq_keyring_free(struct tq_keyring *k);
+/* Number of keys; key i's id (NULL past the end) and its 32 bytes in *key (borrowed). */
+int tq_keyring_size(const struct tq_keyring *k);
+const char *tq_keyring_key_at(const struct tq_keyring *k, int i, const unsigned char **key);
 /* Id of the current key; borrowed from k. */
 const char *tq_keyring_current(const struct tq_keyring *k);
 
