@@ -101,13 +101,13 @@ bool cli_dispatch(struct cli *c, const int64_t *ids, size_t n, int64_t due_ms)
 }
 
 int action_finish(struct cli *c, enum tq_err err, const struct tq_admin_result *res,
-                  const char *errbuf)
+                  const char *why)
 {
     if (err == TQ_ENOTFOUND)
         return cli_fail(c, EXIT_NOTFOUND, NULL, "tenant_id: no such tenant \"%s\"",
                         res->tenant_id);
     if (err)
-        return cli_fail(c, cli_exit_for(err), NULL, "%s: %s", res->tenant_id, errbuf);
+        return cli_fail(c, cli_exit_for(err), NULL, "%s: %s", res->tenant_id, why);
     bool deferred = false;
     if (res->dispatch)
         deferred = !cli_dispatch(c, &res->job_id, 1, res->due_ms);
@@ -152,9 +152,8 @@ int action_run(struct cli *c, int argc, char **argv, const struct action_spec *s
     struct tq_pg *pg = NULL;
     if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
         struct tq_admin_result res;
-        char why[512];
-        enum tq_err err = fn(c, pg, &a, &res, why, sizeof(why));
-        rc = action_finish(c, err, &res, why);
+        enum tq_err err = fn(c, pg, &a, &res);
+        rc = action_finish(c, err, &res, tq_pg_errstr(pg));
     }
     tq_pg_close(pg);
     return rc;

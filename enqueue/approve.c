@@ -9,6 +9,9 @@ static const char usage[] =
     "time are recorded (approver, approved_at, audit event \"approved\"), and the\n"
     "job is dispatched to the workers. A tenant in any other status is refused\n"
     "(exit 3, naming its status): approving twice is an error, not a no-op.\n"
+    "WHO must hold the role the approval policy names for the tenant's tier\n"
+    "(tq-enqueue approvers list) and must not be the request's owner: the\n"
+    "requester never approves their own request (exit 3, nothing changed).\n"
     "\n"
     "options:\n"
     "  --by WHO       who approves (required; 1-200 bytes, recorded in the audit log)\n"
@@ -22,10 +25,10 @@ static const char usage[] =
     "\n" CLI_EXIT_CODES;
 
 static enum tq_err run(struct cli *c, struct tq_pg *pg, const struct action_args *a,
-                       struct tq_admin_result *res, char *why, size_t whylen)
+                       struct tq_admin_result *res)
 {
     (void)c;
-    enum tq_err err = tq_admin_approve(pg, a->tenant, a->by, a->text, res, why, whylen);
+    enum tq_err err = tq_admin_approve(pg, a->tenant, a->by, a->text, res);
     return err;
 }
 

@@ -27,9 +27,9 @@ static const char usage[] =
     "\n" CLI_EXIT_CODES;
 
 static enum tq_err run(struct cli *c, struct tq_pg *pg, const struct action_args *a,
-                       struct tq_admin_result *res, char *why, size_t whylen)
+                       struct tq_admin_result *res)
 {
-    enum tq_err err = tq_admin_cancel(pg, a->tenant, a->by, res, why, whylen);
+    enum tq_err err = tq_admin_cancel(pg, a->tenant, a->by, res);
     if (!err && strcmp(res->action, "cancelled") == 0) {
         /* Tidy only: a worker that fetches the id finds it cancelled and drops it. */
         struct tq_queue *q = NULL;

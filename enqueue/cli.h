@@ -104,7 +104,7 @@ int cli_open_pg(struct cli *c, struct tq_pg **pg);
  * to Redis when res->dispatch says so ("dispatch deferred" if Redis is away).
  */
 int action_finish(struct cli *c, enum tq_err err, const struct tq_admin_result *res,
-                  const char *errbuf);
+                  const char *why);
 /*
  * Push ids (LPUSH ready, or ZADD delayed when due_ms > now). Returns true
  * when done, false when deferred (warning on stderr already printed).
@@ -113,10 +113,10 @@ bool cli_dispatch(struct cli *c, const int64_t *ids, size_t n, int64_t due_ms);
 
 /*
  * The whole of a tenant action: parse (action_parse), open PostgreSQL, run fn,
- * report (action_finish). fn fills res and, on error, errbuf.
+ * report (action_finish). fn fills res; on error tq_pg_errstr(pg) has the detail.
  */
 typedef enum tq_err action_fn(struct cli *c, struct tq_pg *pg, const struct action_args *a,
-                              struct tq_admin_result *res, char *errbuf, size_t errlen);
+                              struct tq_admin_result *res);
 int action_run(struct cli *c, int argc, char **argv, const struct action_spec *spec,
                action_fn *fn);
 
@@ -137,6 +137,7 @@ int cmd_credentials(struct cli *c, int argc, char **argv);   /* credentials.c */
 int cmd_secrets(struct cli *c, int argc, char **argv);       /* credentials.c */
 int cmd_auth(struct cli *c, int argc, char **argv);          /* credentials.c */
 int cmd_pipeline(struct cli *c, int argc, char **argv);
+int cmd_approvers(struct cli *c, int argc, char **argv);
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

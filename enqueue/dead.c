@@ -112,10 +112,9 @@ static json_t *other_values(struct cli *c, struct tq_pg *pg, const json_t *dead)
 static int list(struct cli *c, struct tq_pg *pg)
 {
     json_t *dead = NULL;
-    char why[512];
-    enum tq_err err = tq_admin_dead_list(pg, &dead, why, sizeof(why));
+    enum tq_err err = tq_admin_dead_list(pg, &dead);
     if (err)
-        return cli_fail(c, cli_exit_for(err), NULL, "%s", why);
+        return cli_fail(c, cli_exit_for(err), NULL, "%s", tq_pg_errstr(pg));
     json_t *other = other_values(c, pg, dead);
     if (c->json) {
         cli_print_json(json_pack("{s:o, s:o}", "dead", dead, "other",
@@ -227,12 +226,11 @@ static int refuse_garbage(struct cli *c, const char *target)
 static int requeue(struct cli *c, struct tq_pg *pg, const char *target, const char *by)
 {
     json_t *done = NULL;
-    char why[512];
-    enum tq_err err = tq_admin_dead_requeue(pg, target, by, &done, why, sizeof(why));
+    enum tq_err err = tq_admin_dead_requeue(pg, target, by, &done);
     if (err == TQ_ENOTFOUND)
-        return cli_fail(c, EXIT_NOTFOUND, NULL, "requeue: %s", why);
+        return cli_fail(c, EXIT_NOTFOUND, NULL, "requeue: %s", tq_pg_errstr(pg));
     if (err)
-        return cli_fail(c, cli_exit_for(err), NULL, "requeue: %s", why);
+        return cli_fail(c, cli_exit_for(err), NULL, "requeue: %s", tq_pg_errstr(pg));
     size_t n = json_array_size(done);
     int64_t *ids = calloc(n, sizeof(*ids));
     for (size_t i = 0; ids && i < n; i++)

@@ -21,10 +21,10 @@ static const char usage[] =
     "\n" CLI_EXIT_CODES;
 
 static enum tq_err run(struct cli *c, struct tq_pg *pg, const struct action_args *a,
-                       struct tq_admin_result *res, char *why, size_t whylen)
+                       struct tq_admin_result *res)
 {
     (void)c;
-    enum tq_err err = tq_admin_deprovision(pg, a->tenant, a->by, res, why, whylen);
+    enum tq_err err = tq_admin_deprovision(pg, a->tenant, a->by, res);
     return err;
 }
 

@@ -106,11 +106,10 @@ int cmd_history(struct cli *c, int argc, char **argv)
         return rc;
     struct tq_pg *pg = NULL;
     json_t *h = NULL;
-    char why[512] = "";
     if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
-        enum tq_err err = tq_admin_history(pg, id, &h, why, sizeof(why));
+        enum tq_err err = tq_admin_history(pg, id, &h);
         if (err) {
-            rc = cli_fail(c, cli_exit_for(err), NULL, "%s", why);
+            rc = cli_fail(c, cli_exit_for(err), NULL, "%s", tq_pg_errstr(pg));
         } else if (c->json) {
             cli_print_json(h);
             h = NULL;

@@ -47,10 +47,9 @@ static int do_list(struct cli *c)
     int rc = cli_open_pg(c, &pg);
     if (rc == EXIT_DONE) {
         json_t *list = NULL;
-        char why[512];
-        enum tq_err err = tq_pipeline_list(pg, &list, why, sizeof(why));
+        enum tq_err err = tq_pipeline_list(pg, &list);
         if (err) {
-            rc = cli_fail(c, cli_exit_for(err), NULL, "%s", why);
+            rc = cli_fail(c, cli_exit_for(err), NULL, "%s", tq_pg_errstr(pg));
         } else if (c->json) {
             cli_print_json(list);
             list = NULL;
@@ -93,9 +92,9 @@ static int do_register(struct cli *c, const char *file, const char *name, bool d
     int rc = cli_open_pg(c, &pg);
     if (rc == EXIT_DONE) {
         bool is_default = false;
-        err = tq_pipeline_register(pg, name, pl, dflt, by, &is_default, why, sizeof(why));
+        err = tq_pipeline_register(pg, name, pl, dflt, by, &is_default);
         if (err) {
-            rc = cli_fail(c, cli_exit_for(err), NULL, "%s", why);
+            rc = cli_fail(c, cli_exit_for(err), NULL, "%s", tq_pg_errstr(pg));
         } else if (c->json) {
             cli_print_json(json_pack("{s:s, s:s, s:b, s:I}", "name", name, "hash", pl->hash,
                                      "default", is_default, "steps", (json_int_t)pl->nsteps));

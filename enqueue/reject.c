@@ -8,6 +8,8 @@ static const char usage[] =
     "(failure_reason = TEXT), its held job cancelled, and the decision is\n"
     "audited (event \"rejected\"). Nothing was created, so nothing is rolled back.\n"
     "A tenant in any other status is refused (exit 3, naming its status).\n"
+    "WHO must hold the role the approval policy names for the tenant's tier\n"
+    "(tq-enqueue approvers list; exit 3 otherwise, nothing changed).\n"
     "\n"
     "options:\n"
     "  --by WHO         who rejects (required; 1-200 bytes)\n"
@@ -19,10 +21,10 @@ static const char usage[] =
     "\n" CLI_EXIT_CODES;
 
 static enum tq_err run(struct cli *c, struct tq_pg *pg, const struct action_args *a,
-                       struct tq_admin_result *res, char *why, size_t whylen)
+                       struct tq_admin_result *res)
 {
     (void)c;
-    enum tq_err err = tq_admin_reject(pg, a->tenant, a->by, a->text, res, why, whylen);
+    enum tq_err err = tq_admin_reject(pg, a->tenant, a->by, a->text, res);
     return err;
 }
 

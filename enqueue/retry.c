@@ -40,15 +40,16 @@ int cmd_retry(struct cli *c, int argc, char **argv)
     struct tq_pg *pg = NULL;
     if ((rc = cli_open_pg(c, &pg)) == EXIT_DONE) {
         /* Only a failed tenant needs the pipeline; a missing default matters only then. */
-        if (tq_pipeline_named(pg, NULL, &pl, plwhy, sizeof(plwhy)) != TQ_OK)
+        if (tq_pipeline_named(pg, NULL, &pl) != TQ_OK) {
+            snprintf(plwhy, sizeof(plwhy), "%s", tq_pg_errstr(pg));
             pl = NULL;
+        }
         struct tq_admin_result res;
-        char why[512];
-        enum tq_err err = tq_admin_retry(pg, a.tenant, a.by, pl, &res, why, sizeof(why));
+        enum tq_err err = tq_admin_retry(pg, a.tenant, a.by, pl, &res);
         if (err == TQ_ECONFLICT && res.needs_pipeline)
-            rc = cli_fail(c, EXIT_USAGE, NULL, "%s: %s: %s", a.tenant, why, plwhy);
+            rc = cli_fail(c, EXIT_USAGE, NULL, "%s: %s: %s", a.tenant, tq_pg_errstr(pg), plwhy);
         else
-            rc = action_finish(c, err, &res, why);
+            rc = action_finish(c, err, &res, tq_pg_errstr(pg));
     }
     tq_pg_close(pg);
     tq_pipeline_free(pl);

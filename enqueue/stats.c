@@ -79,13 +79,12 @@ int cmd_stats(struct cli *c, int argc, char **argv)
     struct tq_pg *pg = NULL;
     struct tq_queue *q = NULL;
     json_t *ps = NULL, *qs = NULL;
-    char why[512];
     rc = cli_open_pg(c, &pg);
     if (rc != EXIT_DONE)
         goto out;
-    enum tq_err err = tq_admin_pg_stats(pg, &ps, why, sizeof(why));
+    enum tq_err err = tq_admin_pg_stats(pg, &ps);
     if (err) {
-        rc = cli_fail(c, cli_exit_for(err), NULL, "%s", why);
+        rc = cli_fail(c, cli_exit_for(err), NULL, "%s", tq_pg_errstr(pg));
         goto out;
     }
     err = tq_queue_open(&c->cfg, NULL, &q);

@@ -183,8 +183,9 @@ static enum tq_err commit_group(struct stream *s, struct pending **ps, size_t n,
     enum tq_err err;
     int tries = 0;
     for (long waited = 0, pause = 50;; tries++) {
-        err = tq_pg_submit(s->pg, items, n, s->batch, s->pl, s->rules, CLI_DEFAULT_ACTOR, why,
-                           whylen);
+        err = tq_pg_submit(s->pg, items, n, s->batch, s->pl, s->rules, CLI_DEFAULT_ACTOR);
+        if (err)
+            snprintf(why, whylen, "%s", tq_pg_errstr(s->pg));
         if (err != TQ_ECONNECT || waited >= RECONNECT_MS)
             break;
         sleep_ms(pause);
@@ -330,8 +331,8 @@ int submit_stream(struct cli *c, const char *batch, const char *pipeline,
     /* only an operator-registered pipeline, read once: the stream's requests
        all run on it */
     if (!err)
-        err = tq_pipeline_named(s.pg, pipeline, &s.pl, why, sizeof(why));
-    else
+        err = tq_pipeline_named(s.pg, pipeline, &s.pl);
+    if (err)
         snprintf(why, sizeof(why), "%s", tq_pg_errstr(s.pg));
     if (err) {
         tq_pg_close(s.pg);

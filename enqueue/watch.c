@@ -36,14 +36,15 @@ static long long num(const json_t *o, const char *k)
 /* Done for watching: finished, or its job dead-lettered (an operator must act). */
 static bool settled(const json_t *t)
 {
-    return tenant_finished(str(t, "status")) || strcmp(str(t, "job_status"), "dead") == 0;
+    return tenant_finished(str(t, "status")) ||
+           tq_job_status_parse(str(t, "job_status")) == TQ_JS_DEAD;
 }
 
 /* Percent of a tenant's work done: finished-and-succeeded statuses are whole. */
 static int percent(const json_t *t)
 {
-    const char *s = str(t, "status");
-    if (strcmp(s, "active") == 0 || strcmp(s, "deprovisioned") == 0)
+    enum tq_tenant_status s = tq_tenant_status_parse(str(t, "status"));
+    if (s == TQ_TS_ACTIVE || s == TQ_TS_DEPROVISIONED)
         return 100;
     long long done = num(t, "steps_done"), total = num(t, "steps_total");
     if (total <= 0)
@@ -150,7 +151,7 @@ static void draw(struct screen *s, const json_t *tenants, const struct watch_opt
         const char *detail = str(t, "failure_reason");
         if (!*detail)
             detail = str(t, "current_step");
-        bool dead = strcmp(str(t, "job_status"), "dead") == 0;
+        bool dead = tq_job_status_parse(str(t, "job_status")) == TQ_JS_DEAD;
         snprintf(line, sizeof(line), "%-*.*s %s %3d%%  %lld/%lld  %-15s %s", idw, idw,
                  str(t, "tenant_id"), b, pct, num(t, "steps_done"), num(t, "steps_total"),
                  dead ? "job dead" : str(t, "status"), detail);

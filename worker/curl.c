@@ -140,11 +140,14 @@ struct wk_curl *wk_curl_new(uv_loop_t *loop)
    (about 2.4 MB of RSS; docs/design.md §9). This libcurl is built
    thread-safe (curl-config --features: threadsafe), so a step's
    curl_easy_init() before this initialises the same way, once. */
-static void multi_ensure(struct wk_curl *c)
+static enum tq_err multi_ensure(struct wk_curl *c)
 {
     if (c->multi)
-        return;
-    curl_global_init(CURL_GLOBAL_DEFAULT);   /* paired with wk_curl_free */
+        return TQ_OK;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {   /* paired with wk_curl_free */
+        tq_error("libcurl did not initialise; the transfer fails");
+        return TQ_EIO;
+    }
     c->multi = curl_multi_init();
     if (!c->multi)
         tq_panic(__FILE__, __LINE__, "curl_multi_init failed");
@@ -152,11 +155,13 @@ static void multi_ensure(struct wk_curl *c)
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    return TQ_OK;
 }
 
 enum tq_err wk_curl_start(struct wk_curl *c, CURL *e, wk_curl_done_cb *cb, void *arg)
 {
-    multi_ensure(c);
+    if (multi_ensure(c) != TQ_OK)
+        return TQ_EIO;
     struct xfer *x = tq_xcalloc(1, sizeof(*x));
     x->cb = cb;
     x->arg = arg;

@@ -317,15 +317,16 @@ static enum wk_st initial(const char *status, bool rollback)
 
 static enum wk_st first_state(const struct wk_job *j, size_t i, const char *was)
 {
+    enum tq_step_status st = tq_step_status_parse(was);
     switch (j->kind) {
     case WK_KIND_REVALIDATE:
         /* validation steps are those with a class; the rest made resources */
         return j->pl->steps[i].cls == TQ_CLASS_NONE ? WK_S_SKIPPED
-               : was && strcmp(was, "succeeded") == 0 ? WK_S_SUCCEEDED
-                                                      : WK_S_PENDING;
+               : st == TQ_SS_SUCCEEDED              ? WK_S_SUCCEEDED
+                                                    : WK_S_PENDING;
     case WK_KIND_DEPROVISION:
         /* a deprovision job undoes everything its own rows do not show undone */
-        return was && strcmp(was, "compensated") == 0 ? WK_S_COMPENSATED : WK_S_UNDO_PENDING;
+        return st == TQ_SS_COMPENSATED ? WK_S_COMPENSATED : WK_S_UNDO_PENDING;
     default:
         return initial(was, j->cl.rollback);
     }
@@ -353,6 +354,10 @@ void wk_engine_run(struct wk_engine *e, struct wk_claimed *c)
         /* attempts count across deliveries: a retry policy is not reset by a crash */
         ss->attempts = (int)json_integer_value(json_object_get(rec, "attempts"));
         ss->undo_attempts = (int)json_integer_value(json_object_get(rec, "undo_attempts"));
+        /* ... and so does the outage's share, which the policy does not count */
+        ss->outage_attempts = (int)json_integer_value(json_object_get(rec, "outage_attempts"));
+        ss->undo_outage_attempts =
+            (int)json_integer_value(json_object_get(rec, "undo_outage_attempts"));
         /* unknown (no record of it): an earlier attempt may have reached its server */
         const json_t *reached = json_object_get(rec, "reached");
         ss->reached = json_is_false(reached) ? RCH_NEVER : RCH_MAYBE;

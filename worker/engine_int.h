@@ -21,6 +21,11 @@ struct stepstate {
     int unreached;           /* run attempts in a row that never reached the server (this delivery) */
     uint64_t due_ms;         /* long retry: not before */
     uint64_t outage_since_ms;   /* first of the transient failures in a row, 0: none */
+    int outage_attempts;     /* run attempts waited out as an outage, across deliveries:
+                                the retry policy does not count them */
+    int undo_outage_attempts;
+    int outage_unwritten;    /* of those, not yet in a step row (the next one carries them) */
+    int undo_outage_unwritten;
     struct wk_step_run *cur;
     uv_timer_t retry_timer;
     uv_timer_t timeout_timer;

@@ -121,7 +121,9 @@ static void on_async(uv_async_t *a)
     bool exited = atomic_load(&f->exited) && !f->joined;
     if (exited) {
         /* the thread returned (it sent this wake-up last): joining does not wait */
-        pthread_join(f->th, NULL);
+        int rc = pthread_join(f->th, NULL);
+        if (rc != 0)
+            tq_warn("fetcher: could not join its thread: %s", strerror(rc));
         f->joined = true;
         tq_queue_close(f->q);
         tq_pg_close(f->pg);
@@ -143,6 +145,17 @@ static void on_async(uv_async_t *a)
         f->stopped_cb = NULL;
         cb(f->stopped_arg);
     }
+}
+
+/*
+ * Tell the loop there are claims (or that we ended). uv_async_send fails only
+ * on a handle that is not an async one: a bug, said once.
+ */
+static void wake_loop(struct wk_fetcher *f)
+{
+    static atomic_bool said;
+    if (uv_async_send(&f->async) != 0 && !atomic_exchange(&said, true))
+        tq_error("fetcher: could not wake the loop; claims wait for its next poke");
 }
 
 static void backoff(struct wk_fetcher *f, uint32_t *ms)
@@ -185,6 +198,9 @@ static void explain_unclaimed(struct wk_fetcher *f, const int64_t *ids, size_t n
                         "to %u s", rl.period_ms / 1000);
             }
         }
+    } else {
+        tq_debug("fetcher: could not read why %zu id(s) were not claimable: %s", n,
+                 tq_pg_errstr(f->pg));
     }
     free(st);
 }
@@ -319,7 +335,7 @@ static void cycle(struct wk_fetcher *f, uint32_t *redis_backoff, uint32_t *pg_ba
     *pg_backoff = 100;
     settle_unclaimed(f, ids, n, cl, ncl, dead, ndead);
     hand_over_claimed(f, cl, ncl);
-    uv_async_send(&f->async);
+    wake_loop(f);
 out:
     free(cl);
     free(dead);
@@ -350,7 +366,8 @@ static void *fetcher_main(void *arg)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            pthread_cond_timedwait(&f->cond, &f->mu, &ts);
+            /* ETIMEDOUT is the point: look at the slots and the promote clock again */
+            (void)pthread_cond_timedwait(&f->cond, &f->mu, &ts);
             if (tq_mono_ms() >= next_promote)
                 break;
         }
@@ -361,7 +378,7 @@ static void *fetcher_main(void *arg)
             cycle(f, &rb, &pb);
     }
     atomic_store(&f->exited, true);
-    uv_async_send(&f->async);   /* the loop joins us and delivers the last claims */
+    wake_loop(f);   /* the loop joins us and delivers the last claims */
     return NULL;
 }
 
@@ -379,9 +396,14 @@ struct wk_fetcher *wk_fetcher_start(uv_loop_t *loop, const struct wk_settings *s
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_init(&f->omu, NULL);
     pthread_cond_init(&f->cond, NULL);
-    tq_queue_open(set->cfg, set->worker_id, &f->q);
-    tq_pg_open(set->cfg->database_url, &f->pg);
-    uv_async_init(loop, &f->async, on_async);
+    /* A connection that fails now is made again by the thread's first call,
+       which reports the outage (wk_dep_report) and backs off. */
+    if (tq_queue_open(set->cfg, set->worker_id, &f->q))
+        tq_warn("fetcher: %s; retrying", tq_queue_errstr(f->q));
+    if (tq_pg_open(set->cfg->database_url, &f->pg))
+        tq_warn("fetcher: %s; retrying", tq_pg_errstr(f->pg));
+    if (uv_async_init(loop, &f->async, on_async) != 0)
+        tq_panic(__FILE__, __LINE__, "cannot create the fetcher's wake-up handle");
     f->async.data = f;
     if (pthread_create(&f->th, NULL, fetcher_main, f) != 0)
         tq_panic(__FILE__, __LINE__, "cannot start the fetcher thread");

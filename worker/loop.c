@@ -5,6 +5,7 @@
  * and PostgreSQL round trips for it. SIGTERM/SIGINT drain: no new jobs,
  * jobs in hand finish their step or are handed back, then exit 0.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "limits.h"
 #include "loop.h"
 #include "step_int.h"
+#include "tq/approvers.h"
 #include "tq/log.h"
 #include "tq/probe.h"
 #include "tq/util.h"
@@ -39,6 +41,7 @@ struct worker {
     uv_work_t hb_work;
     char last_problem[200];     /* the database's, at the last beat (heartbeat only) */
     bool hb_busy;
+    bool tick_err_logged;      /* a failure between beats was logged; reset when one works */
     bool stopping;
     struct tq_queue *hb_q;
     struct tq_pg *hb_pg;
@@ -80,12 +83,31 @@ static void revalidate_due(struct worker *wk)
     int64_t *ids = NULL;
     size_t n = 0;
     if (tq_pg_revalidate_due(wk->hb_pg, wk->cfg->queue, every, REVALIDATE_BATCH, "scheduler",
-                             &ids, &n) == TQ_OK &&
-        n > 0) {
+                             &ids, &n) != TQ_OK) {
+        tq_warn("drift: could not queue the revalidations due: %s; next period",
+                tq_pg_errstr(wk->hb_pg));
+    } else if (n > 0) {
         tq_info("drift: queued revalidation of %zu tenant(s) due for their check", n);
         push_ids(wk, ids, n);
     }
     free(ids);
+}
+
+/*
+ * Approvals waiting longer than TQ_APPROVAL_ESCALATE_AFTER: an audit event
+ * approval_escalated per request, once a period (tq_approvals_escalate;
+ * delivery to people is the notification dispatcher's, from the event).
+ */
+static void escalate_due(struct worker *wk)
+{
+    if (wk->set.escalate_after_s == 0)
+        return;
+    size_t n = 0;
+    if (tq_approvals_escalate(wk->hb_pg, wk->cfg->queue, wk->set.escalate_after_s, "scheduler",
+                              &n) == TQ_OK &&
+        n > 0)
+        tq_info("approvals: escalated %zu request(s) pending longer than %" PRIu32 " s", n,
+                wk->set.escalate_after_s);
 }
 
 /*
@@ -101,17 +123,27 @@ static void chores(struct worker *wk)
 {
     bool got = false;
     uint32_t period = wk->cfg->lease_ms / 3;
-    if (tq_queue_try_lock(wk->hb_q, "chores", period ? period : 1000, &got) || !got)
+    if (tq_queue_try_lock(wk->hb_q, "chores", period ? period : 1000, &got)) {
+        tq_warn("chores: could not take the fleet lock: %s; next period",
+                tq_queue_errstr(wk->hb_q));
         return;
+    }
+    if (!got)
+        return;   /* another worker does them this period */
     int dead = 0, moved = 0;
-    if (tq_queue_reap(wk->hb_q, &dead, &moved) == TQ_OK && dead > 0)
+    if (tq_queue_reap(wk->hb_q, &dead, &moved) != TQ_OK)
+        tq_warn("reaper: %s; next period", tq_queue_errstr(wk->hb_q));
+    else if (dead > 0)
         tq_warn("reaper: %d worker(s) stopped heartbeating; %d job(s) returned to ready", dead,
                 moved);
     revalidate_due(wk);
+    escalate_due(wk);
     int64_t *ids = NULL;
     size_t n = 0;
-    if (tq_pg_orphans(wk->hb_pg, wk->cfg->queue, wk->cfg->lease_ms, 500, &ids, &n) == TQ_OK &&
-        n > 0) {
+    if (tq_pg_orphans(wk->hb_pg, wk->cfg->queue, wk->cfg->lease_ms, 500, &ids, &n) != TQ_OK)
+        tq_warn("reconciler: could not read the runnable jobs: %s; next period",
+                tq_pg_errstr(wk->hb_pg));
+    else if (n > 0) {
         char (*buf)[24] = tq_xcalloc(n, sizeof(*buf));
         const char **argv = tq_xcalloc(n, sizeof(char *));
         for (size_t i = 0; i < n; i++) {
@@ -119,7 +151,10 @@ static void chores(struct worker *wk)
             argv[i] = buf[i];
         }
         int pushed = 0;
-        if (tq_queue_push_missing(wk->hb_q, argv, n, &pushed) == TQ_OK && pushed > 0)
+        if (tq_queue_push_missing(wk->hb_q, argv, n, &pushed) != TQ_OK)
+            tq_warn("reconciler: could not dispatch %zu runnable job(s): %s; next period", n,
+                    tq_queue_errstr(wk->hb_q));
+        else if (pushed > 0)
             tq_warn("reconciler: %d runnable job(s) were in no Redis list; dispatched again",
                     pushed);
         free(argv);
@@ -154,20 +189,26 @@ static void hb_work(uv_work_t *w)
     free(wk->cancels);
     wk->cancels = NULL;
     wk->ncancels = 0;
-    if (tq_pg_cancel_requests(wk->hb_pg, wk->id, wk->held, wk->nheld, &wk->cancels,
-                              &wk->ncancels) != TQ_OK) {
+    enum tq_err err = tq_pg_cancel_requests(wk->hb_pg, wk->id, wk->held, wk->nheld,
+                                            &wk->cancels, &wk->ncancels);
+    if (err) {
         wk->cancels = NULL;
         wk->ncancels = 0;
     }
     uint64_t now = tq_mono_ms();
     if (now < wk->next_beat_ms) {
         /* a step waits for its job's lease to be confirmed (worker/limits.c) */
-        if (wk_leases_wanted())
-            confirm_leases(wk);
+        if (!err && wk_leases_wanted())
+            err = confirm_leases(wk);
+        /* between beats, once per outage: the next beat reports the database's state */
+        if (err && !wk->tick_err_logged)
+            tq_warn("heartbeat: could not read cancel requests or confirm leases: %s",
+                    tq_pg_errstr(wk->hb_pg));
+        wk->tick_err_logged = err != TQ_OK;
         return;
     }
     wk->next_beat_ms = now + wk->cfg->lease_ms / 3;
-    enum tq_err err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
+    err = tq_queue_heartbeat(wk->hb_q, wk->cfg->lease_ms);
     long long ready, delayed, dead;
     if (!err)
         err = tq_queue_depths(wk->hb_q, &ready, &delayed, &dead);
@@ -361,7 +402,8 @@ static void on_signal(uv_signal_t *h, int signum)
 static void make_worker_id(char *out, size_t len)
 {
     char host[64] = "host";
-    gethostname(host, sizeof(host) - 1);
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        snprintf(host, sizeof(host), "host");   /* the pid and random part keep it unique */
     host[sizeof(host) - 1] = '\0';
     unsigned char r[4] = {0};
     tq_random_bytes(r, sizeof(r));
@@ -383,14 +425,149 @@ static void remember_signal(int signo)
     early_signal = signo;
 }
 
-int wk_run(const struct tq_config *cfg)
+/* A libuv call on our own handles fails only through a bug of ours: say where, and stop. */
+static void must(int rc, const char *what)
+{
+    if (rc != 0)
+        tq_panic(__FILE__, __LINE__, what);
+}
+
+/* Until the loop owns SIGTERM and SIGINT, remember them (early_signal). */
+static void catch_early_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = remember_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        tq_warn("could not catch SIGTERM/SIGINT during start-up: %s", strerror(errno));
+}
+
+/* Process-wide set-up before any connection: thread pool, limits, SIGPIPE. */
+static void prepare_process(const struct tq_config *cfg, const char *worker_id)
+{
+    /* Blocking step work and the heartbeat share the pool: size it first. */
+    char pool[16];
+    snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
+    if (setenv("UV_THREADPOOL_SIZE", pool, 1) != 0)
+        tq_warn("could not size the thread pool (%s threads): %s", pool, strerror(errno));
+    wk_blocking_init(cfg->database_url);
+    wk_limits_init(cfg, worker_id);
+    /* A peer that closes its end (Redis restarted, a scraper gone) must come
+       back as EPIPE from write(2), which every client here handles by
+       reconnecting; left at its default, SIGPIPE ends the process without a
+       word. hiredis and libuv write to sockets without MSG_NOSIGNAL. */
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        tq_warn("could not ignore SIGPIPE: %s", strerror(errno));
+}
+
+/* Anything but noeviction silently drops queue keys. 0: fine (or allowed). */
+static int check_eviction(struct worker *wk)
+{
+    char policy[64];
+    enum tq_err err = tq_queue_eviction_policy(wk->hb_q, policy, sizeof(policy));
+    if (err) {
+        tq_warn("could not check redis maxmemory-policy (%s); make sure it is noeviction",
+                tq_queue_errstr(wk->hb_q));
+        return 0;
+    }
+    if (strcmp(policy, "noeviction") == 0)
+        return 0;
+    if (!wk->set.allow_eviction) {
+        tq_error("cannot start: redis maxmemory-policy is \"%s\"; anything but noeviction "
+                 "silently drops queue keys (set it to noeviction, or TQ_ALLOW_EVICTION=1 "
+                 "to run anyway)", policy);
+        return -1;
+    }
+    tq_warn("redis maxmemory-policy is \"%s\" (allowed by TQ_ALLOW_EVICTION)", policy);
+    return 0;
+}
+
+/* The heartbeat's own connections, and the start-up refusals (startup.c). 0: go on. */
+static int connect_services(struct worker *wk)
+{
+    if (tq_queue_open(wk->cfg, wk->id, &wk->hb_q)) {
+        tq_error("cannot start: %s", tq_queue_errstr(wk->hb_q));
+        return -1;
+    }
+    if (check_eviction(wk) != 0)
+        return -1;
+    if (tq_pg_open(wk->cfg->database_url, &wk->hb_pg)) {
+        tq_error("cannot start: %s", tq_pg_errstr(wk->hb_pg));
+        return -1;
+    }
+    if (wk_startup_checks(&wk->set, wk->hb_pg, wk->hb_q) != 0)
+        return -1;
+    wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
+    wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
+    return 0;
+}
+
+/*
+ * The loop's parts: HTTP listener, curl, writer, engine, signals, heartbeat,
+ * then the fetcher. 0: running (the caller runs the loop).
+ */
+static int start_loop_parts(struct worker *wk)
+{
+    const struct tq_config *cfg = wk->cfg;
+    if (cfg->http_addr && *cfg->http_addr &&
+        wk_http_start(wk->loop, cfg->http_addr, &wk->draining, 64 + 16 * (cfg->concurrency + 4),
+                      &wk->http) != 0)
+        return -1;
+    wk->set.curl = wk_curl_new(wk->loop);   /* libcurl itself starts with the first transfer */
+    wk->writer = wk_writer_start(wk->loop, &wk->set, deliver_report, wk);
+    wk->engine = wk_engine_new(wk->loop, &wk->set, wk->writer, &wk->free_slots, slot_free, wk);
+    must(uv_signal_init(wk->loop, &wk->sig_term), "uv_signal_init");
+    must(uv_signal_init(wk->loop, &wk->sig_int), "uv_signal_init");
+    wk->sig_term.data = wk->sig_int.data = wk;
+    must(uv_signal_start(&wk->sig_term, on_signal, SIGTERM), "uv_signal_start");
+    must(uv_signal_start(&wk->sig_int, on_signal, SIGINT), "uv_signal_start");
+    if (early_signal)
+        raise(early_signal);   /* now libuv's: handled by on_signal once the loop runs */
+    /* Registered and heartbeating before the fetcher reserves anything, so a
+       reaper never takes our first processing list for a dead worker's; and
+       only once SIGTERM is ours, so a stop that follows registration drains. */
+    if (tq_queue_heartbeat(wk->hb_q, cfg->lease_ms))
+        tq_warn("heartbeat: %s", tq_queue_errstr(wk->hb_q));
+    must(uv_timer_init(wk->loop, &wk->hb_timer), "uv_timer_init");
+    wk->hb_timer.data = wk;
+    must(uv_timer_init(wk->loop, &wk->final), "uv_timer_init");
+    wk->final.data = wk;
+    /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
+    uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
+    must(uv_timer_start(&wk->hb_timer, hb_tick, 0, tick ? tick : 1000), "uv_timer_start");
+    wk->fetcher = wk_fetcher_start(wk->loop, &wk->set, &wk->free_slots, deliver_claimed, wk);
+    return 0;
+}
+
+/* Everything wk_run set up, in reverse; started says the loop ran. */
+static void release_all(struct worker *wk, bool started)
+{
+    if (!started) {
+        /* a failed start may have closed handles of its own (a listener that
+           could not bind): let their close callbacks run before the loop goes */
+        if (wk->http)
+            wk_http_close(wk->http);
+        uv_run(wk->loop, UV_RUN_DEFAULT);
+    }
+    tq_queue_close(wk->hb_q);
+    tq_pg_close(wk->hb_pg);
+    free(wk->cancels);
+    free(wk->held);
+    free(wk->confirmed);
+    wk_metrics_free();
+    wk_limits_shutdown();
+    wk_blocking_shutdown();
+    wk_cred_shutdown();
+    curl_global_cleanup();   /* a no-op unless a step's curl_easy_init() started libcurl */
+    if (uv_loop_close(wk->loop) != 0)
+        tq_warn("exiting with libuv handles still open");
+    free(wk->loop);
+}
+
+int wk_run(const struct tq_config *cfg)
+{
+    catch_early_signals();
     struct worker wk;
     memset(&wk, 0, sizeof(wk));
     wk.cfg = cfg;
@@ -403,81 +580,13 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", why);
         return 1;
     }
-
-    /* Blocking step work and the heartbeat share the pool: size it first. */
-    char pool[16];
-    snprintf(pool, sizeof(pool), "%d", cfg->concurrency + 4 > 128 ? 128 : cfg->concurrency + 4);
-    setenv("UV_THREADPOOL_SIZE", pool, 1);
-    wk_blocking_init(cfg->database_url);
-    wk_limits_init(cfg, wk.id);
-    /* A peer that closes its end (Redis restarted, a scraper gone) must come
-       back as EPIPE from write(2), which every client here handles by
-       reconnecting; left at its default, SIGPIPE ends the process without a
-       word. hiredis and libuv write to sockets without MSG_NOSIGNAL. */
-    signal(SIGPIPE, SIG_IGN);
-
-    int rc = 1;
+    prepare_process(cfg, wk.id);
     wk.loop = tq_xmalloc(sizeof(uv_loop_t));
-    uv_loop_init(wk.loop);
-
-    enum tq_err err = tq_queue_open(cfg, wk.id, &wk.hb_q);
-    if (err) {
-        tq_error("cannot start: %s", tq_queue_errstr(wk.hb_q));
-        goto out;
+    must(uv_loop_init(wk.loop), "uv_loop_init");
+    if (connect_services(&wk) != 0 || start_loop_parts(&wk) != 0) {
+        release_all(&wk, false);
+        return 1;
     }
-    char policy[64];
-    err = tq_queue_eviction_policy(wk.hb_q, policy, sizeof(policy));
-    if (!err && strcmp(policy, "noeviction") != 0) {
-        if (!wk.set.allow_eviction) {
-            tq_error("cannot start: redis maxmemory-policy is \"%s\"; anything but noeviction "
-                     "silently drops queue keys (set it to noeviction, or TQ_ALLOW_EVICTION=1 "
-                     "to run anyway)", policy);
-            goto out;
-        }
-        tq_warn("redis maxmemory-policy is \"%s\" (allowed by TQ_ALLOW_EVICTION)", policy);
-    } else if (err) {
-        tq_warn("could not check redis maxmemory-policy (%s); make sure it is noeviction",
-                tq_queue_errstr(wk.hb_q));
-    }
-    err = tq_pg_open(cfg->database_url, &wk.hb_pg);
-    if (err) {
-        tq_error("cannot start: %s", tq_pg_errstr(wk.hb_pg));
-        goto out;
-    }
-    if (wk_startup_checks(&wk.set, wk.hb_pg, wk.hb_q) != 0)
-        goto out;
-    wk_dep_report(WK_DEP_REDIS, TQ_OK, NULL);
-    wk_dep_report(WK_DEP_PG, TQ_OK, NULL);
-
-    if (cfg->http_addr && *cfg->http_addr &&
-        wk_http_start(wk.loop, cfg->http_addr, &wk.draining, 64 + 16 * (cfg->concurrency + 4),
-                      &wk.http) != 0)
-        goto out;
-
-    wk.set.curl = wk_curl_new(wk.loop);   /* libcurl itself starts with the first transfer */
-    wk.writer = wk_writer_start(wk.loop, &wk.set, deliver_report, &wk);
-    wk.engine = wk_engine_new(wk.loop, &wk.set, wk.writer, &wk.free_slots, slot_free, &wk);
-    uv_signal_init(wk.loop, &wk.sig_term);
-    uv_signal_init(wk.loop, &wk.sig_int);
-    wk.sig_term.data = wk.sig_int.data = &wk;
-    uv_signal_start(&wk.sig_term, on_signal, SIGTERM);
-    uv_signal_start(&wk.sig_int, on_signal, SIGINT);
-    if (early_signal)
-        raise(early_signal);   /* now libuv's: handled by on_signal once the loop runs */
-    /* Registered and heartbeating before the fetcher reserves anything, so a
-       reaper never takes our first processing list for a dead worker's; and
-       only once SIGTERM is ours, so a stop that follows registration drains. */
-    if (tq_queue_heartbeat(wk.hb_q, cfg->lease_ms))
-        tq_warn("heartbeat: %s", tq_queue_errstr(wk.hb_q));
-    uv_timer_init(wk.loop, &wk.hb_timer);
-    wk.hb_timer.data = &wk;
-    uv_timer_init(wk.loop, &wk.final);
-    wk.final.data = &wk;
-    /* cancel poll every second; heartbeats every lease/3, so tick at least that often */
-    uint64_t tick = cfg->lease_ms / 3 < 1000 ? cfg->lease_ms / 3 : 1000;
-    uv_timer_start(&wk.hb_timer, hb_tick, 0, tick ? tick : 1000);
-    wk.fetcher = wk_fetcher_start(wk.loop, &wk.set, &wk.free_slots, deliver_claimed, &wk);
-
     tq_info("worker %s started: queue %s, %d slot(s), lease %u ms%s%s", wk.id, cfg->queue,
             cfg->concurrency, cfg->lease_ms, wk.http ? ", http " : "",
             wk.http ? cfg->http_addr : "");
@@ -489,23 +598,6 @@ int wk_run(const struct tq_config *cfg)
             " handed back, %" PRIuFAST64 " lost to other workers",
             wk.id, atomic_load(&wk_metrics.jobs_succeeded), atomic_load(&wk_metrics.jobs_failed),
             atomic_load(&wk_metrics.jobs_released), atomic_load(&wk_metrics.jobs_stale));
-    rc = 0;
-out:
-    if (rc != 0 && wk.http) {
-        wk_http_close(wk.http);
-        uv_run(wk.loop, UV_RUN_DEFAULT);
-    }
-    tq_queue_close(wk.hb_q);
-    tq_pg_close(wk.hb_pg);
-    free(wk.cancels);
-    free(wk.held);
-    free(wk.confirmed);
-    wk_metrics_free();
-    wk_limits_shutdown();
-    wk_blocking_shutdown();
-    wk_cred_shutdown();
-    curl_global_cleanup();   /* a no-op unless a step's curl_easy_init() started libcurl */
-    uv_loop_close(wk.loop);
-    free(wk.loop);
-    return rc;
+    release_all(&wk, true);
+    return 0;
 }

@@ -51,12 +51,18 @@ static const char usage[] =
     "              TQ_TERRAFORM_PG_URL (Terraform's state database: PG_CONN_STR of\n"
     "              exec steps with terraform_backend \"pg\"),\n"
     "              TQ_NOTIFY_WEBHOOK_URL, TQ_SMTP_URL, TQ_NOTIFY_FROM, TQ_NOTIFY_TO\n"
+    "  regions     TQ_REGIONS_FILE: the region map (JSON, region -> s3_region,\n"
+    "              s3_endpoint, vector_url, dashboard_url, pg_url); ${region.X} in a\n"
+    "              pipeline reads the tenant's region's entry, with no fleet default\n"
+    "  approvals   TQ_APPROVAL_ESCALATE_AFTER (seconds a request may wait in\n"
+    "              pending_approval before audit event approval_escalated; 0 off)\n"
     "  pipelines   ${env.X} in a pipeline reads X when the step runs; the shipped\n"
-    "              ones use TQ_S3_ENDPOINT, TQ_S3_REGION, TQ_S3_ACCESS_KEY,\n"
-    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL, TQ_VECTOR_TOKEN, TQ_DASHBOARD_URL,\n"
-    "              TQ_DASHBOARD_TOKEN, TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE,\n"
-    "              TQ_ENVIRONMENT, TQ_AUTH_KEY_FILE (turns the API credential\n"
-    "              steps on), TQ_PROMETHEUS_URL (turns check-monitoring on)\n"
+    "              ones use TQ_S3_ENDPOINT (on/off switch), TQ_S3_ACCESS_KEY,\n"
+    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL and TQ_DASHBOARD_URL (on/off\n"
+    "              switches), TQ_VECTOR_TOKEN, TQ_DASHBOARD_TOKEN,\n"
+    "              TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE, TQ_ENVIRONMENT,\n"
+    "              TQ_AUTH_KEY_FILE (turns the API credential steps on),\n"
+    "              TQ_PROMETHEUS_URL (turns check-monitoring on)\n"
     "The worker runs the pipeline stored with each job; operators register the\n"
     "pipelines a submit may name (tq-enqueue pipeline register).\n"
     "Every value of a secret setting (names with SECRET, TOKEN, PASSWORD, or\n"
@@ -174,6 +180,7 @@ int main(int argc, char **argv)
         goto out;
     }
     tq_log_init("worker", cfg.log_format, getenv("TQ_DEBUG") ? TQ_LOG_DEBUG : TQ_LOG_INFO);
+    wk_template_set_regions(cfg.region_map);
     rc = wk_run(&cfg);
 out:
     tq_config_cleanup(&cfg);

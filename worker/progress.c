@@ -19,19 +19,24 @@ void wk_job_emit_step(struct wk_job *j, size_t i, enum wk_st st, int ad, int ud,
 {
     if (j->phase == WK_PH_STALE)
         return;
+    struct stepstate *ss = &j->ss[i];
     struct tq_step_row r = {
         .job_id = j->cl.c.job_id,
         .epoch = j->cl.c.epoch,
         .step = j->pl->steps[i].name,
-        .status = tq_step_status_name(wk_st_status(st)),
+        .status = wk_st_status(st),
         .attempts_delta = ad,
         .undo_attempts_delta = ud,
+        /* outage attempts ride on the step's next row, whichever it is */
+        .outage_attempts_delta = ss->outage_unwritten,
+        .undo_outage_attempts_delta = ss->undo_outage_unwritten,
         .started_ms = (int64_t)started,
         .finished_ms = (int64_t)finished,
         .error = error,
         .output = output,
         .progress = progress,
     };
+    ss->outage_unwritten = ss->undo_outage_unwritten = 0;
     wk_writer_step(j->eng->w, j, &r);
 }
 
@@ -47,7 +52,7 @@ void wk_job_emit_attempt(struct wk_job *j, struct wk_step_run *run, bool ok, boo
         .step = s->def->name,
         .phase = s->undo ? "undo" : "run",
         .attempt = s->attempt,
-        .status = ok ? "succeeded" : "failed",
+        .status = ok ? TQ_SS_SUCCEEDED : TQ_SS_FAILED,
         .reached = reached,
         .started_ms = (int64_t)run->started_ms,
         .finished_ms = (int64_t)tq_now_ms(),
@@ -66,8 +71,8 @@ void wk_job_emit_job(struct wk_job *j, enum tq_job_status jstatus, enum tq_tenan
     struct tq_job_row r = {
         .job_id = j->cl.c.job_id,
         .epoch = j->cl.c.epoch,
-        .job_status = tq_job_status_name(jstatus),
-        .tenant_status = tq_tenant_status_name(tstatus),
+        .job_status = jstatus,
+        .tenant_status = tstatus,
         .phase = wk_phase_stored(j->phase),
         .event = event,
         .reason = reason,

@@ -3,10 +3,13 @@
  * nothing of the engine, the writer, the fetcher or the metrics. A kind sees
  * its context (struct wk_step), fills in its ops table, and may call the
  * services below: blocking offload to the thread pool, HTTP on the loop's
- * curl multi, notifications and settings; tenant credentials go through
- * credentials.h (the shared secrets store). The engine's own fields of a step
- * live in a private struct (step_int.h) no kind includes. If a kind needs
- * more, add it here on purpose, with a comment (STYLE.md section 10).
+ * curl multi, notifications, settings, tenant credentials (the shared
+ * secrets store), and the helpers several kinds share (steps/tenant_util.h,
+ * steps/s3_client.h, included at the end). A kind includes this header and
+ * libtq's public headers, nothing else of the worker. The engine's own
+ * fields of a step live in a private struct (step_int.h) no kind includes.
+ * If a kind needs more, add it here on purpose, with a comment (STYLE.md
+ * section 10).
  */
 #ifndef WK_STEP_H
 #define WK_STEP_H
@@ -34,8 +37,6 @@ struct wk_step_settings {
     const char *database_url;       /* TQ_DATABASE_URL: the platform database */
     const char *redis_url;          /* TQ_REDIS_URL: the worker's own Redis */
     const char *tenant_redis_url;   /* TQ_TENANT_REDIS_URL: tenants' namespaces (NULL: redis_url) */
-    const char *s3_endpoint;        /* TQ_S3_ENDPOINT */
-    const char *s3_region;          /* TQ_S3_REGION */
     const char *s3_access_key;      /* TQ_S3_ACCESS_KEY */
     const char *s3_secret_key;      /* TQ_S3_SECRET_KEY */
     const char *environment;        /* TQ_ENVIRONMENT (cost tag) */
@@ -146,9 +147,35 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
                const char *event, const char *text, const char *webhook_url,
                const char *smtp_url, wk_notify_cb *cb, void *arg);
 
+/* ------------------------------------------------------------ credentials.c */
+
+/*
+ * Tenant credentials: the shared store (tq/secrets.h, docs/security.md).
+ * Steps write and read a tenant's credentials ONLY through these calls,
+ * never to local files, so a retry, a check or a revalidation on any worker
+ * finds them. Every call works on s->claim->tenant_id and puts its error
+ * text (never a secret) in s->errstr. db is a platform connection the step
+ * already holds (the write then belongs to its open transaction), or NULL to
+ * borrow one from a small pool. Thread-pool threads only (they block).
+ */
+/* Store value (a JSON object, e.g. {"user":..,"password":..}) as name. */
+enum tq_err wk_cred_put(struct wk_step *s, PGconn *db, const char *name, const json_t *value);
+/* *out owned by the caller (json_decref); TQ_ENOTFOUND when there is none. */
+enum tq_err wk_cred_get(struct wk_step *s, PGconn *db, const char *name, json_t **out);
+/* Destroy name (NULL: all of the tenant's); nothing there is success. */
+enum tq_err wk_cred_destroy(struct wk_step *s, PGconn *db, const char *name);
+
+/*
+ * The tenants' JWT signing keys (tq/jwt.h), loaded by wk_cred_init from
+ * TQ_AUTH_KEY / TQ_AUTH_KEY_FILE (a bad key refuses the start); NULL when
+ * neither is set. Read-only, shared by threads.
+ */
+struct tq_jwt_keys;
+const struct tq_jwt_keys *wk_cred_auth_keys(void);
+
 /* ------------------------------------------------------------ the kinds */
 
-/* Every step kind, once: steps/steps.c builds its table from this list. */
+/* Every step kind, once: step_kinds.c builds its table from this list. */
 #define WK_STEP_KINDS(X)                                                                          \
     X(pg_tenant)                                                                                  \
     X(noop)                                                                                       \
@@ -172,5 +199,10 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
 #define X(name) extern const struct wk_step_ops wk_step_##name;
 WK_STEP_KINDS(X)
 #undef X
+
+/* Helpers shared by several kinds, part of this API on purpose. */
+#include "steps/json_http.h"
+#include "steps/s3_client.h"
+#include "steps/tenant_util.h"
 
 #endif

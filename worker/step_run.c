@@ -249,11 +249,17 @@ static enum wk_event run_outcome(struct wk_step_run *r, enum tq_err err, uint64_
     }
     bool starts = wk_phase_starts(j->phase) == WK_START_RUN;
     bool waits_out = outage(j, ss, s, err, now);
+    if (waits_out) {
+        ss->outage_attempts++;   /* not a verdict: the retry policy counts the others */
+        ss->outage_unwritten++;
+    }
+    int counted = ss->attempts - ss->outage_attempts;
     /* security checks roll back at once; everything else retries first */
     bool by_policy = def->cls != TQ_CLASS_SECURITY && tq_err_retryable(err) &&
-                     ss->attempts < (int)def->retry.max_attempts;
+                     counted < (int)def->retry.max_attempts;
     if (starts && (by_policy || waits_out)) {
-        uint32_t delay = retry_delay(def, ss->attempts);
+        /* an outage backs off over all its attempts; a verdict over the counted ones */
+        uint32_t delay = retry_delay(def, waits_out ? ss->attempts : counted);
         if (waits_out && !by_policy && delay > j->eng->set.long_wait_ms)
             delay = j->eng->set.long_wait_ms;   /* an outage keeps the slot: it may end any time */
         atomic_fetch_add(&wk_metrics.step_retries, 1);
@@ -302,9 +308,14 @@ static enum wk_event undo_outcome(struct wk_step_run *r, enum tq_err err, uint64
         return WK_EV_NONE;
     }
     bool waits_out = outage(j, ss, s, err, now);
-    bool by_policy = tq_err_retryable(err) && ss->undo_attempts < (int)def->retry.max_attempts;
+    if (waits_out) {
+        ss->undo_outage_attempts++;
+        ss->undo_outage_unwritten++;
+    }
+    int counted = ss->undo_attempts - ss->undo_outage_attempts;
+    bool by_policy = tq_err_retryable(err) && counted < (int)def->retry.max_attempts;
     if (wk_phase_starts(j->phase) == WK_START_UNDO && (by_policy || waits_out)) {
-        uint32_t delay = retry_delay(def, ss->undo_attempts);
+        uint32_t delay = retry_delay(def, waits_out ? ss->undo_attempts : counted);
         if (delay > j->eng->set.long_wait_ms)
             delay = j->eng->set.long_wait_ms;
         ss->st = WK_S_UNDO_WAIT;

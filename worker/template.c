@@ -1,6 +1,7 @@
 /*
  * Step parameters: the ${...} variables of a job (tenant fields, the tier's
- * facts, job id, environment) and a params tree rendered with them.
+ * facts, the tenant's region from the region map, job id, environment) and
+ * a params tree rendered with them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,58 +10,83 @@
 
 #include "engine_int.h"
 #include "tq/log.h"
+#include "tq/regions.h"
 #include "tq/retry.h"
 #include "tq/util.h"
+
+/* The region map, set once at start before any job runs, read-only after. */
+static const struct tq_regions *region_map;
+
+void wk_template_set_regions(const struct tq_regions *m)
+{
+    region_map = m;
+}
+
+/* A tier's number as text in buf; NULL for an unknown tier. */
+static const char *tier_number(const struct tq_tier_info *t, int v, char *buf, size_t len)
+{
+    if (!t)
+        return NULL;
+    snprintf(buf, len, "%d", v);
+    return buf;
+}
 
 const char *wk_template_lookup(const char *var, void *arg)
 {
     const struct tq_claim *c = arg;
     static _Thread_local char buf[64];
-    if (strcmp(var, "tenant.id") == 0)
+    const struct tq_tier_info *t = tq_tier_lookup(c->tier);
+    enum tq_template_var v = tq_template_var(var, strlen(var));
+    switch (v) {
+    case TQ_TV_UNKNOWN:
+        return NULL;
+    case TQ_TV_TENANT_ID:
         return c->tenant_id;
-    if (strcmp(var, "tenant.ident") == 0) {
+    case TQ_TV_TENANT_IDENT:
         tq_tenant_ident(c->tenant_id, buf, sizeof(buf));
         return buf;
-    }
-    if (strcmp(var, "tenant.name") == 0)
+    case TQ_TV_TENANT_NAME:
         return c->name;
-    if (strcmp(var, "tenant.tier") == 0)
+    case TQ_TV_TENANT_TIER:
         return c->tier;
-    if (strcmp(var, "tenant.region") == 0)
+    case TQ_TV_TENANT_REGION:
         return c->region;
-    if (strcmp(var, "tenant.owner") == 0)
+    case TQ_TV_TENANT_OWNER:
         return c->owner;
-    if (strcmp(var, "job.id") == 0) {
+    case TQ_TV_JOB_ID:
         snprintf(buf, sizeof(buf), "%" PRId64, c->job_id);
         return buf;
-    }
-    if (strncmp(var, "tier.", 5) == 0) {
-        const struct tq_tier_info *t = tq_tier_lookup(c->tier);
+    case TQ_TV_TIER_DOCUMENTS_PER_MONTH:
+        return tier_number(t, t ? t->documents_per_month : 0, buf, sizeof(buf));
+    case TQ_TV_TIER_QUERIES_PER_MINUTE:
+        return tier_number(t, t ? t->queries_per_minute : 0, buf, sizeof(buf));
+    case TQ_TV_TIER_VECTOR_REPLICAS:
+        return tier_number(t, t ? t->vector_replicas : 0, buf, sizeof(buf));
+    case TQ_TV_TIER_ARCHIVE_AFTER_DAYS:
+        return tier_number(t, t ? t->archive_after_days : 0, buf, sizeof(buf));
+    case TQ_TV_TIER_P95_SLA_MS:
+        return tier_number(t, t ? t->p95_sla_ms : 0, buf, sizeof(buf));
+    case TQ_TV_TIER_MODEL:
+        return t ? t->model : NULL;
+    case TQ_TV_TIER_COST_CENTER:
         if (!t)
             return NULL;
-        const char *f = var + 5;
-        if (strcmp(f, "model") == 0)
-            return t->model;
-        if (strcmp(f, "cost_center") == 0) {
-            snprintf(buf, sizeof(buf), "rag-platform-%s", t->name);
-            for (char *p = buf; *p; p++)
-                *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-            return buf;
-        }
-        int v = strcmp(f, "documents_per_month") == 0 ? t->documents_per_month
-              : strcmp(f, "queries_per_minute") == 0  ? t->queries_per_minute
-              : strcmp(f, "vector_replicas") == 0     ? t->vector_replicas
-              : strcmp(f, "archive_after_days") == 0  ? t->archive_after_days
-              : strcmp(f, "p95_sla_ms") == 0          ? t->p95_sla_ms
-                                                      : -1;
-        if (v < 0)
-            return NULL;
-        snprintf(buf, sizeof(buf), "%d", v);
+        snprintf(buf, sizeof(buf), "rag-platform-%s", t->name);
+        for (char *p = buf; *p; p++)
+            *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
         return buf;
+    case TQ_TV_REGION_S3_REGION:
+    case TQ_TV_REGION_S3_ENDPOINT:
+    case TQ_TV_REGION_VECTOR_URL:
+    case TQ_TV_REGION_DASHBOARD_URL: {
+        /* No entry (or no map): no value, so the step fails; never a fleet default. */
+        const struct tq_region *r = tq_regions_find(region_map, c->region);
+        return r ? tq_region_field(r, var + 7) : NULL;
     }
-    if (strncmp(var, "env.", 4) == 0) {
-        const char *v = getenv(var + 4);
-        return v ? v : "";   /* unset reads as empty: "enabled" turns the step off */
+    case TQ_TV_ENV: {
+        const char *e = getenv(var + 4);
+        return e ? e : "";   /* unset reads as empty: "enabled" turns the step off */
+    }
     }
     return NULL;
 }

@@ -54,7 +54,14 @@ struct wk_settings {
     uint32_t outage_ms;          /* TQ_OUTAGE_MS: how long a step waits out a dependency outage */
     int pipeline_cache;          /* TQ_PIPELINE_CACHE: pipelines the fetcher keeps parsed */
     bool allow_eviction;         /* TQ_ALLOW_EVICTION: run although Redis may evict keys */
+    uint32_t escalate_after_s;   /* TQ_APPROVAL_ESCALATE_AFTER: pending approval longer than
+                                    this (s) writes approval_escalated, once a period; 0 = off */
 };
+
+/* The map ${region.*} reads (tq/regions.h, template.c); main.c sets it once before any job.
+   NULL: no map, so every ${region.*} has no value and its step fails. */
+struct tq_regions;
+void wk_template_set_regions(const struct tq_regions *m);
 
 /* Fill set from cfg and the environment; strings borrowed from cfg and the environment. */
 void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, const char *worker_id);

@@ -92,6 +92,8 @@ void wk_writer_step(struct wk_writer *w, struct wk_job *job, const struct tq_ste
         p->row.status = row->status;
         p->row.attempts_delta += row->attempts_delta;
         p->row.undo_attempts_delta += row->undo_attempts_delta;
+        p->row.outage_attempts_delta += row->outage_attempts_delta;
+        p->row.undo_outage_attempts_delta += row->undo_outage_attempts_delta;
         if (row->started_ms)
             p->row.started_ms = row->started_ms;
         p->row.finished_ms = row->finished_ms;
@@ -144,7 +146,8 @@ static void add_job(struct wk_writer *w, struct wk_job *job, const struct tq_job
             continue;
         if (q->act != WK_NONE || q->row.event || q->row.epoch != row->epoch)
             break;
-        const char *tstatus = row->tenant_status ? row->tenant_status : q->row.tenant_status;
+        enum tq_tenant_status tstatus = row->tenant_status ? row->tenant_status
+                                                           : q->row.tenant_status;
         q->row = *row;
         q->row.tenant_status = tstatus;
         if (row->reason) {

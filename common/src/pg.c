@@ -41,21 +41,29 @@ static void quiet_notices(void *arg, const char *msg)
     (void)msg;
 }
 
-static enum tq_err set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static enum tq_err vset_err(struct tq_pg *pg, enum tq_err err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
-static enum tq_err set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+static enum tq_err vset_err(struct tq_pg *pg, enum tq_err err, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(pg->errstr, sizeof(pg->errstr), fmt, ap);
-    va_end(ap);
     /* libpq messages end in a newline; our messages do not */
     size_t n = strlen(pg->errstr);
     while (n && (pg->errstr[n - 1] == '\n' || pg->errstr[n - 1] == ' '))
         pg->errstr[--n] = '\0';
     return err;
 }
+
+enum tq_err tq__pg_set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vset_err(pg, err, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+#define set_err tq__pg_set_err
 
 static enum tq_err connect_now(struct tq_pg *pg)
 {
@@ -207,52 +215,48 @@ static void drop_conn(struct tq_pg *pg)
     forget_prepared(pg);
 }
 
-enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
+/*
+ * Send every statement (a Parse first for those not yet prepared on this
+ * connection: fresh[i]) and the Sync. False when the connection broke;
+ * *sent then counts the statements written.
+ */
+static bool pipeline_send(struct tq_pg *pg, struct tq__stmt *st, size_t n, unsigned *id,
+                          bool *fresh, size_t *sent)
 {
-    for (size_t i = 0; i < n; i++)
-        st[i].res = NULL;
-    enum tq_err err = connect_now(pg);
-    if (err)
-        return err;
     PGconn *c = pg->conn;
-    if (!PQenterPipelineMode(c))
-        return set_err(pg, TQ_EPG, "could not enter pipeline mode: %s", PQerrorMessage(c));
-    /* per statement: the name it runs under; fresh ones are parsed here first */
-    unsigned *id = tq_xcalloc(n + 1, sizeof(unsigned));
-    bool *fresh = tq_xcalloc(n + 1, sizeof(bool));
-    size_t sent = 0;
     bool ok = true;
-    for (; sent < n && ok; sent++) {
+    for (*sent = 0; *sent < n && ok; (*sent)++) {
+        size_t i = *sent;
         char name[24];
-        int slot = prepared_slot(pg, st[sent].sql);
+        int slot = prepared_slot(pg, st[i].sql);
         if (slot >= 0) {
-            id[sent] = pg->prepared[slot].id;
+            id[i] = pg->prepared[slot].id;
         } else {
             size_t k = 0;
-            while (k < sent && st[k].sql != st[sent].sql)
+            while (k < i && st[k].sql != st[i].sql)
                 k++;
-            if (k < sent) {
-                id[sent] = id[k];   /* parsed earlier in this pipeline */
+            if (k < i) {
+                id[i] = id[k];   /* parsed earlier in this pipeline */
             } else {
-                id[sent] = ++pg->next_id;
-                fresh[sent] = true;
+                id[i] = ++pg->next_id;
+                fresh[i] = true;
             }
         }
-        snprintf(name, sizeof(name), "tq_%u", id[sent]);
-        if (fresh[sent])
-            ok = PQsendPrepare(c, name, st[sent].sql, st[sent].nparams, NULL);
+        snprintf(name, sizeof(name), "tq_%u", id[i]);
+        if (fresh[i])
+            ok = PQsendPrepare(c, name, st[i].sql, st[i].nparams, NULL);
         if (ok)
-            ok = PQsendQueryPrepared(c, name, st[sent].nparams, st[sent].params, NULL, NULL, 0);
+            ok = PQsendQueryPrepared(c, name, st[i].nparams, st[i].params, NULL, NULL, 0);
     }
-    if (ok)
-        ok = PQpipelineSync(c);
-    if (!ok) {
-        err = set_err(pg, TQ_ECONNECT, "could not %s: %s", st[sent ? sent - 1 : 0].what,
-                      PQerrorMessage(c));
-        drop_conn(pg);
-        goto out;
-    }
-    /* Read back in order: [Parse], Execute per statement, then the Sync. */
+    return ok && PQpipelineSync(c);
+}
+
+/* Read back in order: [Parse], Execute per statement. The first error is kept. */
+static enum tq_err pipeline_read(struct tq_pg *pg, struct tq__stmt *st, size_t n,
+                                 const unsigned *id, const bool *fresh)
+{
+    PGconn *c = pg->conn;
+    enum tq_err err = TQ_OK;
     for (size_t i = 0; i < n && !err; i++) {
         for (int part = fresh[i] ? 0 : 1; part < 2 && !err; part++) {
             PGresult *r = PQgetResult(c);
@@ -288,16 +292,21 @@ enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
             }
         }
     }
-    /* After an error the rest answers ABORTED, each with its NULL, until the
-       Sync. Two NULLs in a row: nothing more is coming (a broken stream). */
-    bool lost = false;
+    return err;
+}
+
+/*
+ * After an error the rest answers ABORTED, each with its NULL, until the
+ * Sync. Two NULLs in a row: nothing more is coming (a broken stream).
+ * False when the connection is lost.
+ */
+static bool pipeline_finish(PGconn *c)
+{
     for (int nulls = 0;;) {
         PGresult *r = PQgetResult(c);
         if (!r) {
-            if (++nulls == 2 || PQstatus(c) != CONNECTION_OK) {
-                lost = true;
-                break;
-            }
+            if (++nulls == 2 || PQstatus(c) != CONNECTION_OK)
+                return false;
             continue;
         }
         nulls = 0;
@@ -306,12 +315,35 @@ enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
         if (s == PGRES_PIPELINE_SYNC)
             break;
     }
-    if (lost || PQstatus(c) != CONNECTION_OK || !PQexitPipelineMode(c)) {
-        if (!err)
-            err = set_err(pg, TQ_ECONNECT, "could not %s: connection lost", st[0].what);
+    return PQstatus(c) == CONNECTION_OK && PQexitPipelineMode(c);
+}
+
+enum tq_err tq__pg_pipeline(struct tq_pg *pg, struct tq__stmt *st, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st[i].res = NULL;
+    enum tq_err err = connect_now(pg);
+    if (err)
+        return err;
+    PGconn *c = pg->conn;
+    if (!PQenterPipelineMode(c))
+        return set_err(pg, TQ_EPG, "could not enter pipeline mode: %s", PQerrorMessage(c));
+    /* per statement: the name it runs under; fresh ones are parsed here first */
+    unsigned *id = tq_xcalloc(n + 1, sizeof(unsigned));
+    bool *fresh = tq_xcalloc(n + 1, sizeof(bool));
+    size_t sent = 0;
+    if (!pipeline_send(pg, st, n, id, fresh, &sent)) {
+        err = set_err(pg, TQ_ECONNECT, "could not %s: %s", st[sent ? sent - 1 : 0].what,
+                      PQerrorMessage(c));
         drop_conn(pg);
+    } else {
+        err = pipeline_read(pg, st, n, id, fresh);
+        if (!pipeline_finish(c)) {
+            if (!err)
+                err = set_err(pg, TQ_ECONNECT, "could not %s: connection lost", st[0].what);
+            drop_conn(pg);
+        }
     }
-out:
     if (err)
         for (size_t i = 0; i < n; i++) {
             PQclear(st[i].res);
@@ -332,11 +364,12 @@ static enum tq_err simple(struct tq_pg *pg, const char *what, const char *sql,
 
 static char *text_array(const char *const *ids, size_t n);
 
-static void rollback(struct tq_pg *pg)
+void tq__pg_rollback(struct tq_pg *pg)
 {
     if (pg->conn && PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
         PQclear(PQexec(pg->conn, "ROLLBACK"));
 }
+#define rollback tq__pg_rollback
 
 /* ------------------------------------------------------------------ submit */
 
@@ -387,7 +420,9 @@ static const char sql_submit_tenants[] =
     " ON CONFLICT DO NOTHING";
 
 /* Jobs, then per job its audit events in request order: submitted, approved
-   (within the threshold), scheduled (a start time given). */
+   (within the threshold) or pending_approval (above it: the role the tier's
+   policy names, for the approvers' notification), scheduled (a start time
+   given). */
 static const char sql_submit_jobs[] =
     "WITH ins AS ("
     "  INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, batch_id,"
@@ -406,9 +441,14 @@ static const char sql_submit_jobs[] =
     "      'region', j.region, 'owner', j.owner, 'budget', j.budget, 'batch', $2::text))),"
     "    (2, 'auto', 'approved',"
     "      '{\"reason\":\"budget within auto-approval threshold\"}'::jsonb),"
+    "    (2, $3::text, 'pending_approval', jsonb_strip_nulls(jsonb_build_object("
+    "      'tier', j.tier, 'budget', j.budget, 'role',"
+    "      (SELECT p.role FROM tq.approval_policy p WHERE p.tier = j.tier)))),"
     "    (3, $3::text, 'scheduled', jsonb_build_object('not_before_ms', j.nb))"
     "  ) e(seq, actor, event, detail)"
-    "  WHERE e.seq = 1 OR (e.seq = 2 AND j.status = 'queued') OR (e.seq = 3 AND j.nb > 0)"
+    "  WHERE e.seq = 1 OR (e.seq = 2 AND e.event = 'approved' AND j.status = 'queued')"
+    "    OR (e.seq = 2 AND e.event = 'pending_approval' AND j.status = 'pending_approval')"
+    "    OR (e.seq = 3 AND j.nb > 0)"
     "  ORDER BY j.ord, e.seq)"
     " SELECT ord, job_id FROM j";
 
@@ -498,150 +538,170 @@ static bool same_request(PGresult *r, int row, const struct tq_request *q)
            strcmp(PQgetvalue(r, row, 8), q->justification ? q->justification : "") == 0;
 }
 
-enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
-                         const char *batch, const struct tq_pipeline *pl,
-                         const struct tq_rules *rules, const char *actor,
-                         char *errbuf, size_t errlen)
-{
-    enum tq_err err;
-    PGresult *r = NULL;
-    /* per request: its row in the answer about what exists, or -1 */
-    int *key_row = tq_xmalloc((n + 1) * sizeof(int));
-    int *id_row = tq_xmalloc((n + 1) * sizeof(int));
-    int *name_row = tq_xmalloc((n + 1) * sizeof(int));
-    struct tq_buf marks;
-    tq_buf_init(&marks);
-    size_t nnew = 0;
-    errbuf[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        key_row[i] = id_row[i] = name_row[i] = -1;
-        items[i].conflict = NULL;
-        items[i].existed = items[i].queued = false;
-    }
+/* Per request of a submit: its rows in the answer about what exists, or -1. */
+struct existing {
+    int key_row, id_row, name_row;
+};
 
-    PQclear(tq__pg_query(pg, &err, "begin the submit transaction", sql_submit_begin, 0, NULL));
-    if (!err) {
+/* BEGIN, store the pipeline and the batch, COPY the requests, read what exists. */
+static PGresult *submit_prepare(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                const char *batch, const struct tq_pipeline *pl,
+                                const struct tq_rules *rules, const char *actor,
+                                enum tq_err *err)
+{
+    PQclear(tq__pg_query(pg, err, "begin the submit transaction", sql_submit_begin, 0, NULL));
+    if (!*err) {
         const char *pp[] = {pl->hash, pl->name, pl->text};
-        err = simple(pg, "store the pipeline",
-                     "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
-                     " ON CONFLICT (hash) DO NOTHING",
-                     3, pp);
+        *err = simple(pg, "store the pipeline",
+                      "INSERT INTO tq.pipelines (hash, name, body) VALUES ($1, $2, $3)"
+                      " ON CONFLICT (hash) DO NOTHING",
+                      3, pp);
     }
-    if (!err && batch) {
+    if (!*err && batch) {
         const char *pb[] = {batch, actor};
-        err = simple(pg, "create the batch",
-                     "INSERT INTO tq.batches (id, created_by) VALUES ($1, $2)"
-                     " ON CONFLICT (id) DO NOTHING",
-                     2, pb);
+        *err = simple(pg, "create the batch",
+                      "INSERT INTO tq.batches (id, created_by) VALUES ($1, $2)"
+                      " ON CONFLICT (id) DO NOTHING",
+                      2, pb);
     }
-    if (!err)
-        err = copy_requests(pg, items, n, rules);
-    if (!err)
-        r = tq__pg_query(pg, &err, "read the existing requests", sql_submit_existing, 0, NULL);
-    /* Before any request: say what failed (a read-only database, say), not nothing. */
-    if (err) {
-        snprintf(errbuf, errlen, "%s", pg->errstr);
-        goto out;
-    }
+    if (!*err)
+        *err = copy_requests(pg, items, n, rules);
+    if (*err)
+        return NULL;
+    return tq__pg_query(pg, err, "read the existing requests", sql_submit_existing, 0, NULL);
+}
+
+/*
+ * Match each request with what exists; the first in order that conflicts is
+ * named (TQ_ECONFLICT, nothing is written). Requests already there are
+ * answered from their rows and listed in marks; *nnew counts the new ones.
+ */
+static enum tq_err submit_match(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                PGresult *r, struct existing *ex, struct tq_buf *marks,
+                                size_t *nnew)
+{
     for (int row = 0; row < PQntuples(r); row++) {
         long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
         if (ord < 0 || (size_t)ord >= n)
             continue;
         const char *kind = PQgetvalue(r, row, 1);
-        int *slot = strcmp(kind, "key") == 0  ? &key_row[ord]
-                    : strcmp(kind, "id") == 0 ? &id_row[ord]
-                                              : &name_row[ord];
+        int *slot = strcmp(kind, "key") == 0  ? &ex[ord].key_row
+                    : strcmp(kind, "id") == 0 ? &ex[ord].id_row
+                                              : &ex[ord].name_row;
         *slot = row;
     }
-    /* The first request in order that conflicts is named; nothing is written. */
-    for (size_t i = 0; i < n && !err; i++) {
+    for (size_t i = 0; i < n; i++) {
         struct tq_submit_item *it = &items[i];
         const struct tq_request *q = it->req;
+        const struct existing *e = &ex[i];
         const char *key = it->idempotency_key ? it->idempotency_key : q->tenant_id;
         char why[512] = "";
-        if (key_row[i] >= 0 && strcmp(PQgetvalue(r, key_row[i], 2), q->tenant_id) != 0) {
+        if (e->key_row >= 0 && strcmp(PQgetvalue(r, e->key_row, 2), q->tenant_id) != 0) {
             snprintf(why, sizeof(why), "idempotency_key: \"%s\" was used for tenant \"%s\"", key,
-                     PQgetvalue(r, key_row[i], 2));
+                     PQgetvalue(r, e->key_row, 2));
             it->conflict = "idempotency_key";
-        } else if (id_row[i] < 0 && name_row[i] >= 0) {
+        } else if (e->id_row < 0 && e->name_row >= 0) {
             snprintf(why, sizeof(why), "name: \"%s\" is already taken by tenant \"%s\"", q->name,
-                     PQgetvalue(r, name_row[i], 2));
+                     PQgetvalue(r, e->name_row, 2));
             it->conflict = "name";
-        } else if (id_row[i] >= 0 && !same_request(r, id_row[i], q)) {
+        } else if (e->id_row >= 0 && !same_request(r, e->id_row, q)) {
             snprintf(why, sizeof(why),
                      "tenant_id: \"%s\" already exists with different details "
                      "(a tenant is requested once; change it through the portal)",
                      q->tenant_id);
             it->conflict = "tenant_id";
-        } else if (id_row[i] >= 0 && key_row[i] < 0) {
+        } else if (e->id_row >= 0 && e->key_row < 0) {
             snprintf(why, sizeof(why), "tenant_id: \"%s\" exists under another idempotency key",
                      q->tenant_id);
             it->conflict = "tenant_id";
-        } else if (id_row[i] >= 0) {
-            snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, id_row[i], 9));
-            it->job_id = strtoll(PQgetvalue(r, key_row[i], 10), NULL, 10);
+        } else if (e->id_row >= 0) {
+            snprintf(it->status, sizeof(it->status), "%s", PQgetvalue(r, e->id_row, 9));
+            it->job_id = strtoll(PQgetvalue(r, e->key_row, 10), NULL, 10);
             it->existed = true;
             it->queued = false;   /* already dispatched once; the reconciler owns it */
-            tq_buf_printf(&marks, "%s%zu", marks.len ? "," : "{", i);
+            tq_buf_printf(marks, "%s%zu", marks->len ? "," : "{", i);
             continue;
         } else {
-            nnew++;
+            (*nnew)++;
             continue;
         }
-        err = TQ_ECONFLICT;
         if (n > 1)
-            snprintf(errbuf, errlen, "request %zu (tenant \"%s\"): %s", i + 1, q->tenant_id, why);
-        else
-            snprintf(errbuf, errlen, "%s", why);
+            return set_err(pg, TQ_ECONFLICT, "request %zu (tenant \"%s\"): %s", i + 1,
+                           q->tenant_id, why);
+        return set_err(pg, TQ_ECONFLICT, "%s", why);
+    }
+    return TQ_OK;
+}
+
+/* INSERT the new tenants, then their jobs and audit events; answer each new item. */
+static enum tq_err submit_insert(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                                 size_t nnew, const char *batch, const struct tq_pipeline *pl,
+                                 const struct tq_rules *rules, const char *actor)
+{
+    enum tq_err err;
+    const char *pt[] = {batch};
+    PGresult *r = tq__pg_query(pg, &err, "insert the tenants", sql_submit_tenants, 1, pt);
+    if (r && strtoull(PQcmdTuples(r), NULL, 10) != nnew) {
+        /* another submit took an id or a name since we looked */
+        for (size_t i = 0; i < n; i++)
+            if (!items[i].existed) {
+                items[i].conflict = "tenant_id";
+                break;
+            }
+        err = set_err(pg, TQ_ECONFLICT,
+                      "tenant_id: a request of this submit conflicts with a concurrent "
+                      "request (a tenant id or name was taken meanwhile); submit again "
+                      "to see which");
     }
     PQclear(r);
-    r = NULL;
     if (err)
-        goto out;
-    if (marks.len) {
+        return err;
+    const char *pj[] = {pl->hash, batch, actor};
+    r = tq__pg_query(pg, &err, "insert the jobs and their audit events", sql_submit_jobs, 3, pj);
+    for (int row = 0; r && row < PQntuples(r); row++) {
+        long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
+        if (ord < 0 || (size_t)ord >= n)
+            continue;
+        struct tq_submit_item *it = &items[ord];
+        bool approve = tq_request_needs_approval(it->req, rules);
+        it->job_id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+        it->queued = !approve;
+        snprintf(it->status, sizeof(it->status), "%s", approve ? "pending_approval" : "queued");
+    }
+    if (r && (size_t)PQntuples(r) != nnew)
+        err = set_err(pg, TQ_EPG, "could not insert the jobs: %d of %zu written", PQntuples(r),
+                      nnew);
+    PQclear(r);
+    return err;
+}
+
+enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
+                         const char *batch, const struct tq_pipeline *pl,
+                         const struct tq_rules *rules, const char *actor)
+{
+    struct existing *ex = tq_xmalloc((n + 1) * sizeof(*ex));
+    struct tq_buf marks;
+    tq_buf_init(&marks);
+    size_t nnew = 0;
+    pg->errstr[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        ex[i].key_row = ex[i].id_row = ex[i].name_row = -1;
+        items[i].conflict = NULL;
+        items[i].existed = items[i].queued = false;
+    }
+    enum tq_err err;
+    /* On failure pg->errstr says what failed (a read-only database, say). */
+    PGresult *r = submit_prepare(pg, items, n, batch, pl, rules, actor, &err);
+    if (r)
+        err = submit_match(pg, items, n, r, ex, &marks, &nnew);
+    PQclear(r);
+    if (!err && marks.len) {
         tq_buf_puts(&marks, "}");
         const char *pm[] = {marks.data};
         err = simple(pg, "mark the existing requests", sql_submit_mark, 1, pm);
     }
-    if (!err && nnew > 0) {
-        const char *pt[] = {batch};
-        r = tq__pg_query(pg, &err, "insert the tenants", sql_submit_tenants, 1, pt);
-        if (r && strtoull(PQcmdTuples(r), NULL, 10) != nnew) {
-            /* another submit took an id or a name since we looked */
-            for (size_t i = 0; i < n; i++)
-                if (!items[i].existed) {
-                    items[i].conflict = "tenant_id";
-                    break;
-                }
-            snprintf(errbuf, errlen,
-                     "tenant_id: a request of this submit conflicts with a concurrent request "
-                     "(a tenant id or name was taken meanwhile); submit again to see which");
-            err = TQ_ECONFLICT;
-        }
-        PQclear(r);
-        r = NULL;
-    }
-    if (!err && nnew > 0) {
-        const char *pj[] = {pl->hash, batch, actor};
-        r = tq__pg_query(pg, &err, "insert the jobs and their audit events", sql_submit_jobs, 3,
-                         pj);
-        for (int row = 0; r && row < PQntuples(r); row++) {
-            long ord = strtol(PQgetvalue(r, row, 0), NULL, 10);
-            if (ord < 0 || (size_t)ord >= n)
-                continue;
-            struct tq_submit_item *it = &items[ord];
-            bool approve = tq_request_needs_approval(it->req, rules);
-            it->job_id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
-            it->queued = !approve;
-            snprintf(it->status, sizeof(it->status), "%s",
-                     approve ? "pending_approval" : "queued");
-        }
-        if (r && (size_t)PQntuples(r) != nnew)
-            err = set_err(pg, TQ_EPG, "could not insert the jobs: %d of %zu written",
-                          PQntuples(r), nnew);
-        PQclear(r);
-        r = NULL;
-    }
+    if (!err && nnew > 0)
+        err = submit_insert(pg, items, n, nnew, batch, pl, rules, actor);
     /* A batch names every tenant it asked for, those that existed too:
        `status --batch` of a rerun shows them instead of "no such batch". */
     if (!err && batch) {
@@ -650,15 +710,10 @@ enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t 
     }
     if (!err)
         err = simple(pg, "commit the submit transaction", "COMMIT", 0, NULL);
-    if (err && err != TQ_ECONFLICT)
-        snprintf(errbuf, errlen, "%s", pg->errstr);
-out:
     if (err)
         rollback(pg);
     tq_buf_cleanup(&marks);
-    free(key_row);
-    free(id_row);
-    free(name_row);
+    free(ex);
     return err;
 }
 
@@ -896,6 +951,9 @@ static const char sql_status[] =
     " SELECT t.tenant_id, t.name, t.tier, t.region, t.budget, t.owner, t.status,"
     "  t.batch_id AS batch, t.approver, t.failure_reason, t.created_at,"
     "  t.updated_at, t.activated_at, t.last_validated_at,"
+    /* escalated: pending approval longer than TQ_APPROVAL_ESCALATE_AFTER */
+    "  (t.status = 'pending_approval' AND t.escalated_at IS NOT NULL) AS escalated,"
+    "  t.escalated_at, t.escalations,"
     "  j.id AS job_id, j.kind AS job_kind, j.status AS job_status,"
     "  j.attempt AS job_attempt, j.lease_owner AS worker, j.error AS job_error,"
     "  coalesce((SELECT count(*) FROM tq.job_steps s WHERE s.job_id = j.id"

@@ -6,6 +6,15 @@
 
 /* Record a libpq failure in pg->errstr and map it to a tq error. */
 enum tq_err tq__pg_fail(struct tq_pg *pg, const char *what, PGresult *res);
+/*
+ * Record err with its detail in pg->errstr (what tq_pg_errstr reads) and
+ * return err: how a libtq function reports a refusal it decided itself.
+ */
+enum tq_err tq__pg_set_err(struct tq_pg *pg, enum tq_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Roll back an open transaction on the current connection (no reconnect:
+   pg->errstr keeps the error that made us roll back). */
+void tq__pg_rollback(struct tq_pg *pg);
 /* Run a parameterised statement; NULL with pg->errstr set on failure. */
 PGresult *tq__pg_query(struct tq_pg *pg, enum tq_err *err, const char *what,
                        const char *sql, int nparams, const char *const *params);

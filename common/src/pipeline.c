@@ -44,24 +44,36 @@ void tq_pipeline_free(struct tq_pipeline *p)
 }
 
 static const char *const template_vars[] = {
-    "tenant.id", "tenant.ident", "tenant.name", "tenant.tier", "tenant.region", "tenant.owner",
-    "job.id", "tier.documents_per_month", "tier.queries_per_minute", "tier.vector_replicas",
-    "tier.archive_after_days", "tier.p95_sla_ms", "tier.model", "tier.cost_center", NULL};
+#define X(id, name) [TQ_TV_##id] = name,
+    TQ_TEMPLATE_VARS(X)
+#undef X
+};
 
-static int known_var(const char *v, size_t n)
+enum tq_template_var tq_template_var(const char *v, size_t n)
 {
     if (n > 4 && strncmp(v, "env.", 4) == 0) {
         for (size_t i = 4; i < n; i++) {
             char c = v[i];
             if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
-                return 0;
+                return TQ_TV_UNKNOWN;
         }
-        return 1;
+        return TQ_TV_ENV;
     }
-    for (size_t i = 0; template_vars[i]; i++)
+    for (size_t i = 1; i < sizeof(template_vars) / sizeof(template_vars[0]); i++)
         if (strlen(template_vars[i]) == n && strncmp(template_vars[i], v, n) == 0)
-            return 1;
-    return 0;
+            return (enum tq_template_var)i;
+    return TQ_TV_UNKNOWN;
+}
+
+/* "tenant.id, tenant.ident, ..., env.NAME": the known variables, for errors. */
+static const char *known_vars(void)
+{
+    static const char list[] =
+#define X(id, name) name ", "
+        TQ_TEMPLATE_VARS(X)
+#undef X
+        "env.NAME";
+    return list;
 }
 
 /* Walk s; for each ${var} call emit(var) or fail. Shared by check and render. */
@@ -85,12 +97,9 @@ static enum tq_err template_walk(const char *s, struct tq_buf *out,
             return TQ_EINVALID;
         }
         size_t n = (size_t)(end - (d + 2));
-        if (!known_var(d + 2, n)) {
-            snprintf(errbuf, errlen,
-                     "unknown template variable \"${%.*s}\" (known: tenant.id, "
-                     "tenant.ident, tenant.name, tenant.tier, tenant.region, "
-                     "tenant.owner, job.id, tier.<fact>, env.NAME)",
-                     (int)(n > 64 ? 64 : n), d + 2);
+        if (tq_template_var(d + 2, n) == TQ_TV_UNKNOWN) {
+            snprintf(errbuf, errlen, "unknown template variable \"${%.*s}\" (known: %s)",
+                     (int)(n > 64 ? 64 : n), d + 2, known_vars());
             return TQ_EINVALID;
         }
         if (out) {
@@ -98,8 +107,13 @@ static enum tq_err template_walk(const char *s, struct tq_buf *out,
             snprintf(var, sizeof(var), "%.*s", (int)(n < 127 ? n : 127), d + 2);
             const char *val = lookup(var, arg);
             if (!val) {
-                snprintf(errbuf, errlen, "template variable \"${%s}\" has no value",
-                         var);
+                if (strncmp(var, "region.", 7) == 0)
+                    snprintf(errbuf, errlen, "template variable \"${%s}\" has no value: the "
+                             "tenant's region has no entry in the region map (TQ_REGIONS_FILE)",
+                             var);
+                else
+                    snprintf(errbuf, errlen, "template variable \"${%s}\" has no value",
+                             var);
                 return TQ_EINVALID;
             }
             tq_buf_puts(out, val);
@@ -238,7 +252,7 @@ static enum tq_err parse_limit(struct ctx *c, struct tq_pipeline_step *s, const 
         WHY("\"key\" is required: a string of 1 to %d characters (a template such as "
             "\"terraform:${tenant.region}\")", TQ_LIMIT_KEY_MAX);
     } else {
-        char terr[300];
+        char terr[512];
         if (tq_template_check(json_string_value(k), terr, sizeof(terr)))
             WHY("\"key\": %s", terr);
     }
@@ -253,6 +267,9 @@ static enum tq_err parse_limit(struct ctx *c, struct tq_pipeline_step *s, const 
     s->limit_max = (uint32_t)json_integer_value(m);
     return TQ_OK;
 }
+
+static enum tq_err parse_params(struct ctx *c, struct tq_pipeline_step *s, const json_t *js);
+static enum tq_err parse_policy(struct ctx *c, struct tq_pipeline_step *s, const json_t *js);
 
 static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
                               const json_t *js)
@@ -296,6 +313,17 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
     if (!tq_step_kinds[k])
         return bad(c, s->name, "unknown kind \"%s\"", s->kind);
 
+    enum tq_err err = parse_params(c, s, js);
+    if (!err)
+        err = parse_limit(c, s, json_object_get(js, "limit"));
+    if (!err)
+        err = parse_policy(c, s, js);
+    return err;
+}
+
+/* params and undo (templates checked), and the "enabled" template. */
+static enum tq_err parse_params(struct ctx *c, struct tq_pipeline_step *s, const json_t *js)
+{
     s->params = json_object_get(js, "params");
     if (s->params && !json_is_object(s->params))
         return bad(c, s->name, "\"params\" must be an object");
@@ -306,7 +334,7 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
     s->undo = json_object_get(js, "undo");
     if (s->undo && !json_is_object(s->undo))
         return bad(c, s->name, "\"undo\" must be an object");
-    char terr[300];
+    char terr[512];
     if (check_templates(s->params, terr, sizeof(terr)) ||
         (s->undo && check_templates(s->undo, terr, sizeof(terr))))
         return bad(c, s->name, "%s", terr);
@@ -320,11 +348,12 @@ static enum tq_err parse_step(struct ctx *c, struct tq_pipeline *p, size_t i,
             return bad(c, s->name, "enabled: %s", terr);
         s->enabled = json_string_value(en);
     }
+    return TQ_OK;
+}
 
-    enum tq_err lerr = parse_limit(c, s, json_object_get(js, "limit"));
-    if (lerr)
-        return lerr;
-
+/* retry, timeout_ms and class: what a failure of the step means. */
+static enum tq_err parse_policy(struct ctx *c, struct tq_pipeline_step *s, const json_t *js)
+{
     const json_t *retry = json_object_get(js, "retry");
     s->retry = TQ_RETRY_DEFAULT;
     if (retry) {

@@ -27,22 +27,14 @@ bool tq_pipeline_name_valid(const char *name, char *why, size_t whylen)
     return true;
 }
 
-static void rollback(struct tq_pg *pg)
-{
-    PGconn *c = tq_pg_conn(pg);
-    if (c)
-        PQclear(PQexec(c, "ROLLBACK"));
-}
 
 enum tq_err tq_pipeline_register(struct tq_pg *pg, const char *name, const struct tq_pipeline *pl,
-                                 bool make_default, const char *actor, bool *is_default,
-                                 char *errbuf, size_t errlen)
+                                 bool make_default, const char *actor, bool *is_default)
 {
     char why[160];
-    if (!tq_pipeline_name_valid(name, why, sizeof(why))) {
-        snprintf(errbuf, errlen, "pipeline name \"%.80s\": %s", name ? name : "", why);
-        return TQ_EINVALID;
-    }
+    if (!tq_pipeline_name_valid(name, why, sizeof(why)))
+        return tq__pg_set_err(pg, TQ_EINVALID, "pipeline name \"%.80s\": %s",
+                              name ? name : "", why);
     enum tq_err err;
     PGresult *r = tq__pg_query(pg, &err, "begin", "BEGIN", 0, NULL);
     if (!r)
@@ -102,13 +94,11 @@ enum tq_err tq_pipeline_register(struct tq_pg *pg, const char *name, const struc
         *is_default = def;
     return TQ_OK;
 fail:
-    snprintf(errbuf, errlen, "%s", tq_pg_errstr(pg));
-    rollback(pg);
+    tq__pg_rollback(pg);
     return err;
 }
 
-enum tq_err tq_pipeline_named(struct tq_pg *pg, const char *name, struct tq_pipeline **out,
-                              char *errbuf, size_t errlen)
+enum tq_err tq_pipeline_named(struct tq_pg *pg, const char *name, struct tq_pipeline **out)
 {
     *out = NULL;
     bool dflt = !name || !*name;
@@ -119,29 +109,29 @@ enum tq_err tq_pipeline_named(struct tq_pg *pg, const char *name, struct tq_pipe
                                " JOIN tq.pipelines p ON p.hash = n.pipeline_hash"
                                " WHERE CASE WHEN $1 = '' THEN n.is_default ELSE n.name = $1 END",
                                1, p);
-    if (!r) {
-        snprintf(errbuf, errlen, "%s", tq_pg_errstr(pg));
+    if (!r)
         return err;
-    }
     if (PQntuples(r) != 1) {
         PQclear(r);
         if (dflt)
-            snprintf(errbuf, errlen, "no default pipeline is registered (an operator registers"
-                                     " one: tq-enqueue pipeline register FILE --default)");
-        else
-            snprintf(errbuf, errlen, "no pipeline named \"%.80s\" is registered (tq-enqueue"
-                                     " pipeline list)", name);
-        return TQ_ENOTFOUND;
+            return tq__pg_set_err(pg, TQ_ENOTFOUND,
+                                  "no default pipeline is registered (an operator registers"
+                                  " one: tq-enqueue pipeline register FILE --default)");
+        return tq__pg_set_err(pg, TQ_ENOTFOUND, "no pipeline named \"%.80s\" is registered"
+                                                " (tq-enqueue pipeline list)", name);
     }
     char *source = tq_xasprintf("pipeline \"%s\"", PQgetvalue(r, 0, 0));
+    char why[512];   /* the parser's own buffer: a stored pipeline this build cannot read */
     err = tq_pipeline_parse(PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1), source, out,
-                            errbuf, errlen);
+                            why, sizeof(why));
     free(source);
     PQclear(r);
+    if (err)
+        tq__pg_set_err(pg, err, "%s", why);
     return err;
 }
 
-enum tq_err tq_pipeline_list(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen)
+enum tq_err tq_pipeline_list(struct tq_pg *pg, json_t **out)
 {
     *out = NULL;
     enum tq_err err;
@@ -153,15 +143,11 @@ enum tq_err tq_pipeline_list(struct tq_pg *pg, json_t **out, char *errbuf, size_
                                " n.registered_by) ORDER BY n.name), '[]')::text"
                                " FROM tq.pipeline_names n JOIN tq.pipelines p"
                                " ON p.hash = n.pipeline_hash", 0, NULL);
-    if (!r) {
-        snprintf(errbuf, errlen, "%s", tq_pg_errstr(pg));
+    if (!r)
         return err;
-    }
     *out = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
     PQclear(r);
-    if (!*out) {
-        snprintf(errbuf, errlen, "could not read the pipeline registry: unexpected reply");
-        return TQ_EPG;
-    }
+    if (!*out)
+        return tq__pg_set_err(pg, TQ_EPG, "could not read the pipeline registry: unexpected reply");
     return TQ_OK;
 }

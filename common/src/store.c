@@ -133,6 +133,7 @@ static const char sql_claim[] =
 static const char sql_claimed_steps[] =
     "SELECT s.job_id, json_object_agg(s.step, json_build_object('status', s.status,"
     "  'attempts', s.attempts, 'undo_attempts', s.undo_attempts,"
+    "  'outage_attempts', s.outage_attempts, 'undo_outage_attempts', s.undo_outage_attempts,"
     "  'reached', EXISTS (SELECT 1 FROM tq.step_attempts a WHERE a.job_id = s.job_id"
     "    AND a.step = s.step AND a.phase = 'run' AND a.reached)))::text"
     " FROM tq.job_steps s WHERE s.job_id = ANY($1::bigint[]) GROUP BY s.job_id";
@@ -149,6 +150,98 @@ static PGresult *run1(struct tq_pg *pg, enum tq_err *err, const char *what, cons
     struct tq__stmt st = {what, sql, n, p, NULL};
     *err = tq__pg_pipeline(pg, &st, 1);
     return st.res;
+}
+
+/* The claim's answer, one struct tq_claimed per row (steps still empty). */
+static struct tq_claimed *claimed_rows(PGresult *r, size_t *m)
+{
+    *m = (size_t)PQntuples(r);
+    struct tq_claimed *out = tq_xcalloc(*m ? *m : 1, sizeof(*out));
+    for (size_t i = 0; i < *m; i++) {
+        struct tq_claimed *x = &out[i];
+        int row = (int)i;
+        x->c.job_id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+        x->c.epoch = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+        x->c.attempt = atoi(PQgetvalue(r, row, 2));
+        copy(x->c.kind, sizeof(x->c.kind), PQgetvalue(r, row, 3));
+        copy(x->c.pipeline_hash, sizeof(x->c.pipeline_hash), PQgetvalue(r, row, 4));
+        x->rollback = strcmp(PQgetvalue(r, row, 5), "rollback") == 0;
+        x->cancel_requested = PQgetvalue(r, row, 6)[0] == 't';
+        copy(x->c.tenant_id, sizeof(x->c.tenant_id), PQgetvalue(r, row, 7));
+        copy(x->c.name, sizeof(x->c.name), PQgetvalue(r, row, 8));
+        copy(x->c.tier, sizeof(x->c.tier), PQgetvalue(r, row, 9));
+        copy(x->c.region, sizeof(x->c.region), PQgetvalue(r, row, 10));
+        copy(x->c.owner, sizeof(x->c.owner), PQgetvalue(r, row, 11));
+        x->steps = json_object();
+    }
+    return out;
+}
+
+/*
+ * The steps recorded so far of the claimed jobs. Step rows are written only
+ * under an epoch some claim handed out, so a first claim (epoch 1) has none:
+ * only redeliveries are read.
+ */
+static enum tq_err claimed_steps(struct tq_pg *pg, struct tq_claimed *out, size_t m)
+{
+    enum tq_err err = TQ_OK;
+    struct arr got;
+    arr_init(&got);
+    for (size_t i = 0; i < m; i++)
+        if (out[i].c.epoch > 1)
+            arr_i64(&got, out[i].c.job_id);
+    arr_done(&got);
+    if (got.n > 0) {
+        const char *ps[] = {got.b.data};
+        PGresult *r = run1(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
+        for (int row = 0; r && row < PQntuples(r); row++) {
+            int64_t id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+            for (size_t i = 0; i < m; i++) {
+                if (out[i].c.job_id != id)
+                    continue;
+                json_error_t je;
+                json_t *st = json_loads(PQgetvalue(r, row, 1), 0, &je);
+                if (st) {
+                    json_decref(out[i].steps);
+                    out[i].steps = st;
+                }
+            }
+        }
+        PQclear(r);
+    }
+    arr_free(&got, 1);
+    return err;
+}
+
+/* Only ids the claim left out can be worn-out redeliveries (usually none). */
+static void dead_on_claim(struct tq_pg *pg, const int64_t *ids, size_t n,
+                          const struct tq_claimed *out, size_t m, const char *maxd,
+                          const char *worker, int64_t **dead, size_t *ndead)
+{
+    struct arr rest;
+    arr_init(&rest);
+    for (size_t i = 0; i < n; i++) {
+        bool claimed = false;
+        for (size_t k = 0; k < m && !claimed; k++)
+            claimed = out[k].c.job_id == ids[i];
+        if (!claimed)
+            arr_i64(&rest, ids[i]);
+    }
+    arr_done(&rest);
+    if (rest.n > 0) {
+        enum tq_err err;
+        const char *pd[] = {rest.b.data, maxd, worker};
+        /* on failure the claims stand; dead-lettering waits for the next delivery */
+        PGresult *r = run1(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
+        if (r) {
+            *ndead = (size_t)PQntuples(r);
+            *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
+            for (size_t i = 0; i < *ndead; i++)
+                (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
+            PQclear(r);
+        }
+    }
+    arr_free(&rest, 1);
 }
 
 enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const char *worker,
@@ -170,99 +263,24 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
     snprintf(lease, sizeof(lease), "%u", lease_ms);
     snprintf(maxd, sizeof(maxd), "%d", max_deliveries);
     enum tq_err err;
-    struct arr rest;
-    arr_init(&rest);
     const char *pc[] = {a.b.data, worker, lease, maxd};
     PGresult *r = run1(pg, &err, "claim jobs", sql_claim, 4, pc);
-    if (!r)
-        goto out;
-    size_t m = (size_t)PQntuples(r);
-    *out = tq_xcalloc(m ? m : 1, sizeof(**out));
-    for (size_t i = 0; i < m; i++) {
-        struct tq_claimed *x = &(*out)[i];
-        int row = (int)i;
-        x->c.job_id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
-        x->c.epoch = strtoll(PQgetvalue(r, row, 1), NULL, 10);
-        x->c.attempt = atoi(PQgetvalue(r, row, 2));
-        copy(x->c.kind, sizeof(x->c.kind), PQgetvalue(r, row, 3));
-        copy(x->c.pipeline_hash, sizeof(x->c.pipeline_hash), PQgetvalue(r, row, 4));
-        x->rollback = strcmp(PQgetvalue(r, row, 5), "rollback") == 0;
-        x->cancel_requested = PQgetvalue(r, row, 6)[0] == 't';
-        copy(x->c.tenant_id, sizeof(x->c.tenant_id), PQgetvalue(r, row, 7));
-        copy(x->c.name, sizeof(x->c.name), PQgetvalue(r, row, 8));
-        copy(x->c.tier, sizeof(x->c.tier), PQgetvalue(r, row, 9));
-        copy(x->c.region, sizeof(x->c.region), PQgetvalue(r, row, 10));
-        copy(x->c.owner, sizeof(x->c.owner), PQgetvalue(r, row, 11));
-        x->steps = json_object();
-    }
-    *nout = m;
-    PQclear(r);
-
-    /* Step rows are written only under an epoch some claim handed out, so a
-       first claim (epoch 1) has none: only redeliveries are read. */
-    struct arr got;
-    arr_init(&got);
-    for (size_t i = 0; i < m; i++)
-        if ((*out)[i].c.epoch > 1)
-            arr_i64(&got, (*out)[i].c.job_id);
-    arr_done(&got);
-    if (got.n > 0) {
-        const char *ps[] = {got.b.data};
-        r = run1(pg, &err, "read the claimed jobs' steps", sql_claimed_steps, 1, ps);
-        if (!r) {
-            arr_free(&got, 1);
-            goto out;   /* claims stand but unusable: the caller hands them back */
-        }
-        for (int row = 0; row < PQntuples(r); row++) {
-            int64_t id = strtoll(PQgetvalue(r, row, 0), NULL, 10);
-            for (size_t i = 0; i < m; i++) {
-                if ((*out)[i].c.job_id != id)
-                    continue;
-                json_error_t je;
-                json_t *st = json_loads(PQgetvalue(r, row, 1), 0, &je);
-                if (st) {
-                    json_decref((*out)[i].steps);
-                    (*out)[i].steps = st;
-                }
-            }
-        }
-        PQclear(r);
-    }
-    arr_free(&got, 1);
-
-    /* Only ids the claim left out can be worn-out redeliveries (usually none). */
-    for (size_t i = 0; i < n; i++) {
-        bool claimed = false;
-        for (size_t k = 0; k < m && !claimed; k++)
-            claimed = (*out)[k].c.job_id == ids[i];
-        if (!claimed)
-            arr_i64(&rest, ids[i]);
-    }
-    arr_done(&rest);
-    if (rest.n > 0) {
-        const char *pd[] = {rest.b.data, maxd, worker};
-        r = run1(pg, &err, "dead-letter redelivered jobs", sql_dead_on_claim, 3, pd);
-        if (!r) {
-            err = TQ_OK;   /* the claims stand; dead-lettering waits for the next delivery */
-            goto out;
-        }
-        *ndead = (size_t)PQntuples(r);
-        *dead = tq_xcalloc(*ndead ? *ndead : 1, sizeof(int64_t));
-        for (size_t i = 0; i < *ndead; i++)
-            (*dead)[i] = strtoll(PQgetvalue(r, (int)i, 0), NULL, 10);
-        PQclear(r);
-    }
-out:
     arr_free(&a, 1);
-    arr_free(&rest, 1);
-    if (err) {
+    if (!r)
+        return err;
+    *out = claimed_rows(r, nout);
+    PQclear(r);
+    /* claims that stand but are unusable: the caller hands them back */
+    if ((err = claimed_steps(pg, *out, *nout))) {
         for (size_t i = 0; i < *nout; i++)
             json_decref((*out)[i].steps);
         free(*out);
         *out = NULL;
         *nout = 0;
+        return err;
     }
-    return err;
+    dead_on_claim(pg, ids, n, *out, *nout, maxd, worker, dead, ndead);
+    return TQ_OK;
 }
 
 /* ---- flush ---- */
@@ -309,18 +327,20 @@ static const char sql_flush[] =
     "  RETURNING j.id, j.tenant_id, j.cancel_requested, v.tstatus, v.event, v.reason,"
     "    v.failed_step),"
     " s AS (INSERT INTO tq.job_steps AS s (job_id, step, status, attempts, undo_attempts,"
-    "    started_at, finished_at, last_error, output)"
-    "  SELECT x.job_id, x.step, x.status, x.ad, x.ud,"
+    "    outage_attempts, undo_outage_attempts, started_at, finished_at, last_error, output)"
+    "  SELECT x.job_id, x.step, x.status, x.ad, x.ud, x.od, x.uod,"
     "    CASE WHEN x.st_ms > 0 THEN to_timestamp(x.st_ms / 1000.0) END,"
     "    CASE WHEN x.fin_ms > 0 THEN to_timestamp(x.fin_ms / 1000.0) END,"
     "    x.error, x.output::jsonb"
     "  FROM unnest($12::bigint[], $13::text[], $14::text[], $15::int[], $16::int[],"
-    "      $17::bigint[], $18::bigint[], $19::text[], $20::text[])"
-    "    AS x(job_id, step, status, ad, ud, st_ms, fin_ms, error, output)"
+    "      $17::bigint[], $18::bigint[], $19::text[], $20::text[], $32::int[], $33::int[])"
+    "    AS x(job_id, step, status, ad, ud, st_ms, fin_ms, error, output, od, uod)"
     "    JOIN j ON j.id = x.job_id"
     "  ON CONFLICT (job_id, step) DO UPDATE SET status = excluded.status,"
     "    attempts = s.attempts + excluded.attempts,"
     "    undo_attempts = s.undo_attempts + excluded.undo_attempts,"
+    "    outage_attempts = s.outage_attempts + excluded.outage_attempts,"
+    "    undo_outage_attempts = s.undo_outage_attempts + excluded.undo_outage_attempts,"
     "    started_at = coalesce(excluded.started_at, s.started_at),"
     "    finished_at = excluded.finished_at,"
     "    last_error = coalesce(excluded.last_error, s.last_error),"
@@ -387,10 +407,10 @@ static struct tq_flush_result *find(struct tq_flush_result *res, size_t n, int64
 
 /* The parameters of one statement of a flush: array literals plus scalars. */
 struct params {
-    struct arr a[29];
+    struct arr a[31];
     int narr;
     char lease[16];
-    const char *p[31];
+    const char *p[33];
 };
 
 static void params_done(struct params *x, int narr)
@@ -402,8 +422,9 @@ static void params_done(struct params *x, int narr)
 
 static void job_row_params(struct arr *a, const struct tq_job_row *s)
 {
-    arr_text(&a[2], s->job_status);
-    arr_text(&a[3], s->tenant_status);
+    /* names from the one table (tq/status.h); NONE is NULL: keep */
+    arr_text(&a[2], tq_job_status_name(s->job_status));
+    arr_text(&a[3], tq_tenant_status_name(s->tenant_status));
     arr_text(&a[4], s->phase);
     arr_text(&a[5], s->event);
     arr_text(&a[6], s->reason);
@@ -420,7 +441,7 @@ static void job_row_params(struct arr *a, const struct tq_job_row *s)
 static void flush_params(struct params *x, const struct tq_flush *f, const int *round, int k,
                          const struct tq_flush_result *res, const struct fence *fc, size_t nres)
 {
-    for (int i = 0; i < 29; i++)
+    for (int i = 0; i < 31; i++)
         arr_init(&x->a[i]);
     for (size_t i = 0; k > 0 && i < f->njobs; i++) {
         if (round[i] != k)
@@ -447,13 +468,15 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         const struct tq_step_row *s = &f->steps[i];
         arr_i64(&x->a[11], s->job_id);
         arr_text(&x->a[12], s->step);
-        arr_text(&x->a[13], s->status);
+        arr_text(&x->a[13], tq_step_status_name(s->status));
         arr_i64(&x->a[14], s->attempts_delta);
         arr_i64(&x->a[15], s->undo_attempts_delta);
         arr_i64(&x->a[16], s->started_ms);
         arr_i64(&x->a[17], s->finished_ms);
         arr_text(&x->a[18], s->error);
         arr_text(&x->a[19], s->output);
+        arr_i64(&x->a[29], s->outage_attempts_delta);
+        arr_i64(&x->a[30], s->undo_outage_attempts_delta);
     }
     for (size_t i = 0; k == 0 && i < f->nattempts; i++) {
         const struct tq_attempt_row *s = &f->attempts[i];
@@ -461,15 +484,19 @@ static void flush_params(struct params *x, const struct tq_flush *f, const int *
         arr_text(&x->a[21], s->step);
         arr_text(&x->a[22], s->phase);
         arr_i64(&x->a[23], s->attempt);
-        arr_text(&x->a[24], s->status);
+        arr_text(&x->a[24], tq_step_status_name(s->status));
         arr_i64(&x->a[25], s->started_ms);
         arr_i64(&x->a[26], s->finished_ms);
         arr_text(&x->a[27], s->error);
         arr_bool(&x->a[28], s->reached);
     }
-    params_done(x, 29);
-    /* $29 and $30 are scalars; the attempts' reached array came later, as $31 */
-    x->p[30] = x->p[28];
+    params_done(x, 31);
+    /* $29 and $30 are scalars; arrays added later follow them: the attempts'
+       reached ($31), the steps' outage attempts ($32, $33) */
+    const char *reached = x->p[28], *od = x->p[29], *uod = x->p[30];
+    x->p[30] = reached;
+    x->p[31] = od;
+    x->p[32] = uod;
     snprintf(x->lease, sizeof(x->lease), "%u", f->lease_ms);
     x->p[28] = x->lease;
     x->p[29] = f->worker;
@@ -555,7 +582,7 @@ enum tq_err tq_store_flush(struct tq_pg *pg, const struct tq_flush *f,
     for (int r = 0; r < rounds; r++) {
         flush_params(&x[r], f, round, r, *res, fc, *nres);
         st[r] = (struct tq__stmt){r == 0 ? "record job transitions" : "record job outcomes",
-                                  sql_flush, 31, x[r].p, NULL};
+                                  sql_flush, 33, x[r].p, NULL};
     }
     /* One round trip, one transaction: on error nothing was written. */
     enum tq_err err = tq__pg_pipeline(pg, st, n);

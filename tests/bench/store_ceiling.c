@@ -63,14 +63,14 @@ static enum tq_err one_batch(struct tq_pg *pg, struct conn *c, const char *worke
     for (size_t i = 0; i < ncl; i++) {
         int64_t id = cl[i].c.job_id, epoch = cl[i].c.epoch;
         steps[i] = (struct tq_step_row){.job_id = id, .epoch = epoch, .step = "s1",
-                                        .status = "succeeded", .attempts_delta = 1,
+                                        .status = TQ_SS_SUCCEEDED, .attempts_delta = 1,
                                         .started_ms = ms, .finished_ms = ms, .progress = true};
         att[i] = (struct tq_attempt_row){.job_id = id, .epoch = epoch, .step = "s1",
-                                         .phase = "run", .attempt = 1, .status = "succeeded",
+                                         .phase = "run", .attempt = 1, .status = TQ_SS_SUCCEEDED,
                                          .started_ms = ms, .finished_ms = ms};
         bool bare = c->rec == REC_BARE;
-        jobs[i] = (struct tq_job_row){.job_id = id, .epoch = epoch, .job_status = "succeeded",
-                                      .tenant_status = bare ? NULL : "active",
+        jobs[i] = (struct tq_job_row){.job_id = id, .epoch = epoch, .job_status = TQ_JS_SUCCEEDED,
+                                      .tenant_status = bare ? TQ_TS_NONE : TQ_TS_ACTIVE,
                                       .phase = "forward", .event = bare ? NULL : "active",
                                       .release_lease = true};
     }

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "netutil.h"
 #include "tq/pg.h"
 #include "tq/util.h"
 
@@ -108,6 +109,33 @@ Test(engine, retry_then_success)
     cr_assert_eq(h_sql_long("SELECT attempts FROM tq.job_steps WHERE step = 'flaky'"), 3);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'step_failed'"), 2,
                  "every attempt is in the audit log");
+}
+
+/*
+ * Issue 17: attempts made while a dependency was unreachable (waited out as
+ * an outage) do not count against the step's retry policy. Three
+ * unreachable attempts, then one real failure: with max_attempts 2 the
+ * policy still allows the retry that succeeds.
+ */
+Test(engine, attempts_during_an_outage_do_not_count_against_the_retry_policy)
+{
+    pipeline("outage_attempts.json",
+             "{\"name\":\"flaky\",\"kind\":\"sleep\","
+             " \"params\":{\"ms\":10,\"unreachable_attempts\":3,\"fail_attempts\":4},"
+             " \"retry\":{\"max_attempts\":2,\"base_ms\":20,\"max_ms\":50}}");
+    const char *t = h_tenant("outatt");
+    submit(t);
+    pid_t w = h_worker_start(NULL);
+    cr_assert(h_wait_sql("1", 30000, "SELECT (status IN ('active', 'failed'))::int"
+                         " FROM tq.tenants WHERE tenant_id = '%s'", t));
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    char *st = h_sql("SELECT status FROM tq.tenants WHERE tenant_id = '%s'", t);
+    cr_assert_str_eq(st, "active", "the outage's attempts were counted against max_attempts 2");
+    free(st);
+    cr_assert_eq(step_count(t, "flaky", "run", "failed"), 4);
+    cr_assert_eq(step_count(t, "flaky", "run", "succeeded"), 1);
+    cr_assert_eq(h_sql_long("SELECT attempts FROM tq.job_steps WHERE step = 'flaky'"), 5,
+                 "every attempt is still recorded");
 }
 
 Test(engine, retries_exhausted_roll_back_every_resource)
@@ -355,7 +383,7 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     pipeline("drift.json", steps);
     const char *t = h_tenant("drift");
     submit(t);
-    int port = 20000 + (int)((getpid() + 7919) % 20000);
+    int port = free_port();
     char http[64];
     snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
     const char *env[] = {http, NULL};
@@ -490,7 +518,7 @@ Test(engine, metrics_count_successes_failures_and_durations)
              " \"params\":{\"ms\":10,\"fail_if_exists\":\"" "/nonexistent/never" "\"}}");
     const char *ok = h_tenant("mok");
     submit(ok);
-    int port = 20000 + (int)(getpid() % 20000);
+    int port = free_port();
     char http[64];
     snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
     const char *env[] = {http, NULL};

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "netutil.h"
 #include "services.h"
 #include "tq/pg.h"
 #include "tq/store.h"
@@ -154,17 +155,18 @@ Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
                  TQ_OK, "%s", tq_pg_errstr(pg));
     cr_assert_eq(ncl, 1);
     int64_t epoch = cl[0].c.epoch;
-    struct tq_step_row step = {.job_id = id, .epoch = epoch, .step = "work", .status = "succeeded",
-                               .attempts_delta = 1, .started_ms = 1, .finished_ms = 2,
+    struct tq_step_row step = {.job_id = id, .epoch = epoch, .step = "work",
+                               .status = TQ_SS_SUCCEEDED, .attempts_delta = 1, .started_ms = 1, .finished_ms = 2,
                                .output = "{}", .progress = true};
     struct tq_attempt_row att = {.job_id = id, .epoch = epoch, .step = "work", .phase = "run",
-                                 .attempt = 1, .status = "succeeded", .started_ms = 1,
+                                 .attempt = 1, .status = TQ_SS_SUCCEEDED, .started_ms = 1,
                                  .finished_ms = 2};
     struct tq_job_row rows[2] = {
-        {.job_id = id, .epoch = epoch, .job_status = "running", .phase = "forward",
+        {.job_id = id, .epoch = epoch, .job_status = TQ_JS_RUNNING, .phase = "forward",
          .event = "step_warning", .reason = "slow"},
-        {.job_id = id, .epoch = epoch, .job_status = "no-such-status", .tenant_status = "active",
-         .phase = "forward", .event = "active", .release_lease = true},
+        {.job_id = id, .epoch = epoch, .job_status = TQ_JS_SUCCEEDED,
+         .tenant_status = TQ_TS_ACTIVE, .phase = "no-such-phase", .event = "active",
+         .release_lease = true},
     };
     struct tq_flush f = {.steps = &step, .nsteps = 1, .attempts = &att, .nattempts = 1,
                          .jobs = rows, .njobs = 2, .worker = "test-1-a", .lease_ms = 15000};
@@ -179,7 +181,7 @@ Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
         cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.audit_events WHERE event = 'step_warning'"),
                      0, "the first round's audit event rolled back");
     }
-    rows[1].job_status = "succeeded";
+    rows[1].phase = "forward";
     cr_assert_eq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "%s", tq_pg_errstr(pg));
     cr_assert_eq(nres, 1);
     cr_assert(!res[0].stale);
@@ -197,6 +199,53 @@ Test(reliability, failed_flush_writes_nothing_and_the_next_one_commits)
     cr_assert(nres == 1 && res[0].stale);
     free(res);
     cr_assert_eq(h_sql_long("SELECT count(*) FROM tq.step_attempts"), 1);
+    json_decref(cl[0].steps);
+    free(cl);
+    free(dead);
+    tq_pg_close(pg);
+}
+
+/*
+ * Issue 17: attempts a step waited out as an outage do not count against its
+ * retry policy on the next delivery either: the flush records them with the
+ * step, and the next claim hands them back with the attempts.
+ */
+Test(reliability, outage_attempts_survive_a_redelivery)
+{
+    use_pipeline("outage_count.json", "{\"name\":\"work\",\"kind\":\"noop\"}");
+    submit_batch("outcount", 1);
+    int64_t id = h_sql_long("SELECT id FROM tq.jobs");
+    struct tq_pg *pg = NULL;
+    tq_pg_open(getenv("TQ_DATABASE_URL"), &pg);
+    struct tq_claimed *cl = NULL;
+    int64_t *dead = NULL;
+    size_t ncl = 0, ndead = 0;
+    cr_assert_eq(tq_store_claim(pg, &id, 1, "test-oc-a", 15000, 10, &cl, &ncl, &dead, &ndead),
+                 TQ_OK, "%s", tq_pg_errstr(pg));
+    cr_assert_eq(ncl, 1);
+    struct tq_step_row step = {.job_id = id, .epoch = cl[0].c.epoch, .step = "work",
+                               .status = TQ_SS_PENDING, .attempts_delta = 3,
+                               .outage_attempts_delta = 2, .error = "could not connect"};
+    struct tq_job_row back = {.job_id = id, .epoch = cl[0].c.epoch, .job_status = TQ_JS_QUEUED,
+                              .tenant_status = TQ_TS_QUEUED, .phase = "forward",
+                              .event = "handed_back", .release_lease = true};
+    struct tq_flush f = {.steps = &step, .nsteps = 1, .jobs = &back, .njobs = 1,
+                         .worker = "test-oc-a", .lease_ms = 15000};
+    struct tq_flush_result *res = NULL;
+    size_t nres = 0;
+    cr_assert_eq(tq_store_flush(pg, &f, &res, &nres), TQ_OK, "%s", tq_pg_errstr(pg));
+    free(res);
+    json_decref(cl[0].steps);
+    free(cl);
+    free(dead);
+    cr_assert_eq(tq_store_claim(pg, &id, 1, "test-oc-b", 15000, 10, &cl, &ncl, &dead, &ndead),
+                 TQ_OK, "%s", tq_pg_errstr(pg));
+    cr_assert_eq(ncl, 1, "the handed-back job is claimable again");
+    const json_t *rec = json_object_get(cl[0].steps, "work");
+    cr_assert_eq(json_integer_value(json_object_get(rec, "attempts")), 3);
+    cr_assert_eq(json_integer_value(json_object_get(rec, "outage_attempts")), 2,
+                 "the next delivery must know which attempts the outage took");
+    cr_assert_eq(json_integer_value(json_object_get(rec, "undo_outage_attempts")), 0);
     json_decref(cl[0].steps);
     free(cl);
     free(dead);
@@ -354,7 +403,7 @@ static int http_status(int port, const char *path)
 
 Test(reliability, readyz_follows_redis_and_postgres)
 {
-    int port = 20000 + (int)(getpid() % 20000);
+    int port = free_port();
     char http[64];
     snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
     const char *env[] = {http, "TQ_LEASE_MS=3000", NULL};

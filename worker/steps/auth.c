@@ -26,9 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../credentials.h"
 #include "../step.h"
-#include "json_http.h"
 #include "tq/jwt.h"
 #include "tq/util.h"
 

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "../step.h"
-#include "json_http.h"
 #include "tq/util.h"
 
 #define MAX_WAIT_MS 120000

@@ -32,9 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../credentials.h"
 #include "../step.h"
-#include "tenant_util.h"
 #include "tq/pg.h"
 #include "tq/request.h"
 #include "tq/util.h"
@@ -208,20 +206,14 @@ static enum tq_err check_connect(struct wk_step *s, struct conn *c)
  * the grant), never this one.
  */
 struct probes {
-    json_t *list;          /* [{probe, result[, blame]}] */
+    struct wk_probes w;    /* what was tried, and the leaks blamed on this tenant */
     json_t *foreign;       /* [{schema, probe, result}] */
-    struct tq_buf leaks;   /* the sentences for errstr */
-    int nleaks;
     bool lost;             /* the connection broke: the check cannot conclude */
 };
 
 static void record(struct probes *p, const char *tried, const char *happened, bool leak)
 {
-    json_array_append_new(p->list, json_pack("{s:s, s:s}", "probe", tried, "result", happened));
-    if (leak) {
-        tq_buf_printf(&p->leaks, " Tried to %s, and %s.", tried, happened);
-        p->nleaks++;
-    }
+    wk_probe(&p->w, tried, happened, leak);
 }
 
 enum outcome { O_DENIED, O_ALLOWED, O_OTHER };
@@ -322,8 +314,9 @@ static PGresult *catalog(struct wk_step *s, struct conn *c, const char *sql, con
     " n.nspname = " schema_lit " AND c.relname = 'documents' AND a.grantee = 0))::text::char"
 
 /* This role's own standing: attributes, memberships, its objects' owner, grants, RLS. */
-static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk_tenant_names *n,
-                              struct probes *p, bool *self_clean)
+/* The login role's attributes and memberships; *self_clean when both are clean. */
+static enum tq_err role_probes(struct wk_step *s, struct conn *c, struct probes *p,
+                               bool *self_clean)
 {
     enum tq_err err = TQ_OK;
     char tried[256], happened[256];
@@ -357,8 +350,16 @@ static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk
     record(p, tried, happened, !members_ok);
     PQclear(r);
     *self_clean = attrs_ok && members_ok;
+    return TQ_OK;
+}
 
-    r = catalog(s, c, "SELECT c.relrowsecurity::text, c.relforcerowsecurity::text,"
+/* Its schema and table: row security, owners, grants to anyone else. */
+static enum tq_err object_probes(struct wk_step *s, struct conn *c,
+                                 const struct wk_tenant_names *n, struct probes *p)
+{
+    enum tq_err err = TQ_OK;
+    char tried[256], happened[256];
+    PGresult *r = catalog(s, c, "SELECT c.relrowsecurity::text, c.relforcerowsecurity::text,"
                       " pg_get_userbyid(n.nspowner), pg_get_userbyid(c.relowner),"
                       " (SELECT rolcanlogin FROM pg_roles WHERE oid = c.relowner)::text"
                       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -401,8 +402,13 @@ static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk
     snprintf(happened, sizeof(happened), *extra ? "%s" : "no one else does", extra);
     record(p, tried, happened, *extra != '\0');
     PQclear(r);
+    return TQ_OK;
+}
 
-    /* what an owner could do: the login role must not be able to */
+/* What an owner could do: the login role must not be able to. */
+static enum tq_err owner_power_probes(struct wk_step *s, struct conn *c,
+                                      const struct wk_tenant_names *n, struct probes *p)
+{
     char *ls = PQescapeLiteral(c->db, n->schema, strlen(n->schema));
     char *qs = PQescapeIdentifier(c->db, n->schema, strlen(n->schema));
     if (!ls || !qs) {
@@ -439,125 +445,150 @@ static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk
     return TQ_OK;
 }
 
-static enum tq_err check_isolation(struct wk_step *s, struct conn *c)
+static enum tq_err own_probes(struct wk_step *s, struct conn *c, const struct wk_tenant_names *n,
+                              struct probes *p, bool *self_clean)
 {
-    struct wk_tenant_names n;
-    wk_tenant_names(s->claim->tenant_id, &n);
-    struct probes p = {.list = json_array(), .foreign = json_array()};
-    tq_buf_init(&p.leaks);
+    enum tq_err err = role_probes(s, c, p, self_clean);
+    if (!err)
+        err = object_probes(s, c, n, p);
+    if (!err)
+        err = owner_power_probes(s, c, n, p);
+    return err;
+}
+
+/* Every other tenant's schema: reading it is a leak, blamed on whoever grants it. */
+static enum tq_err other_schema_probes(struct wk_step *s, struct conn *c,
+                                       const struct wk_tenant_names *n, struct probes *p,
+                                       bool self_clean, int *nschemas)
+{
     enum tq_err err = TQ_OK;
     char tried[256], happened[200];
-    int nschemas = 0, nrels = 0;
-    bool self_clean = false;
-    PGresult *r = PQexec(c->db, "BEGIN");
-    PQclear(r);
-
-    if ((err = own_probes(s, c, &n, &p, &self_clean)))
-        goto out;
-
-    /* every other tenant's schema */
-    r = catalog(s, c, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%' AND nspname <> $1"
-                      " ORDER BY nspname LIMIT " MAX_SCHEMAS, n.schema, &err);
+    PGresult *r = catalog(s, c, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'"
+                                " AND nspname <> $1 ORDER BY nspname LIMIT " MAX_SCHEMAS,
+                          n->schema, &err);
     if (!r)
-        goto out;
-    for (int i = 0; i < PQntuples(r) && !p.lost; i++) {
+        return err;
+    for (int i = 0; i < PQntuples(r) && !p->lost; i++) {
         const char *other = PQgetvalue(r, i, 0);
         char *q = PQescapeIdentifier(c->db, other, strlen(other));
         char *sql = tq_xasprintf("SELECT 1 FROM %s.documents LIMIT 1", q);
         snprintf(tried, sizeof(tried), "read %s.documents", other);
-        enum outcome o = attempt(c, &p, sql, 0, NULL, NULL, happened, sizeof(happened));
+        enum outcome o = attempt(c, p, sql, 0, NULL, NULL, happened, sizeof(happened));
         if (o == O_ALLOWED && self_clean) {
             /* this role holds nothing that reaches there: the other schema's grants do */
             snprintf(happened, sizeof(happened), "it was allowed by a grant on %s's objects"
                      " (that tenant's leak)", other);
-            json_array_append_new(p.foreign, json_pack("{s:s, s:s, s:s}", "schema", other,
-                                                       "probe", tried, "result", happened));
-            json_array_append_new(p.list, json_pack("{s:s, s:s, s:s}", "probe", tried, "result",
-                                                    happened, "blame", other));
+            json_array_append_new(p->foreign, json_pack("{s:s, s:s, s:s}", "schema", other,
+                                                        "probe", tried, "result", happened));
+            json_array_append_new(p->w.list, json_pack("{s:s, s:s, s:s}", "probe", tried,
+                                                       "result", happened, "blame", other));
             if (!s->warning[0])
                 snprintf(s->warning, sizeof(s->warning), "%s could read %s.documents: schema %s"
                          " grants too much (blamed on that tenant, not this one)", c->user,
                          other, other);
         } else {
-            record(&p, tried, happened, o == O_ALLOWED);
+            record(p, tried, happened, o == O_ALLOWED);
         }
         free(sql);
         PQfreemem(q);
-        nschemas++;
+        (*nschemas)++;
     }
     PQclear(r);
+    return TQ_OK;
+}
 
-    /* every relation of the platform's own schema */
-    r = catalog(s, c, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                      " WHERE n.nspname = 'tq' AND c.relkind IN ('r', 'p', 'v', 'm')"
-                      " ORDER BY c.relname", NULL, &err);
+/* Every relation of the platform's own schema must be unreadable. */
+static enum tq_err platform_probes(struct wk_step *s, struct conn *c, struct probes *p,
+                                   int *nrels)
+{
+    enum tq_err err = TQ_OK;
+    char tried[256];
+    PGresult *r = catalog(s, c, "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
+                                " ON n.oid = c.relnamespace WHERE n.nspname = 'tq'"
+                                " AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY c.relname",
+                          NULL, &err);
     if (!r)
-        goto out;
-    for (int i = 0; i < PQntuples(r) && !p.lost; i++) {
+        return err;
+    for (int i = 0; i < PQntuples(r) && !p->lost; i++) {
         const char *rel = PQgetvalue(r, i, 0);
         char *q = PQescapeIdentifier(c->db, rel, strlen(rel));
         char *sql = tq_xasprintf("SELECT 1 FROM tq.%s LIMIT 1", q);
         snprintf(tried, sizeof(tried), "read tq.%s", rel);
-        expect_denied(c, &p, tried, sql, 0, NULL, NULL);
+        expect_denied(c, p, tried, sql, 0, NULL, NULL);
         free(sql);
         PQfreemem(q);
-        nrels++;
+        (*nrels)++;
     }
     PQclear(r);
+    return TQ_OK;
+}
 
-    /* row-level security: rows of another tenant id are refused and hidden */
+/* Row-level security: rows of another tenant id are refused and hidden. */
+static enum tq_err row_security_probes(struct wk_step *s, struct conn *c, struct probes *p)
+{
+    char happened[200];
     const char *foreign[] = {FOREIGN_TENANT};
     char *sql = tq_xasprintf("INSERT INTO %s (tenant_id, title) VALUES ($1, 'tq-isolation-probe')",
                              c->q_table);
-    expect_denied(c, &p, "insert a row tagged with another tenant's id", sql, 1, foreign, NULL);
+    expect_denied(c, p, "insert a row tagged with another tenant's id", sql, 1, foreign, NULL);
     free(sql);
     sql = tq_xasprintf("INSERT INTO %s (title) VALUES ('tq-isolation-probe') RETURNING id",
                        c->q_table);
-    r = PQexec(c->db, sql);
+    PGresult *r = PQexec(c->db, sql);
     free(sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        err = stmt_failed(s, c, r, "insert its own row");
-        goto out;
-    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        return stmt_failed(s, c, r, "insert its own row");
     char id[32];
     snprintf(id, sizeof(id), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     const char *up[] = {FOREIGN_TENANT, id};
     sql = tq_xasprintf("UPDATE %s SET tenant_id = $1 WHERE id = $2::bigint", c->q_table);
-    expect_denied(c, &p, "retag its own row with another tenant's id", sql, 2, up, NULL);
+    expect_denied(c, p, "retag its own row with another tenant's id", sql, 2, up, NULL);
     free(sql);
     sql = tq_xasprintf("SELECT count(*) FROM %s WHERE tenant_id <> $1", c->q_table);
     const char *own[] = {s->claim->tenant_id};
     r = PQexecParams(c->db, sql, 1, NULL, own, NULL, NULL, 0);
     free(sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        err = stmt_failed(s, c, r, "count rows of other tenants");
-        goto out;
-    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        return stmt_failed(s, c, r, "count rows of other tenants");
     bool visible = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
     snprintf(happened, sizeof(happened), visible ? "it saw %s of them" : "it saw none",
              PQgetvalue(r, 0, 0));
-    record(&p, "see rows of other tenants in its documents table", happened, visible);
+    record(p, "see rows of other tenants in its documents table", happened, visible);
     PQclear(r);
+    return TQ_OK;
+}
 
-    if (p.lost) {
+static enum tq_err check_isolation(struct wk_step *s, struct conn *c)
+{
+    struct wk_tenant_names n;
+    wk_tenant_names(s->claim->tenant_id, &n);
+    struct probes p = {.foreign = json_array()};
+    wk_probes_init(&p.w);
+    int nschemas = 0, nrels = 0;
+    bool self_clean = false;
+    PQclear(PQexec(c->db, "BEGIN"));
+    enum tq_err err = own_probes(s, c, &n, &p, &self_clean);
+    if (!err)
+        err = other_schema_probes(s, c, &n, &p, self_clean, &nschemas);
+    if (!err)
+        err = platform_probes(s, c, &p, &nrels);
+    if (!err)
+        err = row_security_probes(s, c, &p);
+    if (!err && p.lost) {
         snprintf(s->errstr, sizeof(s->errstr), "could not finish the isolation check as %s: %s",
                  c->user, PQerrorMessage(c->db));
         s->errstr[strcspn(s->errstr, "\n")] = '\0';
         err = TQ_ECONNECT;
-    } else if (p.nleaks) {
-        snprintf(s->errstr, sizeof(s->errstr), "Isolation leak as %s.%s", c->user, p.leaks.data);
-        err = TQ_ESTEP;
+    } else if (!err) {
+        err = wk_probes_verdict(&p.w, s, c->user);
     }
-out:
     PQclear(PQexec(c->db, "ROLLBACK"));
     json_object_set_new(s->output, "user", json_string(c->user));
     json_object_set_new(s->output, "other_schemas_tried", json_integer(nschemas));
     json_object_set_new(s->output, "platform_relations_tried", json_integer(nrels));
-    json_object_set_new(s->output, "leaks", json_integer(p.nleaks));
-    json_object_set_new(s->output, "probes", p.list);
+    wk_probes_output(&p.w, s->output);
     json_object_set_new(s->output, "foreign_leaks", p.foreign);
-    tq_buf_cleanup(&p.leaks);
     return err;
 }
 

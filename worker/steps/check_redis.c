@@ -33,30 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../credentials.h"
 #include "../step.h"
-#include "tenant_util.h"
 #include "tq/util.h"
 
 #define FOREIGN_PREFIX "t:someone-else:"
 
-struct probes {
-    json_t *list;
-    struct tq_buf leaks;
-    int nleaks;
-};
-
-static void record(struct probes *p, const char *probe, const char *result, bool leak)
-{
-    json_array_append_new(p->list, json_pack("{s:s, s:s}", "probe", probe, "result", result));
-    if (leak) {
-        tq_buf_printf(&p->leaks, " Tried to %s, and %s.", probe, result);
-        p->nleaks++;
-    }
-}
-
 /* Send argv, which the ACL must refuse; false when the connection broke. */
-static bool expect_noperm(redisContext *c, struct probes *p, const char *probe, int argc,
+static bool expect_noperm(redisContext *c, struct wk_probes *p, const char *probe, int argc,
                           const char **argv, const char *undo_key)
 {
     redisReply *r = redisCommandArgv(c, argc, argv, NULL);
@@ -78,7 +61,7 @@ static bool expect_noperm(redisContext *c, struct probes *p, const char *probe, 
         }
     }
     freeReplyObject(r);
-    record(p, probe, result, leak);
+    wk_probe(p, probe, result, leak);
     return true;
 }
 
@@ -145,8 +128,8 @@ static enum tq_err check_run(struct wk_step *s)
 {
     redisContext *c = NULL;
     redisReply *r;
-    struct probes p = {.list = json_array()};
-    tq_buf_init(&p.leaks);
+    struct wk_probes p;
+    wk_probes_init(&p);
     char user[64] = "", prefix[64] = "";
     const char *tenant = s->claim->tenant_id;
     enum tq_err err = tenant_open(s, &c, user, sizeof(user), prefix, sizeof(prefix));
@@ -180,7 +163,7 @@ static enum tq_err check_run(struct wk_step *s)
         err = TQ_ESTEP;
         goto out;
     }
-    record(&p, "SET/GET/DEL own key", "ok", false);
+    wk_probe(&p, "SET/GET/DEL own key", "ok", false);
 
     /* everything else is refused */
     char foreign_key[96], plain_key[96], foreign_chan[96];
@@ -225,20 +208,16 @@ static enum tq_err check_run(struct wk_step *s)
             goto out;
         }
     }
-    if (p.nleaks) {
-        snprintf(s->errstr, sizeof(s->errstr), "Isolation leak as redis user %s.%s", user,
-                 p.leaks.data);
-        err = TQ_ESTEP;
-    }
+    char who[96];
+    snprintf(who, sizeof(who), "redis user %s", user);
+    err = wk_probes_verdict(&p, s, who);
 out:
     json_object_set_new(s->output, "check", json_string("isolation"));
     if (user[0])
         json_object_set_new(s->output, "user", json_string(user));
     if (prefix[0])
         json_object_set_new(s->output, "key_prefix", json_string(prefix));
-    json_object_set_new(s->output, "leaks", json_integer(p.nleaks));
-    json_object_set_new(s->output, "probes", p.list);
-    tq_buf_cleanup(&p.leaks);
+    wk_probes_output(&p, s->output);
     redisFree(c);
     return err;
 }
@@ -249,6 +228,43 @@ static long long int_param(const struct wk_step *s, const char *name, long long 
 {
     const json_t *v = json_object_get(s->params, name);
     return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+/* Add the keys of one SCAN page and their MEMORY USAGE (asked as the tenant, tc). */
+static enum tq_err page_usage(struct wk_step *s, redisContext *tc, const redisReply *page,
+                              long long *keys, long long *bytes)
+{
+    enum tq_err err = TQ_OK;
+    /* one round trip for the page's MEMORY USAGE calls */
+    for (size_t i = 0; i < page->elements; i++) {
+        const char *mu[] = {"MEMORY", "USAGE", page->element[i]->str};
+        size_t len[] = {6, 5, page->element[i]->len};
+        if (redisAppendCommandArgv(tc, 3, mu, len) != REDIS_OK) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not ask MEMORY USAGE: %s",
+                     tc->errstr);
+            return TQ_ECONNECT;
+        }
+    }
+    for (size_t i = 0; i < page->elements; i++) {
+        void *rep = NULL;
+        if (redisGetReply(tc, &rep) != REDIS_OK) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE: %s",
+                     tc->errstr);
+            return TQ_ECONNECT;
+        }
+        redisReply *m = rep;
+        if (m->type == REDIS_REPLY_ERROR && !err) {
+            snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE as the"
+                     " tenant: %s", m->str);
+            err = TQ_EREDIS;
+        }
+        if (m->type == REDIS_REPLY_INTEGER) {   /* nil: the key expired meanwhile */
+            *bytes += m->integer;
+            (*keys)++;
+        }
+        freeReplyObject(m);
+    }
+    return err;
 }
 
 static enum tq_err usage_run(struct wk_step *s)
@@ -299,34 +315,7 @@ static enum tq_err usage_run(struct wk_step *s)
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         complete = strcmp(cursor, "0") == 0;
         scanned_rounds++;
-        redisReply *page = r->element[1];
-        /* one round trip for the page's MEMORY USAGE calls */
-        for (size_t i = 0; i < page->elements; i++) {
-            const char *mu[] = {"MEMORY", "USAGE", page->element[i]->str};
-            size_t len[] = {6, 5, page->element[i]->len};
-            redisAppendCommandArgv(tc, 3, mu, len);
-        }
-        for (size_t i = 0; i < page->elements; i++) {
-            void *rep = NULL;
-            if (redisGetReply(tc, &rep) != REDIS_OK) {
-                snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE: %s",
-                         tc->errstr);
-                freeReplyObject(r);
-                err = TQ_ECONNECT;
-                goto out;
-            }
-            redisReply *m = rep;
-            if (m->type == REDIS_REPLY_ERROR && !err) {
-                snprintf(s->errstr, sizeof(s->errstr), "could not read MEMORY USAGE as the"
-                         " tenant: %s", m->str);
-                err = TQ_EREDIS;
-            }
-            if (m->type == REDIS_REPLY_INTEGER) {   /* nil: the key expired meanwhile */
-                bytes += m->integer;
-                keys++;
-            }
-            freeReplyObject(m);
-        }
+        err = page_usage(s, tc, r->element[1], &keys, &bytes);
         freeReplyObject(r);
         if (err)
             goto out;

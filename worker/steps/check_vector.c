@@ -27,7 +27,6 @@
 #include <string.h>
 
 #include "../step.h"
-#include "json_http.h"
 #include "tq/request.h"
 #include "tq/util.h"
 

@@ -72,7 +72,6 @@
 #include <unistd.h>
 
 #include "../step.h"
-#include "tenant_util.h"
 #include "tq/log.h"
 #include "tq/redact.h"
 #include "tq/util.h"

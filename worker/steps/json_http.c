@@ -1,5 +1,5 @@
 /* See json_http.h. */
-#include "json_http.h"
+#include "../step.h"
 
 #include <stdio.h>
 #include <stdlib.h>

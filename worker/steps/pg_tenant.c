@@ -28,9 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../credentials.h"
 #include "../step.h"
-#include "tenant_util.h"
 #include "tq/log.h"
 #include "tq/redact.h"
 #include "tq/util.h"

@@ -10,7 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../step.h"
+#include "tq/err.h"
+
+struct wk_step;
+struct tq_claim;
+struct wk_s3;
 
 /*
  * The S3 client of s3_bucket.c and check_s3.c. Loop thread only.
@@ -28,7 +32,6 @@
 /* The S3 XML namespace of request and response bodies. */
 #define S3NS "http://s3.amazonaws.com/doc/2006-03-01/"
 
-struct wk_s3;
 typedef void wk_s3_cb(struct wk_s3 *c, void *arg);
 enum tq_err wk_s3_new(struct wk_step *s, struct wk_s3 **out);
 void wk_s3_free(struct wk_s3 *c);

@@ -3,6 +3,8 @@
  * benchmarks: "noop" succeeds at once; "sleep" waits params.ms (default 200)
  * on a loop timer and can be told to fail:
  *   fail_attempts N        the first N attempts of this delivery fail (retryable)
+ *   unreachable_attempts N the first N attempts fail as if a dependency were
+ *                          unreachable (TQ_ECONNECT: an outage, not a verdict)
  *   fail_if_exists PATH    fail while PATH exists (an operator "fixes" it by removing it)
  *   undo_fail_if_exists P  the undo fails while P exists
  *   error TEXT             the message of those failures
@@ -36,9 +38,17 @@ static void fire(uv_timer_t *t)
     const char *path =
         json_string_value(json_object_get(p, s->undo ? "undo_fail_if_exists" : "fail_if_exists"));
     json_int_t fail_n = json_integer_value(json_object_get(p, "fail_attempts"));
+    json_int_t unreachable_n = json_integer_value(json_object_get(p, "unreachable_attempts"));
     if (path && access(path, F_OK) == 0) {
         snprintf(s->errstr, sizeof(s->errstr), "%s", msg ? msg : "condition file present");
         wk_step_done(s, TQ_ESTEP);
+        return;
+    }
+    if (!s->undo && s->attempt <= unreachable_n) {
+        snprintf(s->errstr, sizeof(s->errstr),
+                 "could not connect to the dependency (attempt %d of %lld unreachable)",
+                 s->attempt, (long long)unreachable_n);
+        wk_step_done(s, TQ_ECONNECT);
         return;
     }
     if (!s->undo && s->attempt <= fail_n) {

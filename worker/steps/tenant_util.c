@@ -4,7 +4,6 @@
  * through the shared store (worker/credentials.h).
  * The step kinds themselves live one per file next to this one.
  */
-#include "tenant_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -109,4 +108,36 @@ uint64_t wk_now_ns(void)
 double wk_ms_since(uint64_t start_ns)
 {
     return (double)(wk_now_ns() - start_ns) / 1e6;
+}
+
+void wk_probes_init(struct wk_probes *p)
+{
+    p->list = json_array();
+    tq_buf_init(&p->leaks);
+    p->nleaks = 0;
+}
+
+void wk_probe(struct wk_probes *p, const char *tried, const char *happened, bool leak)
+{
+    json_array_append_new(p->list, json_pack("{s:s, s:s}", "probe", tried, "result", happened));
+    if (leak) {
+        tq_buf_printf(&p->leaks, " Tried to %s, and %s.", tried, happened);
+        p->nleaks++;
+    }
+}
+
+enum tq_err wk_probes_verdict(const struct wk_probes *p, struct wk_step *s, const char *who)
+{
+    if (!p->nleaks)
+        return TQ_OK;
+    snprintf(s->errstr, sizeof(s->errstr), "Isolation leak as %s.%s", who, p->leaks.data);
+    return TQ_ESTEP;
+}
+
+void wk_probes_output(struct wk_probes *p, json_t *output)
+{
+    json_object_set_new(output, "leaks", json_integer(p->nleaks));
+    json_object_set_new(output, "probes", p->list);
+    p->list = NULL;
+    tq_buf_cleanup(&p->leaks);
 }

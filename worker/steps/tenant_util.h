@@ -8,6 +8,7 @@
 #ifndef WK_TENANT_UTIL_H
 #define WK_TENANT_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@
 #include "tq/config.h"
 #include "tq/err.h"
 #include "tq/request.h"
+#include "tq/util.h"
 
 struct wk_step;
 
@@ -60,6 +62,24 @@ enum tq_err wk_redis_open(const struct tq_redis_addr *a, int timeout_ms, redisCo
  * empty. Borrowed from s (valid while s lives).
  */
 const char *wk_tenant_redis_url(const struct wk_step *s);
+
+/*
+ * The record of an isolation check (check_pg, check_redis): each probe is
+ * something tried and what happened; a leak is written as one sentence,
+ * "Tried to <tried>, and <happened>." wk_probes_init before use;
+ * wk_probes_output hands the record to the step's output and empties p.
+ */
+struct wk_probes {
+    json_t *list;          /* [{probe, result}] */
+    struct tq_buf leaks;   /* the sentences, for errstr */
+    int nleaks;
+};
+void wk_probes_init(struct wk_probes *p);
+void wk_probe(struct wk_probes *p, const char *tried, const char *happened, bool leak);
+/* TQ_ESTEP with "Isolation leak as <who>.<sentences>" in s->errstr when a probe leaked. */
+enum tq_err wk_probes_verdict(const struct wk_probes *p, struct wk_step *s, const char *who);
+/* output.leaks and output.probes (the list moves there); p is cleaned up. */
+void wk_probes_output(struct wk_probes *p, json_t *output);
 
 /* Overwrite each occurrence of secret in buf with '*' (defence in depth for server messages). */
 void wk_scrub(char *buf, const char *secret);

@@ -9,11 +9,14 @@
  * parameters, never as SQL text. Like tq_pg and tq_queue, a call uses the
  * caller's connection and must come from the thread that owns it.
  *
- * Errors of the tq_admin_* PostgreSQL actions:
- *   TQ_ENOTFOUND   no such tenant (or job); errbuf says which
+ * Errors of the tq_admin_* PostgreSQL actions; the detail rides on the
+ * connection, tq_pg_errstr(pg), valid until the next call on pg:
+ *   TQ_ENOTFOUND   no such tenant (or job); tq_pg_errstr says which
  *   TQ_ECONFLICT   the tenant or job is not in a state the action applies
- *                  to; errbuf names the state and the rule; nothing changed
- *   TQ_ECONNECT, TQ_EPG   errbuf has the detail; nothing changed
+ *                  to; tq_pg_errstr names the state and the rule; nothing
+ *                  changed
+ *   TQ_ECONNECT, TQ_EPG, TQ_ESQL   tq_pg_errstr has the detail; nothing
+ *                  changed
  */
 #ifndef TQ_ADMIN_H
 #define TQ_ADMIN_H
@@ -50,16 +53,14 @@ struct tq_admin_result {
  * TQ_ECONFLICT when the tenant is in any other status (approving twice).
  */
 enum tq_err tq_admin_approve(struct tq_pg *pg, const char *tenant_id, const char *by,
-                             const char *note, struct tq_admin_result *out, char *errbuf,
-                             size_t errlen);
+                             const char *note, struct tq_admin_result *out);
 
 /*
  * pending_approval -> rejected (failure_reason = reason), the held job ->
  * cancelled; audit "rejected" {reason}. Nothing to dispatch.
  */
 enum tq_err tq_admin_reject(struct tq_pg *pg, const char *tenant_id, const char *by,
-                            const char *reason, struct tq_admin_result *out, char *errbuf,
-                            size_t errlen);
+                            const char *reason, struct tq_admin_result *out);
 
 /*
  * The tenant's latest job:
@@ -73,7 +74,7 @@ enum tq_err tq_admin_reject(struct tq_pg *pg, const char *tenant_id, const char 
  * TQ_ECONFLICT "nothing to cancel: tenant is <status>" otherwise.
  */
 enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char *actor,
-                            struct tq_admin_result *out, char *errbuf, size_t errlen);
+                            struct tq_admin_result *out);
 
 /*
  * blocked -> its job blocked -> queued (phase kept: the worker re-runs the
@@ -87,8 +88,7 @@ enum tq_err tq_admin_cancel(struct tq_pg *pg, const char *tenant_id, const char 
  * Audit "retry_requested"; action "retry_requested", dispatch set.
  */
 enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *actor,
-                           const struct tq_pipeline *pl, struct tq_admin_result *out,
-                           char *errbuf, size_t errlen);
+                           const struct tq_pipeline *pl, struct tq_admin_result *out);
 
 /*
  * active or blocked -> a deprovision job on the pipeline of the tenant's
@@ -97,13 +97,13 @@ enum tq_err tq_admin_retry(struct tq_pg *pg, const char *tenant_id, const char *
  * that job: existed, dispatch only while it is still queued.
  */
 enum tq_err tq_admin_deprovision(struct tq_pg *pg, const char *tenant_id, const char *actor,
-                                 struct tq_admin_result *out, char *errbuf, size_t errlen);
+                                 struct tq_admin_result *out);
 
 /*
  * Dead jobs, oldest first, as a JSON array of {job_id, tenant_id, kind,
  * dead_reason, deliveries, attempt, updated_at}. *out owned by the caller.
  */
-enum tq_err tq_admin_dead_list(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen);
+enum tq_err tq_admin_dead_list(struct tq_pg *pg, json_t **out);
 
 /*
  * Requeue dead jobs: target is a job id (digits) or a tenant id (all its
@@ -113,14 +113,14 @@ enum tq_err tq_admin_dead_list(struct tq_pg *pg, json_t **out, char *errbuf, siz
  * job of the tenant) is not dead.
  */
 enum tq_err tq_admin_dead_requeue(struct tq_pg *pg, const char *target, const char *actor,
-                                  json_t **requeued, char *errbuf, size_t errlen);
+                                  json_t **requeued);
 
 
 /*
  * PostgreSQL side of `stats`: {"jobs_running": n, "jobs_by_status": {...},
  * "tenants_by_status": {...}}. *out owned by the caller.
  */
-enum tq_err tq_admin_pg_stats(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen);
+enum tq_err tq_admin_pg_stats(struct tq_pg *pg, json_t **out);
 
 /*
  * A tenant's history as one JSON object (shape in enqueue/README.md,
@@ -128,8 +128,7 @@ enum tq_err tq_admin_pg_stats(struct tq_pg *pg, json_t **out, char *errbuf, size
  * event. *out is the caller's (json_decref). TQ_ENOTFOUND for an unknown
  * tenant.
  */
-enum tq_err tq_admin_history(struct tq_pg *pg, const char *tenant_id, json_t **out,
-                             char *errbuf, size_t errlen);
+enum tq_err tq_admin_history(struct tq_pg *pg, const char *tenant_id, json_t **out);
 
 /* ---- Redis side: safe to repeat, so safe to retry ---- */
 

@@ -79,14 +79,14 @@ struct tq_submit_item {
 
 /*
  * Write tenants, jobs and audit events for all items in one transaction:
- * all or nothing. TQ_ECONFLICT (errbuf names the item and the reason) when an
- * item's tenant id, name or idempotency key belongs to a different request.
+ * all or nothing. TQ_ECONFLICT (tq_pg_errstr names the item and the reason)
+ * when an item's tenant id, name or idempotency key belongs to a different
+ * request; any other error: tq_pg_errstr has the detail, nothing written.
  */
 enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items,
                          size_t n, const char *batch,
                          const struct tq_pipeline *pl,
-                         const struct tq_rules *rules, const char *actor,
-                         char *errbuf, size_t errlen);
+                         const struct tq_rules *rules, const char *actor);
 
 /* ---- worker side ---- */
 /* A claimed job: what tq_store_claim returns for it. */

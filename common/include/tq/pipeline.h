@@ -94,6 +94,42 @@ const char *tq_step_class_name(enum tq_step_class c);
  */
 typedef const char *tq_template_lookup_cb(const char *var, void *arg);
 
+/*
+ * Every template variable, once: the check at submit and the worker's lookup
+ * both use this table (add a variable here, and its value in
+ * worker/template.c, which the compiler then asks for). X(ID, "name").
+ */
+#define TQ_TEMPLATE_VARS(X)                                          \
+    X(TENANT_ID,               "tenant.id")                          \
+    X(TENANT_IDENT,            "tenant.ident")                       \
+    X(TENANT_NAME,             "tenant.name")                        \
+    X(TENANT_TIER,             "tenant.tier")                        \
+    X(TENANT_REGION,           "tenant.region")                      \
+    X(TENANT_OWNER,            "tenant.owner")                       \
+    X(JOB_ID,                  "job.id")                             \
+    X(TIER_DOCUMENTS_PER_MONTH, "tier.documents_per_month")          \
+    X(TIER_QUERIES_PER_MINUTE, "tier.queries_per_minute")            \
+    X(TIER_VECTOR_REPLICAS,    "tier.vector_replicas")               \
+    X(TIER_ARCHIVE_AFTER_DAYS, "tier.archive_after_days")            \
+    X(TIER_P95_SLA_MS,         "tier.p95_sla_ms")                    \
+    X(TIER_MODEL,              "tier.model")                         \
+    X(TIER_COST_CENTER,        "tier.cost_center")               \
+    X(REGION_S3_REGION,        "region.s3_region")                   \
+    X(REGION_S3_ENDPOINT,      "region.s3_endpoint")                 \
+    X(REGION_VECTOR_URL,       "region.vector_url")                  \
+    X(REGION_DASHBOARD_URL,    "region.dashboard_url")
+
+/* TQ_TV_ENV: env.NAME (NAME of A-Z, 0-9, '_'); TQ_TV_UNKNOWN: no such variable. */
+enum tq_template_var {
+    TQ_TV_UNKNOWN = 0,
+#define X(id, name) TQ_TV_##id,
+    TQ_TEMPLATE_VARS(X)
+#undef X
+    TQ_TV_ENV
+};
+/* The variable named by the n bytes at v. */
+enum tq_template_var tq_template_var(const char *v, size_t n);
+
 /* True when every ${...} in s is well formed and names a known variable. */
 enum tq_err tq_template_check(const char *s, char *errbuf, size_t errlen);
 /* Render s; caller frees. NULL when a variable is unknown (errbuf says which). */

@@ -33,18 +33,16 @@ bool tq_pipeline_name_valid(const char *name, char *why, size_t whylen);
  * (may be NULL) says whether it is the default afterwards.
  */
 enum tq_err tq_pipeline_register(struct tq_pg *pg, const char *name, const struct tq_pipeline *pl,
-                                 bool make_default, const char *actor, bool *is_default,
-                                 char *errbuf, size_t errlen);
+                                 bool make_default, const char *actor, bool *is_default);
 
 /*
  * Load the pipeline registered as name (NULL or "": the fleet's default).
- * TQ_ENOTFOUND with errbuf saying what to do when there is none.
+ * TQ_ENOTFOUND with tq_pg_errstr saying what to do when there is none.
  * *out owned by the caller (tq_pipeline_free).
  */
-enum tq_err tq_pipeline_named(struct tq_pg *pg, const char *name, struct tq_pipeline **out,
-                              char *errbuf, size_t errlen);
+enum tq_err tq_pipeline_named(struct tq_pg *pg, const char *name, struct tq_pipeline **out);
 
 /* [{name, hash, default, steps, registered_at, registered_by}] by name; caller decrefs. */
-enum tq_err tq_pipeline_list(struct tq_pg *pg, json_t **out, char *errbuf, size_t errlen);
+enum tq_err tq_pipeline_list(struct tq_pg *pg, json_t **out);
 
 #endif

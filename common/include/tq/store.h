@@ -18,12 +18,14 @@
 #include <jansson.h>
 
 #include "tq/pg.h"
+#include "tq/status.h"
 
 struct tq_claimed {
     struct tq_claim c;         /* job, epoch, tenant fields */
     bool rollback;             /* phase = rollback (resume an undo) */
     bool cancel_requested;
-    json_t *steps;             /* step -> {status, attempts, undo_attempts, reached} so far (owned) */
+    json_t *steps;             /* step -> {status, attempts, undo_attempts, outage_attempts,
+                                  undo_outage_attempts, reached} so far (owned) */
 };
 
 /*
@@ -41,9 +43,11 @@ enum tq_err tq_store_claim(struct tq_pg *pg, const int64_t *ids, size_t n, const
 struct tq_step_row {
     int64_t job_id, epoch;
     const char *step;
-    const char *status;        /* pending|running|succeeded|failed|compensated|compensation_failed */
+    enum tq_step_status status;   /* its name is stored (tq/status.h) */
     int attempts_delta;        /* run attempts started */
     int undo_attempts_delta;   /* undo attempts started */
+    int outage_attempts_delta;       /* run attempts waited out as an outage */
+    int undo_outage_attempts_delta;  /* undo attempts waited out as an outage */
     int64_t started_ms;        /* 0: keep */
     int64_t finished_ms;       /* 0: NULL */
     const char *error;         /* NULL: keep */
@@ -57,7 +61,7 @@ struct tq_attempt_row {
     const char *step;
     const char *phase;         /* run | undo */
     int attempt;
-    const char *status;        /* succeeded | failed */
+    enum tq_step_status status;   /* TQ_SS_SUCCEEDED | TQ_SS_FAILED */
     int64_t started_ms, finished_ms;
     const char *error;         /* may be NULL */
     bool reached;              /* the request may have reached its server (false: it never left) */
@@ -66,8 +70,9 @@ struct tq_attempt_row {
 /* A job-level change: phase switch, or the outcome (terminal, or handed back). */
 struct tq_job_row {
     int64_t job_id, epoch;
-    const char *job_status;    /* running (phase change only), queued, succeeded, failed, ... */
-    const char *tenant_status; /* NULL: leave the tenant alone */
+    enum tq_job_status job_status;       /* TQ_JS_RUNNING (phase change only), _QUEUED,
+                                            _SUCCEEDED, ...; TQ_JS_NONE: keep */
+    enum tq_tenant_status tenant_status; /* TQ_TS_NONE: leave the tenant alone */
     const char *phase;         /* forward | rollback */
     const char *event;         /* audit event name */
     const char *reason;        /* failure_reason / error, may be NULL */

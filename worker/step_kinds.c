@@ -1,12 +1,12 @@
 /*
  * The table of step kinds, built from WK_STEP_KINDS (step.h); each kind
- * lives in its own file in this folder. Checked at start against libtq's
+ * lives in its own file in worker/steps/. Checked at start against libtq's
  * list of kinds a pipeline may name, so the two cannot drift apart.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "../step_int.h"
+#include "step_int.h"
 
 static const struct wk_step_ops *const kinds[] = {
 #define X(name) &wk_step_##name,
