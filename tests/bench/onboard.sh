@@ -37,6 +37,10 @@ export TQ_S3_ACCESS_KEY=$ak TQ_S3_SECRET_KEY=$sk
 export TQ_VECTOR_URL="http://127.0.0.1:$saas_port" TQ_DASHBOARD_URL="http://127.0.0.1:$saas_port"
 export TQ_VECTOR_TOKEN=$tok TQ_DASHBOARD_TOKEN=$tok
 export TQ_NOTIFY_WEBHOOK_URL="http://127.0.0.1:$saas_port/hooks/bench"
+# the region map (TQ_REGIONS_FILE): the tenants' region on the stand-ins
+printf '{"us-east-1": {"s3_region": "us-east-1", "s3_endpoint": "http://127.0.0.1:%s", "vector_url": "http://127.0.0.1:%s", "dashboard_url": "http://127.0.0.1:%s", "pg_url": null}}\n' \
+  "$s3_port" "$saas_port" "$saas_port" > "$dir/regions.json"
+export TQ_REGIONS_FILE="$dir/regions.json"
 bench_trust_env   # a throwaway private trust cluster (lib.sh)
 "$bin/tq-enqueue" migrate >/dev/null
 "$bin/tq-enqueue" pipeline register "$top/deploy/pipelines/tenant-provision.json" --default >/dev/null
