@@ -137,6 +137,7 @@ int cmd_credentials(struct cli *c, int argc, char **argv);   /* credentials.c */
 int cmd_secrets(struct cli *c, int argc, char **argv);       /* credentials.c */
 int cmd_auth(struct cli *c, int argc, char **argv);          /* credentials.c */
 int cmd_pipeline(struct cli *c, int argc, char **argv);
+int cmd_approvers(struct cli *c, int argc, char **argv);
 
 /* ---- watch.c: status --watch ---- */
 struct watch_opts {

@@ -39,6 +39,8 @@ static const char usage[] =
     "  auth jwks               print the public keys of tenants' API tokens (a JWKS)\n"
     "  pipeline register FILE | list\n"
     "                          the operator's named pipelines (submit picks one)\n"
+    "  approvers add|remove|list --role ROLE [IDENTITY]\n"
+    "                          who may approve, by role (admin account)\n"
     "\n"
     "  tq-enqueue COMMAND --help shows a command's options and examples.\n"
     "\n"
@@ -50,7 +52,8 @@ static const char usage[] =
     "\n"
     "environment: TQ_DATABASE_URL (libpq conninfo or URI), TQ_REDIS_URL\n"
     "(redis://[:password@]host:port[/db]), TQ_QUEUE, TQ_PREFIX,\n"
-    "TQ_REGIONS, TQ_APPROVAL_THRESHOLD. `eval \"$(deploy/local/env)\"` sets them\n"
+    "TQ_REGIONS_FILE (the region map; else TQ_REGIONS), TQ_APPROVAL_THRESHOLD.\n"
+    "`eval \"$(deploy/local/env)\"` sets them\n"
     "locally.\n"
     "\n"
     "examples:\n"
@@ -188,7 +191,7 @@ int main(int argc, char **argv)
                 {"revalidate", cmd_revalidate}, {"history", cmd_history},
                 {"credentials", cmd_credentials}, {"secrets", cmd_secrets},
                 {"auth", cmd_auth},
-                {"pipeline", cmd_pipeline}};
+                {"pipeline", cmd_pipeline}, {"approvers", cmd_approvers}};
     int (*fn)(struct cli *, int, char **) = NULL;
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
         if (strcmp(cmds[k].name, cmd) == 0)

@@ -8,6 +8,8 @@ static const char usage[] =
     "(failure_reason = TEXT), its held job cancelled, and the decision is\n"
     "audited (event \"rejected\"). Nothing was created, so nothing is rolled back.\n"
     "A tenant in any other status is refused (exit 3, naming its status).\n"
+    "WHO must hold the role the approval policy names for the tenant's tier\n"
+    "(tq-enqueue approvers list; exit 3 otherwise, nothing changed).\n"
     "\n"
     "options:\n"
     "  --by WHO         who rejects (required; 1-200 bytes)\n"

@@ -83,6 +83,12 @@ static void print_table(const json_t *tenants, bool with_steps)
         }
         if (!*detail)
             detail = waiting_step(t);
+        char ed[96];
+        if (!*detail && json_is_true(json_object_get(t, "escalated"))) {
+            snprintf(ed, sizeof(ed), "ESCALATED: pending approval, escalated %lld time(s)",
+                     (long long)json_integer_value(json_object_get(t, "escalations")));
+            detail = ed;
+        }
         printf("%-24s %-7s %-10s %-16s %-6s %s\n", str(t, "tenant_id"), str(t, "tier"),
                str(t, "region"), str(t, "status"), steps, cli_shown(detail));
         if (!with_steps)

@@ -50,7 +50,8 @@ static const char usage[] =
     "  --tenant-id ID          ^[a-z][a-z0-9-]{2,39}$\n"
     "  --name NAME             display name, unique, at most 100 bytes\n"
     "  --tier TIER             Gold (5-15 lakh INR), Silver (2-5 lakh), Bronze (< 2 lakh)\n"
-    "  --region REGION         one of TQ_REGIONS (default us-east-1,us-west-2,eu-west-1)\n"
+    "  --region REGION         a region of the region map (TQ_REGIONS_FILE); without a\n"
+    "                          map, one of TQ_REGIONS (default us-east-1,us-west-2,eu-west-1)\n"
     "  --budget INR            annual budget, whole rupees\n"
     "  --owner EMAIL           owner's e-mail address\n"
     "  --justification TEXT    business justification (optional)\n"
@@ -641,7 +642,8 @@ int cmd_submit(struct cli *c, int argc, char **argv)
     }
     if (stream) {
         const struct tq_rules srules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
-                                        c->cfg.approval_threshold_inr};
+                                        c->cfg.approval_threshold_inr,
+                                        c->cfg.region_map != NULL};
         rc = submit_stream(c, batch, pipeline, &srules);
         goto out;
     }
@@ -670,7 +672,7 @@ int cmd_submit(struct cli *c, int argc, char **argv)
      * their fields went nowhere, and "tenant_id is required" would mislead.
      */
     const struct tq_rules rules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
-                                   c->cfg.approval_threshold_inr};
+                                   c->cfg.approval_threshold_inr, c->cfg.region_map != NULL};
     /* duplicates by sorting (a pairwise scan of 10,000 rows took seconds) */
     size_t *dup_id = l.header_bad ? NULL : first_duplicates(l.reqs, l.n, false);
     size_t *dup_name = l.header_bad ? NULL : first_duplicates(l.reqs, l.n, true);

@@ -125,27 +125,18 @@ static void mark_for_undo(struct wk_job *j)
             j->reason[0] ? j->reason : "cancelled by an operator");
 }
 
-/* Tell people about outcomes that need them (failures, blocks, warnings). */
-void wk_job_notify(struct wk_job *j, const char *event, const char *text)
-{
-    const struct wk_step_settings *st = &j->eng->set.steps;
-    wk_notify(j->eng->set.curl, st, &j->cl.c, event, text, st->notify_webhook_url, st->smtp_url,
-              NULL, NULL);
-}
-
 /*
- * The job's last row committed (the writer said so): notifications, metrics
- * and its log line. Never earlier: a row the epoch fence refuses was not the
- * job's outcome, another worker's is.
+ * The job's last row committed (the writer said so): metrics and its log
+ * line. Never earlier: a row the epoch fence refuses was not the job's
+ * outcome, another worker's is. Nobody is told from here: the audit event
+ * in that row is what dispatch.c notifies, once it is committed.
  */
 static void outcome(struct wk_job *j, const struct wk_move *m, const char *reason)
 {
-    if (m->audit && strcmp(m->audit, "drift_detected") == 0)
-        wk_job_notify(j, "drift_detected", reason);
     enum tq_tenant_status ts = m->tenant;
     bool bad = ts == TQ_TS_FAILED || ts == TQ_TS_ROLLBACK_FAILED || ts == TQ_TS_BLOCKED;
-    if (bad)
-        wk_job_notify(j, tq_tenant_status_name(ts), reason);
+    if (ts == TQ_TS_ROLLBACK_FAILED)
+        wk_metrics_rollback_failed(j->cl.c.tier);
     if (j->kind == WK_KIND_PROVISION && ts == TQ_TS_ACTIVE)
         wk_metrics_provisioned(j->cl.c.tier, j->cl.c.region,
                                (double)(tq_mono_ms() - j->started_mono_ms) / 1000.0);

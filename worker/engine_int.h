@@ -81,7 +81,6 @@ struct wk_engine {
 void wk_job_event(struct wk_job *j, enum wk_event ev);
 /* Start what j's phase starts, and move it on while it is idle. */
 void wk_job_advance(struct wk_job *j);
-void wk_job_notify(struct wk_job *j, const char *event, const char *text);
 
 /* step_run.c */
 bool wk_step_enabled(struct wk_job *j, size_t i);

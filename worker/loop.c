@@ -17,6 +17,7 @@
 #include "limits.h"
 #include "loop.h"
 #include "step_int.h"
+#include "tq/approvers.h"
 #include "tq/log.h"
 #include "tq/probe.h"
 #include "tq/util.h"
@@ -31,6 +32,8 @@ struct worker {
     struct wk_engine *engine;
     struct wk_writer *writer;
     struct wk_fetcher *fetcher;
+    struct wk_routes *routes;
+    struct wk_dispatch *dispatch;   /* notifications from audit events: its own thread */
     uv_signal_t sig_term, sig_int;
     uv_timer_t hb_timer;
     uv_timer_t final;          /* drain: stop waiting for PostgreSQL after grace + FINAL_SLACK_MS */
@@ -93,6 +96,23 @@ static void revalidate_due(struct worker *wk)
 }
 
 /*
+ * Approvals waiting longer than TQ_APPROVAL_ESCALATE_AFTER: an audit event
+ * approval_escalated per request, once a period (tq_approvals_escalate;
+ * delivery to people is the notification dispatcher's, from the event).
+ */
+static void escalate_due(struct worker *wk)
+{
+    if (wk->set.escalate_after_s == 0)
+        return;
+    size_t n = 0;
+    if (tq_approvals_escalate(wk->hb_pg, wk->cfg->queue, wk->set.escalate_after_s, "scheduler",
+                              &n) == TQ_OK &&
+        n > 0)
+        tq_info("approvals: escalated %zu request(s) pending longer than %" PRIu32 " s", n,
+                wk->set.escalate_after_s);
+}
+
+/*
  * Fleet chores, run by whichever worker takes the lock this period: return
  * the processing lists of dead workers to ready (reaper: registered workers
  * and every processing list found by SCAN, so a worker that died before
@@ -119,6 +139,7 @@ static void chores(struct worker *wk)
         tq_warn("reaper: %d worker(s) stopped heartbeating; %d job(s) returned to ready", dead,
                 moved);
     revalidate_due(wk);
+    escalate_due(wk);
     int64_t *ids = NULL;
     size_t n = 0;
     if (tq_pg_orphans(wk->hb_pg, wk->cfg->queue, wk->cfg->lease_ms, 500, &ids, &n) != TQ_OK)
@@ -495,12 +516,9 @@ static int start_loop_parts(struct worker *wk)
         wk_http_start(wk->loop, cfg->http_addr, &wk->draining, 64 + 16 * (cfg->concurrency + 4),
                       &wk->http) != 0)
         return -1;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        tq_error("cannot start: libcurl did not initialise");
-        return -1;
-    }
-    wk->set.curl = wk_curl_new(wk->loop);
+    wk->set.curl = wk_curl_new(wk->loop);   /* libcurl itself starts with the first transfer */
     wk->writer = wk_writer_start(wk->loop, &wk->set, deliver_report, wk);
+    wk->dispatch = wk_dispatch_start(&wk->set, wk->routes);
     wk->engine = wk_engine_new(wk->loop, &wk->set, wk->writer, &wk->free_slots, slot_free, wk);
     must(uv_signal_init(wk->loop, &wk->sig_term), "uv_signal_init");
     must(uv_signal_init(wk->loop, &wk->sig_int), "uv_signal_init");
@@ -528,10 +546,16 @@ static int start_loop_parts(struct worker *wk)
 /* Everything wk_run set up, in reverse; started says the loop ran. */
 static void release_all(struct worker *wk, bool started)
 {
-    if (!started && wk->http) {
-        wk_http_close(wk->http);
+    if (!started) {
+        /* a failed start may have closed handles of its own (a listener that
+           could not bind): let their close callbacks run before the loop goes */
+        if (wk->http)
+            wk_http_close(wk->http);
         uv_run(wk->loop, UV_RUN_DEFAULT);
     }
+    wk_dispatch_stop(wk->dispatch);
+    wk->dispatch = NULL;
+    wk_routes_free(wk->routes);
     tq_queue_close(wk->hb_q);
     tq_pg_close(wk->hb_pg);
     free(wk->cancels);
@@ -541,7 +565,7 @@ static void release_all(struct worker *wk, bool started)
     wk_limits_shutdown();
     wk_blocking_shutdown();
     wk_cred_shutdown();
-    curl_global_cleanup();
+    curl_global_cleanup();   /* a no-op unless a step's curl_easy_init() started libcurl */
     if (uv_loop_close(wk->loop) != 0)
         tq_warn("exiting with libuv handles still open");
     free(wk->loop);
@@ -562,6 +586,11 @@ int wk_run(const struct tq_config *cfg)
         tq_error("cannot start: %s", why);
         return 1;
     }
+    char rwhy[2048];
+    if (wk_routes_load(&wk.set, &wk.routes, rwhy, sizeof(rwhy)) != 0) {
+        tq_error("cannot start: %s", rwhy);
+        return 1;
+    }
     prepare_process(cfg, wk.id);
     wk.loop = tq_xmalloc(sizeof(uv_loop_t));
     must(uv_loop_init(wk.loop), "uv_loop_init");
@@ -573,6 +602,9 @@ int wk_run(const struct tq_config *cfg)
             cfg->concurrency, cfg->lease_ms, wk.http ? ", http " : "",
             wk.http ? cfg->http_addr : "");
     uv_run(wk.loop, UV_RUN_DEFAULT);
+    /* every row is written: what the last jobs wrote is told now (bounded) */
+    wk_dispatch_stop(wk.dispatch);
+    wk.dispatch = NULL;
     if (tq_queue_unregister(wk.hb_q))
         tq_warn("could not unregister from redis: %s; the reaper will after the lease",
                 tq_queue_errstr(wk.hb_q));

@@ -3,6 +3,7 @@
  * comes from the environment (docs/design.md §5); flags override it.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "loop.h"
 #include "tq/config.h"
 #include "tq/log.h"
+#include <unistd.h>
 
 static const char usage[] =
     "usage: tq-worker [options]\n"
@@ -49,12 +51,23 @@ static const char usage[] =
     "              TQ_TERRAFORM_PG_URL (Terraform's state database: PG_CONN_STR of\n"
     "              exec steps with terraform_backend \"pg\"),\n"
     "              TQ_NOTIFY_WEBHOOK_URL, TQ_SMTP_URL, TQ_NOTIFY_FROM, TQ_NOTIFY_TO\n"
+    "  regions     TQ_REGIONS_FILE: the region map (JSON, region -> s3_region,\n"
+    "              s3_endpoint, vector_url, dashboard_url, pg_url); ${region.X} in a\n"
+    "              pipeline reads the tenant's region's entry, with no fleet default\n"
+    "  approvals   TQ_APPROVAL_ESCALATE_AFTER (seconds a request may wait in\n"
+    "              pending_approval before audit event approval_escalated; 0 off)\n"
+    "  notify      TQ_NOTIFY_ROUTES_FILE (JSON: audit event -> channels: slack,\n"
+    "              email, pagerduty; without it the webhook and SMTP settings above\n"
+    "              hear about failures), TQ_NOTIFY_POLL_MS (1000),\n"
+    "              TQ_NOTIFY_BACKOFF_MS (1000, doubling to 5 min),\n"
+    "              TQ_NOTIFY_MAX_ATTEMPTS (10)\n"
     "  pipelines   ${env.X} in a pipeline reads X when the step runs; the shipped\n"
-    "              ones use TQ_S3_ENDPOINT, TQ_S3_REGION, TQ_S3_ACCESS_KEY,\n"
-    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL, TQ_VECTOR_TOKEN, TQ_DASHBOARD_URL,\n"
-    "              TQ_DASHBOARD_TOKEN, TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE,\n"
-    "              TQ_ENVIRONMENT, TQ_AUTH_KEY_FILE (turns the API credential\n"
-    "              steps on), TQ_PROMETHEUS_URL (turns check-monitoring on)\n"
+    "              ones use TQ_S3_ENDPOINT (on/off switch), TQ_S3_ACCESS_KEY,\n"
+    "              TQ_S3_SECRET_KEY, TQ_VECTOR_URL and TQ_DASHBOARD_URL (on/off\n"
+    "              switches), TQ_VECTOR_TOKEN, TQ_DASHBOARD_TOKEN,\n"
+    "              TQ_TERRAFORM_BIN, TQ_TERRAFORM_MODULE, TQ_ENVIRONMENT,\n"
+    "              TQ_AUTH_KEY_FILE (turns the API credential steps on),\n"
+    "              TQ_PROMETHEUS_URL (turns check-monitoring on)\n"
     "The worker runs the pipeline stored with each job; operators register the\n"
     "pipelines a submit may name (tq-enqueue pipeline register).\n"
     "Every value of a secret setting (names with SECRET, TOKEN, PASSWORD, or\n"
@@ -63,8 +76,47 @@ static const char usage[] =
     "example:\n"
     "  eval \"$(deploy/local/env worker)\"; tq-worker --concurrency 8\n";
 
+/* What a worker need not carry (docs/design.md §9 measures each, idle at 8
+   slots, with /proc/PID/smaps):
+   - GnuTLS initialises itself in a library constructor, before main, in
+     every process that links it (0.7 MB of RSS: its own pages and
+     p11-kit's). Only libpq's LDAP lookups and libcurl's RTMP link it here,
+     and both call gnutls_global_init() themselves when used; its documented
+     switch is read by that constructor, so it is set here and the binary
+     runs again, once (same pid). If the exec fails, the worker just runs.
+   - libpq tries GSSAPI encryption first by default, which loads Kerberos'
+     configuration and credential cache on every connection (0.5 MB) for a
+     method this deployment does not use (scram over TLS, docs/security.md).
+     A conninfo's gssencmode, or PGGSSENCMODE set by the operator, wins.
+   - Every thread that allocates gets its own malloc arena by default (up to
+     16 on two cores); two are enough for a loop and blocking threads that
+     mostly hand work on. */
+#define OUR_NO_GNUTLS_INIT "1 (tq-worker)"   /* GnuTLS reads it with atoi(): 1 */
+
+static void lean_process(char **argv)
+{
+    setenv("PGGSSENCMODE", "disable", 0);
+    mallopt(M_ARENA_MAX, 2);
+    const char *g = getenv("GNUTLS_NO_IMPLICIT_INIT");
+    if (!g) {
+        /* By the binary's own path, not /proc/self/exe: the process name
+           (comm, what ps and pgrep show) is the exec'd file's name. */
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0 && (size_t)n < sizeof(self) - 1) {
+            self[n] = '\0';
+            if (setenv("GNUTLS_NO_IMPLICIT_INIT", OUR_NO_GNUTLS_INIT, 1) == 0)
+                execv(self, argv);
+        }
+        unsetenv("GNUTLS_NO_IMPLICIT_INIT");   /* no exec: run as we are */
+    } else if (strcmp(g, OUR_NO_GNUTLS_INIT) == 0) {
+        unsetenv("GNUTLS_NO_IMPLICIT_INIT");   /* ours: programs exec steps run start as usual */
+    }
+}
+
 int main(int argc, char **argv)
 {
+    lean_process(argv);
     struct tq_config cfg;
     char why[256];
     if (tq_config_from_env(&cfg, why, sizeof(why))) {
@@ -133,6 +185,7 @@ int main(int argc, char **argv)
         goto out;
     }
     tq_log_init("worker", cfg.log_format, getenv("TQ_DEBUG") ? TQ_LOG_DEBUG : TQ_LOG_INFO);
+    wk_template_set_regions(cfg.region_map);
     rc = wk_run(&cfg);
 out:
     tq_config_cleanup(&cfg);

@@ -1,9 +1,10 @@
 /*
- * Notifications: a Slack-compatible webhook (POST {"text": ...}) and an
- * e-mail over SMTP, both through the worker's curl multi. Used by the
- * "notify" step (activation) and by the engine for failures, warnings,
- * blocked tenants and rollback failures. A notification that fails is
- * reported to the caller and logged; it never fails a tenant.
+ * Notifications of the "notify" step: a Slack-compatible webhook (POST
+ * {"text": ...}) and an e-mail over SMTP, both through the worker's curl
+ * multi. A notification that fails is reported to the step and logged; it
+ * never fails a tenant. Outcomes the engine records (failures, blocks,
+ * warnings, drift, rollback failures, activations, approvals) are told by
+ * dispatch.c from the audit events instead; it shares the escaping here.
  * Configuration: TQ_NOTIFY_WEBHOOK_URL, TQ_SMTP_URL (smtp://host:port),
  * TQ_NOTIFY_FROM, TQ_NOTIFY_TO (default: the tenant's owner).
  * Text from tenants (the name) never becomes markup or a header: the webhook
@@ -20,6 +21,7 @@
 
 #include "tq/log.h"
 #include "tq/util.h"
+#include "notify.h"
 #include "worker.h"
 
 struct send {
@@ -99,7 +101,7 @@ static void start_send(struct wk_curl *c, struct wk_notice *n, struct send *x)
 }
 
 /* Slack's mrkdwn: &, < and > are its only control characters (links, mentions). */
-static char *slack_escape(const char *s)
+char *wk_notify_slack_escape(const char *s)
 {
     struct tq_buf b;
     tq_buf_init(&b);
@@ -122,7 +124,7 @@ static char *slack_escape(const char *s)
  * encoded-words (UTF-8, base64), each under 76 characters, folded with
  * CRLF SP, never splitting a UTF-8 sequence. CR and LF end up inside base64.
  */
-static void header_value(struct tq_buf *b, const char *v)
+void wk_notify_header_value(struct tq_buf *b, const char *v)
 {
     bool plain = true;
     for (const unsigned char *p = (const unsigned char *)v; *p && plain; p++)
@@ -148,7 +150,7 @@ static void header_value(struct tq_buf *b, const char *v)
 }
 
 /* A plain addr-spec (local@domain) and nothing else: no brackets, spaces or controls. */
-static bool address_ok(const char *a)
+bool wk_notify_address_ok(const char *a)
 {
     const char *at = strchr(a, '@');
     if (!at || at == a || !at[1] || strchr(at + 1, '@') || strlen(a) > 254)
@@ -176,7 +178,7 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
         struct send *x = tq_xcalloc(1, sizeof(*x));
         x->webhook = true;
         x->e = curl_easy_init();
-        char *shown = slack_escape(line);
+        char *shown = wk_notify_slack_escape(line);
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "text", shown, "tenant_id", cl->tenant_id,
                               "event", event, "tier", cl->tier);
         x->payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -194,9 +196,9 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
     }
     const char *to = set->notify_to ? set->notify_to : cl->owner;
     const char *from = set->notify_from ? set->notify_from : "tenantq@localhost";
-    if (smtp_url && *smtp_url && !(address_ok(to) && address_ok(from))) {
+    if (smtp_url && *smtp_url && !(wk_notify_address_ok(to) && wk_notify_address_ok(from))) {
         snprintf(n->email_result, sizeof(n->email_result),
-                 "failed: %s is not a plain e-mail address", address_ok(from) ? "the recipient"
+                 "failed: %s is not a plain e-mail address", wk_notify_address_ok(from) ? "the recipient"
                                                                           : "the sender");
         tq_warn("notification by e-mail %s", n->email_result);
     } else if (smtp_url && *smtp_url) {
@@ -209,7 +211,7 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
         tq_buf_init(&m);
         tq_buf_printf(&m, "From: tenantq <%s>\r\nTo: <%s>\r\nSubject: ", from, to);
         char *subject = tq_xasprintf("[tenantq] %s %s: %s", cl->tenant_id, event, cl->name);
-        header_value(&m, subject);
+        wk_notify_header_value(&m, subject);
         free(subject);
         tq_buf_printf(&m, "\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
                           "Content-Transfer-Encoding: 8bit\r\n\r\n");

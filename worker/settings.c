@@ -38,13 +38,16 @@ void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, cons
         .outage_ms = env_u32("TQ_OUTAGE_MS", 300000),
         .pipeline_cache = (int)env_u32("TQ_PIPELINE_CACHE", 32),
         .allow_eviction = env_str("TQ_ALLOW_EVICTION") != NULL,
+        .notify_routes_file = env_str("TQ_NOTIFY_ROUTES_FILE"),
+        .notify_poll_ms = env_u32("TQ_NOTIFY_POLL_MS", 1000),
+        .notify_backoff_ms = env_u32("TQ_NOTIFY_BACKOFF_MS", 1000),
+        .notify_max_attempts = (int)env_u32("TQ_NOTIFY_MAX_ATTEMPTS", 10),
+        .escalate_after_s = env_u32("TQ_APPROVAL_ESCALATE_AFTER", 0),
         .steps =
             {
                 .database_url = cfg->database_url,
                 .redis_url = cfg->redis_url,
                 .tenant_redis_url = env_str("TQ_TENANT_REDIS_URL"),
-                .s3_endpoint = env_str("TQ_S3_ENDPOINT"),
-                .s3_region = env_str("TQ_S3_REGION"),
                 .s3_access_key = env_str("TQ_S3_ACCESS_KEY"),
                 .s3_secret_key = env_str("TQ_S3_SECRET_KEY"),
                 .environment = env_str("TQ_ENVIRONMENT"),

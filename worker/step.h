@@ -37,8 +37,6 @@ struct wk_step_settings {
     const char *database_url;       /* TQ_DATABASE_URL: the platform database */
     const char *redis_url;          /* TQ_REDIS_URL: the worker's own Redis */
     const char *tenant_redis_url;   /* TQ_TENANT_REDIS_URL: tenants' namespaces (NULL: redis_url) */
-    const char *s3_endpoint;        /* TQ_S3_ENDPOINT */
-    const char *s3_region;          /* TQ_S3_REGION */
     const char *s3_access_key;      /* TQ_S3_ACCESS_KEY */
     const char *s3_secret_key;      /* TQ_S3_SECRET_KEY */
     const char *environment;        /* TQ_ENVIRONMENT (cost tag) */

@@ -183,7 +183,6 @@ static enum wk_event fail_for_good(struct wk_job *j, size_t i, const char *error
         tq_warn("job %" PRId64 " (%s): performance check %s failed: %s; activating with a warning",
                 j->cl.c.job_id, j->cl.c.tenant_id, def->name, error);
         wk_job_emit_job(j, TQ_JS_RUNNING, TQ_TS_NONE, "performance_warning", why, WK_NONE, 0);
-        wk_job_notify(j, "performance_warning", why);
         return ev;
     }
     /* The first failure names the job's reason; a compliance block yields to a failure. */

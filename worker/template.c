@@ -1,6 +1,7 @@
 /*
  * Step parameters: the ${...} variables of a job (tenant fields, the tier's
- * facts, job id, environment) and a params tree rendered with them.
+ * facts, the tenant's region from the region map, job id, environment) and
+ * a params tree rendered with them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,8 +10,17 @@
 
 #include "engine_int.h"
 #include "tq/log.h"
+#include "tq/regions.h"
 #include "tq/retry.h"
 #include "tq/util.h"
+
+/* The region map, set once at start before any job runs, read-only after. */
+static const struct tq_regions *region_map;
+
+void wk_template_set_regions(const struct tq_regions *m)
+{
+    region_map = m;
+}
 
 /* A tier's number as text in buf; NULL for an unknown tier. */
 static const char *tier_number(const struct tq_tier_info *t, int v, char *buf, size_t len)
@@ -65,6 +75,14 @@ const char *wk_template_lookup(const char *var, void *arg)
         for (char *p = buf; *p; p++)
             *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
         return buf;
+    case TQ_TV_REGION_S3_REGION:
+    case TQ_TV_REGION_S3_ENDPOINT:
+    case TQ_TV_REGION_VECTOR_URL:
+    case TQ_TV_REGION_DASHBOARD_URL: {
+        /* No entry (or no map): no value, so the step fails; never a fleet default. */
+        const struct tq_region *r = tq_regions_find(region_map, c->region);
+        return r ? tq_region_field(r, var + 7) : NULL;
+    }
     case TQ_TV_ENV: {
         const char *e = getenv(var + 4);
         return e ? e : "";   /* unset reads as empty: "enabled" turns the step off */

@@ -54,7 +54,18 @@ struct wk_settings {
     uint32_t outage_ms;          /* TQ_OUTAGE_MS: how long a step waits out a dependency outage */
     int pipeline_cache;          /* TQ_PIPELINE_CACHE: pipelines the fetcher keeps parsed */
     bool allow_eviction;         /* TQ_ALLOW_EVICTION: run although Redis may evict keys */
+    const char *notify_routes_file;  /* TQ_NOTIFY_ROUTES_FILE: event -> channels (dispatch.c) */
+    uint32_t notify_poll_ms;     /* TQ_NOTIFY_POLL_MS: idle dispatcher's period (1000) */
+    uint32_t notify_backoff_ms;  /* TQ_NOTIFY_BACKOFF_MS: first retry wait, doubling (1000) */
+    int notify_max_attempts;     /* TQ_NOTIFY_MAX_ATTEMPTS: then a delivery is failed (10) */
+    uint32_t escalate_after_s;   /* TQ_APPROVAL_ESCALATE_AFTER: pending approval longer than
+                                    this (s) writes approval_escalated, once a period; 0 = off */
 };
+
+/* The map ${region.*} reads (tq/regions.h, template.c); main.c sets it once before any job.
+   NULL: no map, so every ${region.*} has no value and its step fails. */
+struct tq_regions;
+void wk_template_set_regions(const struct tq_regions *m);
 
 /* Fill set from cfg and the environment; strings borrowed from cfg and the environment. */
 void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, const char *worker_id);
@@ -163,6 +174,19 @@ void wk_fetcher_stop(struct wk_fetcher *f, void (*cb)(void *arg), void *arg);
 /* Release the pipelines and handles once no job uses them. */
 void wk_fetcher_free(struct wk_fetcher *f);
 
+/* ------------------------------------------------------------ dispatch.c */
+
+/* Notifications derived from audit events (routes, delivery thread). */
+struct wk_routes;
+struct wk_dispatch;
+/* Routes from TQ_NOTIFY_ROUTES_FILE (or the legacy webhook/SMTP settings); -1 and err naming every problem. */
+int wk_routes_load(const struct wk_settings *set, struct wk_routes **out, char *err, size_t errlen);
+void wk_routes_free(struct wk_routes *r);
+/* Start the dispatcher thread (routes borrowed until wk_dispatch_stop); NULL if it could not start. */
+struct wk_dispatch *wk_dispatch_start(const struct wk_settings *set, struct wk_routes *routes);
+/* One last bounded pass over what is due (at most 5 s), then join the thread; NULL is fine. */
+void wk_dispatch_stop(struct wk_dispatch *d);
+
 /* ------------------------------------------------------------ metrics */
 
 struct wk_metrics {
@@ -190,6 +214,12 @@ void wk_metrics_step(const char *kind, bool undo, double seconds);
 void wk_metrics_revalidated(bool drifted);
 /* A check found drift on revalidation (tq_drift_detected_total{step}). */
 void wk_metrics_drift(const char *step);
+/* A tenant ended rollback_failed (tq_rollback_failures_total{tier}); loop thread. */
+void wk_metrics_rollback_failed(const char *tier);
+/* Any thread (the dispatcher's): observed once per event in the fleet. */
+void wk_metrics_request_to_active(const char *tier, double seconds);
+void wk_metrics_approval_wait(const char *tier, double seconds);
+void wk_metrics_notification(const char *channel, const char *outcome);
 void wk_metrics_write(struct tq_buf *out);
 void wk_metrics_free(void);
 /* Queue depths from the last heartbeat (-1: unknown); any thread. */

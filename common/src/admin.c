@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "pg_int.h"
+#include "tq/approvers.h"
 #include "tq/status.h"
 #include "tq/util.h"
 
@@ -175,6 +176,15 @@ static enum tq_err decide(struct tq_pg *pg, const char *tenant, const char *by,
                    "cannot %s: tenant is pending_approval but has no held job", verb);
         goto out;
     }
+    /* Who may decide is data (tq/approvers.h): the tier's role, never the requester. */
+    char role[40];
+    char why[512];
+    err = tq_approval_authorize(pg, tenant, by, approve, role, sizeof(role), why, sizeof(why));
+    if (err) {
+        if (err == TQ_ECONFLICT || err == TQ_ENOTFOUND)   /* a refusal: its detail, ours */
+            fail(pg, err, "%s", why);
+        goto out;
+    }
     char jid[32];
     snprintf(jid, sizeof(jid), "%" PRId64, s.job_id);
     if (approve) {
@@ -203,7 +213,7 @@ static enum tq_err decide(struct tq_pg *pg, const char *tenant, const char *by,
     if (err)
         goto out;
     err = audit(pg, tenant, s.job_id, by, approve ? "approved" : "rejected",
-                json_pack("{s:s?}", approve ? "note" : "reason", text));
+                json_pack("{s:s?, s:s}", approve ? "note" : "reason", text, "role", role));
     if (err)
         goto out;
     err = commit(pg);

@@ -120,6 +120,18 @@ enum tq_err tq_config_from_env(struct tq_config *c, char *errbuf,
     const char *tf = env_or("TQ_TERRAFORM_BIN", NULL);
     c->terraform_bin = tf && *tf ? tq_xstrdup(tf) : NULL;
     split_regions(c, env_or("TQ_REGIONS", "us-east-1,us-west-2,eu-west-1"));
+    const char *rf = env_or("TQ_REGIONS_FILE", NULL);
+    if (rf && *rf) {
+        /* The map is the allow-list: a region without an entry has nowhere to live. */
+        enum tq_err rerr = tq_regions_load(rf, &c->region_map, errbuf, errlen);
+        if (rerr)
+            return rerr;
+        for (size_t i = 0; i < c->nregions; i++)
+            free(c->regions[i]);
+        c->nregions = 0;
+        for (size_t i = 0; i < c->region_map->n && i < TQ_MAX_REGIONS; i++)
+            c->regions[c->nregions++] = tq_xstrdup(c->region_map->v[i].name);
+    }
 
     const char *lf = env_or("TQ_LOG_FORMAT", "text");
     if (strcmp(lf, "json") == 0) {
@@ -177,6 +189,7 @@ void tq_config_cleanup(struct tq_config *c)
     free(c->terraform_bin);
     for (size_t i = 0; i < c->nregions; i++)
         free(c->regions[i]);
+    tq_regions_free(c->region_map);
     memset(c, 0, sizeof(*c));
 }
 

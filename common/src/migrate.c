@@ -266,6 +266,79 @@ static const char *const migrations[] = {
        policy, on whichever worker the job is delivered to next. */
     "ALTER TABLE tq.job_steps ADD COLUMN outage_attempts int NOT NULL DEFAULT 0,"
     "  ADD COLUMN undo_outage_attempts int NOT NULL DEFAULT 0;",
+
+    /* Approval governance (tq/approvers.h): who may approve, by role, managed
+       by operators with the admin account (tq-enqueue approvers); which role a
+       tier's requests need (the policy is data: tier -> role, beside the
+       budget threshold TQ_APPROVAL_THRESHOLD); and when a pending request was
+       last escalated (approval_escalated, once per TQ_APPROVAL_ESCALATE_AFTER). */
+    "CREATE TABLE tq.approvers ("
+    "  role text NOT NULL CHECK (role ~ '^[a-z][a-z0-9_-]{0,31}$'),"
+    "  identity text NOT NULL CHECK (length(identity) BETWEEN 1 AND 200),"
+    "  added_at timestamptz NOT NULL DEFAULT now(),"
+    "  added_by text NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (role, identity));"
+    "CREATE TABLE tq.approval_policy ("
+    "  tier text PRIMARY KEY CHECK (tier IN ('Gold','Silver','Bronze')),"
+    "  role text NOT NULL CHECK (role ~ '^[a-z][a-z0-9_-]{0,31}$'));"
+    "INSERT INTO tq.approval_policy (tier, role) VALUES"
+    "  ('Gold', 'finance'), ('Silver', 'finance'), ('Bronze', 'finance');"
+    "ALTER TABLE tq.tenants ADD COLUMN escalated_at timestamptz,"
+    "  ADD COLUMN escalations integer NOT NULL DEFAULT 0;"
+    /* The same rule as tq_approval_authorize, kept by the database itself:
+       whoever writes the row (any account, raw SQL included), a pending
+       request becomes queued only with an approver holding the tier's role
+       who is not its owner. */
+    "CREATE FUNCTION tq.approval_guard() RETURNS trigger LANGUAGE plpgsql"
+    "  SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$"
+    " BEGIN"
+    "  IF NEW.approver IS NULL OR lower(NEW.approver) = lower(OLD.owner) OR NOT EXISTS ("
+    "    SELECT 1 FROM tq.approvers a JOIN tq.approval_policy p ON p.role = a.role"
+    "    WHERE p.tier = OLD.tier AND a.identity = NEW.approver) THEN"
+    "   RAISE EXCEPTION 'approver % may not approve tenant % (needs the role of tier %, never"
+    " the owner)', NEW.approver, OLD.tenant_id, OLD.tier USING ERRCODE = 'insufficient_privilege';"
+    "  END IF;"
+    "  RETURN NEW;"
+    " END $$;"
+    "REVOKE ALL ON FUNCTION tq.approval_guard() FROM PUBLIC;"
+    "CREATE TRIGGER tenants_approval_guard BEFORE UPDATE OF status ON tq.tenants FOR EACH ROW"
+    "  WHEN (OLD.status = 'pending_approval' AND NEW.status = 'queued')"
+    "  EXECUTE FUNCTION tq.approval_guard();",
+
+    /* Notifications derived from audit events (worker/dispatch.c). An audit
+       event someone may be told about lands in an outbox in the same
+       transaction as the fact (a trigger: no writer can forget it, and no
+       commit order can make a reader skip it, as a cursor over ids could);
+       a worker moves it to one delivery row per channel its routes name
+       (claimed with SKIP LOCKED, so many workers never fan out the same
+       event twice). A delivery is (event, channel), unique: one message per
+       event and channel whoever sends it; next_attempt_at is both its retry
+       time and, while a worker sends it, that claim's expiry. */
+    "CREATE TABLE tq.notify_outbox (event_id bigint PRIMARY KEY);"
+    /* once per statement over its new rows, not per row: a 20,000-row insert
+       of routable events costs ~1.1x a plain insert, ~2.2x per row */
+    "CREATE FUNCTION tq.notify_outbox_add() RETURNS trigger LANGUAGE plpgsql AS $$"
+    " BEGIN INSERT INTO tq.notify_outbox (event_id) SELECT id FROM new_events"
+    "  WHERE event IN ('submitted', 'pending_approval', 'approved', 'rejected',"
+    "    'approval_escalated', 'activated', 'active', 'active_with_warnings', 'failed',"
+    "    'rollback_failed', 'drift_detected', 'performance_warning', 'blocked');"
+    " RETURN NULL; END $$;"
+    "CREATE TRIGGER audit_notify AFTER INSERT ON tq.audit_events"
+    "  REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT"
+    "  EXECUTE FUNCTION tq.notify_outbox_add();"
+    "CREATE TABLE tq.notify_deliveries ("
+    "  event_id bigint NOT NULL,"
+    "  channel text NOT NULL,"
+    "  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),"
+    "  attempts integer NOT NULL DEFAULT 0,"
+    "  next_attempt_at timestamptz NOT NULL DEFAULT now(),"
+    "  claimed_by text,"
+    "  last_error text,"
+    "  created_at timestamptz NOT NULL DEFAULT now(),"
+    "  sent_at timestamptz,"
+    "  PRIMARY KEY (event_id, channel));"
+    "CREATE INDEX notify_deliveries_due ON tq.notify_deliveries (next_attempt_at)"
+    "  WHERE status = 'pending';",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -281,7 +354,9 @@ static const char *const migrations[] = {
  *              backend, told to create nothing: worker/README.md)
  *   tq_cli     read every table but secrets; insert and update (no delete),
  *              but never the pipeline registry (operators register with the
- *              admin account, tq_migrate: a submitter cannot name new steps);
+ *              admin account, tq_migrate: a submitter cannot name new steps),
+ *              nor the approvers and the approval policy (read only: nobody
+ *              makes themselves an approver with the CLI's account);
  *              on tq.jobs every column but the fencing epoch (a lease it may
  *              only release: trigger jobs_lease_guard); the owner's audited
  *              credentials read, tq.tenant_credentials()
@@ -294,6 +369,8 @@ static const char grants_sql[] =
     "  GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tq TO tq_worker;"
     "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.schema_migrations FROM tq_worker;"
     "  REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM tq_worker;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.approvers FROM tq_worker;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.approval_policy FROM tq_worker;"
     "  GRANT USAGE ON SCHEMA tq_terraform TO tq_worker;"
     "  GRANT SELECT, INSERT, UPDATE, DELETE ON tq_terraform.states TO tq_worker;"
     "  GRANT USAGE, SELECT ON SEQUENCE public.global_states_id_seq TO tq_worker;"
@@ -312,6 +389,8 @@ static const char grants_sql[] =
     "  REVOKE UPDATE, DELETE, TRUNCATE ON tq.audit_events FROM tq_cli;"
     "  REVOKE UPDATE ON tq.jobs FROM tq_cli;"
     "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.pipeline_names FROM tq_cli;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.approvers FROM tq_cli;"
+    "  REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tq.approval_policy FROM tq_cli;"
     "  SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols"
     "   FROM pg_attribute WHERE attrelid = 'tq.jobs'::regclass AND attnum > 0"
     "   AND NOT attisdropped AND attname NOT IN ('id', 'lease_epoch');"

@@ -420,7 +420,9 @@ static const char sql_submit_tenants[] =
     " ON CONFLICT DO NOTHING";
 
 /* Jobs, then per job its audit events in request order: submitted, approved
-   (within the threshold), scheduled (a start time given). */
+   (within the threshold) or pending_approval (above it: the role the tier's
+   policy names, for the approvers' notification), scheduled (a start time
+   given). */
 static const char sql_submit_jobs[] =
     "WITH ins AS ("
     "  INSERT INTO tq.jobs (tenant_id, kind, pipeline_hash, idempotency_key, batch_id,"
@@ -439,9 +441,14 @@ static const char sql_submit_jobs[] =
     "      'region', j.region, 'owner', j.owner, 'budget', j.budget, 'batch', $2::text))),"
     "    (2, 'auto', 'approved',"
     "      '{\"reason\":\"budget within auto-approval threshold\"}'::jsonb),"
+    "    (2, $3::text, 'pending_approval', jsonb_strip_nulls(jsonb_build_object("
+    "      'tier', j.tier, 'budget', j.budget, 'role',"
+    "      (SELECT p.role FROM tq.approval_policy p WHERE p.tier = j.tier)))),"
     "    (3, $3::text, 'scheduled', jsonb_build_object('not_before_ms', j.nb))"
     "  ) e(seq, actor, event, detail)"
-    "  WHERE e.seq = 1 OR (e.seq = 2 AND j.status = 'queued') OR (e.seq = 3 AND j.nb > 0)"
+    "  WHERE e.seq = 1 OR (e.seq = 2 AND e.event = 'approved' AND j.status = 'queued')"
+    "    OR (e.seq = 2 AND e.event = 'pending_approval' AND j.status = 'pending_approval')"
+    "    OR (e.seq = 3 AND j.nb > 0)"
     "  ORDER BY j.ord, e.seq)"
     " SELECT ord, job_id FROM j";
 
@@ -944,6 +951,9 @@ static const char sql_status[] =
     " SELECT t.tenant_id, t.name, t.tier, t.region, t.budget, t.owner, t.status,"
     "  t.batch_id AS batch, t.approver, t.failure_reason, t.created_at,"
     "  t.updated_at, t.activated_at, t.last_validated_at,"
+    /* escalated: pending approval longer than TQ_APPROVAL_ESCALATE_AFTER */
+    "  (t.status = 'pending_approval' AND t.escalated_at IS NOT NULL) AS escalated,"
+    "  t.escalated_at, t.escalations,"
     "  j.id AS job_id, j.kind AS job_kind, j.status AS job_status,"
     "  j.attempt AS job_attempt, j.lease_owner AS worker, j.error AS job_error,"
     "  coalesce((SELECT count(*) FROM tq.job_steps s WHERE s.job_id = j.id"

@@ -107,8 +107,13 @@ static enum tq_err template_walk(const char *s, struct tq_buf *out,
             snprintf(var, sizeof(var), "%.*s", (int)(n < 127 ? n : 127), d + 2);
             const char *val = lookup(var, arg);
             if (!val) {
-                snprintf(errbuf, errlen, "template variable \"${%s}\" has no value",
-                         var);
+                if (strncmp(var, "region.", 7) == 0)
+                    snprintf(errbuf, errlen, "template variable \"${%s}\" has no value: the "
+                             "tenant's region has no entry in the region map (TQ_REGIONS_FILE)",
+                             var);
+                else
+                    snprintf(errbuf, errlen, "template variable \"${%s}\" has no value",
+                             var);
                 return TQ_EINVALID;
             }
             tq_buf_puts(out, val);

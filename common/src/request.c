@@ -388,7 +388,11 @@ size_t tq_request_check(const struct tq_request *r, const struct tq_rules *rules
                 size_t l = strlen(list);
                 snprintf(list + l, sizeof(list) - l, "%s%s", i ? ", " : "", rules->regions[i]);
             }
-            add(&ps, "region", "must be one of the allowed regions (%s)", list);
+            if (rules->regions_mapped)
+                add(&ps, "region", "has no entry in the region map (TQ_REGIONS_FILE), so no "
+                    "resource could be placed there; mapped regions: %s", list);
+            else
+                add(&ps, "region", "must be one of the allowed regions (%s)", list);
         }
     }
     struct tq_field_error bfe;

@@ -30,6 +30,8 @@ TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 # for the notification tests; clang-14 + libclang-rt-14-dev: tests/fuzz (libFuzzer).
 # yamllint and python3-yaml: tests/deploy/k8s.sh (podman, buildah and
 # mmdebstrap are installed by tests/deploy/image.sh itself, only for it).
+# prometheus: promtool, for /metrics (test_notify) and deploy/monitoring's
+# rules and their unit tests.
 # iproute2: tests/integration/fleet_netns.sh (ip netns, veth, bridge).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
@@ -757,8 +759,10 @@ tq_demo_stubs_up() {
   tq_read_stub_ports
   TQ_DEMO_S3_PORT=$(tq_stub_port s3server "$TQ_DEMO_S3_PORT" "${TQ_LOCAL_S3_PORT:-}" 9390)
   # Secrets by environment, never on a command line (process lists show those).
+  # One S3 stand-in serves every region ('*'): each bucket lives where its
+  # CreateBucket's LocationConstraint put it, as GetBucketLocation reports.
   S3_ACCESS_KEY=$(sed -n 1p "$cred") S3_SECRET_KEY=$(sed -n 2p "$cred") \
-    tq_stub_start "$TQ_DEMO" s3server "$TQ_DEMO_S3_PORT" --quiet --data "$sdir/s3"
+    tq_stub_start "$TQ_DEMO" s3server "$TQ_DEMO_S3_PORT" --quiet --region '*' --data "$sdir/s3"
   # The tenants' JWT signing key (made once, like the secrets key) and its
   # public half for the vector stand-in, published the operator's way.
   if [ ! -s "$sdir/auth.keys" ]; then
@@ -773,6 +777,23 @@ tq_demo_stubs_up() {
   tq_prometheus_start "$TQ_DEMO" "$TQ_DEMO_PROM_PORT" "$TQ_DEMO_SAAS_PORT" || TQ_DEMO_PROM_PORT=''
   printf 'S3_PORT=%s\nSAAS_PORT=%s\nPROM_PORT=%s\n' "$TQ_DEMO_S3_PORT" "$TQ_DEMO_SAAS_PORT" \
     "$TQ_DEMO_PROM_PORT" >"$sdir/stub-ports"
+  tq_demo_regions_write "$sdir/regions.json"
+}
+
+# tq_demo_regions_write FILE: the demo's region map (TQ_REGIONS_FILE,
+# docs/design.md "Data residency"): every region of
+# deploy/local/tenants-demo.csv, each on the local stand-ins.
+tq_demo_regions_write() {
+  local s3="http://127.0.0.1:$TQ_DEMO_S3_PORT" saas="http://127.0.0.1:$TQ_DEMO_SAAS_PORT" r sep=''
+  {
+    printf '{\n'
+    for r in us-east-1 us-west-2 eu-west-1; do
+      printf '%s  "%s": {"s3_region": "%s", "s3_endpoint": "%s", "vector_url": "%s", "dashboard_url": "%s", "pg_url": null}' \
+        "$sep" "$r" "$r" "$s3" "$saas" "$saas"
+      sep=$',\n'
+    done
+    printf '\n}\n'
+  } >"$1.tmp" && mv -f -- "$1.tmp" "$1"
 }
 
 # Workers registered with the demo's Redis that still heartbeat (started by
@@ -813,10 +834,13 @@ tq_demo_env_lines() {
     printf 'export TQ_TENANT_REDIS_URL=%q\n' "redis://tq-worker:$TQ_CRED_REDIS_WORKER@127.0.0.1:$TQ_DEMO_REDIS_PORT/0"
   fi
   printf 'export TQ_ENVIRONMENT=%q\n' "local"
+  # Where each region's resources go (written with the stand-ins' ports).
+  if [ -r "$sdir/regions.json" ]; then
+    printf 'export TQ_REGIONS_FILE=%q\n' "$sdir/regions.json"
+  fi
   # Local stand-ins (tests/stubs): an S3 that checks SigV4, and the SaaS APIs.
   if [ -r "$sdir/stub-credentials" ] && [ -n "$TQ_DEMO_S3_PORT" ]; then
     printf 'export TQ_S3_ENDPOINT=%q\n' "http://127.0.0.1:$TQ_DEMO_S3_PORT"
-    printf 'export TQ_S3_REGION=%q\n' "us-east-1"
     printf 'export TQ_S3_ACCESS_KEY=%q\n' "$(sed -n 1p "$sdir/stub-credentials")"
     printf 'export TQ_S3_SECRET_KEY=%q\n' "$(sed -n 2p "$sdir/stub-credentials")"
     printf 'export TQ_VECTOR_URL=%q\n' "http://127.0.0.1:$TQ_DEMO_SAAS_PORT"

@@ -178,7 +178,7 @@ S3_KEY="AKfleet$ID"
 S3_SECRET=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 SAAS_TOKEN=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 python3 "$REPO/tests/stubs/s3server.py" --bind "$BRIP" --port 9000 --access-key "$S3_KEY" \
-  --secret-key "$S3_SECRET" --region us-east-1 --lifetime 900 >"$T/s3.out" 2>"$T/s3.log" &
+  --secret-key "$S3_SECRET" --region '*' --lifetime 900 >"$T/s3.out" 2>"$T/s3.log" &
 STUB_PIDS+=($!)
 python3 "$REPO/tests/stubs/saas_stub.py" --bind "$BRIP" --port 9001 --token "$SAAS_TOKEN" \
   --lifetime 900 >"$T/saas.out" 2>"$T/saas.log" &
@@ -204,7 +204,13 @@ export TQ_QUEUE=fleet TQ_LEASE_MS=$LEASE_MS TQ_CONCURRENCY=6 TQ_LOG_FORMAT=text
 export TQ_REVALIDATE_INTERVAL_MS=0 TQ_ENVIRONMENT=test
 unset TQ_ALLOW_SUPERUSER
 export TQ_TENANT_REDIS_URL="$WORKER_REDIS"
-export TQ_S3_ENDPOINT="http://$BRIP:9000" TQ_S3_REGION=us-east-1
+export TQ_S3_ENDPOINT="http://$BRIP:9000"
+# the region map: each region's bucket where the tenant asked (one S3 stand-in serves all)
+for r in us-east-1 us-west-2 eu-west-1; do
+  printf '"%s": {"s3_region": "%s", "s3_endpoint": "http://%s:9000", "vector_url": "http://%s:9001", "dashboard_url": "http://%s:9001"}\n' \
+    "$r" "$r" "$BRIP" "$BRIP" "$BRIP"
+done | paste -sd, | sed 's/^/{/; s/$/}/' > "$T/regions.json"
+export TQ_REGIONS_FILE="$T/regions.json"
 export TQ_S3_ACCESS_KEY="$S3_KEY" TQ_S3_SECRET_KEY="$S3_SECRET"
 export TQ_VECTOR_URL="http://$BRIP:9001" TQ_VECTOR_TOKEN="$SAAS_TOKEN"
 export TQ_DASHBOARD_URL="http://$BRIP:9001" TQ_DASHBOARD_TOKEN="$SAAS_TOKEN"

@@ -85,6 +85,12 @@ static void start_stub(bool jwks)
     h_setenv("TQ_PROMETHEUS_URL", NULL);
     h_setenv("TQ_NOTIFY_WEBHOOK_URL", NULL);
     h_setenv("TQ_SMTP_URL", NULL);
+    /* the region map: the tenants' region (eu-west-1) has its vector and
+       dashboard APIs on the stand-in; no object storage here */
+    char map[512];
+    snprintf(map, sizeof(map), "{\"eu-west-1\": {\"s3_region\": \"eu-west-1\", \"s3_endpoint\":"
+             " null, \"vector_url\": \"%s\", \"dashboard_url\": \"%s\"}}", url, url);
+    h_setenv("TQ_REGIONS_FILE", h_write_file("regions.json", map));
 }
 
 /* Debian's prometheus scraping target_port every 200 ms; skips when absent. */

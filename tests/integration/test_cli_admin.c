@@ -29,6 +29,10 @@ static void setup(void)
                           "{\"name\": \"cli-test\", \"version\": 1, \"steps\": ["
                           "{\"name\": \"one\", \"kind\": \"noop\"},"
                           "{\"name\": \"two\", \"kind\": \"noop\", \"needs\": [\"one\"]}]}"));
+    /* who approves in these tests holds the role the policy names (finance) */
+    free(h_sql("INSERT INTO tq.approvers (role, identity) SELECT 'finance', i FROM unnest("
+               "array['alice@example.com', 'alice', 'bob', 'carol', 'dave', 'x', 'approver-0',"
+               " 'approver-1', 'approver-2', 'approver-3', 'approver-4', 'approver-5']) AS i"));
 }
 
 TestSuite(cli_admin, .init = setup, .fini = h_teardown, .timeout = 120);

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "netutil.h"
 #include "tq/pg.h"
 #include "tq/util.h"
 
@@ -382,7 +383,7 @@ Test(engine, revalidation_reports_drift_without_touching_the_tenant)
     pipeline("drift.json", steps);
     const char *t = h_tenant("drift");
     submit(t);
-    int port = 20000 + (int)((getpid() + 7919) % 20000);
+    int port = free_port();
     char http[64];
     snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
     const char *env[] = {http, NULL};
@@ -517,7 +518,7 @@ Test(engine, metrics_count_successes_failures_and_durations)
              " \"params\":{\"ms\":10,\"fail_if_exists\":\"" "/nonexistent/never" "\"}}");
     const char *ok = h_tenant("mok");
     submit(ok);
-    int port = 20000 + (int)(getpid() % 20000);
+    int port = free_port();
     char http[64];
     snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
     const char *env[] = {http, NULL};

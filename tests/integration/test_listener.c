@@ -212,3 +212,29 @@ Test(listener, half_sent_heads_are_closed_and_heads_are_bounded)
     cr_assert_eq(h_worker_stop(w, 20000), 0);
 }
 
+
+/* A worker whose port is taken refuses to start (exit 1), and the failed
+   start frees what it took: the suite's sanitizer scan sees no leak. */
+Test(listener, a_taken_port_refuses_the_start_cleanly)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(s, 1), 0);
+    socklen_t al = sizeof(a);
+    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    char http[64];
+    snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", ntohs(a.sin_port));
+    const char *env[] = {http, NULL};
+    pid_t w = h_worker_start(env);
+    int status = 0;
+    pid_t got = 0;
+    for (int i = 0; i < 600 && got == 0; i++) {   /* up to 60 s on a loaded machine */
+        got = waitpid(w, &status, WNOHANG);
+        if (got == 0)
+            tq_sleep_ms(100);
+    }
+    close(s);
+    cr_assert_eq(got, w, "the worker kept running on a port it could not listen on");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d", status);
+}

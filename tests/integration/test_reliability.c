@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "netutil.h"
 #include "services.h"
 #include "tq/pg.h"
 #include "tq/store.h"
@@ -402,7 +403,7 @@ static int http_status(int port, const char *path)
 
 Test(reliability, readyz_follows_redis_and_postgres)
 {
-    int port = 20000 + (int)(getpid() % 20000);
+    int port = free_port();
     char http[64];
     snprintf(http, sizeof(http), "TQ_HTTP_ADDR=127.0.0.1:%d", port);
     const char *env[] = {http, "TQ_LEASE_MS=3000", NULL};

@@ -32,7 +32,8 @@ static void setup(void)
     setenv("TQ_S3_ACCESS_KEY", ACCESS_KEY, 1);
     setenv("TQ_S3_SECRET_KEY", SECRET_KEY, 1);
     setenv("TQ_ENVIRONMENT", "citest", 1);
-    unsetenv("TQ_S3_REGION");
+    /* the step has no default region any more: these pipelines pass one */
+    setenv("TQ_S3_REGION", "us-east-1", 1);
     snprintf(worker_log, sizeof(worker_log), "%s/worker.log", H.tmpdir);
 }
 
@@ -156,7 +157,8 @@ static void assert_nowhere(const char *needle)
 }
 
 #define S3_PARAMS                                                                          \
-    "\"endpoint\":\"${env.TQ_S3_ENDPOINT}\",\"access_key\":\"${env.TQ_S3_ACCESS_KEY}\"," \
+    "\"endpoint\":\"${env.TQ_S3_ENDPOINT}\",\"region\":\"${env.TQ_S3_REGION}\","            \
+    "\"access_key\":\"${env.TQ_S3_ACCESS_KEY}\","                                           \
     "\"secret_key\":\"${env.TQ_S3_SECRET_KEY}\""
 #define RETRY_FAST "\"retry\":{\"max_attempts\":3,\"base_ms\":50,\"max_ms\":200}"
 #define BUCKET_STEP \
@@ -281,7 +283,7 @@ Test(s3, outside_us_east_1_already_owned_by_you_counts_as_created)
     static struct st_s3 eu;
     st_s3_start(&eu, "eu-west-1", ACCESS_KEY, SECRET_KEY);
     setenv("TQ_S3_ENDPOINT", eu.endpoint, 1);
-    setenv("TQ_S3_REGION", "eu-west-1", 1);   /* the params leave region to the environment */
+    setenv("TQ_S3_REGION", "eu-west-1", 1);   /* what S3_PARAMS pass as params.region */
     pipeline("eu.json", BUCKET_STEP ","
              "{\"name\":\"again\",\"kind\":\"s3_bucket\",\"needs\":[\"bucket\"]," RETRY_FAST ","
              " \"params\":{" S3_PARAMS "}}");

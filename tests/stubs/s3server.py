@@ -835,8 +835,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, b"", {"Location": "/" + name})
             raise S3Error(409, "BucketAlreadyOwnedByYou", "Your previous request to create the named bucket "
                           "succeeded and you already own it.", BucketName=name)
-        st.buckets[name] = {"created": time.time(), "region": region, "tags": None, "lifecycle": None,
-                            "subresources": {}, "objects": {}}
+        # "location_constraint" records what the request asked for (None: no
+        # CreateBucketConfiguration), "region" where the bucket lives.
+        st.buckets[name] = {"created": time.time(), "region": region, "location_constraint": constraint,
+                            "tags": None, "lifecycle": None, "subresources": {}, "objects": {}}
         st.save(name)
         return self.send(200, b"", {"Location": "/" + name})
 
@@ -1239,6 +1241,7 @@ class Handler(BaseHTTPRequestHandler):
                     for name, b in sorted(st.buckets.items()):
                         out["buckets"][name] = {
                             "created": iso_ms(b["created"]), "region": b.get("region"),
+                            "location_constraint": b.get("location_constraint"),
                             "tags": b["tags"], "lifecycle": b["lifecycle"],
                             "lifecycle_rules": lifecycle_summary(b["lifecycle"]) if b["lifecycle"] else None,
                             "subresources": {k: v for k, v in sorted(b["subresources"].items())},
@@ -1259,7 +1262,8 @@ class Handler(BaseHTTPRequestHandler):
                 with srv.admin_lock:
                     srv.faults, srv.latency, srv.requests = [], [], []
                 return self.admin_reply(200, {"ok": True})
-            if action in ("untag", "tag", "delete-lifecycle", "delete-bucket", "create-bucket", "delete-object"):
+            if action in ("untag", "tag", "delete-lifecycle", "delete-bucket", "create-bucket", "delete-object",
+                          "misplace"):
                 need("bucket")
                 with st.lock:
                     name = q["bucket"]
@@ -1286,6 +1290,11 @@ class Handler(BaseHTTPRequestHandler):
                         b["tags"] = tags
                     elif action == "delete-lifecycle":
                         b["lifecycle"] = None
+                    elif action == "misplace":
+                        # The bucket now lives elsewhere than it was created
+                        # (what a residency check must notice).
+                        need("region")
+                        b["region"] = q["region"]
                     elif action == "delete-object":
                         need("key")
                         b["objects"].pop(q["key"], None)
@@ -1342,6 +1351,8 @@ def main():
   POST /_admin/create-bucket?bucket=B      create a bucket behind the worker's back
   POST /_admin/delete-bucket?bucket=B      delete a bucket even when not empty
   POST /_admin/delete-object?bucket=B&key=K
+  POST /_admin/misplace?bucket=B&region=R  the bucket now lives in region R (GetBucketLocation
+                                           answers R; a residency check must notice)
   POST /_admin/fail?path=PREFIX&status=503&count=N[&method=PUT][&code=SlowDown]
                                            the next N signed requests whose path
                                            starts with PREFIX fail with that status

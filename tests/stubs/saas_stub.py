@@ -45,7 +45,7 @@ key runs again.
 
 Auth: with --token T (or env SAAS_TOKEN) every /v1/ and /api/ request needs
 "Authorization: Bearer T" (else 401). Webhooks need none: like Slack's, their
-URL is the secret. With --jwks FILE (a JWKS of Ed25519 keys, re-read when it
+URL is the secret; nor does PagerDuty's enqueue (its routing_key is). With --jwks FILE (a JWKS of Ed25519 keys, re-read when it
 changes) a tenant's own JWT opens its own namespace too: a token whose EdDSA
 signature verifies with a key of FILE, not expired, whose tenant_id claim is
 the namespace's name; a valid token of another tenant gets 403 forbidden, an
@@ -102,6 +102,7 @@ class State:
         self.namespaces = {}   # name -> {"config", "vectors": {id: {...}}, "created_at"}
         self.dashboards = {}   # uid -> {"dashboard", "version", "created_at", "updated_at"}
         self.hooks = []        # [{"path", "payload", "time"}]
+        self.pages = []        # PagerDuty events: [{"event", "time"}]
         self.idem = {}         # key -> {"fingerprint", "method", "path", "status", "body", "ctype"}
         self.faults = []       # [{"prefix", "method", "status", "count", "retry_after"}]
         self.latency = []      # [{"prefix", "ms", "jitter_ms"}]
@@ -310,7 +311,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def check_auth(self, path):
         token = self.server.args.token
-        if not token or path.startswith("/hooks/") or path == "/metrics":
+        if not token or path.startswith("/hooks/") or path == "/metrics" or path == "/v2/enqueue":
             return
         got = self.headers.get("Authorization")
         if got is None:
@@ -390,6 +391,10 @@ class Handler(BaseHTTPRequestHandler):
             if m != "POST":
                 raise HTTPError(405, "method_not_allowed")
             return self.hook(path, body)
+        if path == "/v2/enqueue":
+            if m != "POST":
+                raise HTTPError(405, "method_not_allowed")
+            return self.page(body)
         if path == "/metrics" and m == "GET":
             return self.metrics()
         if parts[:2] == ["v1", "namespaces"] and len(parts) == 5 and parts[3:] == ["vectors", "delete"] \
@@ -565,6 +570,47 @@ class Handler(BaseHTTPRequestHandler):
             st.hooks.append({"path": path, "payload": payload, "time": iso(time.time())})
         return self.send(200, "ok", "text/plain")
 
+    def page(self, body):
+        """PagerDuty Events API v2, as events.pagerduty.com/v2/enqueue answers."""
+        st = self.server.state
+        try:
+            ev = json.loads(body)
+        except ValueError:
+            ev = None
+        errors = []
+        if not isinstance(ev, dict):
+            errors.append("Event object is invalid")
+            ev = {}
+        key = ev.get("routing_key")
+        if not (isinstance(key, str) and key):
+            errors.append("'routing_key' is missing or blank")
+        action = ev.get("event_action")
+        if action not in ("trigger", "acknowledge", "resolve"):
+            errors.append("'event_action' is invalid (must be one of: trigger, acknowledge, resolve)")
+        dedup = ev.get("dedup_key")
+        if action == "trigger":
+            pl = ev.get("payload")
+            if not isinstance(pl, dict):
+                errors.append("'payload' is missing or blank")
+            else:
+                for f in ("summary", "source"):
+                    if not (isinstance(pl.get(f), str) and pl.get(f)):
+                        errors.append("'payload.%s' is missing or blank" % f)
+                if isinstance(pl.get("summary"), str) and len(pl["summary"]) > 1024:
+                    errors.append("'payload.summary' is longer than 1024 characters")
+                if pl.get("severity") not in ("critical", "error", "warning", "info"):
+                    errors.append("'payload.severity' is invalid (must be one of: critical, error, warning, info)")
+        elif not (isinstance(dedup, str) and dedup):
+            errors.append("'dedup_key' is missing or blank")
+        if errors:
+            return self.send(400, {"status": "invalid event", "message": "Event object is invalid",
+                                   "errors": errors})
+        if not dedup:
+            dedup = uuid.uuid4().hex
+        with st.lock:
+            st.pages.append({"event": ev, "time": iso(time.time())})
+        return self.send(202, {"status": "success", "message": "Event processed", "dedup_key": dedup})
+
     # ---- admin ----------------------------------------------------------
 
     def admin(self, path, q, body):
@@ -586,6 +632,7 @@ class Handler(BaseHTTPRequestHandler):
                                    for n, r in st.namespaces.items()},
                     "dashboards": {u: self.view("dashboard", u, r) for u, r in st.dashboards.items()},
                     "hooks": list(st.hooks),
+                    "pages": list(st.pages),
                     "idempotency_keys": {k: {"method": v["method"], "path": v["path"], "status": v["status"]}
                                          for k, v in st.idem.items()},
                     "faults": list(st.faults), "latency": list(st.latency), "quirks": sorted(st.quirks)})

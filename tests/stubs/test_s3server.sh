@@ -159,6 +159,17 @@ check "admin state: parsed lifecycle days" 90 "$(json "$T/admin" "d['buckets']['
 check "admin state: tags" "[('CostCenter', 'rag-platform-gold'), ('Environment', 'test'), ('ManagedBy', 'tenantq'), ('TenantID', 'acme-corp')]" \
   "$(json "$T/admin" "sorted(d['buckets']['$B']['tags'].items())")"
 
+# ---------------------------------------------------------------- location (data residency)
+check "GetBucketLocation" 200 "$(s3 GET "/$B?location=")"
+check "  ... us-east-1 is an empty LocationConstraint" "" "$(sed -n 's/.*<LocationConstraint[^>]*>\([^<]*\)<.*/\1/p' "$T/body")"
+admin GET /_admin/state > /dev/null
+check "admin state: no CreateBucketConfiguration, no location_constraint" None "$(json "$T/admin" "d['buckets']['$B']['location_constraint']")"
+check "admin misplace without region" 400 "$(admin POST "/_admin/misplace?bucket=$B")"
+check "admin misplace" 200 "$(admin POST "/_admin/misplace?bucket=$B&region=eu-west-1")"
+check "GetBucketLocation of the misplaced bucket" 200 "$(s3 GET "/$B?location=")"
+check "  ... now eu-west-1" "eu-west-1" "$(sed -n 's/.*<LocationConstraint[^>]*>\([^<]*\)<.*/\1/p' "$T/body")"
+check "admin misplace back" 200 "$(admin POST "/_admin/misplace?bucket=$B&region=us-east-1")"
+
 # ---------------------------------------------------------------- objects
 printf 'hello tenant\n' > "$T/obj"
 check "PutObject" 200 "$(s3 -b "$T/obj" PUT "/$B/docs/hello.txt")"

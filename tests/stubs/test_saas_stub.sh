@@ -115,9 +115,17 @@ check "webhook without text" 400 "$(curl -sS -o "$T/body" -w '%{http_code}' --da
 check "  ... no_text" no_text "$(cat "$T/body")"
 check "webhook with invalid JSON" 400 "$(curl -sS -o "$T/body" -w '%{http_code}' --data-binary '{' "$BASE/hooks/x")"
 
+# ------------------------------------------------------------ PagerDuty Events API v2
+PD='{"routing_key": "R0UT1NGKEY", "event_action": "trigger", "dedup_key": "tenantq-7", "payload": {"summary": "rollback failed", "source": "acme-corp", "severity": "critical"}}'
+check "PagerDuty enqueue without bearer token" 202 "$(curl -sS -o "$T/body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$PD" "$BASE/v2/enqueue")"
+check "  ... success with the dedup_key" "success tenantq-7" "$(json "$T/body" "d['status'] + ' ' + d['dedup_key']")"
+check "PagerDuty enqueue, bad severity and no routing_key" 400 "$(curl -sS -o "$T/body" -w '%{http_code}' --data-binary '{"event_action": "trigger", "payload": {"summary": "s", "source": "x", "severity": "loud"}}' "$BASE/v2/enqueue")"
+check "  ... names both" "2" "$(json "$T/body" "len(d['errors'])")"
+
 # ------------------------------------------------------------ admin state / set / delete
 admin GET /_admin/state > /dev/null
 check "state: the webhook message" "tenant acme-corp active" "$(json "$T/admin" "d['hooks'][0]['payload']['text']")"
+check "state: the page, once" "1 tenantq-7" "$(json "$T/admin" "'%d %s' % (len(d['pages']), d['pages'][0]['event']['dedup_key'])")"
 check "state: namespace vector ids" "['a', 'b', 'c']" "$(json "$T/admin" "d['namespaces']['acme-corp']['vector_ids']")"
 check "state: idempotency key recorded" 201 "$(json "$T/admin" "d['idempotency_keys']['job1/vector']['status']")"
 check "metrics: no token needed" 200 "$(curl -sS -o "$T/metrics" -w '%{http_code}' "$BASE/metrics")"

@@ -4,7 +4,7 @@
 #include "tq/request.h"
 
 static const char *const regions[] = {"us-east-1", "us-west-2", "eu-west-1"};
-static const struct tq_rules rules = {regions, 3, 1000000};
+static const struct tq_rules rules = {regions, 3, 1000000, false};
 
 static void fill(struct tq_request *r, const char *id, const char *tier, const char *region,
                  const char *budget)
@@ -107,6 +107,21 @@ Test(request, tier_and_region_allow_lists)
     fill(&r, "acme-corp", "Gold", "ap-south-1", "800000");
     cr_assert_str_eq(broken_field(&r, &fe), "region");
     cr_assert(strstr(fe.rule, "eu-west-1"), "the rule lists the allowed regions");
+    tq_request_cleanup(&r);
+}
+
+Test(request, a_region_without_a_map_entry_says_so)
+{
+    static const struct tq_rules mapped = {regions, 3, 1000000, true};
+    struct tq_request r;
+    struct tq_field_error fe[8];
+    fill(&r, "acme-corp", "Gold", "ap-south-1", "800000");
+    size_t n = tq_request_check(&r, &mapped, fe, 8);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(fe[0].field, "region");
+    cr_assert(strstr(fe[0].rule, "has no entry in the region map (TQ_REGIONS_FILE)"), "%s",
+              fe[0].rule);
+    cr_assert(strstr(fe[0].rule, "eu-west-1"), "lists the mapped regions: %s", fe[0].rule);
     tq_request_cleanup(&r);
 }
 

@@ -10,6 +10,13 @@
  *              naming the tag and the expected value (errstr is what the
  *              engine records for a failed step), and the output lists
  *              found, expected, missing and wrong.
+ *   residency  GET ?location= (GetBucketLocation) and compare where the
+ *              bucket actually lives with params.expect_region (the
+ *              pipeline passes the region map's ${region.s3_region}); a
+ *              bucket elsewhere fails the step naming both regions, and
+ *              as a compliance check blocks activation (data
+ *              residency). An empty LocationConstraint is us-east-1, the
+ *              legacy "EU" is eu-west-1, as AWS documents.
  *
  * "With the tenant's credentials" (issue 5) is only approximated: the
  * probe runs with the platform's S3 credentials, because the local S3
@@ -27,7 +34,7 @@
 /* The S3 client of s3_bucket.c; these declarations repeat the ones there. */
 
 
-enum phase { C_PUT, C_GET, C_DELETE, C_TAGS, C_UNDO_DELETE };
+enum phase { C_PUT, C_GET, C_DELETE, C_TAGS, C_LOCATION, C_UNDO_DELETE };
 
 struct run {
     struct wk_step *s;
@@ -36,6 +43,7 @@ struct run {
     char key[96];
     char probe[128];
     uint64_t put_ms, get_ms;
+    char expect[40];   /* residency: the region the bucket must live in */
 };
 
 static void on_response(struct wk_s3 *c, void *arg);
@@ -116,6 +124,59 @@ static enum tq_err compare_tags(struct run *r, bool have_set)
     return TQ_ESTEP;
 }
 
+/*
+ * The text of GetBucketLocation's <LocationConstraint xmlns="..."> element
+ * (it carries a namespace attribute, so wk_s3_xml_text cannot find it);
+ * "" when empty or self-closed, NULL when absent. Caller frees.
+ */
+static char *location_text(const char *body, size_t len)
+{
+    static const char tag[] = "<LocationConstraint", close[] = "</LocationConstraint>";
+    const char *end = body + len;
+    const char *p = strstr(body, tag);
+    if (!p || (p[sizeof(tag) - 1] != '>' && p[sizeof(tag) - 1] != ' ' &&
+               p[sizeof(tag) - 1] != '/'))
+        return NULL;
+    const char *gt = memchr(p, '>', (size_t)(end - p));
+    if (!gt)
+        return NULL;
+    if (gt[-1] == '/')
+        return tq_xstrdup("");
+    const char *c = strstr(gt + 1, close);
+    if (!c)
+        return NULL;
+    char *v = tq_xcalloc(1, (size_t)(c - gt));
+    memcpy(v, gt + 1, (size_t)(c - gt - 1));
+    return v;
+}
+
+/* Where the bucket lives (GetBucketLocation's answer) against where it must. */
+static enum tq_err compare_location(struct run *r)
+{
+    struct wk_step *s = r->s;
+    size_t len;
+    const char *body = wk_s3_body(r->c, &len);
+    char *lc = location_text(body, len);
+    if (!lc) {
+        snprintf(s->errstr, sizeof(s->errstr), "bucket %s: GetBucketLocation answered without "
+                 "a LocationConstraint", wk_s3_bucket(r->c));
+        return TQ_ESTEP;
+    }
+    const char *actual = !lc || !*lc ? "us-east-1" : strcmp(lc, "EU") == 0 ? "eu-west-1" : lc;
+    bool ok = strcmp(actual, r->expect) == 0;
+    json_object_set_new(s->output, "check", json_string("residency"));
+    json_object_set_new(s->output, "bucket", json_string(wk_s3_bucket(r->c)));
+    json_object_set_new(s->output, "expected_region", json_string(r->expect));
+    json_object_set_new(s->output, "actual_region", json_string(actual));
+    json_object_set_new(s->output, "tenant_region", json_string(s->claim->region));
+    if (!ok)
+        snprintf(s->errstr, sizeof(s->errstr), "bucket %s lives in %.40s, but tenant region %s "
+                 "must keep its data in %s (region map)", wk_s3_bucket(r->c), actual,
+                 s->claim->region, r->expect);
+    free(lc);
+    return ok ? TQ_OK : TQ_ESTEP;
+}
+
 static void on_response(struct wk_s3 *c, void *arg)
 {
     struct run *r = arg;
@@ -169,6 +230,11 @@ static void on_response(struct wk_s3 *c, void *arg)
             break;
         finish(r, compare_tags(r, ok));
         return;
+    case C_LOCATION:
+        if (!ok)
+            break;
+        finish(r, compare_location(r));
+        return;
     case C_UNDO_DELETE:
         if (!ok && !(st == 404 && strcmp(code, "NoSuchBucket") == 0))
             break;
@@ -186,11 +252,20 @@ static enum tq_err start(struct wk_step *s)
 {
     const char *check = json_string_value(json_object_get(s->params, "check"));
     bool objects = check && strcmp(check, "objects") == 0;
-    if (!objects && !(check && strcmp(check, "cost_tags") == 0)) {
-        snprintf(s->errstr, sizeof(s->errstr), "params.check must be \"objects\" or \"cost_tags\"");
+    bool residency = check && strcmp(check, "residency") == 0;
+    if (!objects && !residency && !(check && strcmp(check, "cost_tags") == 0)) {
+        snprintf(s->errstr, sizeof(s->errstr),
+                 "params.check must be \"objects\", \"cost_tags\" or \"residency\"");
         return TQ_EINVALID;
     }
-    if (s->undo && !objects) {   /* reading tags changed nothing */
+    const char *expect = json_string_value(json_object_get(s->params, "expect_region"));
+    if (residency && !s->undo && (!expect || !*expect || strlen(expect) >= 40)) {
+        snprintf(s->errstr, sizeof(s->errstr), "cannot check residency: params.expect_region is "
+                 "not set (the tenant's region %s has no entry in the region map?)",
+                 s->claim->region);
+        return TQ_EINVALID;
+    }
+    if (s->undo && !objects) {   /* reading tags or the location changed nothing */
         wk_step_done(s, TQ_OK);
         return TQ_OK;
     }
@@ -212,6 +287,9 @@ static enum tq_err start(struct wk_step *s)
                  "%02x%02x%02x%02x%02x%02x%02x%02x\n", s->claim->job_id, s->attempt, rnd[0],
                  rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
         err = request(r, C_PUT, "PUT probe object", "PUT", r->key, NULL, r->probe);
+    } else if (residency) {
+        snprintf(r->expect, sizeof(r->expect), "%s", expect);
+        err = request(r, C_LOCATION, "GET bucket location", "GET", NULL, "location=", NULL);
     } else {
         err = request(r, C_TAGS, "GET bucket tagging", "GET", NULL, "tagging=", NULL);
     }

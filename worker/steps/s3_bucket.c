@@ -14,9 +14,12 @@
  * lifecycle PUTs replace the whole set with the same set; DeleteObject
  * answers 204 for a missing key; 404 NoSuchBucket ends the undo as done.
  *
- * Params (all optional; the environment variable is the fallback):
- *   endpoint   TQ_S3_ENDPOINT       http(s)://host:port, no credentials in it
- *   region     TQ_S3_REGION         signing region, default us-east-1
+ * Params (endpoint and region required: the shipped pipelines pass the
+ * tenant's region's entry of the region map, ${region.s3_endpoint} and
+ * ${region.s3_region}; there is no fleet-wide default; the others fall back
+ * to the environment variable):
+ *   endpoint                        http(s)://host:port, no credentials in it
+ *   region                          the bucket's region (LocationConstraint, signing)
  *   access_key TQ_S3_ACCESS_KEY
  *   secret_key TQ_S3_SECRET_KEY     never copied into output, errstr or logs
  *   bucket     default rag-<tenant id>-documents

@@ -76,8 +76,10 @@ enum tq_err wk_s3_new(struct wk_step *s, struct wk_s3 **out)
 {
     *out = NULL;
     s->unsent = true;   /* until a request may have reached S3 (on_done) */
-    const char *endpoint = param(s, "endpoint", s->set->s3_endpoint, NULL);
-    const char *region = param(s, "region", s->set->s3_region, "us-east-1");
+    /* Where the bucket lives comes from the tenant's region (the pipeline's
+       ${region.*}), never from a fleet-wide default. */
+    const char *endpoint = param(s, "endpoint", NULL, NULL);
+    const char *region = param(s, "region", NULL, NULL);
     const char *ak = param(s, "access_key", s->set->s3_access_key, NULL);
     const char *sk = param(s, "secret_key", s->set->s3_secret_key, NULL);
     const char *environment = param(s, "environment", s->set->environment, "dev");
@@ -87,7 +89,14 @@ enum tq_err wk_s3_new(struct wk_step *s, struct wk_s3 **out)
 
     if (!endpoint) {
         snprintf(s->errstr, sizeof(s->errstr), "cannot reach S3: params.endpoint is not set "
-                 "(nor TQ_S3_ENDPOINT)");
+                 "(the tenant's region %s has no s3_endpoint in the region map?)",
+                 s->claim->region);
+        return TQ_EINVALID;
+    }
+    if (!region) {
+        snprintf(s->errstr, sizeof(s->errstr), "cannot place the bucket: params.region is not "
+                 "set (the tenant's region %s has no s3_region in the region map?)",
+                 s->claim->region);
         return TQ_EINVALID;
     }
     const char *host = strncmp(endpoint, "http://", 7) == 0    ? endpoint + 7

@@ -12,6 +12,7 @@
 
 #include "tq/err.h"
 #include "tq/log.h"
+#include "tq/regions.h"
 
 #define TQ_MAX_REGIONS 16
 
@@ -43,8 +44,10 @@ struct tq_config {
     uint32_t lease_ms;      /* TQ_LEASE_MS, default 15000 (see worker/README.md) */
     int64_t approval_threshold_inr;   /* TQ_APPROVAL_THRESHOLD, default 1000000 */
     enum tq_log_format log_format;    /* TQ_LOG_FORMAT */
-    char *regions[TQ_MAX_REGIONS];    /* TQ_REGIONS, comma separated */
+    char *regions[TQ_MAX_REGIONS];    /* allow-list: the region map's keys when
+                                         TQ_REGIONS_FILE is set, else TQ_REGIONS */
     size_t nregions;
+    struct tq_regions *region_map;    /* TQ_REGIONS_FILE parsed (tq/regions.h); NULL unset */
 };
 
 /*

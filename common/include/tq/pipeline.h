@@ -113,7 +113,11 @@ typedef const char *tq_template_lookup_cb(const char *var, void *arg);
     X(TIER_ARCHIVE_AFTER_DAYS, "tier.archive_after_days")            \
     X(TIER_P95_SLA_MS,         "tier.p95_sla_ms")                    \
     X(TIER_MODEL,              "tier.model")                         \
-    X(TIER_COST_CENTER,        "tier.cost_center")
+    X(TIER_COST_CENTER,        "tier.cost_center")               \
+    X(REGION_S3_REGION,        "region.s3_region")                   \
+    X(REGION_S3_ENDPOINT,      "region.s3_endpoint")                 \
+    X(REGION_VECTOR_URL,       "region.vector_url")                  \
+    X(REGION_DASHBOARD_URL,    "region.dashboard_url")
 
 /* TQ_TV_ENV: env.NAME (NAME of A-Z, 0-9, '_'); TQ_TV_UNKNOWN: no such variable. */
 enum tq_template_var {

@@ -61,6 +61,7 @@ struct tq_rules {
     const char *const *regions;   /* allow-list */
     size_t nregions;
     int64_t approval_threshold_inr;
+    bool regions_mapped;          /* the allow-list is the region map (TQ_REGIONS_FILE) */
 };
 
 void tq_request_cleanup(struct tq_request *r);
