@@ -339,6 +339,11 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (event_id, channel));"
     "CREATE INDEX notify_deliveries_due ON tq.notify_deliveries (next_attempt_at)"
     "  WHERE status = 'pending';",
+
+    /* The approval policy is tier x budget: a tier may carry its own budget
+       threshold (NULL: the fleet's TQ_APPROVAL_THRESHOLD). Read by submit. */
+    "ALTER TABLE tq.approval_policy ADD COLUMN threshold_inr bigint"
+    "  CHECK (threshold_inr >= 0);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
