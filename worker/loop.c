@@ -581,6 +581,7 @@ int wk_run(const struct tq_config *cfg)
     atomic_store(&wk.draining, false);
     atomic_store(&wk.free_slots, cfg->concurrency);
     wk_settings_load(&wk.set, cfg, wk.id);
+    wk_template_set_environment(wk.set.steps.environment);
     char why[256];
     if (wk_step_kinds_check(why, sizeof(why)) != 0) {
         tq_error("cannot start: %s", why);

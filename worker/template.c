@@ -22,6 +22,13 @@ void wk_template_set_regions(const struct tq_regions *m)
     region_map = m;
 }
 
+static const char *environment = "dev";
+
+void wk_template_set_environment(const char *env)
+{
+    environment = env && *env ? env : "dev";
+}
+
 /* A tier's number as text in buf; NULL for an unknown tier. */
 static const char *tier_number(const struct tq_tier_info *t, int v, char *buf, size_t len)
 {
@@ -66,6 +73,8 @@ const char *wk_template_lookup(const char *var, void *arg)
         return tier_number(t, t ? t->archive_after_days : 0, buf, sizeof(buf));
     case TQ_TV_TIER_P95_SLA_MS:
         return tier_number(t, t ? t->p95_sla_ms : 0, buf, sizeof(buf));
+    case TQ_TV_FLEET_ENVIRONMENT:
+        return environment;
     case TQ_TV_TIER_MODEL:
         return t ? t->model : NULL;
     case TQ_TV_TIER_COST_CENTER:

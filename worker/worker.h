@@ -66,6 +66,9 @@ struct wk_settings {
    NULL: no map, so every ${region.*} has no value and its step fails. */
 struct tq_regions;
 void wk_template_set_regions(const struct tq_regions *m);
+/* ${fleet.environment}: the Environment cost tag (TQ_ENVIRONMENT, "dev" when
+   unset, as the bucket's and check_tags' default). Set once before any job. */
+void wk_template_set_environment(const char *env);
 
 /* Fill set from cfg and the environment; strings borrowed from cfg and the environment. */
 void wk_settings_load(struct wk_settings *set, const struct tq_config *cfg, const char *worker_id);

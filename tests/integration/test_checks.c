@@ -464,6 +464,20 @@ Test(checks, a_resource_without_its_cost_tags_blocks_activation)
     free(e);
 }
 
+/* A fleet that never set TQ_ENVIRONMENT tags every resource "dev", the
+   default the bucket and the tag check share, and activates. */
+Test(checks, without_TQ_ENVIRONMENT_every_resource_is_tagged_dev_and_activates)
+{
+    h_setenv("TQ_ENVIRONMENT", NULL);
+    const char *t = h_tenant("noenv");
+    submit(t, "Gold", "800000");
+    pid_t w = h_worker_start(NULL);
+    cr_assert(h_wait_sql("active", 60000, "SELECT status FROM tq.tenants WHERE tenant_id = '%s'",
+                         t), "tenant never became active");
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    expect_step(t, "check-saas-cost-tags", "succeeded");
+}
+
 static void short_monitoring_wait(json_t *steps)
 {
     json_t *m = step_named(steps, "check-monitoring");

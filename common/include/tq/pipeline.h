@@ -114,6 +114,7 @@ typedef const char *tq_template_lookup_cb(const char *var, void *arg);
     X(TIER_P95_SLA_MS,         "tier.p95_sla_ms")                    \
     X(TIER_MODEL,              "tier.model")                         \
     X(TIER_COST_CENTER,        "tier.cost_center")               \
+    X(FLEET_ENVIRONMENT,       "fleet.environment")                  \
     X(REGION_S3_REGION,        "region.s3_region")                   \
     X(REGION_S3_ENDPOINT,      "region.s3_endpoint")                 \
     X(REGION_VECTOR_URL,       "region.vector_url")                  \
