@@ -339,6 +339,14 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (event_id, channel));"
     "CREATE INDEX notify_deliveries_due ON tq.notify_deliveries (next_attempt_at)"
     "  WHERE status = 'pending';",
+
+    /* Notifications to the approvers in tq.approvers (an e-mail channel with
+       "to_approvers": worker/dispatch.c): the addresses of the event's role,
+       resolved when the event is fanned out (a JSON array of addr-specs; NULL
+       for a channel that does not ask), and how many identities of that role
+       were skipped because they are not plain e-mail addresses. */
+    "ALTER TABLE tq.notify_deliveries ADD COLUMN recipients jsonb,"
+    "  ADD COLUMN skipped_recipients integer NOT NULL DEFAULT 0;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -493,7 +493,7 @@ Test(notify, pending_approval_reaches_the_approvers_configured_in_postgresql)
     const char *t = h_tenant("big");
     char *err = NULL;
     int rc = h_enqueue(NULL, &err, "submit", "--tenant-id", t, "--name", t, "--tier", "Gold",
-                       "--region", "us-east-1", "--budget", "9000000", "--owner",
+                       "--region", "us-east-1", "--budget", "1200000", "--owner",
                        "owner-big@example.com", NULL);
     cr_assert_eq(rc, 0, "submit: %s", err);
     free(err);
