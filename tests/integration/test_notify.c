@@ -526,7 +526,8 @@ Test(notify, a_bad_routes_file_is_refused_naming_every_problem)
         " \"pd\": {\"type\": \"pagerduty\", \"url\": \"http://127.0.0.1:1/v2/enqueue\", \"severity\": \"loud\"},"
         " \"mail\": {\"type\": \"email\", \"to\": [\"not an address\"], \"smtp_url\": \"smtp://127.0.0.1:1\"},"
         " \"Bad Name\": {\"type\": \"slack\", \"url\": \"http://x/\"},"
-        " \"fax\": {\"type\": \"fax\"}},"
+        " \"fax\": {\"type\": \"fax\"},"
+        " \"appr\": {\"type\": \"email\", \"to_approvers\": \"yes\", \"smtp_url\": \"smtp://127.0.0.1:1\"}},"
         "\"routes\": {\"activated\": [\"hook\", \"nowhere\"], \"exploded\": [\"hook\"], \"failed\": []}}");
     char env_routes[400];
     snprintf(env_routes, sizeof(env_routes), "TQ_NOTIFY_ROUTES_FILE=%s", path);
@@ -537,12 +538,29 @@ Test(notify, a_bad_routes_file_is_refused_naming_every_problem)
     cr_assert_eq(rc, 1, "refused: %s", err);
     const char *want[] = {"channels.hook.url", "channels.pd.routing_key", "channels.pd.severity",
                           "channels.mail.to[0]", "\"Bad Name\"", "channels.fax.type",
-                          "routes.activated[1]", "routes.exploded", "routes.failed"};
+                          "routes.activated[1]", "routes.exploded", "routes.failed",
+                          "channels.appr.to_approvers"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         cr_assert_not_null(strstr(err, want[i]), "names %s: %s", want[i], err);
     cr_assert_null(strstr(err, HOOK_SECRET), "no URL in the error: %s", err);
     free(out);
     free(err);
+}
+
+/* The routes the repository ships (the operators' example; the k8s local
+   overlay's Secret) are files a worker starts with. */
+Test(notify, the_shipped_routes_files_are_accepted)
+{
+    const char *files[] = {TQ_SOURCE_DIR "/deploy/monitoring/notify-routes.example.json",
+                           TQ_SOURCE_DIR "/deploy/k8s/overlays/local/notify-routes.json"};
+    h_setenv("TQ_SMTP_URL", "smtp://127.0.0.1:1");   /* the example leaves it to TQ_SMTP_URL */
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        h_setenv("TQ_NOTIFY_ROUTES_FILE", files[i]);
+        char log[300];
+        snprintf(log, sizeof(log), "%s/worker-%zu.log", H.tmpdir, i);
+        pid_t w = st_worker_start(log);
+        cr_assert_eq(st_worker_stop(w, 15000, log), 0, "%s refused", files[i]);
+    }
 }
 
 Test(notify, metrics_are_promtool_clean_with_the_new_series)
