@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -559,6 +560,17 @@ Test(notify, the_shipped_routes_files_are_accepted)
         char log[300];
         snprintf(log, sizeof(log), "%s/worker-%zu.log", H.tmpdir, i);
         pid_t w = st_worker_start(log);
+        bool started = false;   /* the line comes after the routes are loaded */
+        for (int k = 0; k < 300 && !started; k++) {
+            char *text = st_slurp(log);
+            started = strstr(text, "started: queue") != NULL;
+            free(text);
+            if (!started)
+                nanosleep(&(struct timespec){.tv_nsec = 100000000L}, NULL);
+        }
+        char *text = st_slurp(log);
+        cr_assert(started, "%s: the worker did not start: %s", files[i], text);
+        free(text);
         cr_assert_eq(st_worker_stop(w, 15000, log), 0, "%s refused", files[i]);
     }
 }
