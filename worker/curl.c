@@ -129,20 +129,39 @@ struct wk_curl *wk_curl_new(uv_loop_t *loop)
 {
     struct wk_curl *c = tq_xcalloc(1, sizeof(*c));
     c->loop = loop;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    return c;
+}
+
+/* libcurl (and through it OpenSSL's TLS, the resolver, and the GnuTLS,
+   Kerberos and LDAP code curl links) is set up by the first transfer, not at
+   start: a worker whose pipelines speak no HTTP never touches those pages
+   (about 2.4 MB of RSS; docs/design.md §9). This libcurl is built
+   thread-safe (curl-config --features: threadsafe), so a step's
+   curl_easy_init() before this initialises the same way, once. */
+static enum tq_err multi_ensure(struct wk_curl *c)
+{
+    if (c->multi)
+        return TQ_OK;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {   /* paired with wk_curl_free */
+        tq_error("libcurl did not initialise; the transfer fails");
+        return TQ_EIO;
+    }
     c->multi = curl_multi_init();
     if (!c->multi)
         tq_panic(__FILE__, __LINE__, "curl_multi_init failed");
-    uv_timer_init(loop, &c->timer);
-    c->timer.data = c;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    return c;
+    return TQ_OK;
 }
 
 enum tq_err wk_curl_start(struct wk_curl *c, CURL *e, wk_curl_done_cb *cb, void *arg)
 {
+    if (multi_ensure(c) != TQ_OK)
+        return TQ_EIO;
     struct xfer *x = tq_xcalloc(1, sizeof(*x));
     x->cb = cb;
     x->arg = arg;
@@ -174,7 +193,10 @@ void wk_curl_abort(struct wk_curl *c, CURL *e)
 static void timer_closed(uv_handle_t *h)
 {
     struct wk_curl *c = h->data;
-    curl_multi_cleanup(c->multi);
+    if (c->multi) {
+        curl_multi_cleanup(c->multi);
+        curl_global_cleanup();
+    }
     free(c);
 }
 

@@ -516,11 +516,7 @@ static int start_loop_parts(struct worker *wk)
         wk_http_start(wk->loop, cfg->http_addr, &wk->draining, 64 + 16 * (cfg->concurrency + 4),
                       &wk->http) != 0)
         return -1;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        tq_error("cannot start: libcurl did not initialise");
-        return -1;
-    }
-    wk->set.curl = wk_curl_new(wk->loop);
+    wk->set.curl = wk_curl_new(wk->loop);   /* libcurl itself starts with the first transfer */
     wk->writer = wk_writer_start(wk->loop, &wk->set, deliver_report, wk);
     wk->dispatch = wk_dispatch_start(&wk->set, wk->routes);
     wk->engine = wk_engine_new(wk->loop, &wk->set, wk->writer, &wk->free_slots, slot_free, wk);
@@ -569,7 +565,7 @@ static void release_all(struct worker *wk, bool started)
     wk_limits_shutdown();
     wk_blocking_shutdown();
     wk_cred_shutdown();
-    curl_global_cleanup();
+    curl_global_cleanup();   /* a no-op unless a step's curl_easy_init() started libcurl */
     if (uv_loop_close(wk->loop) != 0)
         tq_warn("exiting with libuv handles still open");
     free(wk->loop);

@@ -3,6 +3,7 @@
  * comes from the environment (docs/design.md §5); flags override it.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "loop.h"
 #include "tq/config.h"
 #include "tq/log.h"
+#include <unistd.h>
 
 static const char usage[] =
     "usage: tq-worker [options]\n"
@@ -74,8 +76,47 @@ static const char usage[] =
     "example:\n"
     "  eval \"$(deploy/local/env worker)\"; tq-worker --concurrency 8\n";
 
+/* What a worker need not carry (docs/design.md §9 measures each, idle at 8
+   slots, with /proc/PID/smaps):
+   - GnuTLS initialises itself in a library constructor, before main, in
+     every process that links it (0.7 MB of RSS: its own pages and
+     p11-kit's). Only libpq's LDAP lookups and libcurl's RTMP link it here,
+     and both call gnutls_global_init() themselves when used; its documented
+     switch is read by that constructor, so it is set here and the binary
+     runs again, once (same pid). If the exec fails, the worker just runs.
+   - libpq tries GSSAPI encryption first by default, which loads Kerberos'
+     configuration and credential cache on every connection (0.5 MB) for a
+     method this deployment does not use (scram over TLS, docs/security.md).
+     A conninfo's gssencmode, or PGGSSENCMODE set by the operator, wins.
+   - Every thread that allocates gets its own malloc arena by default (up to
+     16 on two cores); two are enough for a loop and blocking threads that
+     mostly hand work on. */
+#define OUR_NO_GNUTLS_INIT "1 (tq-worker)"   /* GnuTLS reads it with atoi(): 1 */
+
+static void lean_process(char **argv)
+{
+    setenv("PGGSSENCMODE", "disable", 0);
+    mallopt(M_ARENA_MAX, 2);
+    const char *g = getenv("GNUTLS_NO_IMPLICIT_INIT");
+    if (!g) {
+        /* By the binary's own path, not /proc/self/exe: the process name
+           (comm, what ps and pgrep show) is the exec'd file's name. */
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0 && (size_t)n < sizeof(self) - 1) {
+            self[n] = '\0';
+            if (setenv("GNUTLS_NO_IMPLICIT_INIT", OUR_NO_GNUTLS_INIT, 1) == 0)
+                execv(self, argv);
+        }
+        unsetenv("GNUTLS_NO_IMPLICIT_INIT");   /* no exec: run as we are */
+    } else if (strcmp(g, OUR_NO_GNUTLS_INIT) == 0) {
+        unsetenv("GNUTLS_NO_IMPLICIT_INIT");   /* ours: programs exec steps run start as usual */
+    }
+}
+
 int main(int argc, char **argv)
 {
+    lean_process(argv);
     struct tq_config cfg;
     char why[256];
     if (tq_config_from_env(&cfg, why, sizeof(why))) {

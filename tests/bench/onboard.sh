@@ -8,8 +8,10 @@
 # for each: seconds from submit to the last tenant active, and the
 # per-tenant seconds of its first and last hundred activations (the first:
 # from submit to the 100th active, / 100; the last: from the (n-100)th to the
-# nth, / 100), so a cost that grows with the tenant count shows. Prints `name value unit` lines. Needs a built tree (.build/release,
-# or TQ_BIN_DIR).
+# nth, / 100), so a cost that grows with the tenant count shows. Then the
+# workers' footprint on that pipeline: idle RSS, peak RSS (VmHWM) and per
+# in-flight job, CPU per worker. Prints `name value unit` lines. Needs a
+# built tree (.build/release, or TQ_BIN_DIR).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 . "$top/tests/bench/lib.sh"
@@ -35,12 +37,24 @@ export TQ_S3_ACCESS_KEY=$ak TQ_S3_SECRET_KEY=$sk
 export TQ_VECTOR_URL="http://127.0.0.1:$saas_port" TQ_DASHBOARD_URL="http://127.0.0.1:$saas_port"
 export TQ_VECTOR_TOKEN=$tok TQ_DASHBOARD_TOKEN=$tok
 export TQ_NOTIFY_WEBHOOK_URL="http://127.0.0.1:$saas_port/hooks/bench"
+# the region map (TQ_REGIONS_FILE): the tenants' region on the stand-ins
+printf '{"us-east-1": {"s3_region": "us-east-1", "s3_endpoint": "http://127.0.0.1:%s", "vector_url": "http://127.0.0.1:%s", "dashboard_url": "http://127.0.0.1:%s", "pg_url": null}}\n' \
+  "$s3_port" "$saas_port" "$saas_port" > "$dir/regions.json"
+export TQ_REGIONS_FILE="$dir/regions.json"
 bench_trust_env   # a throwaway private trust cluster (lib.sh)
 "$bin/tq-enqueue" migrate >/dev/null
 "$bin/tq-enqueue" pipeline register "$top/deploy/pipelines/tenant-provision.json" --default >/dev/null
+wpids=()
 for i in $(seq 1 "$workers"); do
-  TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!)
+  TQ_CONCURRENCY=$conc "$bin/tq-worker" 2>"$dir/worker-$i.log" & pids+=($!); wpids+=($!)
 done
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime
+kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+sleep 2
+idle=$(kb "${wpids[0]}" VmRSS)
+echo "worker_rss_idle_${conc}_slots $idle kB"
+c0=0; for p in "${wpids[@]}"; do c0=$((c0 + $(ticks "$p"))); done
+s0=${EPOCHREALTIME/./}
 round=0
 for n in $counts; do
   round=$((round + 1))
@@ -62,3 +76,15 @@ for n in $counts; do
            'onboard_${n}_last_hundred_per_tenant', round(((SELECT max(t) FROM a) - coalesce((SELECT t FROM a, h WHERE k = h.n - h.h), $t0))::numeric / (SELECT h FROM h), 3), 's'
     FROM a" | awk '{ for (i = 1; i <= NF; i += 3) print $i, $(i+1), $(i+2) }'
 done
+# Footprint on the default pipeline: the larger peak RSS (VmHWM) of the
+# workers, that less the idle RSS per slot (an in-flight job), and their
+# CPU per worker from the first submit to the last tenant active.
+hwm=0; c1=0
+for p in "${wpids[@]}"; do
+  h=$(kb "$p" VmHWM); [ "$h" -gt "$hwm" ] && hwm=$h
+  c1=$((c1 + $(ticks "$p")))
+done
+s1=${EPOCHREALTIME/./}
+echo "worker_rss_busy_${conc}_slots_pipeline $hwm kB"
+echo "worker_rss_per_job_busy_${conc}_slots_pipeline $(awk -v b="$hwm" -v i="$idle" -v n="$conc" 'BEGIN { printf "%.1f", (b - i) / n }') kB"
+echo "worker_cpu_busy_${conc}_slots_pipeline $(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v us=$((s1 - s0)) -v w="$workers" 'BEGIN { printf "%.0f", t / hz / (us / 1e6) / w * 1000 }') millicores"

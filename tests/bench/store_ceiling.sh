@@ -14,6 +14,6 @@ bench=${TQ_BENCH_STORE:-$top/.build/release/tests/bench_store}
 dir=$(mktemp -d /tmp/tq-bench.XXXXXX)
 chmod 755 "$dir"
 trap 'bench_pg_stop "$dir"; rm -rf "$dir"' EXIT
-port=$(free_port)
-bench_pg_start "$dir" "$port"
+bench_pg_start "$dir"   # sets pport
+port=$pport
 "$bench" "host=127.0.0.1 port=$port user=postgres dbname=tenantq" "${1:-40000}" "${2:-2}" "${3:-128}" "${4:-full}"

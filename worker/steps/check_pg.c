@@ -121,9 +121,9 @@ static enum tq_err tenant_connect(struct wk_step *s, struct conn *c)
     return TQ_OK;
 }
 
-static double round3(double ms)
+static double round3(double ms)   /* ms >= 0: elapsed times; no libm for one call */
 {
-    return round(ms * 1000.0) / 1000.0;
+    return (double)(int64_t)(ms * 1000.0 + 0.5) / 1000.0;
 }
 
 static enum tq_err stmt_failed(struct wk_step *s, struct conn *c, PGresult *r, const char *what)
