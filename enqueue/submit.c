@@ -641,9 +641,10 @@ int cmd_submit(struct cli *c, int argc, char **argv)
         goto out;
     }
     if (stream) {
-        const struct tq_rules srules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
-                                        c->cfg.approval_threshold_inr,
-                                        c->cfg.region_map != NULL};
+        const struct tq_rules srules = {.regions = (const char *const *)c->cfg.regions,
+                                        .nregions = c->cfg.nregions,
+                                        .approval_threshold_inr = c->cfg.approval_threshold_inr,
+                                        .regions_mapped = c->cfg.region_map != NULL};
         rc = submit_stream(c, batch, pipeline, &srules);
         goto out;
     }
@@ -671,8 +672,10 @@ int cmd_submit(struct cli *c, int argc, char **argv)
      * of every request. Rows under a header we cannot read are not checked:
      * their fields went nowhere, and "tenant_id is required" would mislead.
      */
-    const struct tq_rules rules = {(const char *const *)c->cfg.regions, c->cfg.nregions,
-                                   c->cfg.approval_threshold_inr, c->cfg.region_map != NULL};
+    const struct tq_rules rules = {.regions = (const char *const *)c->cfg.regions,
+                                   .nregions = c->cfg.nregions,
+                                   .approval_threshold_inr = c->cfg.approval_threshold_inr,
+                                   .regions_mapped = c->cfg.region_map != NULL};
     /* duplicates by sorting (a pairwise scan of 10,000 rows took seconds) */
     size_t *dup_id = l.header_bad ? NULL : first_duplicates(l.reqs, l.n, false);
     size_t *dup_name = l.header_bad ? NULL : first_duplicates(l.reqs, l.n, true);

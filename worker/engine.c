@@ -126,11 +126,12 @@ static void mark_for_undo(struct wk_job *j)
 }
 
 /*
- * The job's last row is queued: metrics and its log line. Nobody is told
- * from here: the audit event in that row is what dispatch.c notifies, once
- * it is committed.
+ * The job's last row committed (the writer said so): metrics and its log
+ * line. Never earlier: a row the epoch fence refuses was not the job's
+ * outcome, another worker's is. Nobody is told from here: the audit event
+ * in that row is what dispatch.c notifies, once it is committed.
  */
-static void ended(struct wk_job *j, const struct wk_move *m, const char *reason)
+static void outcome(struct wk_job *j, const struct wk_move *m, const char *reason)
 {
     enum tq_tenant_status ts = m->tenant;
     bool bad = ts == TQ_TS_FAILED || ts == TQ_TS_ROLLBACK_FAILED || ts == TQ_TS_BLOCKED;
@@ -155,6 +156,30 @@ static void ended(struct wk_job *j, const struct wk_move *m, const char *reason)
     tq_log(m->audit && strcmp(m->audit, "drift_detected") == 0 ? TQ_LOG_WARN : TQ_LOG_INFO,
            "job %" PRId64 " (%s): %s%s%s", j->cl.c.job_id, j->cl.c.tenant_id, what,
            reason ? ": " : "", reason ? reason : "");
+}
+
+/* The job's last word (its last row, or its drop) is with the writer. */
+static bool last_word_queued(const struct wk_job *j)
+{
+    return j->end.next == WK_PH_ENDED;
+}
+
+/* The lease is lost: stale, or already ended by dropping the id. */
+static bool lost(const struct wk_job *j)
+{
+    return j->phase == WK_PH_STALE || (last_word_queued(j) && j->end.act == WK_DROP);
+}
+
+/* Let go at the drain's final deadline with its last row unconfirmed. */
+static void unconfirmed(const struct wk_job *j)
+{
+    if (lost(j) || !last_word_queued(j))
+        return;
+    tq_info("job %" PRId64 " (%s): exiting before its last row (%s) was confirmed; if it was "
+            "not written, the job returns to the queue when its lease ends", j->cl.c.job_id,
+            j->cl.c.tenant_id,
+            j->end.tenant ? tq_tenant_status_name(j->end.tenant)
+            : j->end.audit ? j->end.audit : tq_job_status_name(j->end.job));
 }
 
 /* The reason a move's row carries, if any. */
@@ -188,8 +213,15 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
         wk_step_stop_waits(j);
     if (m->next == WK_PH_STALE) {
         atomic_fetch_add(&wk_metrics.jobs_stale, 1);
-        tq_warn("job %" PRId64 " (%s): lease lost to another worker; abandoning it without "
-                "further writes", j->cl.c.job_id, j->cl.c.tenant_id);
+        if (from == WK_PH_ENDED)
+            tq_warn("job %" PRId64 " (%s): lease lost to another worker before its last row "
+                    "committed; the fence refused it (%s), another worker's outcome stands",
+                    j->cl.c.job_id, j->cl.c.tenant_id,
+                    j->end.tenant ? tq_tenant_status_name(j->end.tenant)
+                    : j->end.audit ? j->end.audit : tq_job_status_name(j->end.job));
+        else
+            tq_warn("job %" PRId64 " (%s): lease lost to another worker; abandoning it without "
+                    "further writes", j->cl.c.job_id, j->cl.c.tenant_id);
         for (size_t i = 0; i < j->pl->nsteps; i++)
             if (j->ss[i].cur)
                 wk_step_cancel(j->ss[i].cur);
@@ -203,6 +235,7 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
                 j->cl.c.job_id, j->cl.c.tenant_id);
     const char *reason = move_reason(j, m);
     if (m->act == WK_DROP) {
+        j->end = *m;
         wk_writer_drop(j->eng->w, j, j->id);
         if (j->eng->abandoned)
             job_free(j);
@@ -212,9 +245,12 @@ static void take(struct wk_job *j, enum wk_event ev, const struct wk_move *m)
         wk_job_emit_job(j, m->job, m->tenant, m->audit, reason, m->act,
                         m->act == WK_PARK ? j->park_due_ms : 0);
     if (m->next == WK_PH_ENDED) {
-        ended(j, m, reason);
-        if (j->eng->abandoned)
+        j->end = *m;
+        j->end_reason = reason;
+        if (j->eng->abandoned) {
+            unconfirmed(j);
             job_free(j);   /* past the final deadline: no report will come for it */
+        }
     }
 }
 
@@ -267,7 +303,10 @@ static enum wk_event start_steps(struct wk_job *j)
 void wk_job_advance(struct wk_job *j)
 {
     bool lifecycle = j->kind != WK_KIND_REVALIDATE;
-    while (j->phase != WK_PH_ENDED) {
+    /* A job whose last word is queued moves only on the writer's report: a
+       last row the fence refused makes it STALE, with its id acked by the
+       writer already and one WK_R_ENDED coming (a drop would be a second). */
+    while (j->phase != WK_PH_ENDED && !last_word_queued(j)) {
         struct wk_move m;
         enum wk_event ev = start_steps(j);
         if (ev != WK_EV_NONE) {
@@ -397,12 +436,17 @@ void wk_engine_report(struct wk_engine *e, struct wk_report *r)
     struct wk_job *j = r->job;
     switch (r->what) {
     case WK_R_STALE:
-        wk_job_event(j, WK_EV_LEASE_LOST);
+        /* Once: a job lost in one flush may have rows refused in the next. */
+        if (!lost(j))
+            wk_job_event(j, WK_EV_LEASE_LOST);
         break;
     case WK_R_CANCEL:
         wk_engine_cancel(e, j->cl.c.job_id);
         break;
     case WK_R_ENDED:
+        /* The last row committed (a refused one reported WK_R_STALE first). */
+        if (!lost(j))
+            outcome(j, &j->end, j->end_reason);
         job_free(j);
         break;
     }
@@ -487,8 +531,10 @@ void wk_engine_abandon(struct wk_engine *e)
     struct wk_job *next;
     for (struct wk_job *j = e->jobs; j; j = next) {
         next = j->next;
-        if (j->phase == WK_PH_ENDED)
+        if (last_word_queued(j)) {   /* ENDED, or STALE after a refused last row */
+            unconfirmed(j);
             job_free(j);
+        }
     }
 }
 

@@ -50,6 +50,12 @@ struct wk_job {
     uint64_t started_mono_ms;   /* claimed by this worker, for the duration metric */
     char reason[512];
     char failed_step[TQ_STEP_NAME_MAX + 1];
+    /* The move that queued the job's last word (its last row, or a stale
+       job's drop): .next is WK_PH_ENDED from then on. Its outcome is logged
+       and counted when the writer reports the row committed (WK_R_ENDED),
+       never when the fence refused it (WK_R_STALE first: the job was lost). */
+    struct wk_move end;
+    const char *end_reason;     /* j->reason or a literal */
     struct wk_job *prev, *next;
 };
 

@@ -236,6 +236,10 @@ static void metrics_body(struct tq_buf *b, const struct wk_http *h)
                   (unsigned long long)atomic_load(&wk_metrics.jobs_failed),
                   (unsigned long long)atomic_load(&wk_metrics.jobs_released),
                   (unsigned long long)atomic_load(&wk_metrics.jobs_stale));
+    tq_buf_printf(b, "# HELP tq_rows_fenced_total Rows this worker sent for jobs it no longer "
+                     "held, which the epoch fence refused (none of them was written).\n"
+                     "# TYPE tq_rows_fenced_total counter\ntq_rows_fenced_total %llu\n",
+                  (unsigned long long)atomic_load(&wk_metrics.rows_fenced));
     tq_buf_printf(b, "# HELP tq_step_retries_total Step attempts that failed and were retried.\n"
                      "# TYPE tq_step_retries_total counter\ntq_step_retries_total %llu\n",
                   (unsigned long long)atomic_load(&wk_metrics.step_retries));

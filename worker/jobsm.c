@@ -23,16 +23,20 @@
  *                   rollback_failed (an operator's retry resumes the undo)
  *   UNDO_HANDBACK   the worker drains during an undo: once idle, hand back
  *   STALE           the lease is lost: write nothing; once idle, drop the id
+ *                   (unless the writer already answered the job's last row)
  *   ENDED           the last row is queued; the writer reports when it
- *                   committed and the job is freed
+ *                   committed (then the outcome counts) and the job is
+ *                   freed, or that the fence refused it: LEASE_LOST
  *
  * A step outcome is an event only when it changes the job (a failure for
  * good, a long wait, an undo failing for good); everything else only
  * changes the step, and the job moves when it is idle: none of its steps
  * runs or waits on a timer (wk_job_settle). An event a phase does not list
  * changes nothing. Two rules stand outside the table: LEASE_LOST moves
- * every phase but ENDED to STALE, and a job that does not change the
- * tenant's lifecycle (revalidation) never writes a tenant status — a
+ * every phase but STALE to STALE, once, ENDED included (a last row the
+ * fence refused was no outcome: the job was lost; the writer acked its id
+ * already, so that move queues nothing), and a job that does not change
+ * the tenant's lifecycle (revalidation) never writes a tenant status — a
  * hand-back or redelivery of one then has nothing to restore.
  */
 #include "jobsm.h"
@@ -110,7 +114,9 @@ static bool idle_event(enum wk_event ev)
 
 bool wk_decide(enum wk_phase ph, enum wk_event ev, bool lifecycle, struct wk_move *out)
 {
-    if ((unsigned)ph >= WK_NPHASES || ev <= WK_EV_NONE || ev >= WK_NEVENTS || ph == WK_PH_ENDED)
+    if ((unsigned)ph >= WK_NPHASES || ev <= WK_EV_NONE || ev >= WK_NEVENTS)
+        return false;
+    if (ph == WK_PH_ENDED && ev != WK_EV_LEASE_LOST)
         return false;
     const struct row *hit = NULL;
     if (ev == WK_EV_LEASE_LOST) {

@@ -194,6 +194,7 @@ struct wk_metrics {
     atomic_uint_fast64_t jobs_failed;
     atomic_uint_fast64_t jobs_released;
     atomic_uint_fast64_t jobs_stale;
+    atomic_uint_fast64_t rows_fenced;   /* rows the epoch fence refused (a lost job's) */
     atomic_uint_fast64_t jobs_dead;
     atomic_uint_fast64_t step_retries;
     atomic_uint_fast64_t rollbacks;

@@ -325,6 +325,19 @@ static bool is_stale(struct tq_flush_result *res, size_t n, int64_t id)
     return false;
 }
 
+/* The rows of b the fence refused (their jobs are another worker's now). */
+static size_t fenced_rows(const struct batch *b, struct tq_flush_result *res, size_t nres)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->nsteps; i++)
+        n += is_stale(res, nres, b->steps[i].row.job_id);
+    for (size_t i = 0; i < b->nattempts; i++)
+        n += is_stale(res, nres, b->attempts[i].row.job_id);
+    for (size_t i = 0; i < b->njobs; i++)
+        n += !b->jobs[i].drop_only && is_stale(res, nres, b->jobs[i].row.job_id);
+    return n;
+}
+
 /* Redis after PostgreSQL: a few tries, then leave leftovers to the reaper. */
 static void redis_actions(struct wk_writer *w, struct batch *b, struct tq_flush_result *res,
                           size_t nres)
@@ -396,6 +409,11 @@ static void *writer_main(void *arg)
             batch_free(&b);
             continue;
         }
+        bool any_stale = false;
+        for (size_t i = 0; i < nres && !any_stale; i++)
+            any_stale = res[i].stale;
+        if (any_stale)
+            atomic_fetch_add(&wk_metrics.rows_fenced, fenced_rows(&b, res, nres));
         redis_actions(w, &b, res, nres);
         /* Reports in order: stale/cancel first, then the ends. */
         for (size_t i = 0; i < nres; i++) {

@@ -340,6 +340,11 @@ static const char *const migrations[] = {
     "CREATE INDEX notify_deliveries_due ON tq.notify_deliveries (next_attempt_at)"
     "  WHERE status = 'pending';",
 
+    /* The approval policy is tier x budget: a tier may carry its own budget
+       threshold (NULL: the fleet's TQ_APPROVAL_THRESHOLD). Read by submit. */
+    "ALTER TABLE tq.approval_policy ADD COLUMN threshold_inr bigint"
+    "  CHECK (threshold_inr >= 0);",
+
     /* Notifications to the approvers in tq.approvers (an e-mail channel with
        "to_approvers": worker/dispatch.c): the addresses of the event's role,
        resolved when the event is fanned out (a JSON array of addr-specs; NULL

@@ -675,10 +675,37 @@ static enum tq_err submit_insert(struct tq_pg *pg, struct tq_submit_item *items,
     return err;
 }
 
+/* rules with each tier's own approval threshold from the approval policy. */
+static enum tq_err with_tier_thresholds(struct tq_pg *pg, const struct tq_rules *in,
+                                        struct tq_rules *out)
+{
+    *out = *in;
+    enum tq_err err;
+    PGresult *r = tq__pg_query(pg, &err, "read the approval policy",
+                               "SELECT tier, threshold_inr FROM tq.approval_policy"
+                               " WHERE threshold_inr IS NOT NULL", 0, NULL);
+    if (!r)
+        return err;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int t = tq_tier_index(PQgetvalue(r, i, 0));
+        if (t < 0)
+            continue;
+        out->tier_threshold_inr[t] = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        out->tier_threshold_set |= 1u << t;
+    }
+    PQclear(r);
+    return TQ_OK;
+}
+
 enum tq_err tq_pg_submit(struct tq_pg *pg, struct tq_submit_item *items, size_t n,
                          const char *batch, const struct tq_pipeline *pl,
-                         const struct tq_rules *rules, const char *actor)
+                         const struct tq_rules *given, const char *actor)
 {
+    struct tq_rules tiered;
+    enum tq_err terr = with_tier_thresholds(pg, given, &tiered);
+    if (terr)
+        return terr;
+    const struct tq_rules *rules = &tiered;
     struct existing *ex = tq_xmalloc((n + 1) * sizeof(*ex));
     struct tq_buf marks;
     tq_buf_init(&marks);

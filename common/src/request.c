@@ -30,6 +30,12 @@ const struct tq_tier_info *tq_tier_lookup(const char *tier)
     return NULL;
 }
 
+int tq_tier_index(const char *tier)
+{
+    const struct tq_tier_info *t = tq_tier_lookup(tier);
+    return t ? (int)(t - tiers) : -1;
+}
+
 void tq_request_cleanup(struct tq_request *r)
 {
     free(r->tenant_id);
@@ -427,6 +433,9 @@ enum tq_err tq_request_validate(const struct tq_request *r,
 bool tq_request_needs_approval(const struct tq_request *r,
                                const struct tq_rules *rules)
 {
+    int t = tq_tier_index(r->tier);
+    if (t >= 0 && (rules->tier_threshold_set & (1u << t)))
+        return r->budget_inr > rules->tier_threshold_inr[t];
     return r->budget_inr > rules->approval_threshold_inr;
 }
 

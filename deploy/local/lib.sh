@@ -32,11 +32,13 @@ TQ_LOCAL_DIR=${TQ_LOCAL_DIR:-"$TQ_TOP/.tq-local"}
 # mmdebstrap are installed by tests/deploy/image.sh itself, only for it).
 # prometheus: promtool, for /metrics (test_notify) and deploy/monitoring's
 # rules and their unit tests.
+# iproute2: tests/integration/fleet_netns.sh (ip netns, veth, bridge).
 TQ_PACKAGES=(libhiredis-dev libpq-dev libjansson-dev libcurl4-openssl-dev
   libuv1-dev libcriterion-dev libcsv-dev libssl-dev redis-server postgresql
   postgresql-client redis-tools pkg-config cmake gcc make tmux python3 curl
   libhttp-parser-dev python3-aiosmtpd clang-14 libclang-rt-14-dev
-  yamllint python3-yaml python3-cryptography prometheus)
+  yamllint python3-yaml python3-cryptography prometheus
+  iproute2)
 
 # Terminal statuses of a tenant (see tq-enqueue status).
 # shellcheck disable=SC2034  # used by the scripts that source this file
@@ -455,15 +457,16 @@ tq_creds_load() {
   done <"$f"
 }
 
-# tq_pgpass_write NAME PORT: STATE/pgpass (0600) for psql, from the credentials.
+# tq_pgpass_write NAME PORT [HOST]: STATE/pgpass (0600) for psql, from the
+# credentials (HOST: where the server listens, 127.0.0.1 unless given).
 tq_pgpass_write() {
-  local name=$1 port=$2 f
+  local name=$1 port=$2 host=${3:-127.0.0.1} f
   f="$(tq_state_dir "$name")/pgpass"
   (umask 077
-   { printf '127.0.0.1:%s:*:postgres:%s\n' "$port" "$TQ_CRED_PG_POSTGRES"
-     printf '127.0.0.1:%s:*:tq_migrate:%s\n' "$port" "$TQ_CRED_PG_MIGRATE"
-     printf '127.0.0.1:%s:*:tq_worker:%s\n' "$port" "$TQ_CRED_PG_WORKER"
-     printf '127.0.0.1:%s:*:tq_cli:%s\n' "$port" "$TQ_CRED_PG_CLI"
+   { printf '%s:%s:*:postgres:%s\n' "$host" "$port" "$TQ_CRED_PG_POSTGRES"
+     printf '%s:%s:*:tq_migrate:%s\n' "$host" "$port" "$TQ_CRED_PG_MIGRATE"
+     printf '%s:%s:*:tq_worker:%s\n' "$host" "$port" "$TQ_CRED_PG_WORKER"
+     printf '%s:%s:*:tq_cli:%s\n' "$host" "$port" "$TQ_CRED_PG_CLI"
    } >"$f")
 }
 
@@ -495,13 +498,13 @@ tq_redis_acl_file() {
   unset -f h
 }
 
-# tq_pg_roles NAME PORT: create or update the service roles with their
+# tq_pg_roles NAME PORT [HOST]: create or update the service roles with their
 # passwords (statements on stdin, never in argv; not logged on error).
 tq_pg_roles() {
-  local name=$1 port=$2
+  local name=$1 port=$2 host=${3:-127.0.0.1}
   tq_creds_load "$name"
   PGPASSFILE="$(tq_state_dir "$name")/pgpass" PGCONNECT_TIMEOUT=5 \
-    psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+    psql -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U postgres -d postgres \
     >/dev/null <<SQL || tq_die "could not create the service roles"
 SET log_statement = 'none';
 SET log_min_error_statement = 'panic';

@@ -21,9 +21,8 @@ conc=${2:-8}
 idle_s=${TQ_FOOTPRINT_IDLE_S:-30}
 bench_setup footprint tq-worker " or set TQ_BIN_DIR"
 bench_trust_env   # a throwaway private trust cluster (lib.sh)
-export TQ_TENANT_REDIS_URL=$TQ_REDIS_URL TQ_SECRETS_DIR="$dir/secrets" TQ_HTTP_ADDR="127.0.0.1:$(free_port)"
+export TQ_TENANT_REDIS_URL=$TQ_REDIS_URL TQ_HTTP_ADDR="127.0.0.1:$(free_port)"
 export TQ_LOG_FORMAT=json TQ_CONCURRENCY=$conc TQ_PIPELINE="$top/deploy/pipelines/tenant-provision.json"
-mkdir -m 700 "$dir/secrets"
 "$bin/tq-enqueue" migrate >/dev/null
 "$bin/tq-enqueue" pipeline register "$TQ_PIPELINE" --default >/dev/null
 

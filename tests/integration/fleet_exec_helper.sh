@@ -5,7 +5,9 @@
 #   hold FILE       while FILE exists: write this process's pid (which leads
 #                   its own process group) to FILE.pid and sleep 120 s
 #   mark LOG WORD   append WORD to LOG
-#   gate HOLD FAIL  wait while HOLD exists; then fail if FAIL exists
+#   gate HOLD FAIL [LOG]
+#                   wait while HOLD exists; then fail if FAIL exists, else
+#                   append this host's name to LOG (if given)
 set -eu
 case ${1-} in
   hold)
@@ -16,6 +18,7 @@ case ${1-} in
   mark) echo "$3" >>"$2" ;;
   gate)
     while [ -e "$2" ]; do sleep 0.1; done
-    if [ -e "$3" ]; then echo "this host is cut off" >&2; exit 1; fi ;;
-  *) echo "usage: fleet_exec_helper.sh hold FILE | mark LOG WORD | gate HOLD FAIL" >&2; exit 2 ;;
+    if [ -e "$3" ]; then echo "this host is cut off" >&2; exit 1; fi
+    if [ -n "${4-}" ]; then hostname >>"$4"; fi ;;
+  *) echo "usage: fleet_exec_helper.sh hold FILE | mark LOG WORD | gate HOLD FAIL [LOG]" >&2; exit 2 ;;
 esac

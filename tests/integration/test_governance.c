@@ -487,6 +487,23 @@ Test(approvals, the_policy_is_data_a_tier_mapped_to_another_role_needs_that_role
     free(err);
 }
 
+Test(approvals, a_tier_with_its_own_threshold_in_the_policy_holds_budgets_above_it)
+{
+    /* policy is data, tier x budget: Silver's own 3 lakh, the others the fleet's 10 */
+    free(h_sql("UPDATE tq.approval_policy SET threshold_inr = 300000 WHERE tier = 'Silver'"));
+    const char *s = h_tenant("silver4");
+    const char *g = h_tenant("gold9");
+    submit(s, "Silver", "us-east-1", "400000", "owner@example.com");
+    submit(g, "Gold", "us-east-1", "900000", "owner@example.com");
+    char *st = status_of(s);
+    cr_assert_str_eq(st, "pending_approval", "Silver at 4 lakh is above its own threshold");
+    free(st);
+    st = status_of(g);
+    cr_assert_str_eq(st, "queued", "Gold at 9 lakh is within the fleet's threshold");
+    free(st);
+    free(h_sql("UPDATE tq.approval_policy SET threshold_inr = NULL"));
+}
+
 Test(approvals, a_request_pending_too_long_is_escalated_once_a_period_and_flagged_in_status)
 {
     const char *a = h_tenant("slow"), *b = h_tenant("fresh");

@@ -2,7 +2,7 @@
  * The job state machine (worker/jobsm.c) without services: every phase ×
  * event against a matrix written here independently of the table, the
  * rules outside the table (a revalidation never moves the tenant, a lost
- * lease makes any job stale), what step states add up to, and whole lives:
+ * lease makes any job stale, an ended one too), what step states add up to, and whole lives:
  * rollback, cancel, drain hand-back, revalidation.
  */
 #include <criterion/criterion.h>
@@ -34,7 +34,7 @@ static const char *const expected[WK_NPHASES] = {
     [WK_PH_UNDO_FAILING] =    "-----S-EEE",
     [WK_PH_UNDO_HANDBACK] =   "-----SUEEE",
     [WK_PH_STALE] =           "-------EEE",
-    [WK_PH_ENDED] =           "----------",
+    [WK_PH_ENDED] =           "-----S----",
 };
 
 Test(jobsm, every_phase_and_event_matches_the_matrix)
@@ -214,6 +214,31 @@ Test(jobsm, a_lost_lease_goes_stale_and_drops_the_id)
     for (int ph = 0; ph < WK_PH_STALE; ph++)
         walk(ph, WK_EV_LEASE_LOST, true, WK_PH_STALE, TQ_JS_NONE, TQ_TS_NONE, NULL, WK_NONE);
     walk(WK_PH_STALE, WK_EV_LEFT, true, WK_PH_ENDED, TQ_JS_NONE, TQ_TS_NONE, NULL, WK_DROP);
+}
+
+/*
+ * Issue 13 (the fleet test, a host cut off then healed): a job that ENDED on
+ * the host cut off, whose last row the epoch fence then refused, was logged
+ * "active" and never counted stale: LEASE_LOST changed nothing in ENDED.
+ * It goes stale once, writes nothing on the way, and ends with the drop.
+ */
+Test(jobsm, a_last_row_the_fence_refused_makes_the_ended_job_stale_once)
+{
+    struct wk_move m;
+    for (int ev = WK_EV_DONE; ev <= WK_EV_WARNED; ev++) {
+        cr_assert(wk_decide(WK_PH_FORWARD, ev, true, &m));
+        cr_assert_eq(m.next, WK_PH_ENDED);
+        for (int lc = 0; lc < 2; lc++)
+            walk(m.next, WK_EV_LEASE_LOST, lc, WK_PH_STALE, TQ_JS_NONE, TQ_TS_NONE, NULL,
+                 WK_NONE);
+    }
+    cr_assert_not(wk_decide(WK_PH_STALE, WK_EV_LEASE_LOST, true, &m), "stale once, not twice");
+    walk(WK_PH_STALE, WK_EV_DONE, true, WK_PH_ENDED, TQ_JS_NONE, TQ_TS_NONE, NULL, WK_DROP);
+    /* nothing else moves an ended job */
+    for (int ev = 1; ev < WK_NEVENTS; ev++)
+        if (ev != WK_EV_LEASE_LOST)
+            cr_assert_not(wk_decide(WK_PH_ENDED, ev, true, &m), "ended on %s",
+                          wk_event_name(ev));
 }
 
 Test(jobsm, classes_decide_the_event_of_a_failure)

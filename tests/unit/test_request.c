@@ -4,7 +4,8 @@
 #include "tq/request.h"
 
 static const char *const regions[] = {"us-east-1", "us-west-2", "eu-west-1"};
-static const struct tq_rules rules = {regions, 3, 1000000, false};
+static const struct tq_rules rules = {.regions = regions, .nregions = 3,
+                                      .approval_threshold_inr = 1000000};
 
 static void fill(struct tq_request *r, const char *id, const char *tier, const char *region,
                  const char *budget)
@@ -112,7 +113,9 @@ Test(request, tier_and_region_allow_lists)
 
 Test(request, a_region_without_a_map_entry_says_so)
 {
-    static const struct tq_rules mapped = {regions, 3, 1000000, true};
+    static const struct tq_rules mapped = {.regions = regions, .nregions = 3,
+                                           .approval_threshold_inr = 1000000,
+                                           .regions_mapped = true};
     struct tq_request r;
     struct tq_field_error fe[8];
     fill(&r, "acme-corp", "Gold", "ap-south-1", "800000");
@@ -334,4 +337,22 @@ Test(request, load_json_reports_every_key)
     cr_assert_str_eq(r.name, "x", "the good keys are still taken");
     tq_request_cleanup(&r);
     json_decref(o);
+}
+
+Test(request, a_tier_of_the_policy_with_its_own_threshold_uses_it)
+{
+    struct tq_rules tiered = {.regions = regions, .nregions = 3,
+                              .approval_threshold_inr = 1000000};
+    tiered.tier_threshold_inr[1] = 300000;   /* Silver */
+    tiered.tier_threshold_set = 1u << 1;
+    struct tq_request r;
+    fill(&r, "t-silver", "Silver", "us-east-1", "400000");
+    cr_assert(!tq_request_needs_approval(&r, &rules), "the fleet's 10 lakh lets 4 lakh through");
+    cr_assert(tq_request_needs_approval(&r, &tiered), "Silver's own 3 lakh holds 4 lakh");
+    tq_request_cleanup(&r);
+    fill(&r, "t-gold", "Gold", "us-east-1", "900000");
+    cr_assert(!tq_request_needs_approval(&r, &tiered), "Gold has none of its own: the fleet's");
+    tq_request_cleanup(&r);
+    cr_assert_eq(tq_tier_index("Bronze"), 2);
+    cr_assert_eq(tq_tier_index("bronze"), -1);
 }

@@ -35,6 +35,8 @@ struct tq_tier_info {
 
 /* NULL when tier is not one of Gold, Silver, Bronze (exact spelling). */
 const struct tq_tier_info *tq_tier_lookup(const char *tier);
+/* 0 Gold, 1 Silver, 2 Bronze; -1 for anything else. */
+int tq_tier_index(const char *tier);
 
 /* Fields are owned by the struct; tq_request_cleanup() frees them. */
 struct tq_request {
@@ -60,8 +62,13 @@ struct tq_field_error {
 struct tq_rules {
     const char *const *regions;   /* allow-list */
     size_t nregions;
-    int64_t approval_threshold_inr;
+    int64_t approval_threshold_inr;   /* the fleet's (TQ_APPROVAL_THRESHOLD) */
     bool regions_mapped;          /* the allow-list is the region map (TQ_REGIONS_FILE) */
+    /* A tier's own threshold from the approval policy (tq.approval_policy),
+       used instead of the fleet's where bit i of tier_threshold_set is on;
+       i is the tier's index: tq_tier_index(). */
+    int64_t tier_threshold_inr[3];
+    unsigned tier_threshold_set;
 };
 
 void tq_request_cleanup(struct tq_request *r);
