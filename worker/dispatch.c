@@ -28,9 +28,15 @@
  *
  * Routes (TQ_NOTIFY_ROUTES_FILE; deploy/monitoring/README.md has an example):
  *   {"channels": {NAME: {"type": "slack", "url": URL}
- *                     | {"type": "email", "to": [ADDR...], "requester": BOOL, "smtp_url": URL}
+ *                     | {"type": "email", "to": [ADDR...], "requester": BOOL,
+ *                        "to_approvers": BOOL, "smtp_url": URL}
  *                     | {"type": "pagerduty", "url": URL, "routing_key": KEY, "severity": S}},
  *    "routes": {EVENT: [NAME...]}}
+ * "to_approvers": the identities in tq.approvers holding the role the event's
+ * detail names (pending_approval and approval_escalated carry the role the
+ * tier's policy requires), read when the event is fanned out and kept on the
+ * delivery row; identities that are not plain addr-specs are skipped and
+ * counted (skipped_recipients), never put in a header.
  * Webhook URLs and routing keys are secrets: they go in request bodies and
  * URLs only, never in a log line, an error, a stored row or a message text.
  * Without a routes file, TQ_NOTIFY_WEBHOOK_URL and TQ_SMTP_URL (TQ_NOTIFY_TO,
@@ -43,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "notify.h"
@@ -76,6 +83,7 @@ struct channel {
     char **to;           /* email */
     size_t nto;
     bool requester;      /* email: the tenant's owner too */
+    bool approvers;      /* email: tq.approvers of the event's role too */
     char *severity;      /* pagerduty; NULL: by event */
 };
 
@@ -205,8 +213,8 @@ static void parse_channel(struct wk_routes *r, const char *name, const json_t *v
         problem(errs, "channels.%s.type: must be \"slack\", \"email\" or \"pagerduty\"", name);
         return;
     }
-    static const char *const allowed[3][5] = {{"type", "url", NULL},
-                                              {"type", "to", "requester", "smtp_url", NULL},
+    static const char *const allowed[3][6] = {{"type", "url", NULL},
+                                              {"type", "to", "requester", "to_approvers", "smtp_url", NULL},
                                               {"type", "url", "routing_key", "severity", NULL}};
     const char *k;
     const json_t *x;
@@ -233,6 +241,10 @@ static void parse_channel(struct wk_routes *r, const char *name, const json_t *v
         if (req && !json_is_boolean(req))
             problem(errs, "channels.%s.requester: must be true or false", name);
         c->requester = json_is_true(req);
+        const json_t *appr = json_object_get(v, "to_approvers");
+        if (appr && !json_is_boolean(appr))
+            problem(errs, "channels.%s.to_approvers: must be true or false", name);
+        c->approvers = json_is_true(appr);
         if (to && !json_is_array(to))
             problem(errs, "channels.%s.to: must be an array of e-mail addresses", name);
         size_t i;
@@ -246,9 +258,9 @@ static void parse_channel(struct wk_routes *r, const char *name, const json_t *v
             c->to = tq_xrealloc(c->to, (c->nto + 1) * sizeof(*c->to));
             c->to[c->nto++] = tq_xstrdup(s);
         }
-        if (c->nto == 0 && !c->requester)
-            problem(errs, "channels.%s: needs at least one address in \"to\" or "
-                    "\"requester\": true", name);
+        if (c->nto == 0 && !c->requester && !c->approvers)
+            problem(errs, "channels.%s: needs at least one address in \"to\", "
+                    "\"requester\": true or \"to_approvers\": true", name);
         return;
     }
     if (!url || !scheme_ok(url, http))
@@ -494,7 +506,7 @@ static int fan_out(struct wk_dispatch *d)
     r = q(c,
           "SELECT o.event_id, e.event, e.actor, coalesce(t.tier, ''),"
           "  extract(epoch FROM e.at - coalesce(t.approved_at, t.created_at)),"
-          "  extract(epoch FROM t.approved_at - t.created_at)"
+          "  extract(epoch FROM t.approved_at - t.created_at), e.detail->>'role'"
           " FROM tq.notify_outbox o JOIN tq.audit_events e ON e.id = o.event_id"
           " LEFT JOIN tq.tenants t ON t.tenant_id = e.tenant_id"
           " ORDER BY o.event_id LIMIT $1::int FOR UPDATE OF o SKIP LOCKED",
@@ -507,39 +519,88 @@ static int fan_out(struct wk_dispatch *d)
         PQclear(PQexec(c, "COMMIT"));
         return 0;
     }
-    struct tq_buf ids, dev, dch;
+    /* the approvers of the roles these events name, for "to_approvers" channels */
+    json_t *roles = json_array();
+    for (int i = 0; i < n; i++) {
+        int e = event_index(canonical(PQgetvalue(r, i, 1)));
+        if (e < 0 || PQgetisnull(r, i, 6))
+            continue;
+        const struct route *rt = &d->routes->rt[e];
+        for (size_t k = 0; k < rt->nch; k++)
+            if (d->routes->ch[rt->ch[k]].approvers) {
+                json_array_append_new(roles, json_string(PQgetvalue(r, i, 6)));
+                break;
+            }
+    }
+    PGresult *ra = NULL;
+    bool want_approvers = json_array_size(roles) > 0;
+    if (want_approvers) {
+        char *rj = json_dumps(roles, JSON_COMPACT);
+        const char *pa[] = {rj};
+        ra = q(c, "SELECT role, identity FROM tq.approvers WHERE role IN"
+                  " (SELECT jsonb_array_elements_text($1::jsonb)) ORDER BY role, identity",
+               1, pa, PGRES_TUPLES_OK);
+        free(rj);
+    }
+    json_decref(roles);
+    if (want_approvers && !ra) {
+        PQclear(r);
+        goto fail;
+    }
+    struct tq_buf ids;
     tq_buf_init(&ids);
-    tq_buf_init(&dev);
-    tq_buf_init(&dch);
     tq_buf_puts(&ids, "{");
-    tq_buf_puts(&dev, "{");
-    tq_buf_puts(&dch, "{");
-    size_t nd = 0;
+    json_t *rows = json_array();
     for (int i = 0; i < n; i++) {
         const char *id = PQgetvalue(r, i, 0);
         tq_buf_printf(&ids, "%s%s", i ? "," : "", id);
         int e = event_index(canonical(PQgetvalue(r, i, 1)));
         if (e < 0)
             continue;
+        const char *role = PQgetisnull(r, i, 6) ? NULL : PQgetvalue(r, i, 6);
         const struct route *rt = &d->routes->rt[e];
-        for (size_t k = 0; k < rt->nch; k++, nd++) {
-            tq_buf_printf(&dev, "%s%s", nd ? "," : "", id);
-            tq_buf_printf(&dch, "%s\"%s\"", nd ? "," : "", d->routes->ch[rt->ch[k]].name);
+        for (size_t k = 0; k < rt->nch; k++) {
+            const struct channel *ch = &d->routes->ch[rt->ch[k]];
+            json_t *row = json_pack("{s:I, s:s}", "event_id",
+                                    (json_int_t)strtoll(id, NULL, 10), "channel", ch->name);
+            if (ch->approvers) {
+                json_t *to = json_array();
+                int skipped = 0;
+                for (int a = 0; role && ra && a < PQntuples(ra); a++) {
+                    if (strcmp(PQgetvalue(ra, a, 0), role) != 0)
+                        continue;
+                    if (wk_notify_address_ok(PQgetvalue(ra, a, 1)))
+                        json_array_append_new(to, json_string(PQgetvalue(ra, a, 1)));
+                    else
+                        skipped++;
+                }
+                if (skipped)   /* the identities themselves stay out of the log */
+                    tq_warn("notifications: event %s, channel %s: %d approver identit%s of role "
+                            "%s %s not a plain e-mail address; not sent to %s", id, ch->name,
+                            skipped, skipped == 1 ? "y" : "ies", role, skipped == 1 ? "is" : "are",
+                            skipped == 1 ? "it" : "them");
+                json_object_set_new(row, "recipients", to);
+                json_object_set_new(row, "skipped", json_integer(skipped));
+            }
+            json_array_append_new(rows, row);
         }
     }
+    PQclear(ra);
     tq_buf_puts(&ids, "}");
-    tq_buf_puts(&dev, "}");
-    tq_buf_puts(&dch, "}");
-    const char *p2[] = {dev.data, dch.data, ids.data};
+    char *rowtext = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    const char *p2[] = {rowtext ? rowtext : "[]", ids.data};
     PGresult *r2 = q(c,
-                     "WITH d AS (INSERT INTO tq.notify_deliveries (event_id, channel)"
-                     "  SELECT * FROM unnest($1::bigint[], $2::text[])"
+                     "WITH d AS (INSERT INTO tq.notify_deliveries (event_id, channel, recipients,"
+                     "   skipped_recipients)"
+                     "  SELECT event_id, channel, recipients, coalesce(skipped, 0)"
+                     "  FROM jsonb_to_recordset($1::jsonb)"
+                     "   AS x(event_id bigint, channel text, recipients jsonb, skipped int)"
                      "  ON CONFLICT (event_id, channel) DO NOTHING RETURNING 1)"
-                     " DELETE FROM tq.notify_outbox WHERE event_id = ANY($3::bigint[])",
-                     3, p2, PGRES_COMMAND_OK);
+                     " DELETE FROM tq.notify_outbox WHERE event_id = ANY($2::bigint[])",
+                     2, p2, PGRES_COMMAND_OK);
+    free(rowtext);
     tq_buf_cleanup(&ids);
-    tq_buf_cleanup(&dev);
-    tq_buf_cleanup(&dch);
     PGresult *r3 = r2 ? q(c, "COMMIT", 0, NULL, PGRES_COMMAND_OK) : NULL;
     PQclear(r2);
     PQclear(r3);
@@ -598,7 +659,7 @@ static const char *severity(const struct channel *c, const char *event)
 
 /* Columns of a claimed delivery (claim's SELECT). */
 enum { C_EVENT_ID, C_CHANNEL, C_ATTEMPTS, C_EVENT, C_TENANT, C_JOB, C_REASON, C_NAME, C_TIER,
-       C_REGION, C_OWNER };
+       C_REGION, C_OWNER, C_RECIPIENTS };
 
 static const char *col(const PGresult *r, int i, int c)
 {
@@ -665,19 +726,36 @@ static bool build(struct wk_dispatch *d, struct out *o, const PGresult *r, int i
         struct tq_buf to;
         tq_buf_init(&to);
         char addr[300];
-        for (size_t k = 0; k <= ch->nto; k++) {
-            const char *a = k < ch->nto ? ch->to[k] : ch->requester ? owner : NULL;
+        /* the channel's addresses, the owner, the approvers resolved at fan-out; each once */
+        const char *rj = col(r, i, C_RECIPIENTS);
+        json_t *appr = rj ? json_loads(rj, 0, NULL) : NULL;
+        size_t na = json_array_size(appr);
+        const char **cand = tq_xcalloc(ch->nto + 1 + na, sizeof(*cand));
+        size_t nc = 0;
+        for (size_t k = 0; k < ch->nto + 1 + na; k++) {
+            const char *a = k < ch->nto ? ch->to[k]
+                          : k == ch->nto ? (ch->requester ? owner : NULL)
+                                         : json_string_value(json_array_get(appr, k - ch->nto - 1));
             if (!a)
                 continue;
             if (!wk_notify_address_ok(a)) {
-                tq_warn("notifications: event %" PRId64 ", channel %s: the requester's address "
-                        "is not a plain e-mail address; not sent to it", o->event_id, ch->name);
+                tq_warn("notifications: event %" PRId64 ", channel %s: %s is not a plain e-mail "
+                        "address; not sent to it", o->event_id, ch->name,
+                        k == ch->nto ? "the requester's address" : "an approver's identity");
                 continue;
             }
+            bool dup = false;
+            for (size_t x = 0; x < nc && !dup; x++)
+                dup = strcasecmp(cand[x], a) == 0;
+            if (dup)
+                continue;
+            cand[nc++] = a;
             snprintf(addr, sizeof(addr), "<%s>", a);
             o->rcpt = curl_slist_append(o->rcpt, addr);
             tq_buf_printf(&to, "%s<%s>", to.len ? ", " : "", a);
         }
+        free(cand);
+        json_decref(appr);
         if (!o->rcpt) {
             snprintf(o->err, sizeof(o->err), "no valid recipient");
             ok = false;
@@ -794,10 +872,10 @@ static int deliver(struct wk_dispatch *d, uint64_t deadline_ms)
                     " u AS (UPDATE tq.notify_deliveries n SET attempts = n.attempts + 1,"
                     "   claimed_by = $1, next_attempt_at = now() + make_interval(secs => $3::int / 1000.0)"
                     "   FROM c WHERE n.event_id = c.event_id AND n.channel = c.channel"
-                    "   RETURNING n.event_id, n.channel, n.attempts)"
+                    "   RETURNING n.event_id, n.channel, n.attempts, n.recipients)"
                     " SELECT u.event_id, u.channel, u.attempts, e.event, e.tenant_id, e.job_id,"
                     "   coalesce(e.detail->>'reason', e.detail->>'note', ''),"
-                    "   t.name, t.tier, t.region, t.owner"
+                    "   t.name, t.tier, t.region, t.owner, u.recipients::text"
                     " FROM u JOIN tq.audit_events e ON e.id = u.event_id"
                     " LEFT JOIN tq.tenants t ON t.tenant_id = e.tenant_id ORDER BY u.event_id",
                     3, p, PGRES_TUPLES_OK);

@@ -344,6 +344,14 @@ static const char *const migrations[] = {
        threshold (NULL: the fleet's TQ_APPROVAL_THRESHOLD). Read by submit. */
     "ALTER TABLE tq.approval_policy ADD COLUMN threshold_inr bigint"
     "  CHECK (threshold_inr >= 0);",
+
+    /* Notifications to the approvers in tq.approvers (an e-mail channel with
+       "to_approvers": worker/dispatch.c): the addresses of the event's role,
+       resolved when the event is fanned out (a JSON array of addr-specs; NULL
+       for a channel that does not ask), and how many identities of that role
+       were skipped because they are not plain e-mail addresses. */
+    "ALTER TABLE tq.notify_deliveries ADD COLUMN recipients jsonb,"
+    "  ADD COLUMN skipped_recipients integer NOT NULL DEFAULT 0;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -37,7 +37,8 @@ DRAIN_BEYOND_GRACE_MS = 1000 + 2000 + 15000 + 2000
 
 # Secret names and keys fixed for the whole project.
 SECRET_KEYS = {
-    "tenantq-worker": {"database-url", "redis-url", "secrets-key", "terraform-pg-url"},
+    "tenantq-worker": {"database-url", "redis-url", "secrets-key", "terraform-pg-url", "auth-key",
+                       "notify-routes"},
     "tenantq-migrate": {"database-url"},
     "tenantq-keda-redis": {"username", "password"},
 }
@@ -161,6 +162,18 @@ def main():
         check(P + "TQ_SECRETS_KEY_FILE %s is the key secrets-key of Secret tenantq-worker, mounted read-only" % keyfile,
               kv.get("secret", {}).get("secretName") == "tenantq-worker" and km.get("readOnly") is True
               and {"key": "secrets-key", "path": kname} in kv["secret"].get("items", []), kv)
+        # The other files that hold secrets: the tenants' JWT signing keys and
+        # the notification routes (webhook URLs, PagerDuty routing keys), each a
+        # key of Secret tenantq-worker mounted read-only, never a ConfigMap.
+        for var, key in (("TQ_AUTH_KEY_FILE", "auth-key"), ("TQ_NOTIFY_ROUTES_FILE", "notify-routes")):
+            path = config.get(var, "")
+            fdir, fname = os.path.split(path)
+            fm = mounts.get(fdir)
+            fv = vols.get(fm["name"], {}) if fm else {}
+            check(P + "%s %s is the key %s of Secret tenantq-worker, mounted read-only" % (var, path or "(unset)", key),
+                  bool(fname) and fv.get("secret", {}).get("secretName") == "tenantq-worker"
+                  and fm.get("readOnly") is True
+                  and {"key": key, "path": fname} in fv["secret"].get("items", []), fv)
         # Nothing reads TQ_PIPELINE any more: a submit picks a registered
         # pipeline. A fresh cluster gets its default from an init container
         # that registers the mounted file with the migration account.

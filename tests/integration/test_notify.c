@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -461,6 +462,63 @@ Test(notify, retried_after_the_endpoints_were_down_and_delivered_once)
     json_decref(st);
 }
 
+/* tq-enqueue approvers, as an operator runs it with the admin account. */
+static void add_approver(const char *role, const char *identity)
+{
+    char db[600], redis[300];
+    snprintf(db, sizeof(db), "TQ_DATABASE_URL=%s", H.roles ? H.migrate_dsn : H.dsn);
+    snprintf(redis, sizeof(redis), "TQ_REDIS_URL=%s", H.roles ? H.cli_redis_url : H.redis_url);
+    const char *env[] = {db, redis, NULL};
+    const char *argv[] = {TQ_ENQUEUE_BIN, "approvers", "add", "--role", role, identity,
+                          "--by", "ops@example.com", NULL};
+    char *err = NULL;
+    int rc = h_run_env(argv, env, NULL, &err);
+    cr_assert_eq(rc, 0, "approvers add --role %s %s: %s", role, identity, err);
+    free(err);
+}
+
+Test(notify, pending_approval_reaches_the_approvers_configured_in_postgresql)
+{
+    setup_notify(true);
+    /* recipients from tq.approvers, for the role the tier's policy names (finance) */
+    snprintf(routes_path, sizeof(routes_path), "%s",
+             h_write_file("approver-routes.json",
+                          "{\"channels\": {\"approvers\": {\"type\": \"email\", \"to_approvers\": true}},"
+                          " \"routes\": {\"pending_approval\": [\"approvers\"],"
+                          "  \"approval_escalated\": [\"approvers\"]}}"));
+    h_setenv("TQ_NOTIFY_ROUTES_FILE", routes_path);
+    add_approver("finance", "cfo@example.com");
+    add_approver("finance", "Jane CFO <jane@example.com>");   /* not an addr-spec: skipped */
+    add_approver("legal", "counsel@example.com");              /* another role: not told */
+    pipeline("noop.json", "{\"name\":\"work\",\"kind\":\"noop\"}");
+    const char *t = h_tenant("big");
+    char *err = NULL;
+    int rc = h_enqueue(NULL, &err, "submit", "--tenant-id", t, "--name", t, "--tier", "Gold",
+                       "--region", "us-east-1", "--budget", "1200000", "--owner",
+                       "owner-big@example.com", NULL);
+    cr_assert_eq(rc, 0, "submit: %s", err);
+    free(err);
+    long ev = h_sql_long("SELECT id FROM tq.audit_events WHERE tenant_id = '%s'"
+                         " AND event = 'pending_approval' AND detail->>'role' = 'finance'", t);
+    cr_assert_gt(ev, 0, "the submission waits for finance");
+    pid_t w = h_worker_start(NULL);
+    wait_delivered(1, 30000);
+    cr_assert_eq(h_worker_stop(w, 15000), 0);
+    json_t *mails = smtp_messages(), *m = NULL;
+    cr_assert_eq(json_array_size(mails), 1, "one e-mail: %s", json_dumps(mails, JSON_COMPACT));
+    cr_assert_eq(mails_for(mails, ev, "approvers", &m), 1);
+    cr_assert(rcpts_are(m, "cfo@example.com", NULL), "the finance approver alone: %s",
+              json_dumps(m, JSON_COMPACT));
+    const char *data = json_string_value(json_object_get(m, "data"));
+    cr_assert_not_null(strstr(data, "To: <cfo@example.com>\r\n"), "%s", data);
+    cr_assert_null(strstr(data, "jane"), "a skipped identity is in no header: %s", data);
+    cr_assert_null(strstr(data, "counsel@"), "%s", data);
+    cr_assert_eq(h_sql_long("SELECT skipped_recipients FROM tq.notify_deliveries"
+                            " WHERE event_id = %ld AND channel = 'approvers'", ev), 1,
+                 "the identity that is not an address is counted");
+    json_decref(mails);
+}
+
 Test(notify, a_bad_routes_file_is_refused_naming_every_problem)
 {
     const char *path = h_write_file("bad-routes.json",
@@ -469,7 +527,8 @@ Test(notify, a_bad_routes_file_is_refused_naming_every_problem)
         " \"pd\": {\"type\": \"pagerduty\", \"url\": \"http://127.0.0.1:1/v2/enqueue\", \"severity\": \"loud\"},"
         " \"mail\": {\"type\": \"email\", \"to\": [\"not an address\"], \"smtp_url\": \"smtp://127.0.0.1:1\"},"
         " \"Bad Name\": {\"type\": \"slack\", \"url\": \"http://x/\"},"
-        " \"fax\": {\"type\": \"fax\"}},"
+        " \"fax\": {\"type\": \"fax\"},"
+        " \"appr\": {\"type\": \"email\", \"to_approvers\": \"yes\", \"smtp_url\": \"smtp://127.0.0.1:1\"}},"
         "\"routes\": {\"activated\": [\"hook\", \"nowhere\"], \"exploded\": [\"hook\"], \"failed\": []}}");
     char env_routes[400];
     snprintf(env_routes, sizeof(env_routes), "TQ_NOTIFY_ROUTES_FILE=%s", path);
@@ -480,12 +539,40 @@ Test(notify, a_bad_routes_file_is_refused_naming_every_problem)
     cr_assert_eq(rc, 1, "refused: %s", err);
     const char *want[] = {"channels.hook.url", "channels.pd.routing_key", "channels.pd.severity",
                           "channels.mail.to[0]", "\"Bad Name\"", "channels.fax.type",
-                          "routes.activated[1]", "routes.exploded", "routes.failed"};
+                          "routes.activated[1]", "routes.exploded", "routes.failed",
+                          "channels.appr.to_approvers"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         cr_assert_not_null(strstr(err, want[i]), "names %s: %s", want[i], err);
     cr_assert_null(strstr(err, HOOK_SECRET), "no URL in the error: %s", err);
     free(out);
     free(err);
+}
+
+/* The routes the repository ships (the operators' example; the k8s local
+   overlay's Secret) are files a worker starts with. */
+Test(notify, the_shipped_routes_files_are_accepted)
+{
+    const char *files[] = {TQ_SOURCE_DIR "/deploy/monitoring/notify-routes.example.json",
+                           TQ_SOURCE_DIR "/deploy/k8s/overlays/local/notify-routes.json"};
+    h_setenv("TQ_SMTP_URL", "smtp://127.0.0.1:1");   /* the example leaves it to TQ_SMTP_URL */
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        h_setenv("TQ_NOTIFY_ROUTES_FILE", files[i]);
+        char log[300];
+        snprintf(log, sizeof(log), "%s/worker-%zu.log", H.tmpdir, i);
+        pid_t w = st_worker_start(log);
+        bool started = false;   /* the line comes after the routes are loaded */
+        for (int k = 0; k < 300 && !started; k++) {
+            char *text = st_slurp(log);
+            started = strstr(text, "started: queue") != NULL;
+            free(text);
+            if (!started)
+                nanosleep(&(struct timespec){.tv_nsec = 100000000L}, NULL);
+        }
+        char *text = st_slurp(log);
+        cr_assert(started, "%s: the worker did not start: %s", files[i], text);
+        free(text);
+        cr_assert_eq(st_worker_stop(w, 15000, log), 0, "%s refused", files[i]);
+    }
 }
 
 Test(notify, metrics_are_promtool_clean_with_the_new_series)
