@@ -768,7 +768,10 @@ tq_demo_stubs_up() {
   if [ ! -s "$sdir/auth.keys" ]; then
     (umask 077; printf 'demo-%s:%s\n' "$(date -u +%Y%m%d)" "$(head -c 32 /dev/urandom | base64)" >"$sdir/auth.keys")
   fi
-  TQ_AUTH_KEY_FILE="$sdir/auth.keys" "$TQ_BIN_DIR/tq-enqueue" auth jwks >"$sdir/jwks.json" \
+  # (not the caller's region map: a shell from before a purge may name one
+  # that is gone, and this state's is written below)
+  env -u TQ_REGIONS_FILE TQ_AUTH_KEY_FILE="$sdir/auth.keys" \
+    "$TQ_BIN_DIR/tq-enqueue" auth jwks >"$sdir/jwks.json" \
     || tq_die "tq-enqueue auth jwks failed"
   TQ_DEMO_SAAS_PORT=$(tq_stub_port saas_stub "$TQ_DEMO_SAAS_PORT" "${TQ_LOCAL_SAAS_PORT:-}" 9391)
   SAAS_TOKEN=$(sed -n 3p "$cred") tq_stub_start "$TQ_DEMO" saas_stub "$TQ_DEMO_SAAS_PORT" --quiet \
