@@ -70,12 +70,5 @@ done
 downout=$("$top/deploy/local/down" 2>&1)
 if grep -q "pid $worker" <<<"$downout"; then ok "down names the hand-started worker (pid $worker)"; else bad "down said nothing of pid $worker: $downout"; fi
 kill -TERM "$worker" 2>/dev/null; wait "$worker" 2>/dev/null; worker=''
-# Starting over (what `demo` does when an earlier run onboarded): a shell
-# that still has the old services' environment, down --purge, then up.
-if out=$( (eval "$envout"; "$top/deploy/local/down" --purge >/dev/null 2>&1; "$top/deploy/local/up") 2>&1); then
-  ok "up after down --purge, from a shell holding the old environment"
-else
-  bad "up after down --purge failed: $(echo "$out" | tail -n 3)"
-fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
