@@ -426,8 +426,7 @@ struct wk_dispatch {
 struct out {
     CURL *e;
     struct curl_slist *hdrs, *rcpt;
-    char *payload;
-    size_t off, len;
+    struct wk_body body;   /* what is sent (notify.h) */
     int64_t event_id;
     char channel[64];
     int attempts;
@@ -626,23 +625,6 @@ fail:
     return -1;
 }
 
-static size_t sink(char *p, size_t size, size_t n, void *arg)
-{
-    (void)p;
-    (void)arg;
-    return size * n;
-}
-
-static size_t source(char *buf, size_t size, size_t n, void *arg)
-{
-    struct out *o = arg;
-    size_t room = size * n, left = o->len - o->off;
-    size_t k = left < room ? left : room;
-    memcpy(buf, o->payload + o->off, k);
-    o->off += k;
-    return k;
-}
-
 static const char *severity(const struct channel *c, const char *event)
 {
     if (c->severity)
@@ -709,19 +691,19 @@ static bool build(struct wk_dispatch *d, struct out *o, const PGresult *r, int i
                           "tenant_id", tenant ? tenant : "", "event", event, "event_id",
                           (json_int_t)o->event_id);
         }
-        o->payload = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        o->body.data = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
-        if (!o->payload) {
+        if (!o->body.data) {
             snprintf(o->err, sizeof(o->err), "the message could not be encoded as JSON");
             ok = false;
         } else {
-            o->len = strlen(o->payload);
+            o->body.len = strlen(o->body.data);
         }
         o->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
         curl_easy_setopt(o->e, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(o->e, CURLOPT_POSTFIELDS, o->payload ? o->payload : "");
+        curl_easy_setopt(o->e, CURLOPT_POSTFIELDS, o->body.data ? o->body.data : "");
         curl_easy_setopt(o->e, CURLOPT_HTTPHEADER, o->hdrs);
-        curl_easy_setopt(o->e, CURLOPT_WRITEFUNCTION, sink);
+        curl_easy_setopt(o->e, CURLOPT_WRITEFUNCTION, wk_notify_discard);
     } else {
         struct tq_buf to;
         tq_buf_init(&to);
@@ -784,13 +766,13 @@ static bool build(struct wk_dispatch *d, struct out *o, const PGresult *r, int i
         }
         tq_buf_puts(&m, "\r\n");
         tq_buf_cleanup(&to);
-        o->payload = tq_buf_take(&m, &o->len);
+        o->body.data = tq_buf_take(&m, &o->body.len);
         snprintf(addr, sizeof(addr), "<%s>", d->from);
         curl_easy_setopt(o->e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
         curl_easy_setopt(o->e, CURLOPT_MAIL_FROM, addr);
         curl_easy_setopt(o->e, CURLOPT_MAIL_RCPT, o->rcpt);
-        curl_easy_setopt(o->e, CURLOPT_READFUNCTION, source);
-        curl_easy_setopt(o->e, CURLOPT_READDATA, o);
+        curl_easy_setopt(o->e, CURLOPT_READFUNCTION, wk_notify_read);
+        curl_easy_setopt(o->e, CURLOPT_READDATA, &o->body);
         curl_easy_setopt(o->e, CURLOPT_UPLOAD, 1L);
     }
     free(line);
@@ -950,7 +932,7 @@ static int deliver(struct wk_dispatch *d, uint64_t deadline_ms)
         record(d, c, o);
         curl_slist_free_all(o->hdrs);
         curl_slist_free_all(o->rcpt);
-        free(o->payload);
+        free(o->body.data);
     }
     free(outs);
     return n;

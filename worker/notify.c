@@ -27,8 +27,7 @@
 struct send {
     CURL *e;
     struct curl_slist *hdrs, *rcpt;
-    char *payload;
-    size_t off, len;
+    struct wk_body body;   /* what is sent (notify.h) */
     struct wk_notice *n;
     bool webhook;
 };
@@ -40,23 +39,6 @@ struct wk_notice {
     wk_notify_cb *cb;
     void *arg;
 };
-
-static size_t sink(char *p, size_t size, size_t n, void *arg)
-{
-    (void)p;
-    (void)arg;
-    return size * n;
-}
-
-static size_t source(char *buf, size_t size, size_t n, void *arg)
-{
-    struct send *x = arg;
-    size_t room = size * n, left = x->len - x->off;
-    size_t k = left < room ? left : room;
-    memcpy(buf, x->payload + x->off, k);
-    x->off += k;
-    return k;
-}
 
 static void finish(struct wk_notice *n)
 {
@@ -85,7 +67,7 @@ static void sent(CURL *e, CURLcode rc, void *arg)
     curl_slist_free_all(x->rcpt);
     curl_easy_cleanup(x->e);
     struct wk_notice *n = x->n;
-    free(x->payload);
+    free(x->body.data);
     free(x);
     finish(n);
 }
@@ -101,6 +83,23 @@ static void start_send(struct wk_curl *c, struct wk_notice *n, struct send *x)
 }
 
 /* Slack's mrkdwn: &, < and > are its only control characters (links, mentions). */
+size_t wk_notify_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+size_t wk_notify_read(char *buf, size_t size, size_t n, void *arg)
+{
+    struct wk_body *b = arg;
+    size_t room = size * n, left = b->len - b->off;
+    size_t k = left < room ? left : room;
+    memcpy(buf, b->data + b->off, k);
+    b->off += k;
+    return k;
+}
+
 char *wk_notify_slack_escape(const char *s)
 {
     struct tq_buf b;
@@ -181,17 +180,17 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
         char *shown = wk_notify_slack_escape(line);
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "text", shown, "tenant_id", cl->tenant_id,
                               "event", event, "tier", cl->tier);
-        x->payload = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        x->body.data = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         free(shown);
-        if (!x->payload)
-            x->payload = tq_xstrdup("{\"text\":\"tenantq: a notification could not be encoded\"}");
+        if (!x->body.data)
+            x->body.data = tq_xstrdup("{\"text\":\"tenantq: a notification could not be encoded\"}");
         x->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
         curl_easy_setopt(x->e, CURLOPT_URL, webhook_url);
         curl_easy_setopt(x->e, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(x->e, CURLOPT_POSTFIELDS, x->payload);
+        curl_easy_setopt(x->e, CURLOPT_POSTFIELDS, x->body.data);
         curl_easy_setopt(x->e, CURLOPT_HTTPHEADER, x->hdrs);
-        curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, sink);
+        curl_easy_setopt(x->e, CURLOPT_WRITEFUNCTION, wk_notify_discard);
         start_send(c, n, x);
     }
     const char *to = set->notify_to ? set->notify_to : cl->owner;
@@ -223,14 +222,14 @@ void wk_notify(struct wk_curl *c, const struct wk_step_settings *set, const stru
                 tq_buf_append(&m, p, 1);
         }
         tq_buf_puts(&m, "\r\n");
-        x->payload = tq_buf_take(&m, &x->len);
+        x->body.data = tq_buf_take(&m, &x->body.len);
         snprintf(addr, sizeof(addr), "<%s>", from);
         curl_easy_setopt(x->e, CURLOPT_URL, smtp_url);
         curl_easy_setopt(x->e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
         curl_easy_setopt(x->e, CURLOPT_MAIL_FROM, addr);
         curl_easy_setopt(x->e, CURLOPT_MAIL_RCPT, x->rcpt);
-        curl_easy_setopt(x->e, CURLOPT_READFUNCTION, source);
-        curl_easy_setopt(x->e, CURLOPT_READDATA, x);
+        curl_easy_setopt(x->e, CURLOPT_READFUNCTION, wk_notify_read);
+        curl_easy_setopt(x->e, CURLOPT_READDATA, &x->body);
         curl_easy_setopt(x->e, CURLOPT_UPLOAD, 1L);
         start_send(c, n, x);
     }
